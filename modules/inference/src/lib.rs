@@ -1,0 +1,17 @@
+//! The inference role: a Triton-style model repository served through ONNX
+//! Runtime, with one dynamic batcher per model version.
+
+pub mod error;
+pub mod manager;
+pub mod metrics;
+pub mod model_config;
+pub mod ort_env;
+pub mod ort_runner;
+pub mod repository;
+pub mod scheduler;
+pub mod service;
+pub mod stats;
+pub mod tensor;
+pub mod validate;
+
+pub use error::InferenceError;

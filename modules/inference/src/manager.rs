@@ -1,0 +1,442 @@
+//! Loads, swaps and unloads model versions; follows the repository in poll mode.
+//!
+//! A loaded model is an immutable [`ModelEntry`] swapped whole under a lock,
+//! so a request sees either the old or the new set of versions. A version that
+//! is replaced keeps serving its in-flight requests (they hold an `Arc`); its
+//! scheduler drains and its sessions are released when the last one finishes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use mlserve_common::config::ModelControlMode;
+use ort::environment::Environment;
+
+use crate::error::{InferenceError, Result};
+use crate::model_config::{resolve, ModelConfigFile, ModelSpec};
+use crate::ort_runner::{open_session, signature, OrtRunner, SessionOptions};
+use crate::repository::{
+    list_models, list_versions, model_file, validate_model_name, version_stamp, VersionStamp,
+};
+use crate::scheduler::{ModelRunner, Scheduler};
+use crate::stats::{StatsRegistry, VersionStats};
+
+/// One loaded, servable model version.
+pub struct ServedVersion {
+    /// Version number.
+    pub version: i64,
+    /// Version as the protocol shows it.
+    pub label: String,
+    /// What the model takes and gives.
+    pub spec: Arc<ModelSpec>,
+    /// Its dynamic batcher.
+    pub scheduler: Scheduler,
+    /// Its statistics.
+    pub stats: Arc<VersionStats>,
+    stamp: VersionStamp,
+}
+
+/// State of a model as the repository index reports it.
+#[derive(Clone)]
+struct ModelEntry {
+    versions: BTreeMap<i64, Arc<ServedVersion>>,
+    /// Why the last load failed, if it did.
+    failure: Option<String>,
+    /// The stamps the last load saw (to notice changes when polling).
+    stamps: BTreeMap<i64, VersionStamp>,
+    unloaded: bool,
+}
+
+/// A row of the repository index.
+pub struct IndexRow {
+    /// Model name.
+    pub name: String,
+    /// Version label ("" for a model with no version state).
+    pub version: String,
+    /// READY, UNAVAILABLE or "" (never loaded).
+    pub state: &'static str,
+    /// Why it is unavailable.
+    pub reason: String,
+}
+
+/// Settings the manager needs.
+#[derive(Clone)]
+pub struct ManagerOptions {
+    /// The repository root.
+    pub root: PathBuf,
+    /// none | poll | explicit.
+    pub mode: ModelControlMode,
+    /// Cores ONNX Runtime may use in total.
+    pub cpu_threads: usize,
+    /// Queue bound when a model sets none.
+    pub default_queue: usize,
+}
+
+/// The set of loaded models.
+pub struct ModelManager {
+    options: ManagerOptions,
+    env: &'static Environment,
+    stats: Arc<StatsRegistry>,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// Serializes loads so two reloads of one model never race.
+    load_lock: std::sync::Mutex<()>,
+}
+
+impl ModelManager {
+    /// A manager over `options.root`, loading nothing yet.
+    pub fn new(
+        options: ManagerOptions,
+        env: &'static Environment,
+        stats: Arc<StatsRegistry>,
+    ) -> Self {
+        ModelManager {
+            options,
+            env,
+            stats,
+            models: RwLock::new(BTreeMap::new()),
+            load_lock: Default::default(),
+        }
+    }
+
+    /// The control mode.
+    pub fn mode(&self) -> ModelControlMode {
+        self.options.mode
+    }
+
+    /// Statistics of every version served so far.
+    pub fn stats(&self) -> &Arc<StatsRegistry> {
+        &self.stats
+    }
+
+    /// The version that serves a request: `version` "" picks the highest loaded one.
+    pub fn get(&self, name: &str, version: &str) -> Result<Arc<ServedVersion>> {
+        validate_model_name(name)?;
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        let entry = models.get(name).filter(|e| !e.unloaded);
+        let Some(entry) = entry else {
+            return Err(InferenceError::ModelNotFound(format!(
+                "unknown model: '{name}'"
+            )));
+        };
+        let found = if version.is_empty() {
+            entry.versions.values().next_back()
+        } else {
+            let number: i64 = version.parse().map_err(|_| {
+                InferenceError::ModelNotFound(format!(
+                    "unknown version '{version}' of model '{name}'"
+                ))
+            })?;
+            entry.versions.get(&number)
+        };
+        match found {
+            Some(served) => Ok(served.clone()),
+            None if version.is_empty() => Err(InferenceError::ModelUnavailable(format!(
+                "model '{name}' has no ready version{}",
+                entry
+                    .failure
+                    .as_ref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            ))),
+            None => Err(InferenceError::ModelNotFound(format!(
+                "unknown version '{version}' of model '{name}'"
+            ))),
+        }
+    }
+
+    /// Every loaded version of a model, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<Arc<ServedVersion>>> {
+        validate_model_name(name)?;
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        match models.get(name).filter(|e| !e.unloaded) {
+            Some(entry) => Ok(entry.versions.values().cloned().collect()),
+            None => Err(InferenceError::ModelNotFound(format!(
+                "unknown model: '{name}'"
+            ))),
+        }
+    }
+
+    /// Names of the models with at least one loaded version.
+    pub fn loaded_models(&self) -> Vec<String> {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        models
+            .iter()
+            .filter(|(_, e)| !e.unloaded && !e.versions.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Loads or reloads `name` (blocking: call from a blocking thread). Versions
+    /// whose files did not change are kept as they are; a version that fails to
+    /// load leaves the version it would replace serving.
+    pub fn load(&self, name: &str, override_config: Option<ModelConfigFile>) -> Result<()> {
+        validate_model_name(name)?;
+        let _guard = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.options.root.join(name);
+        if !dir.is_dir() {
+            return Err(InferenceError::ModelNotFound(format!(
+                "no model directory '{name}' in the repository"
+            )));
+        }
+        let config = match override_config {
+            Some(config) => config,
+            None => ModelConfigFile::read(&dir).inspect_err(|e| self.record_failure(name, e))?,
+        };
+        let filename = config.model_filename().to_string();
+        let present = list_versions(&dir, &filename);
+        let wanted = config.version_policy().select(&present);
+        if wanted.is_empty() {
+            let err = InferenceError::InvalidModel(format!(
+                "model '{name}' has no version directory with {filename} that its version policy serves"
+            ));
+            self.record_failure(name, &err);
+            return Err(err);
+        }
+        let previous = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        let mut versions = BTreeMap::new();
+        let mut stamps = BTreeMap::new();
+        let mut failures = Vec::new();
+        for version in wanted {
+            let stamp = version_stamp(&dir, version, &filename);
+            stamps.insert(version, stamp.clone());
+            let old = previous.as_ref().and_then(|p| p.versions.get(&version));
+            if let Some(old) = old.filter(|o| o.stamp == stamp) {
+                versions.insert(version, old.clone());
+                continue;
+            }
+            match self.load_version(name, &config, version, stamp) {
+                Ok(served) => {
+                    tracing::info!(model = name, version, "model version loaded");
+                    versions.insert(version, Arc::new(served));
+                }
+                Err(err) => {
+                    tracing::error!(model = name, version, error = %err, "model version failed to load");
+                    if let Some(old) = old {
+                        versions.insert(version, old.clone());
+                    }
+                    failures.push(format!("version {version}: {err}"));
+                }
+            }
+        }
+        let failure = (!failures.is_empty()).then(|| failures.join("; "));
+        let all_failed = versions.is_empty();
+        let entry = ModelEntry {
+            versions,
+            failure: failure.clone(),
+            stamps,
+            unloaded: false,
+        };
+        self.models
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), entry);
+        match failure {
+            Some(reason) if all_failed => Err(InferenceError::InvalidModel(format!(
+                "failed to load '{name}': {reason}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, name: &str, err: &InferenceError) {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        let entry = models
+            .entry(name.to_string())
+            .or_insert_with(|| ModelEntry {
+                versions: BTreeMap::new(),
+                failure: None,
+                stamps: BTreeMap::new(),
+                unloaded: false,
+            });
+        entry.failure = Some(err.to_string());
+    }
+
+    fn load_version(
+        &self,
+        name: &str,
+        config: &ModelConfigFile,
+        version: i64,
+        stamp: VersionStamp,
+    ) -> Result<ServedVersion> {
+        let path = model_file(
+            &self.options.root.join(name),
+            version,
+            config.model_filename(),
+        );
+        let probe = open_session(self.env, &path, &self.session_options(1, 0, "all"))?;
+        let spec = Arc::new(resolve(
+            name,
+            config,
+            &signature(&probe)?,
+            self.options.default_queue,
+        )?);
+        drop(probe);
+        let instance_count: usize = spec.instance_groups.iter().map(|(_, n, _)| n).sum();
+        let intra = match spec.intra_op_threads {
+            0 => (self.options.cpu_threads / instance_count.max(1)).max(1),
+            n => n,
+        };
+        let mut runners: Vec<Box<dyn ModelRunner>> = Vec::with_capacity(instance_count);
+        for (kind, count, gpus) in &spec.instance_groups {
+            for i in 0..*count {
+                let mut options = self.session_options(
+                    intra,
+                    spec.inter_op_threads,
+                    &spec.graph_optimization_level,
+                );
+                options.kind = *kind;
+                options.device_id = if gpus.is_empty() {
+                    0
+                } else {
+                    gpus[i % gpus.len()]
+                };
+                let session = open_session(self.env, &path, &options)?;
+                runners.push(Box::new(OrtRunner::new(session, spec.clone())));
+            }
+        }
+        let label = version.to_string();
+        let stats = self.stats.get(name, &label);
+        let scheduler = Scheduler::start(
+            &format!("{name}-{version}"),
+            spec.batching.clone(),
+            spec.max_batch_size,
+            runners,
+            stats.clone(),
+        )?;
+        Ok(ServedVersion {
+            version,
+            label,
+            spec,
+            scheduler,
+            stats,
+            stamp,
+        })
+    }
+
+    fn session_options(&self, intra: usize, inter: usize, level: &str) -> SessionOptions {
+        SessionOptions {
+            kind: crate::model_config::InstanceKind::Cpu,
+            device_id: 0,
+            intra_op_threads: intra,
+            inter_op_threads: inter.max(1),
+            optimization_level: level.to_string(),
+        }
+    }
+
+    /// Unloads a model: it stops taking requests at once; versions finish
+    /// their in-flight requests before their sessions are released.
+    pub fn unload(&self, name: &str) -> Result<()> {
+        validate_model_name(name)?;
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        match models.get_mut(name) {
+            Some(entry) => {
+                entry.versions.clear();
+                entry.unloaded = true;
+                entry.failure = None;
+                tracing::info!(model = name, "model unloaded");
+                Ok(())
+            }
+            None if self.options.root.join(name).is_dir() => Ok(()),
+            None => Err(InferenceError::ModelNotFound(format!(
+                "unknown model: '{name}'"
+            ))),
+        }
+    }
+
+    /// Loads every model of the repository (none/poll modes at start).
+    pub fn load_all(&self) -> Result<()> {
+        for name in list_models(&self.options.root)? {
+            if let Err(err) = self.load(&name, None) {
+                tracing::error!(model = %name, error = %err, "model failed to load");
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll-mode pass: loads new models, reloads changed ones, unloads
+    /// removed ones. Unchanged versions are not touched.
+    pub fn poll_once(&self) -> Result<()> {
+        let present = list_models(&self.options.root)?;
+        for name in &present {
+            if self.needs_reload(name) {
+                if let Err(err) = self.load(name, None) {
+                    tracing::warn!(model = %name, error = %err, "model reload failed; the previous versions keep serving");
+                }
+            }
+        }
+        let loaded: Vec<String> = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in loaded.iter().filter(|n| !present.contains(n)) {
+            self.models
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            tracing::info!(model = %name, "model removed from the repository, unloaded");
+        }
+        Ok(())
+    }
+
+    fn needs_reload(&self, name: &str) -> bool {
+        let dir = self.options.root.join(name);
+        let Ok(config) = ModelConfigFile::read(&dir) else {
+            return false;
+        };
+        let filename = config.model_filename();
+        let wanted = config
+            .version_policy()
+            .select(&list_versions(&dir, filename));
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = models.get(name) else {
+            return true;
+        };
+        let seen: Vec<i64> = entry.stamps.keys().copied().collect();
+        seen != wanted
+            || wanted
+                .iter()
+                .any(|v| entry.stamps.get(v) != Some(&version_stamp(&dir, *v, filename)))
+    }
+
+    /// The repository index: every model directory, with its versions' states.
+    pub fn index(&self) -> Result<Vec<IndexRow>> {
+        let names = list_models(&self.options.root)?;
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows = Vec::new();
+        for name in names {
+            match models.get(&name) {
+                Some(entry) if !entry.versions.is_empty() => {
+                    for served in entry.versions.values() {
+                        rows.push(IndexRow {
+                            name: name.clone(),
+                            version: served.label.clone(),
+                            state: "READY",
+                            reason: String::new(),
+                        });
+                    }
+                }
+                Some(entry) => rows.push(IndexRow {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: entry.failure.clone().unwrap_or_else(|| "unloaded".into()),
+                }),
+                None => rows.push(IndexRow {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "",
+                    reason: String::new(),
+                }),
+            }
+        }
+        Ok(rows)
+    }
+}

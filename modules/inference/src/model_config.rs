@@ -1,0 +1,581 @@
+//! A model's `config.toml` (Triton's field names) and its resolution against
+//! the ONNX file into the [`ModelSpec`] the server runs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{InferenceError, Result};
+use mlserve_common::DataType;
+
+/// `config.toml` as written by users. Every section is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfigFile {
+    /// Must equal the directory name when given.
+    pub name: Option<String>,
+    /// `onnxruntime_onnx` (the only platform served).
+    pub platform: Option<String>,
+    /// `onnxruntime` (the only backend served).
+    pub backend: Option<String>,
+    /// Largest batch; 0 means the model does not batch. Unset: 8 when every
+    /// input and output has a dynamic first dimension, else 0.
+    pub max_batch_size: Option<u32>,
+    /// Inputs; unset ones come from the ONNX file.
+    pub input: Vec<TensorConfig>,
+    /// Outputs; unset ones come from the ONNX file.
+    pub output: Vec<TensorConfig>,
+    /// Dynamic batcher settings.
+    pub dynamic_batching: Option<DynamicBatchingConfig>,
+    /// Parallel instances.
+    pub instance_group: Vec<InstanceGroupConfig>,
+    /// Which versions are served.
+    pub version_policy: Option<VersionPolicy>,
+    /// ONNX Runtime session options.
+    pub optimization: Option<OptimizationConfig>,
+    /// File name inside each version directory (default `model.onnx`).
+    pub default_model_filename: Option<String>,
+}
+
+/// One input or output as declared in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorConfig {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// `TYPE_FP32` or `FP32`.
+    pub data_type: String,
+    /// Shape without the batch dimension; -1 is variable.
+    #[serde(default)]
+    pub dims: Vec<i64>,
+    /// Accepted for Triton compatibility; mlserve requires every input.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// Triton's `dynamic_batching`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicBatchingConfig {
+    /// Batch sizes worth waiting for.
+    pub preferred_batch_size: Vec<u32>,
+    /// How long a request may wait for a batch to fill; 0 is greedy.
+    pub max_queue_delay_microseconds: u64,
+    /// Number of priority levels (1 is the highest); 0 disables priorities.
+    pub priority_levels: u32,
+    /// Level of requests that give no priority.
+    pub default_priority_level: u32,
+    /// Queue bound and timeouts.
+    pub default_queue_policy: QueuePolicyConfig,
+    /// Accepted for Triton compatibility: responses always keep request order per caller.
+    pub preserve_ordering: bool,
+}
+
+/// Triton's `ModelQueuePolicy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueuePolicyConfig {
+    /// Pending requests allowed; a full queue rejects at once. 0 takes the
+    /// server's `inference.default_max_queue_size`.
+    pub max_queue_size: u32,
+    /// Queue timeout of requests that give none; 0 means none.
+    pub default_timeout_microseconds: u64,
+    /// Whether a request's `timeout` parameter may override the default.
+    pub allow_timeout_override: bool,
+    /// Only `REJECT` is supported (Triton's default).
+    pub timeout_action: Option<String>,
+}
+
+/// Triton's `instance_group` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGroupConfig {
+    /// Instances in this group.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// `cpu` / `KIND_CPU`, `gpu` / `KIND_GPU`, or `auto`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// GPU ids for `gpu` instances (default 0).
+    #[serde(default)]
+    pub gpus: Vec<i32>,
+    /// Group name (informational).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Which versions of a model are served.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The highest `num_versions` versions.
+    Latest {
+        /// How many.
+        num_versions: u32,
+    },
+    /// Every version present.
+    All {},
+    /// Exactly these versions.
+    Specific {
+        /// The versions.
+        versions: Vec<i64>,
+    },
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest { num_versions: 1 }
+    }
+}
+
+impl VersionPolicy {
+    /// Picks the served versions out of those present (sorted ascending).
+    pub fn select(&self, present: &[i64]) -> Vec<i64> {
+        let mut sorted = present.to_vec();
+        sorted.sort_unstable();
+        match self {
+            VersionPolicy::Latest { num_versions } => {
+                let keep = (*num_versions).max(1) as usize;
+                sorted[sorted.len().saturating_sub(keep)..].to_vec()
+            }
+            VersionPolicy::All {} => sorted,
+            VersionPolicy::Specific { versions } => sorted
+                .into_iter()
+                .filter(|v| versions.contains(v))
+                .collect(),
+        }
+    }
+}
+
+/// ONNX Runtime session options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizationConfig {
+    /// Intra-op threads per instance; 0 shares the server's ONNX Runtime cores
+    /// among this model's instances.
+    pub intra_op_threads: usize,
+    /// Inter-op threads per instance (default 1).
+    pub inter_op_threads: usize,
+    /// disable | basic | extended | all (default all).
+    pub graph_optimization_level: Option<String>,
+}
+
+/// Where an instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceKind {
+    /// The CPU execution provider.
+    Cpu,
+    /// CUDA (TensorRT when available), falling back to CPU with a warning.
+    Gpu,
+}
+
+impl InstanceKind {
+    /// Triton's enum name.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            InstanceKind::Cpu => "KIND_CPU",
+            InstanceKind::Gpu => "KIND_GPU",
+        }
+    }
+}
+
+/// A tensor the model takes or gives: name, type and shape without batch dim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Name in the ONNX graph.
+    pub name: String,
+    /// Element type.
+    pub datatype: DataType,
+    /// Shape without the batch dimension; -1 is variable.
+    pub dims: Vec<i64>,
+}
+
+/// The scheduler's settings, resolved.
+#[derive(Debug, Clone)]
+pub struct BatchingPolicy {
+    /// Sizes worth waiting for (sorted, each <= max_batch_size).
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Longest wait for a batch to fill; zero is greedy.
+    pub max_queue_delay: Duration,
+    /// Pending requests allowed.
+    pub max_queue_size: usize,
+    /// Queue timeout of requests that give none.
+    pub default_timeout: Option<Duration>,
+    /// Whether requests may set their own timeout.
+    pub allow_timeout_override: bool,
+    /// Priority levels (0 = none).
+    pub priority_levels: u32,
+    /// Level of requests without a priority.
+    pub default_priority_level: u32,
+}
+
+/// Everything the server needs to run one model version.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Model name.
+    pub name: String,
+    /// Largest batch; 0 = no batching.
+    pub max_batch_size: usize,
+    /// Inputs in the order the ONNX graph declares them.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs in the order the ONNX graph declares them.
+    pub outputs: Vec<TensorSpec>,
+    /// Scheduler settings.
+    pub batching: BatchingPolicy,
+    /// Whether a `dynamic_batching` section was given (for the config view).
+    pub dynamic_batching: bool,
+    /// (kind, count, gpu ids) per instance group.
+    pub instance_groups: Vec<(InstanceKind, usize, Vec<i32>)>,
+    /// Served versions.
+    pub version_policy: VersionPolicy,
+    /// Intra-op threads per instance (0 = decide at load).
+    pub intra_op_threads: usize,
+    /// Inter-op threads per instance.
+    pub inter_op_threads: usize,
+    /// Graph optimization level name.
+    pub graph_optimization_level: String,
+    /// Model file name inside the version directory.
+    pub model_filename: String,
+}
+
+impl ModelConfigFile {
+    /// Reads `dir/config.toml` if present (an empty config otherwise).
+    pub fn read(model_dir: &Path) -> Result<ModelConfigFile> {
+        let path = model_dir.join("config.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                InferenceError::InvalidModel(format!("{}: {}", path.display(), e.message()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfigFile::default()),
+            Err(e) => Err(InferenceError::InvalidModel(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Parses a JSON config given with a repository load request.
+    pub fn from_json(text: &str) -> Result<ModelConfigFile> {
+        serde_json::from_str(text)
+            .map_err(|e| InferenceError::InvalidModel(format!("invalid model config JSON: {e}")))
+    }
+
+    /// The model file name inside version directories.
+    pub fn model_filename(&self) -> &str {
+        self.default_model_filename
+            .as_deref()
+            .unwrap_or("model.onnx")
+    }
+
+    /// The version policy (default: latest 1).
+    pub fn version_policy(&self) -> VersionPolicy {
+        self.version_policy.clone().unwrap_or_default()
+    }
+}
+
+/// The inputs and outputs an ONNX file declares, with full shapes (-1 dynamic).
+#[derive(Debug, Clone, Default)]
+pub struct OnnxSignature {
+    /// (name, type, full shape) of each input.
+    pub inputs: Vec<(String, DataType, Vec<i64>)>,
+    /// (name, type, full shape) of each output.
+    pub outputs: Vec<(String, DataType, Vec<i64>)>,
+}
+
+/// Merges the config with what the ONNX file declares.
+pub fn resolve(
+    name: &str,
+    file: &ModelConfigFile,
+    onnx: &OnnxSignature,
+    default_queue: usize,
+) -> Result<ModelSpec> {
+    let bad = |msg: String| InferenceError::InvalidModel(format!("model '{name}': {msg}"));
+    if let Some(given) = &file.name {
+        if given != name {
+            return Err(bad(format!(
+                "config name '{given}' does not match the directory name"
+            )));
+        }
+    }
+    if let Some(platform) = &file.platform {
+        if platform != "onnxruntime_onnx" {
+            return Err(bad(format!(
+                "platform '{platform}' is not served (only onnxruntime_onnx)"
+            )));
+        }
+    }
+    let all_dynamic_first = onnx
+        .inputs
+        .iter()
+        .chain(&onnx.outputs)
+        .all(|(_, _, shape)| shape.first().is_some_and(|d| *d < 0));
+    let max_batch_size = match file.max_batch_size {
+        Some(n) => n as usize,
+        None if all_dynamic_first => 8,
+        None => 0,
+    };
+    if max_batch_size > 0 && !all_dynamic_first {
+        return Err(bad(format!(
+            "max_batch_size is {max_batch_size} but not every input and output has a variable first dimension"
+        )));
+    }
+    let inputs =
+        resolve_tensors(&file.input, &onnx.inputs, max_batch_size, "input").map_err(bad)?;
+    let outputs =
+        resolve_tensors(&file.output, &onnx.outputs, max_batch_size, "output").map_err(bad)?;
+    let batching = resolve_batching(
+        file.dynamic_batching.as_ref(),
+        max_batch_size,
+        default_queue,
+    )
+    .map_err(bad)?;
+    let mut instance_groups = Vec::new();
+    for group in &file.instance_group {
+        let kind = match group
+            .kind
+            .as_deref()
+            .unwrap_or("cpu")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "cpu" | "kind_cpu" | "auto" | "kind_auto" | "kind_model" => InstanceKind::Cpu,
+            "gpu" | "kind_gpu" => InstanceKind::Gpu,
+            other => return Err(bad(format!("unknown instance_group kind '{other}'"))),
+        };
+        if group.count == 0 {
+            return Err(bad("instance_group count must be at least 1".into()));
+        }
+        instance_groups.push((kind, group.count as usize, group.gpus.clone()));
+    }
+    if instance_groups.is_empty() {
+        instance_groups.push((InstanceKind::Cpu, 1, Vec::new()));
+    }
+    let optimization = file.optimization.clone().unwrap_or_default();
+    let level = optimization
+        .graph_optimization_level
+        .unwrap_or_else(|| "all".into());
+    if !["disable", "basic", "extended", "all"].contains(&level.as_str()) {
+        return Err(bad(format!(
+            "graph_optimization_level '{level}' is not one of disable, basic, extended, all"
+        )));
+    }
+    Ok(ModelSpec {
+        name: name.to_string(),
+        max_batch_size,
+        inputs,
+        outputs,
+        batching,
+        dynamic_batching: file.dynamic_batching.is_some(),
+        instance_groups,
+        version_policy: file.version_policy(),
+        intra_op_threads: optimization.intra_op_threads,
+        inter_op_threads: optimization.inter_op_threads.max(1),
+        graph_optimization_level: level,
+        model_filename: file.model_filename().to_string(),
+    })
+}
+
+fn resolve_tensors(
+    declared: &[TensorConfig],
+    onnx: &[(String, DataType, Vec<i64>)],
+    max_batch_size: usize,
+    kind: &str,
+) -> Result<Vec<TensorSpec>, String> {
+    for decl in declared {
+        if !onnx.iter().any(|(n, _, _)| n == &decl.name) {
+            let names: Vec<&str> = onnx.iter().map(|(n, _, _)| n.as_str()).collect();
+            return Err(format!(
+                "{kind} '{}' is not in the ONNX graph (it has {names:?})",
+                decl.name
+            ));
+        }
+    }
+    onnx.iter()
+        .map(|(name, onnx_type, shape)| {
+            let onnx_dims = if max_batch_size > 0 {
+                shape[1..].to_vec()
+            } else {
+                shape.clone()
+            };
+            let Some(decl) = declared.iter().find(|d| &d.name == name) else {
+                return Ok(TensorSpec {
+                    name: name.clone(),
+                    datatype: *onnx_type,
+                    dims: onnx_dims,
+                });
+            };
+            let datatype = DataType::parse(&decl.data_type).ok_or_else(|| {
+                format!("{kind} '{name}' has unknown data_type '{}'", decl.data_type)
+            })?;
+            if datatype != *onnx_type {
+                return Err(format!(
+                    "{kind} '{name}' is {} in the config but {} in the ONNX graph",
+                    datatype, onnx_type
+                ));
+            }
+            if !dims_compatible(&decl.dims, &onnx_dims) {
+                return Err(format!(
+                    "{kind} '{name}' dims {:?} do not match the ONNX graph's {:?}",
+                    decl.dims, onnx_dims
+                ));
+            }
+            Ok(TensorSpec {
+                name: name.clone(),
+                datatype,
+                dims: decl.dims.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Config dims may narrow ONNX's variable dims; fixed dims must agree.
+fn dims_compatible(config: &[i64], onnx: &[i64]) -> bool {
+    if onnx.is_empty() {
+        return config.is_empty();
+    }
+    config.len() == onnx.len() && config.iter().zip(onnx).all(|(c, o)| *o < 0 || c == o)
+}
+
+fn resolve_batching(
+    config: Option<&DynamicBatchingConfig>,
+    max_batch_size: usize,
+    default_queue: usize,
+) -> Result<BatchingPolicy, String> {
+    let config = config.cloned().unwrap_or_default();
+    let mut preferred: Vec<usize> = config
+        .preferred_batch_size
+        .iter()
+        .map(|&n| n as usize)
+        .collect();
+    preferred.sort_unstable();
+    preferred.dedup();
+    if let Some(bad) = preferred
+        .iter()
+        .find(|&&n| n == 0 || n > max_batch_size.max(1))
+    {
+        return Err(format!(
+            "preferred_batch_size {bad} is outside 1..=max_batch_size ({max_batch_size})"
+        ));
+    }
+    let policy = &config.default_queue_policy;
+    if let Some(action) = &policy.timeout_action {
+        if !action.eq_ignore_ascii_case("reject") {
+            return Err(format!(
+                "timeout_action '{action}' is not supported (only REJECT)"
+            ));
+        }
+    }
+    if config.priority_levels > 0
+        && (config.default_priority_level == 0
+            || config.default_priority_level > config.priority_levels)
+    {
+        return Err(format!(
+            "default_priority_level {} must be within 1..={}",
+            config.default_priority_level, config.priority_levels
+        ));
+    }
+    Ok(BatchingPolicy {
+        preferred_batch_sizes: preferred,
+        max_queue_delay: Duration::from_micros(config.max_queue_delay_microseconds),
+        max_queue_size: if policy.max_queue_size == 0 {
+            default_queue
+        } else {
+            policy.max_queue_size as usize
+        },
+        default_timeout: (policy.default_timeout_microseconds > 0)
+            .then(|| Duration::from_micros(policy.default_timeout_microseconds)),
+        allow_timeout_override: policy.allow_timeout_override,
+        priority_levels: config.priority_levels,
+        default_priority_level: config.default_priority_level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature() -> OnnxSignature {
+        OnnxSignature {
+            inputs: vec![("x".into(), DataType::Fp32, vec![-1, 4])],
+            outputs: vec![
+                ("y".into(), DataType::Fp32, vec![-1]),
+                ("z".into(), DataType::Int64, vec![-1, 2]),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_absent_config_batches_when_every_first_dim_is_dynamic() {
+        let spec = resolve("m", &ModelConfigFile::default(), &signature(), 99).unwrap();
+        assert_eq!(spec.max_batch_size, 8);
+        assert_eq!(spec.inputs[0].dims, vec![4]);
+        assert_eq!(spec.outputs[0].dims, Vec::<i64>::new());
+        assert_eq!(spec.batching.max_queue_size, 99);
+        assert_eq!(spec.instance_groups, vec![(InstanceKind::Cpu, 1, vec![])]);
+    }
+
+    #[test]
+    fn config_types_must_match_the_graph() {
+        let file: ModelConfigFile = toml::from_str(
+            "max_batch_size = 4\n[[input]]\nname = \"x\"\ndata_type = \"TYPE_INT32\"\ndims = [4]\n",
+        )
+        .unwrap();
+        let err = resolve("m", &file, &signature(), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'x' is INT32 in the config but FP32"), "{err}");
+    }
+
+    #[test]
+    fn triton_style_sections_parse() {
+        let text = r#"
+            max_batch_size = 4
+            [dynamic_batching]
+            preferred_batch_size = [2, 4]
+            max_queue_delay_microseconds = 100
+            [dynamic_batching.default_queue_policy]
+            max_queue_size = 3
+            default_timeout_microseconds = 5000
+            allow_timeout_override = true
+            [[instance_group]]
+            count = 2
+            kind = "KIND_GPU"
+            [version_policy]
+            specific = { versions = [1, 3] }
+        "#;
+        let file: ModelConfigFile = toml::from_str(text).unwrap();
+        let spec = resolve("m", &file, &signature(), 8).unwrap();
+        assert_eq!(spec.batching.preferred_batch_sizes, vec![2, 4]);
+        assert_eq!(spec.batching.max_queue_size, 3);
+        assert_eq!(
+            spec.batching.default_timeout,
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(spec.instance_groups, vec![(InstanceKind::Gpu, 2, vec![])]);
+        assert_eq!(spec.version_policy.select(&[1, 2, 3]), vec![1, 3]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ModelConfigFile>("max_batch_sise = 4").is_err());
+        let file: ModelConfigFile =
+            toml::from_str("max_batch_size = 4\n[dynamic_batching]\npreferred_batch_size = [8]\n")
+                .unwrap();
+        assert!(resolve("m", &file, &signature(), 8).is_err());
+    }
+
+    #[test]
+    fn version_policies_select() {
+        assert_eq!(VersionPolicy::default().select(&[3, 1, 2]), vec![3]);
+        assert_eq!(
+            VersionPolicy::Latest { num_versions: 2 }.select(&[3, 1, 2]),
+            vec![2, 3]
+        );
+        assert_eq!(VersionPolicy::All {}.select(&[2, 1]), vec![1, 2]);
+    }
+}

@@ -1,0 +1,205 @@
+//! The one error-code mapping shared by every service and transport.
+
+use std::fmt;
+
+/// gRPC metadata key that carries the exact [`ErrorCode`] across a hop, so a
+/// remote caller sees the same code a local caller sees.
+pub const ERROR_CODE_METADATA: &str = "mlserve-error-code";
+
+/// The small set of error kinds every module error maps into. This enum alone
+/// owns the HTTP status and the gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Malformed or invalid input (HTTP 400, gRPC INVALID_ARGUMENT).
+    BadRequest,
+    /// Missing or invalid credentials (HTTP 401, gRPC UNAUTHENTICATED).
+    Unauthenticated,
+    /// Unknown model, version or resource (HTTP 404, gRPC NOT_FOUND).
+    NotFound,
+    /// The resource exists already or is in a conflicting state (HTTP 409, gRPC ALREADY_EXISTS).
+    Conflict,
+    /// The request body is over the configured limit (HTTP 413, gRPC RESOURCE_EXHAUSTED).
+    PayloadTooLarge,
+    /// The caller sent too many requests (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    RateLimited,
+    /// Overloaded, not ready, shutting down, or timed out in a queue (HTTP 503, gRPC UNAVAILABLE).
+    Unavailable,
+    /// The operation is not supported (HTTP 501, gRPC UNIMPLEMENTED).
+    Unimplemented,
+    /// A bug or an unexpected failure inside the server (HTTP 500, gRPC INTERNAL).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for round-trip tests and metadata parsing.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthenticated,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Unimplemented,
+        ErrorCode::Internal,
+    ];
+
+    /// The HTTP status for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Unimplemented => 501,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The gRPC status code for this code.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorCode::BadRequest => tonic::Code::InvalidArgument,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::Conflict => tonic::Code::AlreadyExists,
+            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Unimplemented => tonic::Code::Unimplemented,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// A stable lowercase name, used in metrics labels and gRPC metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Parses [`ErrorCode::as_str`] back.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The code a bare gRPC status means when no mlserve metadata came with it.
+    pub fn from_grpc(code: tonic::Code) -> ErrorCode {
+        match code {
+            tonic::Code::InvalidArgument
+            | tonic::Code::OutOfRange
+            | tonic::Code::FailedPrecondition => ErrorCode::BadRequest,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                ErrorCode::Unauthenticated
+            }
+            tonic::Code::NotFound => ErrorCode::NotFound,
+            tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorCode::Conflict,
+            tonic::Code::ResourceExhausted => ErrorCode::RateLimited,
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                ErrorCode::Unavailable
+            }
+            tonic::Code::Unimplemented => ErrorCode::Unimplemented,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it crosses a service boundary: a code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ServiceError {
+    /// What kind of failure this is.
+    pub code: ErrorCode,
+    /// What went wrong, naming the offending input where there is one.
+    pub message: String,
+}
+
+/// Result alias for service calls.
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    /// Builds an error from a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServiceError {
+            code,
+            message: message.into(),
+        }
+    }
+    /// HTTP 400 / INVALID_ARGUMENT.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    /// HTTP 404 / NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    /// HTTP 503 / UNAVAILABLE.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    /// HTTP 500 / INTERNAL.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(err: ServiceError) -> Self {
+        let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
+        if let Ok(value) = err.code.as_str().parse() {
+            status.metadata_mut().insert(ERROR_CODE_METADATA, value);
+        }
+        status
+    }
+}
+
+impl From<tonic::Status> for ServiceError {
+    fn from(status: tonic::Status) -> Self {
+        let code = status
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::from_name)
+            .unwrap_or_else(|| ErrorCode::from_grpc(status.code()));
+        ServiceError::new(code, status.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_survives_a_grpc_round_trip() {
+        for code in ErrorCode::ALL {
+            let status: tonic::Status = ServiceError::new(code, "boom").into();
+            let back = ServiceError::from(status);
+            assert_eq!(back.code, code);
+            assert_eq!(back.message, "boom");
+        }
+    }
+
+    #[test]
+    fn http_statuses_are_distinct_per_code() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.http_status()), "{code} shares a status");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The Open Inference Protocol (KServe v2) REST API over any
+//! [`InferenceService`](crate::inference::InferenceService), wire-compatible
+//! with Triton's HTTP endpoint: JSON tensors, the binary tensor extension,
+//! gzip/deflate bodies, the classification extension, the model repository
+//! extension and statistics.
+//!
+//! Every failure, including a bad path, an unknown route and an over-limit
+//! body, answers with [`error_response`]: the status of the error's
+//! [`ErrorCode`](crate::ErrorCode) and the body `{"error": "<message>"}`.
+
+mod body;
+mod classification;
+mod handlers;
+mod infer;
+mod infer_request;
+mod infer_response;
+mod json_input;
+mod json_output;
+mod model_config;
+mod params;
+mod views;
+
+#[cfg(test)]
+mod router_tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::inference::InferenceClient;
+use crate::ServiceError;
+
+/// The default limit on a request body, before and after decompression: 64 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Options of the v2 REST layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The largest request body accepted, in bytes (413 above it). It applies
+    /// to the body as received and again to the body once decompressed.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler shares.
+struct AppState {
+    service: InferenceClient,
+    options: HttpOptions,
+}
+
+/// The handlers' view of [`AppState`].
+type SharedState = Arc<AppState>;
+
+/// Builds the router of every v2 REST route over `service`.
+///
+/// The routes are those of the protocol: health, server and model metadata,
+/// model readiness, configuration and statistics, inference, and the model
+/// repository (index, load, unload). Anything else answers 404, and a known
+/// path with the wrong method 405, both as `{"error": ...}`.
+pub fn v2_router(service: InferenceClient, options: HttpOptions) -> Router {
+    let state: SharedState = Arc::new(AppState { service, options });
+    const MODEL: &str = "/v2/models/{model}";
+    const VERSIONED: &str = "/v2/models/{model}/versions/{version}";
+    Router::new()
+        .route("/v2", get(handlers::server_metadata))
+        .route("/v2/health/live", get(handlers::server_live))
+        .route("/v2/health/ready", get(handlers::server_ready))
+        .route("/v2/models/stats", get(handlers::all_statistics))
+        .route(MODEL, get(handlers::model_metadata))
+        .route(VERSIONED, get(handlers::model_metadata))
+        .route(&format!("{MODEL}/ready"), get(handlers::model_ready))
+        .route(&format!("{VERSIONED}/ready"), get(handlers::model_ready))
+        .route(&format!("{MODEL}/config"), get(handlers::model_config))
+        .route(&format!("{VERSIONED}/config"), get(handlers::model_config))
+        .route(&format!("{MODEL}/stats"), get(handlers::model_statistics))
+        .route(
+            &format!("{VERSIONED}/stats"),
+            get(handlers::model_statistics),
+        )
+        .route(&format!("{MODEL}/infer"), post(infer::model_infer))
+        .route(&format!("{VERSIONED}/infer"), post(infer::model_infer))
+        .route("/v2/repository/index", post(handlers::repository_index))
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(handlers::load_model),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(handlers::unload_model),
+        )
+        .fallback(handlers::unknown_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}
+
+/// The protocol's error response: the status of `err.code`, the body
+/// `{"error": message}` and `Content-Type: application/json`.
+pub fn error_response(err: &ServiceError) -> Response {
+    let status =
+        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({ "error": err.message }).to_string();
+    json_bytes(status, body.into_bytes())
+}
+
+/// A response with a JSON body that is already serialized.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A 200 response with `value` as its JSON body.
+fn json_ok(value: &serde_json::Value) -> Response {
+    json_bytes(StatusCode::OK, value.to_string().into_bytes())
+}
+
+/// Turns a handler's result into the response, errors included.
+fn respond(result: Result<Response, ServiceError>) -> Response {
+    result.unwrap_or_else(|err| error_response(&err))
+}
+
+/// The path parameters of a route, or axum's rejection of them (for example a
+/// percent-encoding that is not UTF-8).
+type PathParams = Result<Path<HashMap<String, String>>, PathRejection>;
+
+/// A model named in a request path: its name and version ("" = the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelRef {
+    name: String,
+    version: String,
+}
+
+/// Reads and checks the `{model}` and optional `{version}` path parameters.
+fn model_ref(params: PathParams) -> Result<ModelRef, ServiceError> {
+    let Path(mut map) = params.map_err(|e| {
+        ServiceError::bad_request(format!("invalid request path: {}", e.body_text()))
+    })?;
+    let name = map.remove("model").unwrap_or_default();
+    check_model_name(&name)?;
+    let version = match map.remove("version") {
+        Some(version) => {
+            check_model_version(&version)?;
+            version
+        }
+        None => String::new(),
+    };
+    Ok(ModelRef { name, version })
+}
+
+/// A model name must be non-empty and free of `/`, `..` and control characters
+/// (NUL included), so it can never name a path outside the model repository.
+fn check_model_name(name: &str) -> Result<(), ServiceError> {
+    if name.is_empty() {
+        return Err(ServiceError::bad_request(
+            "the model name must not be empty",
+        ));
+    }
+    if name.contains('/')
+        || name.contains('\\')
+        || name.contains("..")
+        || name.chars().any(char::is_control)
+    {
+        return Err(ServiceError::bad_request(format!(
+            "invalid model name '{}': it may not contain '/', '\\', '..' or control characters",
+            name.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+/// A version in a path is a non-negative integer, as Triton requires (it
+/// answers 400 when the version does not parse).
+fn check_model_version(version: &str) -> Result<(), ServiceError> {
+    if version.is_empty() || version.len() > 19 || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ServiceError::bad_request(format!(
+            "invalid model version '{}': it must be a non-negative integer",
+            version.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn model_names_are_checked() {
+        assert!(check_model_name("resnet50").is_ok());
+        assert!(check_model_name("a.b-c_d").is_ok());
+        for bad in ["", "a/b", "..", "a..b", "a\0b", "a\nb", "a\\b"] {
+            let err = check_model_name(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn versions_must_be_integers() {
+        assert!(check_model_version("1").is_ok());
+        assert!(check_model_version("12").is_ok());
+        for bad in ["", "x", "-1", "1.0", "99999999999999999999"] {
+            assert!(check_model_version(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_response_has_status_and_json_body() {
+        let resp = error_response(&ServiceError::not_found("no model 'x'"));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

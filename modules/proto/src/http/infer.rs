@@ -1,0 +1,90 @@
+//! `POST /v2/models/{m}[/versions/{v}]/infer`: read the body, decode it, run
+//! the service, encode the answer, compress it when the client accepts that.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::body::{accepted_coding, compress, offload, read_body};
+use super::infer_request::{decode, decode_raw, header_length, HEADER_LENGTH};
+use super::infer_response::encode;
+use super::{model_ref, respond, PathParams, SharedState};
+use crate::ServiceError;
+
+/// The infer handler.
+pub(super) async fn model_infer(
+    State(state): State<SharedState>,
+    params: PathParams,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(infer(state, params, headers, body).await)
+}
+
+async fn infer(
+    state: SharedState,
+    params: PathParams,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ServiceError> {
+    let model = model_ref(params)?;
+    let header_len = header_length(&headers)?;
+    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let mut decoded = match header_len {
+        Some(0) => {
+            let metadata = state
+                .service
+                .model_metadata(&model.name, &model.version)
+                .await?;
+            decode_raw(body, &metadata)?
+        }
+        _ => offload(body.len(), move || decode(body, header_len)).await?,
+    };
+    if decoded.plan.classifies() {
+        let config = state
+            .service
+            .model_config(&model.name, &model.version)
+            .await?;
+        decoded.plan.batched = config.max_batch_size > 0;
+    }
+    decoded.request.model_name = model.name;
+    decoded.request.model_version = model.version;
+
+    let response = state.service.model_infer(decoded.request).await?;
+    let size: usize = response.raw_output_contents.iter().map(|r| r.len()).sum();
+    let plan = decoded.plan;
+    let coding = accepted_coding(&headers);
+    let (encoded, body) = offload(size, move || {
+        let encoded = encode(response, &plan)?;
+        let body = match coding {
+            Some(coding) => compress(coding, &encoded.body)?,
+            None => Vec::new(),
+        };
+        Ok((encoded, body))
+    })
+    .await?;
+
+    let (body, header_len) = match coding {
+        Some(_) => (body, encoded.header_len),
+        None => (encoded.body, encoded.header_len),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let out = response.headers_mut();
+    let content_type = if header_len.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(len) = header_len {
+        out.insert(HEADER_LENGTH, HeaderValue::from(len));
+    }
+    if let Some(coding) = coding {
+        out.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,24 @@
+//! mlserve's wire contracts.
+//!
+//! - [`pb`]: the Open Inference Protocol (KServe v2) gRPC messages and service,
+//!   generated from `proto/`, field-for-field compatible with Triton.
+//! - [`ErrorCode`] and [`ServiceError`]: the one error-code mapping. An
+//!   `ErrorCode` alone decides the HTTP status and the gRPC code.
+//! - [`inference`]: the `InferenceService` trait, its cloneable client (local or
+//!   gRPC), and the gRPC server adapter that exposes any implementation.
+//! - [`http`]: the v2 REST protocol (JSON and the binary tensor extension) over
+//!   any `InferenceService`.
+
+pub mod datatype;
+pub mod error;
+pub mod http;
+pub mod inference;
+
+pub use datatype::DataType;
+pub use error::{ErrorCode, ServiceError, ServiceResult};
+
+/// Generated protobuf messages and gRPC stubs of package `inference`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}

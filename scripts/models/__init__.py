@@ -1,0 +1,1 @@
+"""Graph builders used by scripts/make_models.py."""

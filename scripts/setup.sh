@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what mlserve needs to build, run and test, into the repository:
+#   .venv/            Python with the pinned packages of requirements.txt
+#   .onnxruntime/     libonnxruntime.so taken from the pinned onnxruntime wheel
+# Idempotent: a second run only checks. Nothing is downloaded from anywhere
+# but the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+ORT_VERSION=1.31.1
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: installing Python packages (requirements.txt)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want" >"$stamp"
+fi
+
+lib=.onnxruntime/libonnxruntime.so.$ORT_VERSION
+if [[ ! -f $lib ]]; then
+  echo "setup: extracting libonnxruntime.so $ORT_VERSION from the onnxruntime wheel"
+  src=$(.venv/bin/python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')
+  mkdir -p .onnxruntime
+  cp "$src/libonnxruntime.so.$ORT_VERSION" "$lib.tmp"
+  mv "$lib.tmp" "$lib"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" .onnxruntime/libonnxruntime.so
+fi
+echo "setup: ok (ORT_DYLIB_PATH=$(pwd)/$lib)"

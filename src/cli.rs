@@ -1,0 +1,96 @@
+//! Command-line flags. Each flag overrides the config key it names.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use figment::Figment;
+
+/// mlserve: serves ONNX models over the Open Inference Protocol
+/// (Triton-compatible HTTP and gRPC). With no flags it runs every role
+/// compiled into the binary on embedded defaults.
+#[derive(Debug, Parser)]
+#[command(name = "mlserve", version)]
+pub struct Cli {
+    /// Configuration file (default: config/mlserve.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Roles to run, comma-separated or repeated (server.roles).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Address to bind (server.host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// HTTP port, 0 for any free port (server.http_port).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// gRPC port, 0 for any free port (server.grpc_port).
+    #[arg(long)]
+    pub grpc_port: Option<u16>,
+    /// Metrics port, 0 for any free port (server.metrics_port).
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Tokio worker threads, 0 for half the cores (server.worker_threads).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+    /// Seconds to drain in-flight requests after SIGTERM (server.shutdown_grace_secs).
+    #[arg(long)]
+    pub shutdown_grace_secs: Option<f64>,
+    /// Largest request body in bytes (server.http_max_body_bytes).
+    #[arg(long)]
+    pub http_max_body_bytes: Option<usize>,
+    /// Model repository directory (inference.model_repository).
+    #[arg(long)]
+    pub model_repository: Option<PathBuf>,
+    /// none | poll | explicit (inference.model_control_mode).
+    #[arg(long)]
+    pub model_control_mode: Option<String>,
+    /// Seconds between repository scans in poll mode (inference.repository_poll_secs).
+    #[arg(long)]
+    pub repository_poll_secs: Option<f64>,
+    /// Model to load at start in explicit mode, repeatable; "*" for all (inference.load_models).
+    #[arg(long = "load-model")]
+    pub load_models: Vec<String>,
+    /// Path of libonnxruntime.so (inference.onnxruntime_library).
+    #[arg(long)]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Cores for ONNX Runtime across all instances, 0 for the rest (inference.cpu_threads).
+    #[arg(long)]
+    pub cpu_threads: Option<usize>,
+    /// Log filter such as info or debug (log.level).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// The flags that were given, as configuration overrides.
+    pub fn overrides(&self) -> Figment {
+        let mut f = Figment::new();
+        macro_rules! set {
+            ($key:literal, $value:expr) => {
+                if let Some(value) = &$value {
+                    f = f.merge(($key, value));
+                }
+            };
+        }
+        if !self.roles.is_empty() {
+            f = f.merge(("server.roles", &self.roles));
+        }
+        set!("server.host", self.host);
+        set!("server.http_port", self.http_port);
+        set!("server.grpc_port", self.grpc_port);
+        set!("server.metrics_port", self.metrics_port);
+        set!("server.worker_threads", self.worker_threads);
+        set!("server.shutdown_grace_secs", self.shutdown_grace_secs);
+        set!("server.http_max_body_bytes", self.http_max_body_bytes);
+        set!("inference.model_repository", self.model_repository);
+        set!("inference.model_control_mode", self.model_control_mode);
+        set!("inference.repository_poll_secs", self.repository_poll_secs);
+        set!("inference.onnxruntime_library", self.onnxruntime_library);
+        set!("inference.cpu_threads", self.cpu_threads);
+        set!("log.level", self.log_level);
+        if !self.load_models.is_empty() {
+            f = f.merge(("inference.load_models", &self.load_models));
+        }
+        f
+    }
+}

@@ -1,0 +1,60 @@
+//! `mlserve`: one binary, six services. This file only parses the command
+//! line, sets up logging and the runtime, and hands over to [`serve`].
+
+mod cli;
+mod serve;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mlserve_common::{Config, Role};
+
+/// The roles compiled into this binary (Cargo features).
+const COMPILED_ROLES: &[Role] = &[
+    #[cfg(feature = "inference")]
+    Role::Inference,
+];
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), cli.overrides()) {
+        Ok(config) => config,
+        Err(err) => return fail(&err),
+    };
+    if let Err(err) = telemetry::init(&config.log) {
+        return fail(&err);
+    }
+    let roles = match Role::parse_list(&config.server.roles, COMPILED_ROLES) {
+        Ok(roles) => roles,
+        Err(err) => return fail(&err),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match config.server.worker_threads {
+        0 => (cores / 2).max(1),
+        n => n,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+    };
+    let roles_text: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    tracing::info!(roles = %roles_text.join(","), workers, cores, "mlserve starting");
+    match runtime.block_on(serve::run(
+        config,
+        roles,
+        cores.saturating_sub(workers).max(1),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&format!("{err:#}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("mlserve: error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,183 @@
+//! The inference role: model manager, Open Inference Protocol over HTTP and
+//! gRPC, Prometheus metrics, and the repository poller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::routing::get;
+use mlserve_common::config::ModelControlMode;
+use mlserve_common::{Config, Shutdown};
+use mlserve_inference::manager::{ManagerOptions, ModelManager};
+use mlserve_inference::service::LocalInference;
+use mlserve_inference::stats::StatsRegistry;
+use mlserve_proto::http::{v2_router, HttpOptions};
+use mlserve_proto::inference::{inference_grpc_server, InferenceClient};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::listen::{bind, serve_http};
+
+/// HTTP/2 flow-control windows for big tensors over gRPC.
+const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Starts the inference role's listeners, then loads the models in the
+/// background; readiness turns true once the initial loads finish.
+pub async fn start(
+    config: &Config,
+    ort_cores: usize,
+    shutdown: &Shutdown,
+    servers: &mut JoinSet<Result<()>>,
+    on_shutdown: &mut Vec<Box<dyn FnOnce() + Send>>,
+) -> Result<()> {
+    let settings = &config.inference;
+    let env = mlserve_inference::ort_env::environment(settings.onnxruntime_library.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let cpu_threads = if settings.cpu_threads == 0 {
+        ort_cores
+    } else {
+        settings.cpu_threads
+    };
+    let options = ManagerOptions {
+        root: settings.model_repository.clone(),
+        mode: settings.model_control_mode,
+        cpu_threads,
+        default_queue: settings.default_max_queue_size.max(1),
+    };
+    if !options.root.is_dir() {
+        anyhow::bail!(
+            "model repository '{}' is not a directory (set --model-repository or inference.model_repository)",
+            options.root.display()
+        );
+    }
+    let manager = Arc::new(ModelManager::new(
+        options,
+        env,
+        Arc::new(StatsRegistry::default()),
+    ));
+    let local = Arc::new(LocalInference::new(manager.clone()));
+    let client: InferenceClient = local.clone();
+    let server = &config.server;
+
+    let http = bind(&server.host, server.http_port, "http").await?;
+    let router = v2_router(
+        client.clone(),
+        HttpOptions {
+            max_body_bytes: server.http_max_body_bytes,
+        },
+    );
+    servers.spawn(serve_http(http, router, shutdown.signal()));
+
+    let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let grpc_service = inference_grpc_server(client, server.http_max_body_bytes);
+    let signal = shutdown.signal();
+    servers.spawn(async move {
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(GRPC_WINDOW_BYTES)
+            .initial_connection_window_size(GRPC_WINDOW_BYTES)
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal.wait())
+            .await
+            .context("grpc server failed")
+    });
+
+    let metrics = bind(&server.host, server.metrics_port, "metrics").await?;
+    let stats = manager.stats().clone();
+    let metrics_router = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let stats = stats.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    mlserve_inference::metrics::render(&stats),
+                )
+            }
+        }),
+    );
+    servers.spawn(serve_http(metrics, metrics_router, shutdown.signal()));
+
+    let ready_flag = local.clone();
+    let health_off = health.clone();
+    on_shutdown.push(Box::new(move || {
+        ready_flag.set_ready(false);
+        tokio::spawn(async move {
+            health_off
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await
+        });
+    }));
+
+    let mode = settings.model_control_mode;
+    let load_models = settings.load_models.clone();
+    let poll_every = Duration::from_secs_f64(settings.repository_poll_secs.max(0.05));
+    let signal = shutdown.signal();
+    tokio::spawn(async move {
+        let loader = manager.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || initial_load(&loader, mode, &load_models)).await;
+        if let Ok(Err(err)) | Err(err) = loaded.map_err(|e| anyhow::anyhow!(e)) {
+            tracing::error!(error = %err, "initial model load failed");
+        }
+        if signal.is_triggered() {
+            return;
+        }
+        local.set_ready(true);
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        tracing::info!(models = ?manager.loaded_models(), "server ready");
+        if mode == ModelControlMode::Poll {
+            poll_repository(manager, poll_every, signal).await;
+        }
+    });
+    Ok(())
+}
+
+fn initial_load(
+    manager: &ModelManager,
+    mode: ModelControlMode,
+    load_models: &[String],
+) -> Result<()> {
+    match mode {
+        ModelControlMode::Explicit if !load_models.iter().any(|m| m == "*") => {
+            for name in load_models {
+                if let Err(err) = manager.load(name, None) {
+                    tracing::error!(model = %name, error = %err, "model failed to load");
+                }
+            }
+            Ok(())
+        }
+        _ => manager.load_all().map_err(anyhow::Error::from),
+    }
+}
+
+async fn poll_repository(
+    manager: Arc<ModelManager>,
+    every: Duration,
+    signal: mlserve_common::ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = signal.clone().wait() => return,
+        }
+        let manager = manager.clone();
+        match tokio::task::spawn_blocking(move || manager.poll_once()).await {
+            Ok(Err(err)) => tracing::warn!(error = %err, "repository poll failed"),
+            Err(err) => tracing::warn!(error = %err, "repository poll task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
