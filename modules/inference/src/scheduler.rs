@@ -382,3 +382,7 @@ impl Queue {
             .min()
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
