@@ -31,17 +31,17 @@ pub async fn start(
     on_shutdown: &mut Vec<Box<dyn FnOnce() + Send>>,
 ) -> Result<()> {
     let settings = &config.inference;
-    let env = mlserve_inference::ort_env::environment(settings.onnxruntime_library.as_deref())
-        .map_err(anyhow::Error::msg)?;
     let cpu_threads = if settings.cpu_threads == 0 {
         ort_cores
     } else {
         settings.cpu_threads
     };
+    let library = settings.onnxruntime_library.as_deref();
+    let env = mlserve_inference::ort_env::environment(library, cpu_threads)
+        .map_err(anyhow::Error::msg)?;
     let options = ManagerOptions {
         root: settings.model_repository.clone(),
         mode: settings.model_control_mode,
-        cpu_threads,
         default_queue: settings.default_max_queue_size.max(1),
     };
     if !options.root.is_dir() {

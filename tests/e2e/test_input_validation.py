@@ -373,3 +373,31 @@ def test_mixed_binary_and_json_inputs(server):
     r = post(server.http_port, infer_path("simple"), header + raw,
              headers={"Inference-Header-Content-Length": str(len(header))})
     check_simple(r, ins)
+
+
+# ------------------------------------------------------------------- gRPC
+def test_grpc_wrong_datatype_and_batch_too_big(server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        f = np.ones((1, 16), np.float32)
+        inputs = [grpcclient.InferInput(n, [1, 16], "FP32").set_data_from_numpy(f)
+                  for n in ("INPUT0", "INPUT1")]
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("simple", inputs, client_timeout=60)
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT", str(e.value)
+        assert "INPUT0" in e.value.message() or "INPUT1" in e.value.message()
+
+        ins = simple_inputs(9)
+        inputs = [grpcclient.InferInput(n, [9, 16], "INT32").set_data_from_numpy(a) for n, a in ins.items()]
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("simple", inputs, client_timeout=60)
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT", str(e.value)
+        assert "batch" in e.value.message().lower()
+
+        ins = simple_inputs(1)
+        inputs = [grpcclient.InferInput(n, [1, 16], "INT32").set_data_from_numpy(a) for n, a in ins.items()]
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("simple", inputs, model_version="99", client_timeout=60)
+        assert e.value.status() == "StatusCode.NOT_FOUND", str(e.value)

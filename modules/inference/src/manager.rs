@@ -66,8 +66,6 @@ pub struct ManagerOptions {
     pub root: PathBuf,
     /// none | poll | explicit.
     pub mode: ModelControlMode,
-    /// Cores ONNX Runtime may use in total.
-    pub cpu_threads: usize,
     /// Queue bound when a model sets none.
     pub default_queue: usize,
 }
@@ -268,7 +266,7 @@ impl ModelManager {
             version,
             config.model_filename(),
         );
-        let probe = open_session(self.env, &path, &self.session_options(1, 0, "all"))?;
+        let probe = open_session(self.env, &path, &self.session_options(0, 0, "all"))?;
         let spec = Arc::new(resolve(
             name,
             config,
@@ -277,10 +275,7 @@ impl ModelManager {
         )?);
         drop(probe);
         let instance_count: usize = spec.instance_groups.iter().map(|(_, n, _)| n).sum();
-        let intra = match spec.intra_op_threads {
-            0 => (self.options.cpu_threads / instance_count.max(1)).max(1),
-            n => n,
-        };
+        let intra = spec.intra_op_threads;
         let mut runners: Vec<Box<dyn ModelRunner>> = Vec::with_capacity(instance_count);
         for (kind, count, gpus) in &spec.instance_groups {
             for i in 0..*count {

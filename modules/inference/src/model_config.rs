@@ -156,8 +156,8 @@ impl VersionPolicy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizationConfig {
-    /// Intra-op threads per instance; 0 shares the server's ONNX Runtime cores
-    /// among this model's instances.
+    /// Intra-op threads of a pool of each instance's own; 0 (default) shares
+    /// the server's ONNX Runtime pool (`inference.cpu_threads`) with every model.
     pub intra_op_threads: usize,
     /// Inter-op threads per instance (default 1).
     pub inter_op_threads: usize,
@@ -233,7 +233,7 @@ pub struct ModelSpec {
     pub instance_groups: Vec<(InstanceKind, usize, Vec<i32>)>,
     /// Served versions.
     pub version_policy: VersionPolicy,
-    /// Intra-op threads per instance (0 = decide at load).
+    /// Intra-op threads of an own pool per instance (0 = the shared pool).
     pub intra_op_threads: usize,
     /// Inter-op threads per instance.
     pub inter_op_threads: usize,

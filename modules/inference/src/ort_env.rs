@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
@@ -46,8 +46,14 @@ pub fn candidate_paths(configured: Option<&Path>) -> Vec<PathBuf> {
     paths
 }
 
-/// Loads ONNX Runtime once and returns the process-wide environment.
-pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, String> {
+/// Loads ONNX Runtime once and returns the process-wide environment. Its
+/// global intra-op thread pool has `cpu_threads` threads (the caller
+/// included) and is shared by every session that does not ask for its own, so
+/// all model instances together never use more cores than that.
+pub fn environment(
+    configured: Option<&Path>,
+    cpu_threads: usize,
+) -> Result<&'static Environment, String> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
@@ -61,13 +67,21 @@ pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, St
             tried.join(", ")
         ));
     };
+    // The library must be loaded before any other ort call, the pool options included.
     let builder = ort::init_from(path)
-        .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+        .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+    let pool = GlobalThreadPoolOptions::default()
+        .with_intra_threads(cpu_threads.max(1))
+        .and_then(|p| p.with_inter_threads(1))
+        .and_then(|p| p.with_spin_control(false))
+        .map_err(|e| format!("cannot configure the ONNX Runtime thread pool: {e}"))?;
+    let builder = builder
         .with_name("mlserve")
-        .with_telemetry(false);
+        .with_telemetry(false)
+        .with_global_thread_pool(pool);
     let env = builder
         .build()
         .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
-    tracing::info!(library = %path.display(), "onnx runtime loaded");
+    tracing::info!(library = %path.display(), cpu_threads, "onnx runtime loaded");
     Ok(ENVIRONMENT.get_or_init(|| env))
 }

@@ -25,7 +25,8 @@ pub struct SessionOptions {
     pub kind: InstanceKind,
     /// GPU id for GPU instances.
     pub device_id: i32,
-    /// Intra-op threads (1 = the instance thread alone).
+    /// Intra-op threads of a pool of the session's own; 0 shares the
+    /// environment's global pool (the default).
     pub intra_op_threads: usize,
     /// Inter-op threads.
     pub inter_op_threads: usize,
@@ -74,12 +75,17 @@ fn build_session(
     };
     let mut builder = Session::builder(env)
         .map_err(|e| InferenceError::Backend(e.to_string()))?
-        .with_intra_threads(options.intra_op_threads.max(1))
-        .map_err(fail)?
-        .with_inter_threads(options.inter_op_threads.max(1))
-        .map_err(fail)?
         .with_optimization_level(level)
         .map_err(fail)?;
+    if options.intra_op_threads > 0 {
+        builder = builder
+            .with_independent_thread_pool()
+            .map_err(fail)?
+            .with_intra_threads(options.intra_op_threads)
+            .map_err(fail)?
+            .with_inter_threads(options.inter_op_threads.max(1))
+            .map_err(fail)?;
+    }
     if let Some(providers) = providers {
         builder = builder.with_execution_providers(providers).map_err(fail)?;
     }

@@ -24,12 +24,18 @@ impl ModelRunner for EchoRunner {
         for request in batch {
             data.extend_from_slice(&request.tensors[0].data);
         }
-        let values: Vec<i32> = data.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let values: Vec<i32> = data
+            .chunks(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         self.batches.lock().unwrap().push(values);
         let rows: Vec<usize> = batch.iter().map(|r| r.rows).collect();
         let total: usize = rows.iter().sum();
         let parts = split_rows("y", DataType::Int32, &[total as i64, 2], &data, &rows)?;
-        Ok((parts.into_iter().map(|p| vec![p]).collect(), BatchTimings::default()))
+        Ok((
+            parts.into_iter().map(|p| vec![p]).collect(),
+            BatchTimings::default(),
+        ))
     }
 }
 
@@ -53,7 +59,13 @@ fn request(id: i32, rows: usize) -> RequestInputs {
             data.extend_from_slice(&(id * 1000 + row * 10 + col).to_le_bytes());
         }
     }
-    RequestInputs { rows, tensors: vec![InputTensor { shape: vec![rows as i64, 2], data: Bytes::from(data) }] }
+    RequestInputs {
+        rows,
+        tensors: vec![InputTensor {
+            shape: vec![rows as i64, 2],
+            data: Bytes::from(data),
+        }],
+    }
 }
 
 struct Harness {
@@ -70,18 +82,30 @@ fn start(policy: BatchingPolicy, max_batch: usize, instances: usize, gated: bool
     let gate_rx = Arc::new(Mutex::new(gate_rx));
     let runners: Vec<Box<dyn ModelRunner>> = (0..instances)
         .map(|_| {
-            Box::new(EchoRunner { batches: batches.clone(), gate: gated.then(|| gate_rx.clone()) }) as Box<dyn ModelRunner>
+            Box::new(EchoRunner {
+                batches: batches.clone(),
+                gate: gated.then(|| gate_rx.clone()),
+            }) as Box<dyn ModelRunner>
         })
         .collect();
     let scheduler = Scheduler::start("echo", policy, max_batch, runners, stats.clone()).unwrap();
-    Harness { scheduler, batches, stats, gate: gated.then_some(gate_tx) }
+    Harness {
+        scheduler,
+        batches,
+        stats,
+        gate: gated.then_some(gate_tx),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_random_requests_are_each_answered_once_with_their_own_rows() {
     for round in 0..4u64 {
         fastrand::seed(round);
-        let delay = if round % 2 == 0 { Duration::ZERO } else { Duration::from_micros(500) };
+        let delay = if round % 2 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(500)
+        };
         let harness = Arc::new(start(policy(delay, vec![4, 8], 10_000), 8, 2, false));
         let mut tasks = Vec::new();
         for client in 0..16 {
@@ -91,10 +115,23 @@ async fn concurrent_random_requests_are_each_answered_once_with_their_own_rows()
                 for (n, rows) in sizes.into_iter().enumerate() {
                     let id = client * 100 + n as i32;
                     let sent = request(id, rows);
-                    let reply = harness.scheduler.enqueue(sent.clone(), 0, None).unwrap().await.unwrap().unwrap();
+                    let reply = harness
+                        .scheduler
+                        .enqueue(sent.clone(), 0, None)
+                        .unwrap()
+                        .await
+                        .unwrap()
+                        .unwrap();
                     assert_eq!(reply.len(), 1);
-                    assert_eq!(reply[0].shape, vec![rows as i64, 2], "request {id} got another's shape");
-                    assert_eq!(reply[0].data, sent.tensors[0].data, "request {id} got another's rows");
+                    assert_eq!(
+                        reply[0].shape,
+                        vec![rows as i64, 2],
+                        "request {id} got another's shape"
+                    );
+                    assert_eq!(
+                        reply[0].data, sent.tensors[0].data,
+                        "request {id} got another's rows"
+                    );
                 }
             }));
         }
@@ -102,12 +139,25 @@ async fn concurrent_random_requests_are_each_answered_once_with_their_own_rows()
             task.await.unwrap();
         }
         let batches = harness.batches.lock().unwrap();
-        let mut seen: Vec<i32> = batches.iter().flatten().copied().filter(|v| v % 10 == 0 && (v / 10) % 100 == 0).collect();
+        let mut seen: Vec<i32> = batches
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| v % 10 == 0 && (v / 10) % 100 == 0)
+            .collect();
         seen.sort_unstable();
-        let mut expected: Vec<i32> = (0..16).flat_map(|c| (0..25).map(move |n| (c * 100 + n) * 1000)).collect();
+        let mut expected: Vec<i32> = (0..16)
+            .flat_map(|c| (0..25).map(move |n| (c * 100 + n) * 1000))
+            .collect();
         expected.sort_unstable();
-        assert_eq!(seen, expected, "every request executed exactly once (round {round})");
-        assert!(batches.iter().all(|b| b.len() / 2 <= 8), "a batch exceeded max_batch_size");
+        assert_eq!(
+            seen, expected,
+            "every request executed exactly once (round {round})"
+        );
+        assert!(
+            batches.iter().all(|b| b.len() / 2 <= 8),
+            "a batch exceeded max_batch_size"
+        );
         assert_eq!(harness.stats.queue_depth.load(Ordering::SeqCst), 0);
     }
 }
@@ -117,17 +167,38 @@ async fn an_idle_server_waits_no_longer_than_the_queue_delay() {
     let delay = Duration::from_millis(30);
     let harness = start(policy(delay, vec![8], 64), 8, 1, false);
     for _ in 0..5 {
-        harness.scheduler.enqueue(request(1, 1), 0, None).unwrap().await.unwrap().unwrap();
+        harness
+            .scheduler
+            .enqueue(request(1, 1), 0, None)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
     }
     let waited = Duration::from_nanos(harness.stats.queue.ns() / harness.stats.queue.count());
     // Waiting for the preferred size 8 is allowed up to the delay, plus
     // scheduling slack of a loaded CI machine; never unbounded.
-    assert!(waited >= Duration::from_millis(25), "a lone request did not wait for a batch to form: {waited:?}");
-    assert!(waited < delay + Duration::from_millis(200), "a lone request waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(25),
+        "a lone request did not wait for a batch to form: {waited:?}"
+    );
+    assert!(
+        waited < delay + Duration::from_millis(200),
+        "a lone request waited {waited:?}"
+    );
 
     let greedy = start(policy(Duration::ZERO, vec![8], 64), 8, 1, false);
-    greedy.scheduler.enqueue(request(1, 1), 0, None).unwrap().await.unwrap().unwrap();
-    assert!(Duration::from_nanos(greedy.stats.queue.ns()) < Duration::from_millis(25), "greedy batching waited");
+    greedy
+        .scheduler
+        .enqueue(request(1, 1), 0, None)
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        Duration::from_nanos(greedy.stats.queue.ns()) < Duration::from_millis(25),
+        "greedy batching waited"
+    );
 }
 
 #[tokio::test]
@@ -135,8 +206,13 @@ async fn a_full_queue_rejects_at_once_and_recovers() {
     let harness = start(policy(Duration::ZERO, vec![], 2), 1, 1, true);
     let running = harness.scheduler.enqueue(request(1, 1), 0, None).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await; // the instance takes it
-    let queued: Vec<_> = (2..4).map(|id| harness.scheduler.enqueue(request(id, 1), 0, None).unwrap()).collect();
-    assert!(matches!(harness.scheduler.enqueue(request(9, 1), 0, None), Err(InferenceError::QueueFull)));
+    let queued: Vec<_> = (2..4)
+        .map(|id| harness.scheduler.enqueue(request(id, 1), 0, None).unwrap())
+        .collect();
+    assert!(matches!(
+        harness.scheduler.enqueue(request(9, 1), 0, None),
+        Err(InferenceError::QueueFull)
+    ));
     let gate = harness.gate.as_ref().unwrap();
     for _ in 0..3 {
         gate.send(()).unwrap();
@@ -146,7 +222,13 @@ async fn a_full_queue_rejects_at_once_and_recovers() {
         reply.await.unwrap().unwrap();
     }
     gate.send(()).unwrap();
-    harness.scheduler.enqueue(request(5, 1), 0, None).unwrap().await.unwrap().unwrap();
+    harness
+        .scheduler
+        .enqueue(request(5, 1), 0, None)
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -154,7 +236,10 @@ async fn queued_requests_time_out_and_abandoned_ones_never_run() {
     let harness = start(policy(Duration::ZERO, vec![], 16), 1, 1, true);
     let running = harness.scheduler.enqueue(request(1, 1), 0, None).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let timed = harness.scheduler.enqueue(request(2, 1), 0, Some(Duration::from_millis(20))).unwrap();
+    let timed = harness
+        .scheduler
+        .enqueue(request(2, 1), 0, Some(Duration::from_millis(20)))
+        .unwrap();
     let abandoned = harness.scheduler.enqueue(request(3, 1), 0, None).unwrap();
     drop(abandoned);
     assert!(matches!(timed.await.unwrap(), Err(InferenceError::Timeout)));
@@ -162,9 +247,25 @@ async fn queued_requests_time_out_and_abandoned_ones_never_run() {
     gate.send(()).unwrap();
     running.await.unwrap().unwrap();
     gate.send(()).unwrap();
-    harness.scheduler.enqueue(request(4, 1), 0, None).unwrap().await.unwrap().unwrap();
-    let ran: Vec<i32> = harness.batches.lock().unwrap().iter().map(|b| b[0] / 1000).collect();
-    assert_eq!(ran, vec![1, 4], "the timed-out and the abandoned request must not execute");
+    harness
+        .scheduler
+        .enqueue(request(4, 1), 0, None)
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
+    let ran: Vec<i32> = harness
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b[0] / 1000)
+        .collect();
+    assert_eq!(
+        ran,
+        vec![1, 4],
+        "the timed-out and the abandoned request must not execute"
+    );
     assert_eq!(harness.stats.queue_depth.load(Ordering::SeqCst), 0);
 }
 
@@ -178,7 +279,10 @@ async fn higher_priority_requests_run_first() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let low = harness.scheduler.enqueue(request(2, 1), 2, None).unwrap();
     let high = harness.scheduler.enqueue(request(3, 1), 1, None).unwrap();
-    assert!(matches!(harness.scheduler.enqueue(request(4, 1), 3, None), Err(InferenceError::InvalidInput(_))));
+    assert!(matches!(
+        harness.scheduler.enqueue(request(4, 1), 3, None),
+        Err(InferenceError::InvalidInput(_))
+    ));
     let gate = harness.gate.as_ref().unwrap();
     for _ in 0..3 {
         gate.send(()).unwrap();
@@ -186,7 +290,13 @@ async fn higher_priority_requests_run_first() {
     for reply in [first, high, low] {
         reply.await.unwrap().unwrap();
     }
-    let order: Vec<i32> = harness.batches.lock().unwrap().iter().map(|b| b[0] / 1000).collect();
+    let order: Vec<i32> = harness
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b[0] / 1000)
+        .collect();
     assert_eq!(order, vec![1, 3, 2]);
 }
 
@@ -195,12 +305,21 @@ async fn requests_with_different_shapes_are_not_batched_together() {
     let harness = start(policy(Duration::from_millis(20), vec![], 16), 8, 1, false);
     let odd = RequestInputs {
         rows: 1,
-        tensors: vec![InputTensor { shape: vec![1, 1], data: Bytes::from(7i32.to_le_bytes().to_vec()) }],
+        tensors: vec![InputTensor {
+            shape: vec![1, 1],
+            data: Bytes::from(7i32.to_le_bytes().to_vec()),
+        }],
     };
     let a = harness.scheduler.enqueue(request(1, 1), 0, None).unwrap();
     let b = harness.scheduler.enqueue(odd, 0, None).unwrap();
     a.await.unwrap().unwrap();
     let _ = b.await.unwrap();
-    let sizes: Vec<usize> = harness.batches.lock().unwrap().iter().map(Vec::len).collect();
+    let sizes: Vec<usize> = harness
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
     assert_eq!(sizes, vec![2, 1]);
 }

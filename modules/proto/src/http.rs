@@ -21,6 +21,8 @@ mod params;
 mod views;
 
 #[cfg(test)]
+mod fake_service;
+#[cfg(test)]
 mod router_tests;
 
 use std::collections::HashMap;

@@ -196,11 +196,18 @@ pub(super) async fn unload_model(
     )
 }
 
-/// Any path no route matches: 404, except that a model route with an empty
-/// model name (`/v2/models//ready`) is 400, like any other invalid name.
+/// Any path no route matches: 404, except that a model path with an empty
+/// model name (`/v2/models//ready`, `/v2/models/`) is 400, like any other
+/// invalid name.
 pub(super) async fn unknown_route(method: Method, uri: Uri) -> Response {
     let path = uri.path();
-    if path.starts_with("/v2/models//") || path.starts_with("/v2/repository/models//") {
+    let empty_name = ["/v2/models/", "/v2/repository/models/"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+    if empty_name {
         return error_response(&ServiceError::bad_request(
             "the model name must not be empty",
         ));

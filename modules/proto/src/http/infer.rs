@@ -7,9 +7,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{accepted_coding, compress, offload, read_body};
-use super::infer_request::{decode, decode_raw, header_length, HEADER_LENGTH};
+use super::infer_request::{decode, decode_raw, header_length, ResponsePlan, HEADER_LENGTH};
 use super::infer_response::encode;
 use super::{model_ref, respond, PathParams, SharedState};
+use crate::pb;
 use crate::ServiceError;
 
 /// The infer handler.
@@ -39,7 +40,11 @@ async fn infer(
                 .await?;
             decode_raw(body, &metadata)?
         }
-        _ => offload(body.len(), move || decode(body, header_len)).await?,
+        _ => {
+            // Only the JSON part needs parsing; binary data is sliced.
+            let json_len = header_len.unwrap_or(body.len());
+            offload(json_len, move || decode(body, header_len)).await?
+        }
     };
     if decoded.plan.classifies() {
         let config = state
@@ -52,23 +57,19 @@ async fn infer(
     decoded.request.model_version = model.version;
 
     let response = state.service.model_infer(decoded.request).await?;
-    let size: usize = response.raw_output_contents.iter().map(|r| r.len()).sum();
     let plan = decoded.plan;
     let coding = accepted_coding(&headers);
-    let (encoded, body) = offload(size, move || {
+    let work = encode_work(&response, &plan, coding.is_some());
+    let (body, header_len) = offload(work, move || {
         let encoded = encode(response, &plan)?;
         let body = match coding {
             Some(coding) => compress(coding, &encoded.body)?,
-            None => Vec::new(),
+            None => encoded.body,
         };
-        Ok((encoded, body))
+        Ok((body, encoded.header_len))
     })
     .await?;
 
-    let (body, header_len) = match coding {
-        Some(_) => (body, encoded.header_len),
-        None => (encoded.body, encoded.header_len),
-    };
     let mut response = (StatusCode::OK, body).into_response();
     let out = response.headers_mut();
     let content_type = if header_len.is_some() {
@@ -87,4 +88,24 @@ async fn infer(
         );
     }
     Ok(response)
+}
+
+/// About how many bytes encoding `response` works through: all of them when
+/// compressing; otherwise those written as JSON (per-element formatting),
+/// plus a sixteenth of those copied as binary (a plain copy).
+fn encode_work(response: &pb::ModelInferResponse, plan: &ResponsePlan, compressing: bool) -> usize {
+    response
+        .outputs
+        .iter()
+        .zip(&response.raw_output_contents)
+        .map(|(output, raw)| {
+            let wanted = plan.outputs.get(&output.name).copied().unwrap_or_default();
+            let binary = wanted.binary.unwrap_or(plan.binary_default);
+            if compressing || !binary {
+                raw.len()
+            } else {
+                raw.len() / 16
+            }
+        })
+        .sum()
 }
