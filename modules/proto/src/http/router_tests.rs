@@ -144,7 +144,6 @@ async fn invalid_names_unknown_routes_and_methods() {
         "/v2/models/a%0Ab/config",
         "/v2/models//ready",
         "/v2/models/",
-        "/v2/repository/models//load",
     ] {
         get(path).await.error(StatusCode::BAD_REQUEST);
     }
@@ -160,8 +159,12 @@ async fn invalid_names_unknown_routes_and_methods() {
     get("/v2/models/echo/infer")
         .await
         .error(StatusCode::METHOD_NOT_ALLOWED);
-    let r = send(post("/v2/repository/models/a%2F..%2Fb/load", "")).await;
-    r.error(StatusCode::BAD_REQUEST);
+    for path in [
+        "/v2/repository/models/a%2F..%2Fb/load",
+        "/v2/repository/models//unload",
+    ] {
+        send(post(path, "")).await.error(StatusCode::BAD_REQUEST);
+    }
 }
 
 #[tokio::test]
