@@ -21,8 +21,6 @@ mod params;
 mod views;
 
 #[cfg(test)]
-mod fake_service;
-#[cfg(test)]
 mod router_tests;
 
 use std::collections::HashMap;

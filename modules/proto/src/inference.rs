@@ -64,3 +64,7 @@ pub trait InferenceService: Send + Sync + 'static {
 /// A cloneable handle on an inference service: the local implementation when
 /// the role runs in this process, a [`RemoteInference`] when it does not.
 pub type InferenceClient = Arc<dyn InferenceService>;
+
+#[cfg(test)]
+#[path = "inference/adapter_tests.rs"]
+mod adapter_tests;

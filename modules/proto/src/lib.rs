@@ -11,6 +11,8 @@
 
 pub mod datatype;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fake_inference;
 pub mod http;
 pub mod inference;
 

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::fake_service::Echo;
 use super::{v2_router, HttpOptions};
+use crate::fake_inference::Echo;
 use crate::pb;
 
 struct Reply {

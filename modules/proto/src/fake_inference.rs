@@ -1,4 +1,5 @@
-//! A fake [`InferenceService`] for the router tests: it echoes its inputs.
+//! A fake [`InferenceService`] for the protocol tests (REST router and gRPC
+//! adapters): it echoes its inputs.
 
 use std::sync::Mutex;
 
@@ -12,10 +13,10 @@ use crate::{ServiceError, ServiceResult};
 /// model `sleepy` (not ready). Inference echoes every input as an output of
 /// the same name, honouring the requested outputs.
 #[derive(Default)]
-pub(super) struct Echo {
-    pub(super) not_ready: bool,
-    pub(super) loads: Mutex<Vec<(String, LoadParameters)>>,
-    pub(super) requests: Mutex<Vec<pb::ModelInferRequest>>,
+pub(crate) struct Echo {
+    pub(crate) not_ready: bool,
+    pub(crate) loads: Mutex<Vec<(String, LoadParameters)>>,
+    pub(crate) requests: Mutex<Vec<pb::ModelInferRequest>>,
 }
 
 fn known(name: &str) -> ServiceResult<()> {
