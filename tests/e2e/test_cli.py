@@ -1,0 +1,58 @@
+"""The command line and start-up errors of the real binary: roles, missing
+ONNX Runtime library, bad configuration. Each must fail fast with a message
+that says what is wrong and how to fix it."""
+
+import os
+import subprocess
+
+from server import server_binary
+
+
+def run(*args, env_extra=None, timeout=30):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([str(server_binary()), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_unknown_role_names_the_valid_ones():
+    result = run("--role", "bogus")
+    assert result.returncode != 0
+    assert "unknown role 'bogus'" in result.stderr
+    assert "inference" in result.stderr
+
+
+def test_compiled_out_role_is_refused_with_the_compiled_ones(models_repo):
+    result = run("--role", "inference,gateway", "--model-repository", str(models_repo))
+    assert result.returncode != 0
+    assert "role 'gateway' is not compiled into this binary" in result.stderr
+    assert "valid roles: inference" in result.stderr
+
+
+def test_missing_onnxruntime_library_says_how_to_fix_it(models_repo):
+    result = run("--model-repository", str(models_repo), "--http-port", "0", "--grpc-port", "0",
+                 "--metrics-port", "0", env_extra={"ORT_DYLIB_PATH": "/nonexistent/libonnxruntime.so"})
+    assert result.returncode != 0
+    assert "cannot find libonnxruntime.so" in result.stderr
+    assert "scripts/setup.sh" in result.stderr and "ORT_DYLIB_PATH" in result.stderr
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[server]\nhttp_prot = 1\n")
+    result = run("--config", str(config))
+    assert result.returncode != 0
+    assert "http_prot" in result.stderr
+
+
+def test_env_override_of_a_misspelt_key_is_an_error():
+    result = run(env_extra={"MLSERVE_INFERENCE__MODEL_REPO": "/tmp"})
+    assert result.returncode != 0
+    assert "model_repo" in result.stderr
+
+
+def test_missing_model_repository_is_an_error(tmp_path):
+    result = run("--model-repository", str(tmp_path / "absent"), "--http-port", "0",
+                 "--grpc-port", "0", "--metrics-port", "0")
+    assert result.returncode != 0
+    assert "is not a directory" in result.stderr
