@@ -14,9 +14,8 @@ use mlserve_inference::stats::StatsRegistry;
 use mlserve_proto::http::{v2_router, HttpOptions};
 use mlserve_proto::inference::{inference_grpc_server, InferenceClient};
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
-use super::listen::{bind, serve_http};
+use super::listen::{bind, grpc_incoming, serve_http};
 
 /// HTTP/2 flow-control windows for big tensors over gRPC.
 const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
@@ -79,10 +78,9 @@ pub async fn start(
         tonic::transport::Server::builder()
             .initial_stream_window_size(GRPC_WINDOW_BYTES)
             .initial_connection_window_size(GRPC_WINDOW_BYTES)
-            .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(grpc_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal.wait())
+            .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
             .await
             .context("grpc server failed")
     });

@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use mlserve_common::ShutdownSignal;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
 
 /// Binds `host:port` (port 0 picks a free one) and logs the address.
 pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpListener> {
@@ -17,13 +20,29 @@ pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpLis
 }
 
 /// Serves an axum router until shutdown, then finishes in-flight requests.
+/// Nagle is off on every connection: small responses leave at once.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     signal: ShutdownSignal,
 ) -> Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(signal.wait())
         .await
         .context("http server failed")
+}
+
+/// The accepted connections of a gRPC listener, with Nagle off (tonic's own
+/// `tcp_nodelay` only applies to listeners it binds itself).
+pub fn grpc_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
