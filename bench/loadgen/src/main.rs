@@ -1,0 +1,217 @@
+//! `loadgen`: mlserve's load generator.
+//!
+//! - `loadgen closed`: closed-loop load on a server over the Open Inference
+//!   Protocol (HTTP JSON, HTTP binary or gRPC), as perf_analyzer's
+//!   concurrency mode.
+//! - `loadgen raw`: the ceiling, the same model run in-process by ONNX
+//!   Runtime with nothing in between.
+//!
+//! Both print a table on stdout and can write the same facts as JSON.
+
+mod closed;
+mod encode;
+mod http;
+mod metadata;
+mod progress;
+mod raw;
+mod report;
+mod stats;
+mod target;
+mod tensor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::closed::ClosedPlan;
+use crate::progress::Progress;
+use crate::raw::RawPlan;
+use crate::report::Report;
+use crate::target::{Protocol, Target};
+
+/// mlserve's load generator.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep a fixed number of requests in flight against a server.
+    Closed(ClosedArgs),
+    /// Run the model in-process with ONNX Runtime (the ceiling).
+    Raw(RawArgs),
+}
+
+/// Options both modes share.
+#[derive(Debug, Args)]
+struct Common {
+    /// Rows per request (the batch dimension).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds before the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Draw no progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ClosedArgs {
+    /// Server URL: the HTTP port for http-*, the gRPC port for grpc.
+    #[arg(long)]
+    target: String,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::HttpBinary)]
+    protocol: Protocol,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Load generator threads (keep it small: it shares the cores with the server).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct RawArgs {
+    /// The ONNX model file.
+    #[arg(long)]
+    model_file: PathBuf,
+    /// Intra-op threads (match the server's ONNX Runtime cores).
+    #[arg(long, default_value_t = 1)]
+    intra_threads: usize,
+    /// Let idle intra-op threads spin (the server turns spinning off).
+    #[arg(long)]
+    spin: bool,
+    /// libonnxruntime.so (default: ORT_DYLIB_PATH, then .onnxruntime/).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{what} must be a non-negative number of seconds"))
+}
+
+fn closed(args: ClosedArgs) -> Result<Report> {
+    let c = &args.common;
+    let plan = ClosedPlan {
+        concurrency: args.concurrency.max(1),
+        warmup: seconds(c.warmup, "warmup")?,
+        duration: seconds(c.duration, "duration")?,
+    };
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    let label = format!(
+        "{} {} b{} c{}",
+        args.model,
+        args.protocol.as_str(),
+        c.batch,
+        plan.concurrency
+    );
+    let (recorder, request_bytes) = runtime.block_on(async {
+        let target = Target::prepare(&args.target, args.protocol, &args.model, c.batch).await?;
+        let progress = Progress::new(label, plan.warmup, plan.duration, !c.quiet);
+        let recorder = closed::run(&target, plan, progress, c.batch as u64).await;
+        Ok::<_, anyhow::Error>((recorder, target.request_bytes))
+    })?;
+    Ok(Report {
+        protocol: Some(args.protocol.as_str()),
+        target: Some(args.target.clone()),
+        concurrency: Some(plan.concurrency),
+        request_bytes,
+        ..Report::new(
+            "closed",
+            args.model.clone(),
+            c.batch,
+            args.threads.max(1),
+            c.warmup,
+            c.duration,
+        )
+    }
+    .measured(&recorder))
+}
+
+fn raw(args: RawArgs) -> Result<Report> {
+    let c = &args.common;
+    let plan = RawPlan {
+        model_file: args.model_file.clone(),
+        batch: c.batch,
+        intra_threads: args.intra_threads.max(1),
+        spin: args.spin,
+        warmup: seconds(c.warmup, "warmup")?,
+        duration: seconds(c.duration, "duration")?,
+        library: args.ort_lib.clone(),
+    };
+    let name = args.model_file.display().to_string();
+    let label = format!("raw {name} b{}", c.batch);
+    let (recorder, request_bytes) = raw::run(&plan, label, !c.quiet)?;
+    Ok(Report {
+        request_bytes,
+        ..Report::new(
+            "raw",
+            name,
+            c.batch,
+            plan.intra_threads,
+            c.warmup,
+            c.duration,
+        )
+    }
+    .measured(&recorder))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (report, json_out) = match cli.command {
+        Command::Closed(args) => {
+            let out = args.common.json_out.clone();
+            (closed(args), out)
+        }
+        Command::Raw(args) => {
+            let out = args.common.json_out.clone();
+            (raw(args), out)
+        }
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("loadgen: error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = json_out {
+        if let Err(err) = report.write_json(&path) {
+            eprintln!("loadgen: error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
