@@ -97,9 +97,6 @@ struct RawArgs {
     /// Intra-op threads (match the server's ONNX Runtime cores).
     #[arg(long, default_value_t = 1)]
     intra_threads: usize,
-    /// Let idle intra-op threads spin (the server turns spinning off).
-    #[arg(long)]
-    spin: bool,
     /// libonnxruntime.so (default: ORT_DYLIB_PATH, then .onnxruntime/).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
@@ -165,7 +162,6 @@ fn raw(args: RawArgs) -> Result<Report> {
         model_file: args.model_file.clone(),
         batch: c.batch,
         intra_threads: args.intra_threads.max(1),
-        spin: args.spin,
         warmup: seconds(c.warmup, "warmup")?,
         duration: seconds(c.duration, "duration")?,
         library: args.ort_lib.clone(),

@@ -4,23 +4,21 @@
 //! inter-op thread, spinning off unless asked) and all graph optimizations.
 //! Nothing but `Session::run` is timed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use mlserve_inference::model_config::InstanceKind;
+use mlserve_inference::ort_env;
+use mlserve_inference::ort_runner::{element_type_of, open_session, signature, SessionOptions};
 use mlserve_proto::datatype::split_bytes_elements;
 use mlserve_proto::DataType;
-use ort::environment::GlobalThreadPoolOptions;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynTensor, DynValue, Tensor, TensorElementType, ValueType};
+use ort::value::{DynTensor, DynValue, Tensor};
 
 use crate::progress::{Progress, REFRESH};
 use crate::stats::Recorder;
 use crate::tensor::{random_inputs, InputSpec, InputTensor};
-
-/// The library used when neither `--ort-lib` nor `ORT_DYLIB_PATH` is given.
-const DEFAULT_LIBRARY: &str = ".onnxruntime/libonnxruntime.so.1.31.1";
 
 /// The shape of a raw run.
 #[derive(Debug, Clone)]
@@ -31,8 +29,6 @@ pub struct RawPlan {
     pub batch: usize,
     /// Intra-op threads of the global pool.
     pub intra_threads: usize,
-    /// Let idle pool threads spin (the server does not).
-    pub spin: bool,
     /// Unmeasured time first.
     pub warmup: Duration,
     /// Measured window.
@@ -41,54 +37,22 @@ pub struct RawPlan {
     pub library: Option<PathBuf>,
 }
 
-/// Where the ONNX Runtime library is: the flag, then `ORT_DYLIB_PATH`, then
-/// the repository's `.onnxruntime/` from the working directory or from the
-/// executable in `target/<profile>/`.
-pub fn library_path(flag: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = flag {
-        return Ok(path.to_path_buf());
-    }
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Ok(PathBuf::from(path));
-    }
-    let mut candidates = vec![PathBuf::from(DEFAULT_LIBRARY)];
-    if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(
-            exe.ancestors()
-                .skip(1)
-                .take(3)
-                .map(|d| d.join(DEFAULT_LIBRARY)),
-        );
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .context("cannot find libonnxruntime.so: run `bash scripts/setup.sh`, or pass --ort-lib or set ORT_DYLIB_PATH")
-}
-
 /// Opens the session, makes the inputs and runs the plan.
 /// Returns the measurements and the bytes of one batch's inputs.
 pub fn run(plan: &RawPlan, label: String, show_progress: bool) -> Result<(Recorder, usize)> {
-    let library = library_path(plan.library.as_deref())?;
-    // Loading the library comes first: building the pool options calls it.
-    let builder = ort::init_from(&library)
-        .map_err(|e| anyhow!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
-    let pool = GlobalThreadPoolOptions::default()
-        .with_intra_threads(plan.intra_threads.max(1))
-        .and_then(|p| p.with_inter_threads(1))
-        .and_then(|p| p.with_spin_control(plan.spin))
-        .map_err(|e| anyhow!("cannot configure the ONNX Runtime thread pool: {e}"))?;
-    let environment = builder
-        .with_name("loadgen")
-        .with_telemetry(false)
-        .with_global_thread_pool(pool)
-        .build()
-        .map_err(|e| anyhow!("cannot start ONNX Runtime: {e}"))?;
-    let mut session = Session::builder(&environment)
-        .map_err(|e| anyhow!("{e}"))?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| anyhow!("{e}"))?
-        .commit_from_file(&plan.model_file)
+    // The server's own loading code, so the ceiling runs exactly as an
+    // instance does: one global pool of `intra_threads`, spinning off, all
+    // graph optimizations.
+    let environment = ort_env::environment(plan.library.as_deref(), plan.intra_threads)
+        .map_err(anyhow::Error::msg)?;
+    let options = SessionOptions {
+        kind: InstanceKind::Cpu,
+        device_id: 0,
+        intra_op_threads: 0,
+        inter_op_threads: 1,
+        optimization_level: "all".into(),
+    };
+    let mut session = open_session(environment, &plan.model_file, &options)
         .map_err(|e| anyhow!("cannot load {}: {e}", plan.model_file.display()))?;
     let specs = input_specs(&session)?;
     let tensors = random_inputs(&specs, plan.batch, 42)?;
@@ -129,20 +93,16 @@ pub fn run(plan: &RawPlan, label: String, show_progress: bool) -> Result<(Record
 
 /// The session's inputs, as the server's metadata would describe them.
 fn input_specs(session: &Session) -> Result<Vec<InputSpec>> {
-    session
-        .inputs()
-        .iter()
-        .map(|outlet| match outlet.dtype() {
-            ValueType::Tensor { ty, shape, .. } => Ok(InputSpec {
-                name: outlet.name().to_string(),
-                datatype: datatype_of(*ty).with_context(|| {
-                    format!("input '{}' has unsupported type {ty:?}", outlet.name())
-                })?,
-                shape: shape.to_vec(),
-            }),
-            other => bail!("input '{}' is a {other:?}, not a tensor", outlet.name()),
+    let signature = signature(session).map_err(|e| anyhow!("{e}"))?;
+    Ok(signature
+        .inputs
+        .into_iter()
+        .map(|(name, datatype, shape)| InputSpec {
+            name,
+            datatype,
+            shape,
         })
-        .collect()
+        .collect())
 }
 
 fn to_value(session: &Session, tensor: &InputTensor) -> Result<DynValue> {
@@ -179,47 +139,4 @@ fn to_value(session: &Session, tensor: &InputTensor) -> Result<DynValue> {
         );
     }
     Ok(value.into_dyn())
-}
-
-fn datatype_of(ty: TensorElementType) -> Option<DataType> {
-    DataType::ALL
-        .into_iter()
-        .find(|&d| element_type_of(d) == ty)
-}
-
-fn element_type_of(datatype: DataType) -> TensorElementType {
-    match datatype {
-        DataType::Bool => TensorElementType::Bool,
-        DataType::Uint8 => TensorElementType::Uint8,
-        DataType::Uint16 => TensorElementType::Uint16,
-        DataType::Uint32 => TensorElementType::Uint32,
-        DataType::Uint64 => TensorElementType::Uint64,
-        DataType::Int8 => TensorElementType::Int8,
-        DataType::Int16 => TensorElementType::Int16,
-        DataType::Int32 => TensorElementType::Int32,
-        DataType::Int64 => TensorElementType::Int64,
-        DataType::Fp16 => TensorElementType::Float16,
-        DataType::Fp32 => TensorElementType::Float32,
-        DataType::Fp64 => TensorElementType::Float64,
-        DataType::Bf16 => TensorElementType::Bfloat16,
-        DataType::Bytes => TensorElementType::String,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn element_types_map_both_ways() {
-        for d in DataType::ALL {
-            assert_eq!(datatype_of(element_type_of(d)), Some(d));
-        }
-    }
-
-    #[test]
-    fn explicit_library_path_wins() {
-        let p = library_path(Some(Path::new("/x/libonnxruntime.so"))).unwrap();
-        assert_eq!(p, PathBuf::from("/x/libonnxruntime.so"));
-    }
 }

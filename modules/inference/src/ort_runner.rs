@@ -96,26 +96,13 @@ fn build_session(
 
 /// Maps ONNX Runtime's element type to the protocol's datatype.
 pub fn datatype_of(ty: TensorElementType) -> Option<DataType> {
-    Some(match ty {
-        TensorElementType::Bool => DataType::Bool,
-        TensorElementType::Uint8 => DataType::Uint8,
-        TensorElementType::Uint16 => DataType::Uint16,
-        TensorElementType::Uint32 => DataType::Uint32,
-        TensorElementType::Uint64 => DataType::Uint64,
-        TensorElementType::Int8 => DataType::Int8,
-        TensorElementType::Int16 => DataType::Int16,
-        TensorElementType::Int32 => DataType::Int32,
-        TensorElementType::Int64 => DataType::Int64,
-        TensorElementType::Float16 => DataType::Fp16,
-        TensorElementType::Float32 => DataType::Fp32,
-        TensorElementType::Float64 => DataType::Fp64,
-        TensorElementType::Bfloat16 => DataType::Bf16,
-        TensorElementType::String => DataType::Bytes,
-        _ => return None,
-    })
+    DataType::ALL
+        .into_iter()
+        .find(|&d| element_type_of(d) == ty)
 }
 
-fn element_type_of(datatype: DataType) -> TensorElementType {
+/// Maps the protocol's datatype to ONNX Runtime's element type.
+pub fn element_type_of(datatype: DataType) -> TensorElementType {
     match datatype {
         DataType::Bool => TensorElementType::Bool,
         DataType::Uint8 => TensorElementType::Uint8,
@@ -318,4 +305,17 @@ fn split_or_whole(
         shape: shape.to_vec(),
         data: Bytes::copy_from_slice(raw),
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_types_map_both_ways() {
+        for d in DataType::ALL {
+            assert_eq!(datatype_of(element_type_of(d)), Some(d));
+        }
+        assert_eq!(datatype_of(TensorElementType::Complex64), None);
+    }
 }
