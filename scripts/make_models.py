@@ -9,7 +9,12 @@ byte-for-byte deterministic.  Sets:
             identity_<type>, int64_lookup, tabular, heavy, slow, string_len)
   examples  simple, tabular, int64_lookup, string_len (+ resnet50 with --resnet50)
   resnet50  ResNet-50 v1.5 with random weights (~100 MB)
-  bench     tabular + resnet50
+  bert      bert_base (BERT-base topology, random weights, ~440 MB) and minilm
+            (the real all-MiniLM-L6-v2 weights, ~90 MB, + its tokenizer.json)
+  bench     tabular + resnet50 + bert_base + minilm
+  bench-inputs
+            no models: OUT/inputs/ with request payloads for the bench models
+            (scripts/models/inputs.py)
 
 A model whose model.onnx already exists is skipped unless --force.  Files are
 written atomically: a new model directory is staged in OUT/.<model>.XXXX and
@@ -32,7 +37,7 @@ import onnx
 from onnx import TensorProto as TP, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import resnet50  # noqa: E402
+from models import bert, inputs, resnet50  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17
@@ -62,6 +67,7 @@ class Spec:
     batching: dict | None = None  # keys: preferred, delay_us, queue
     notes: str = ""
     extra: dict = field(default_factory=dict)  # check-time hints (expected outputs)
+    files: dict = field(default_factory=dict)  # more files next to config.toml: name -> bytes
 
 
 # --------------------------------------------------------------------------
@@ -255,12 +261,34 @@ def build_resnet50():
     return Spec("resnet50", model, 32, batching(2000, [8, 16, 32], 256), extra={"time": True})
 
 
+def build_bert_base():
+    """BERT-base encoder (12 x 768, 12 heads), seeded N(0, 0.02) weights, seq 128."""
+    weights = bert.random_weights(bert.BERT_BASE, seed=110)
+    nodes, inits, ins, outs = bert.build(bert.BERT_BASE, weights, heads=["pooler_output"])
+    model = make_model(nodes, ins, outs, inits, name="bert_base", doc=build_bert_base.__doc__)
+    check = lambda d: bert.check(d, bert.BERT_BASE, weights)  # noqa: E731
+    return Spec("bert_base", model, 16, batching(2000, [4, 8, 16], 256),
+                extra={"int_range": (0, 2), "check": check})
+
+
+def build_minilm():
+    """all-MiniLM-L6-v2 (real weights), seq 128, mean-pooled L2-normalised embedding."""
+    weights = bert.minilm_weights()
+    nodes, inits, ins, outs = bert.build(bert.MINILM, weights, heads=["sentence_embedding"])
+    model = make_model(nodes, ins, outs, inits, name="minilm", doc=build_minilm.__doc__)
+    check = lambda d: bert.check(d, bert.MINILM, weights)  # noqa: E731
+    tok = (bert.minilm_dir() / "tokenizer.json").read_bytes()
+    return Spec("minilm", model, 32, batching(2000, [8, 16, 32], 256),
+                extra={"int_range": (0, 2), "check": check}, files={"tokenizer.json": tok})
+
+
 SETS = {
     "tests": ["simple", "simple_nobatch", *[f"identity_{t}" for t in IDENTITY_TYPES],
               "int64_lookup", "tabular", "heavy", "slow", "string_len"],
     "examples": ["simple", "tabular", "int64_lookup", "string_len"],
     "resnet50": ["resnet50"],
-    "bench": ["tabular", "resnet50"],
+    "bert": ["bert_base", "minilm"],
+    "bench": ["tabular", "resnet50", "bert_base", "minilm"],
 }
 BUILDERS = {
     "simple": lambda: build_simple(True),
@@ -268,6 +296,7 @@ BUILDERS = {
     **{f"identity_{t}": (lambda t=t, e=e: build_identity(t, e)) for t, e in IDENTITY_TYPES.items()},
     "int64_lookup": build_int64_lookup, "tabular": build_tabular, "heavy": build_heavy,
     "slow": build_slow, "string_len": build_string_len, "resnet50": build_resnet50,
+    "bert_base": build_bert_base, "minilm": build_minilm,
 }
 
 
@@ -335,12 +364,16 @@ def write_spec(out, spec):
         (dst / "1").mkdir(exist_ok=True)
         atomic_write(dst / "1" / "model.onnx", model_bytes)
         atomic_write(dst / "config.toml", config)
+        for name, data in spec.files.items():
+            atomic_write(dst / name, data)
     else:
         stage = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out))
         try:
             (stage / "1").mkdir()
             (stage / "1" / "model.onnx").write_bytes(model_bytes)
             (stage / "config.toml").write_bytes(config)
+            for name, data in spec.files.items():
+                (stage / name).write_bytes(data)
             os.chmod(stage, 0o755)
             os.rename(stage, dst)
         except BaseException:
@@ -433,19 +466,25 @@ def check_model(out, spec, threads_timing=1):
             times.append(time.perf_counter() - t0)
         msg += f"; batch 1, {threads_timing} thread: {1e3 * min(times):.1f} ms (min of 3)"
     print(msg)
+    if "check" in spec.extra:  # the model's own checks (real inputs, timings)
+        for line in spec.extra["check"](out / spec.name):
+            print(f"    {line}")
 
 
 # --------------------------------------------------------------------------
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", required=True, choices=sorted(SETS))
+    parser.add_argument("--set", required=True, choices=sorted([*SETS, "bench-inputs"]))
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--force", action="store_true", help="overwrite existing models")
     parser.add_argument("--resnet50", action="store_true", help="add resnet50 to --set examples")
     parser.add_argument("--check", action="store_true", help="load and run every model after")
     args = parser.parse_args(argv)
 
+    if args.set == "bench-inputs":
+        inputs.write(args.out, force=args.force)
+        return
     names = list(SETS[args.set])
     if args.set == "examples" and args.resnet50:
         names.append("resnet50")
