@@ -10,4 +10,4 @@ cargo test --release --workspace
 echo "== cargo build (release binaries) =="
 cargo build --release --workspace --bins
 echo "== end-to-end (pytest, real binary) =="
-.venv/bin/python -m pytest tests/e2e
+.venv/bin/python -m pytest
