@@ -244,9 +244,17 @@ pub struct ModelSpec {
 }
 
 impl ModelConfigFile {
-    /// Reads `dir/config.toml` if present (an empty config otherwise).
+    /// Reads `dir/config.toml`, else Triton's `dir/config.pbtxt`, else an
+    /// empty config (everything from the ONNX file).
     pub fn read(model_dir: &Path) -> Result<ModelConfigFile> {
         let path = model_dir.join("config.toml");
+        let triton = model_dir.join("config.pbtxt");
+        if !path.exists() && triton.exists() {
+            let text = std::fs::read_to_string(&triton).map_err(|e| {
+                InferenceError::InvalidModel(format!("cannot read {}: {e}", triton.display()))
+            })?;
+            return crate::pbtxt::parse(&text);
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|e| {
                 InferenceError::InvalidModel(format!("{}: {}", path.display(), e.message()))

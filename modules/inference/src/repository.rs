@@ -38,7 +38,8 @@ fn stamp(path: &Path) -> FileStamp {
 pub struct VersionStamp {
     /// The model file's stamp.
     pub model_file: FileStamp,
-    /// The model's config.toml stamp (a config change reloads every version).
+    /// The model's config.toml (or config.pbtxt) stamp: a config change
+    /// reloads every version.
     pub config: FileStamp,
 }
 
@@ -84,7 +85,8 @@ pub fn model_file(model_dir: &Path, version: i64, model_filename: &str) -> PathB
 pub fn version_stamp(model_dir: &Path, version: i64, model_filename: &str) -> VersionStamp {
     VersionStamp {
         model_file: stamp(&model_file(model_dir, version, model_filename)),
-        config: stamp(&model_dir.join("config.toml")),
+        config: stamp(&model_dir.join("config.toml"))
+            .or_else(|| stamp(&model_dir.join("config.pbtxt"))),
     }
 }
 
