@@ -24,7 +24,7 @@ def abandon_http(port, body):
     head = (f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     sock.sendall(head + body)
-    time.sleep(0.05)
+    time.sleep(0.02)
     sock.close()
 
 
@@ -40,16 +40,18 @@ def test_abandoned_requests_never_execute(make_server, models_repo):
     busy = threading.Thread(target=lambda: http_request(port, "POST", "/v2/models/slow/infer",
                                                         slow_body(0.5), timeout=30))
     busy.start()
-    time.sleep(0.05)  # the first request is executing; the next ones queue behind it
-    for i in range(3):
-        abandon_http(port, slow_body(i))
+    # The first request executes for about 200 ms; everything below is sent,
+    # and given up on, well within that time, so it can only have queued.
+    time.sleep(0.03)
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
     x = grpcclient.InferInput("INPUT0", [1, 256], "FP32")
     x.set_data_from_numpy(np.zeros((1, 256), dtype=np.float32))
     try:
-        grpc.infer("slow", [x], client_timeout=0.05)
+        grpc.infer("slow", [x], client_timeout=0.03)
     except Exception:
         pass  # deadline exceeded: the client gave up
+    for i in range(3):
+        abandon_http(port, slow_body(i))
     busy.join()
     time.sleep(1.0)  # anything wrongly queued would have run by now
     after = stats(server)

@@ -1,17 +1,23 @@
 //! One scheduler per model version, with Triton's dynamic batcher semantics.
 //!
-//! The queue lives on its own OS thread (timed waits of microseconds, which
-//! tokio's millisecond timer wheel cannot give). Each model instance is
-//! another OS thread owning its runner. The scheduler forms a batch only when
-//! an instance is free: greedily when there is no queue delay, otherwise it
-//! waits up to `max_queue_delay` for the batch to reach `max_batch_size` or a
-//! preferred size. The queue is bounded; a full queue rejects at once.
+//! Each model instance is an OS thread owning its runner; there is no
+//! scheduler thread in between. Requests wait in one bounded queue shared by
+//! the instances; an instance that is free forms the next batch itself:
+//! greedily when there is no queue delay, otherwise waiting (a timed condvar
+//! wait, microsecond-precise) up to `max_queue_delay` for the batch to reach
+//! `max_batch_size` or a preferred size. A request is answered by the
+//! instance that ran it. A full queue rejects at once.
+//!
+//! Each request carries a small state (queued, started, abandoned) that the
+//! instance and the caller settle with one compare-and-swap: a caller whose
+//! queue timeout passes, or who goes away, abandons a request that has not
+//! started, and an instance never runs an abandoned request. The queue-depth
+//! gauge falls exactly once per request, on whichever transition wins.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -31,31 +37,104 @@ pub trait ModelRunner: Send + 'static {
 /// The answer a caller waits for.
 pub type Reply = Result<Vec<OutputTensor>>;
 
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Where a request stands; shared by its caller and the queue.
+struct Status {
+    state: AtomicU8,
+    stats: Arc<VersionStats>,
+}
+
+impl Status {
+    /// Moves a queued request to `to`; true when this call made the move
+    /// (and so took the request out of the queue-depth gauge).
+    fn leave_queue(&self, to: u8) -> bool {
+        let moved = self
+            .state
+            .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if moved {
+            self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
+        }
+        moved
+    }
+
+    fn is_queued(&self) -> bool {
+        self.state.load(Ordering::Acquire) == QUEUED
+    }
+}
+
 struct Pending {
     inputs: RequestInputs,
-    level: usize,
     enqueued: Instant,
-    deadline: Option<Instant>,
+    status: Arc<Status>,
     reply: oneshot::Sender<Reply>,
 }
 
-enum Event {
-    Request(Pending),
-    InstanceFree(usize),
-    Close,
+/// A queued request, as its caller holds it. Dropping it before the answer
+/// abandons the request: if it has not started, it never runs.
+pub struct Ticket {
+    receiver: oneshot::Receiver<Reply>,
+    status: Arc<Status>,
+    deadline: Option<Instant>,
 }
 
-/// Handle to a running scheduler. Dropping it lets the queue drain, then
-/// stops the scheduler and instance threads (their sessions are released).
-pub struct Scheduler {
-    events: mpsc::Sender<Event>,
+impl Ticket {
+    /// Waits for the answer. A request still queued at its deadline is
+    /// abandoned and answered with [`InferenceError::Timeout`]; one that
+    /// started by then runs to the end.
+    pub async fn wait(mut self) -> Reply {
+        if let Some(deadline) = self.deadline {
+            tokio::select! {
+                reply = &mut self.receiver => return flatten(reply),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if self.status.leave_queue(ABANDONED) {
+                        return Err(InferenceError::Timeout);
+                    }
+                }
+            }
+        }
+        flatten((&mut self.receiver).await)
+    }
+}
+
+fn flatten(reply: std::result::Result<Reply, oneshot::error::RecvError>) -> Reply {
+    reply.unwrap_or_else(|_| {
+        Err(InferenceError::Internal(
+            "the model instance stopped before answering".into(),
+        ))
+    })
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.status.leave_queue(ABANDONED);
+    }
+}
+
+struct Queue {
+    levels: Vec<VecDeque<Pending>>,
+    closing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    available: Condvar,
     policy: BatchingPolicy,
     max_batch_size: usize,
     stats: Arc<VersionStats>,
 }
 
+/// Handle to a model version's queue and instances. Dropping it lets the
+/// queue drain, then stops the instance threads (their sessions are released).
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
 impl Scheduler {
-    /// Starts the scheduler thread and one thread per runner.
+    /// Starts one thread per runner.
     pub fn start(
         label: &str,
         policy: BatchingPolicy,
@@ -63,38 +142,33 @@ impl Scheduler {
         runners: Vec<Box<dyn ModelRunner>>,
         stats: Arc<VersionStats>,
     ) -> Result<Scheduler> {
-        let (events, receiver) = mpsc::channel();
-        let mut instances = Vec::with_capacity(runners.len());
+        let levels = (0..policy.priority_levels.max(1))
+            .map(|_| VecDeque::new())
+            .collect();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                levels,
+                closing: false,
+            }),
+            available: Condvar::new(),
+            policy,
+            max_batch_size,
+            stats,
+        });
         for (id, mut runner) in runners.into_iter().enumerate() {
-            let (batch_tx, batch_rx) = mpsc::channel::<Vec<Pending>>();
-            let free = events.clone();
-            let stats = stats.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("inst-{label}-{id}"))
                 .spawn(move || {
-                    while let Ok(batch) = batch_rx.recv() {
-                        execute(runner.as_mut(), batch, &stats);
-                        if free.send(Event::InstanceFree(id)).is_err() {
-                            break;
-                        }
+                    while let Some(batch) = shared.next_batch() {
+                        execute(runner.as_mut(), batch, &shared.stats);
                     }
                 })
                 .map_err(|e| {
                     InferenceError::Internal(format!("cannot start instance thread: {e}"))
                 })?;
-            instances.push(batch_tx);
         }
-        let queue = Queue::new(policy.clone(), max_batch_size, instances, stats.clone());
-        std::thread::Builder::new()
-            .name(format!("sched-{label}"))
-            .spawn(move || queue.run(receiver))
-            .map_err(|e| InferenceError::Internal(format!("cannot start scheduler thread: {e}")))?;
-        Ok(Scheduler {
-            events,
-            policy,
-            max_batch_size,
-            stats,
-        })
+        Ok(Scheduler { shared })
     }
 
     /// Queues a validated request. Fails at once when the queue is full.
@@ -105,63 +179,200 @@ impl Scheduler {
         inputs: RequestInputs,
         priority: u32,
         timeout: Option<Duration>,
-    ) -> Result<oneshot::Receiver<Reply>> {
-        let level = self.level(priority)?;
-        let depth = &self.stats.queue_depth;
-        if depth.fetch_add(1, Ordering::AcqRel) >= self.policy.max_queue_size {
+    ) -> Result<Ticket> {
+        let shared = &self.shared;
+        let policy = &shared.policy;
+        let level = level(policy, priority)?;
+        let depth = &shared.stats.queue_depth;
+        if depth.fetch_add(1, Ordering::AcqRel) >= policy.max_queue_size {
             depth.fetch_sub(1, Ordering::AcqRel);
             return Err(InferenceError::QueueFull);
         }
-        let timeout = if self.policy.allow_timeout_override {
-            timeout.or(self.policy.default_timeout)
+        let timeout = if policy.allow_timeout_override {
+            timeout.or(policy.default_timeout)
         } else {
-            self.policy.default_timeout
+            policy.default_timeout
         };
         let enqueued = Instant::now();
+        let status = Arc::new(Status {
+            state: AtomicU8::new(QUEUED),
+            stats: shared.stats.clone(),
+        });
         let (reply, receiver) = oneshot::channel();
-        let pending = Pending {
-            inputs,
-            level,
-            enqueued,
+        let ticket = Ticket {
+            receiver,
+            status: status.clone(),
             deadline: timeout.map(|t| enqueued + t),
-            reply,
         };
-        if self.events.send(Event::Request(pending)).is_err() {
-            depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(InferenceError::ModelUnavailable(
-                "the model's scheduler has stopped".into(),
-            ));
+        {
+            let mut queue = shared.lock();
+            if queue.closing {
+                drop(queue);
+                drop(ticket);
+                return Err(InferenceError::ModelUnavailable(
+                    "the model version is being unloaded".into(),
+                ));
+            }
+            queue.levels[level].push_back(Pending {
+                inputs,
+                enqueued,
+                status,
+                reply,
+            });
+            // Abandoned requests leave the gauge at once but the queue only
+            // when an instance reaches them; keep their number bounded.
+            let held: usize = queue.levels.iter().map(VecDeque::len).sum();
+            if held > 2 * policy.max_queue_size {
+                queue
+                    .levels
+                    .iter_mut()
+                    .for_each(|l| l.retain(|p| p.status.is_queued()));
+            }
         }
-        Ok(receiver)
+        shared.available.notify_one();
+        Ok(ticket)
     }
+}
 
-    fn level(&self, priority: u32) -> Result<usize> {
-        let levels = self.policy.priority_levels;
-        if levels == 0 {
-            return Ok(0);
-        }
-        let level = if priority == 0 {
-            self.policy.default_priority_level
-        } else {
-            priority
-        };
-        if level > levels {
-            return Err(InferenceError::InvalidInput(format!(
-                "priority {priority} is outside 1..={levels} for this model"
-            )));
-        }
-        Ok(level as usize - 1)
+fn level(policy: &BatchingPolicy, priority: u32) -> Result<usize> {
+    let levels = policy.priority_levels;
+    if levels == 0 {
+        return Ok(0);
     }
-
-    /// Largest batch the scheduler forms.
-    pub fn max_batch_size(&self) -> usize {
-        self.max_batch_size
+    let level = if priority == 0 {
+        policy.default_priority_level
+    } else {
+        priority
+    };
+    if level > levels {
+        return Err(InferenceError::InvalidInput(format!(
+            "priority {priority} is outside 1..={levels} for this model"
+        )));
     }
+    Ok(level as usize - 1)
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        let _ = self.events.send(Event::Close);
+        self.shared.lock().closing = true;
+        self.shared.available.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until a batch is ready for this instance; `None` once the
+    /// scheduler is dropped and the queue is empty.
+    fn next_batch(&self) -> Option<Vec<Pending>> {
+        let mut queue = self.lock();
+        loop {
+            queue.drop_abandoned_fronts();
+            let Some((count, rows, grows, oldest)) = self.candidate(&queue) else {
+                if queue.closing {
+                    return None;
+                }
+                queue = self
+                    .available
+                    .wait(queue)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let delay = self.policy.max_queue_delay;
+            let now = Instant::now();
+            let ready = self.max_batch_size == 0
+                || delay.is_zero()
+                || rows >= self.max_batch_size
+                || self.policy.preferred_batch_sizes.contains(&rows)
+                || !grows
+                || queue.closing
+                || oldest + delay <= now;
+            if !ready {
+                let wait = (oldest + delay).saturating_duration_since(now);
+                queue = self
+                    .available
+                    .wait_timeout(queue, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            let batch = queue.take(count);
+            let more = queue.levels.iter().any(|l| !l.is_empty());
+            drop(queue);
+            if more {
+                self.available.notify_one();
+            }
+            if batch.is_empty() {
+                queue = self.lock();
+                continue;
+            }
+            return Some(batch);
+        }
+    }
+
+    /// The next batch in priority, then arrival, order: how many queue
+    /// entries it spans, its rows, whether it could still grow, and when its
+    /// oldest request arrived. Abandoned entries are spanned but add no rows.
+    fn candidate(&self, queue: &Queue) -> Option<(usize, usize, bool, Instant)> {
+        let mut live = queue
+            .levels
+            .iter()
+            .flatten()
+            .filter(|p| p.status.is_queued());
+        let first = live.next()?;
+        if self.max_batch_size == 0 {
+            let span = queue
+                .levels
+                .iter()
+                .flatten()
+                .position(|p| std::ptr::eq(p, first))?
+                + 1;
+            return Some((span, first.inputs.rows, false, first.enqueued));
+        }
+        let (mut span, mut rows) = (0, 0);
+        for pending in queue.levels.iter().flatten() {
+            if !pending.status.is_queued() {
+                span += 1;
+                continue;
+            }
+            if rows + pending.inputs.rows > self.max_batch_size
+                || !first.inputs.batches_with(&pending.inputs)
+            {
+                return Some((span, rows, false, first.enqueued));
+            }
+            span += 1;
+            rows += pending.inputs.rows;
+        }
+        Some((span, rows, rows < self.max_batch_size, first.enqueued))
+    }
+}
+
+impl Queue {
+    fn drop_abandoned_fronts(&mut self) {
+        for level in &mut self.levels {
+            while level.front().is_some_and(|p| !p.status.is_queued()) {
+                level.pop_front();
+            }
+        }
+    }
+
+    /// Takes `span` entries off the front, keeping those this call starts.
+    fn take(&mut self, mut span: usize) -> Vec<Pending> {
+        let mut batch = Vec::with_capacity(span);
+        for level in &mut self.levels {
+            while span > 0 {
+                let Some(pending) = level.pop_front() else {
+                    break;
+                };
+                span -= 1;
+                if pending.status.leave_queue(STARTED) {
+                    batch.push(pending);
+                }
+            }
+        }
+        batch
     }
 }
 
@@ -196,190 +407,6 @@ fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, stats: &VersionSta
 fn answer_all(batch: Vec<Pending>, err: InferenceError) {
     for pending in batch {
         let _ = pending.reply.send(Err(err.clone()));
-    }
-}
-
-/// The scheduler thread's state.
-struct Queue {
-    policy: BatchingPolicy,
-    max_batch_size: usize,
-    levels: Vec<VecDeque<Pending>>,
-    instances: Vec<mpsc::Sender<Vec<Pending>>>,
-    free: Vec<usize>,
-    stats: Arc<VersionStats>,
-    closing: bool,
-}
-
-impl Queue {
-    fn new(
-        policy: BatchingPolicy,
-        max_batch_size: usize,
-        instances: Vec<mpsc::Sender<Vec<Pending>>>,
-        stats: Arc<VersionStats>,
-    ) -> Queue {
-        let levels = (0..policy.priority_levels.max(1))
-            .map(|_| VecDeque::new())
-            .collect();
-        let free = (0..instances.len()).rev().collect();
-        Queue {
-            policy,
-            max_batch_size,
-            levels,
-            instances,
-            free,
-            stats,
-            closing: false,
-        }
-    }
-
-    fn run(mut self, events: mpsc::Receiver<Event>) {
-        let mut wake: Option<Instant> = None;
-        loop {
-            let event = match wake {
-                Some(at) => match events.recv_timeout(at.saturating_duration_since(Instant::now()))
-                {
-                    Ok(event) => Some(event),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => Some(Event::Close),
-                },
-                None => Some(events.recv().unwrap_or(Event::Close)),
-            };
-            if let Some(event) = event {
-                self.apply(event);
-                while let Ok(more) = events.try_recv() {
-                    self.apply(more);
-                }
-            }
-            self.expire(Instant::now());
-            wake = self.dispatch(Instant::now());
-            if self.closing && self.is_empty() && self.free.len() == self.instances.len() {
-                return; // dropping `instances` ends the instance threads
-            }
-        }
-    }
-
-    fn apply(&mut self, event: Event) {
-        match event {
-            Event::Request(pending) => {
-                let level = pending.level.min(self.levels.len() - 1);
-                self.levels[level].push_back(pending);
-            }
-            Event::InstanceFree(id) => self.free.push(id),
-            Event::Close => self.closing = true,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.levels.iter().all(VecDeque::is_empty)
-    }
-
-    fn leave_queue(&self) {
-        self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Answers requests whose queue timeout passed and drops those whose
-    /// caller went away, before they cost an execution.
-    fn expire(&mut self, now: Instant) {
-        for level in 0..self.levels.len() {
-            let mut i = 0;
-            while i < self.levels[level].len() {
-                let p = &self.levels[level][i];
-                let expired = p.deadline.is_some_and(|d| d <= now);
-                if !(expired || p.reply.is_closed()) {
-                    i += 1;
-                    continue;
-                }
-                if let Some(p) = self.levels[level].remove(i) {
-                    self.leave_queue();
-                    if expired {
-                        let _ = p.reply.send(Err(InferenceError::Timeout));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends ready batches to free instances. Returns when to wake up next.
-    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
-        while let Some(&instance) = self.free.last() {
-            let (count, rows, grows) = self.candidate();
-            if count == 0 {
-                break;
-            }
-            let oldest = self.front().map(|p| p.enqueued).unwrap_or(now);
-            let delay = self.policy.max_queue_delay;
-            let ready = self.max_batch_size == 0
-                || delay.is_zero()
-                || rows >= self.max_batch_size
-                || self.policy.preferred_batch_sizes.contains(&rows)
-                || !grows
-                || self.closing
-                || oldest + delay <= now;
-            if !ready {
-                return Some(
-                    self.next_deadline()
-                        .map_or(oldest + delay, |d| d.min(oldest + delay)),
-                );
-            }
-            let batch = self.take(count);
-            self.free.pop();
-            if let Err(mpsc::SendError(batch)) = self.instances[instance].send(batch) {
-                answer_all(
-                    batch,
-                    InferenceError::Internal("model instance thread stopped".into()),
-                );
-            }
-        }
-        self.next_deadline()
-    }
-
-    fn front(&self) -> Option<&Pending> {
-        self.levels.iter().find_map(VecDeque::front)
-    }
-
-    /// How many queued requests (in priority, then arrival order) make the
-    /// next batch, its rows, and whether it could still grow.
-    fn candidate(&self) -> (usize, usize, bool) {
-        let Some(first) = self.front() else {
-            return (0, 0, false);
-        };
-        if self.max_batch_size == 0 {
-            return (1, first.inputs.rows, false);
-        }
-        let (mut count, mut rows) = (0, 0);
-        for pending in self.levels.iter().flatten() {
-            if rows + pending.inputs.rows > self.max_batch_size
-                || !first.inputs.batches_with(&pending.inputs)
-            {
-                return (count, rows, false);
-            }
-            count += 1;
-            rows += pending.inputs.rows;
-        }
-        (count, rows, rows < self.max_batch_size)
-    }
-
-    fn take(&mut self, mut count: usize) -> Vec<Pending> {
-        let mut batch = Vec::with_capacity(count);
-        for level in &mut self.levels {
-            while count > 0 {
-                let Some(pending) = level.pop_front() else {
-                    break;
-                };
-                count -= 1;
-                self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
-                batch.push(pending);
-            }
-        }
-        batch
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.levels
-            .iter()
-            .flatten()
-            .filter_map(|p| p.deadline)
-            .min()
     }
 }
 

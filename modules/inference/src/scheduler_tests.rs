@@ -1,6 +1,6 @@
 //! Property and behaviour tests of the dynamic batcher with a fake runner.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -119,8 +119,8 @@ async fn concurrent_random_requests_are_each_answered_once_with_their_own_rows()
                         .scheduler
                         .enqueue(sent.clone(), 0, None)
                         .unwrap()
+                        .wait()
                         .await
-                        .unwrap()
                         .unwrap();
                     assert_eq!(reply.len(), 1);
                     assert_eq!(
@@ -171,8 +171,8 @@ async fn an_idle_server_waits_no_longer_than_the_queue_delay() {
             .scheduler
             .enqueue(request(1, 1), 0, None)
             .unwrap()
+            .wait()
             .await
-            .unwrap()
             .unwrap();
     }
     let waited = Duration::from_nanos(harness.stats.queue.ns() / harness.stats.queue.count());
@@ -192,8 +192,8 @@ async fn an_idle_server_waits_no_longer_than_the_queue_delay() {
         .scheduler
         .enqueue(request(1, 1), 0, None)
         .unwrap()
+        .wait()
         .await
-        .unwrap()
         .unwrap();
     assert!(
         Duration::from_nanos(greedy.stats.queue.ns()) < Duration::from_millis(25),
@@ -217,17 +217,17 @@ async fn a_full_queue_rejects_at_once_and_recovers() {
     for _ in 0..3 {
         gate.send(()).unwrap();
     }
-    running.await.unwrap().unwrap();
+    running.wait().await.unwrap();
     for reply in queued {
-        reply.await.unwrap().unwrap();
+        reply.wait().await.unwrap();
     }
     gate.send(()).unwrap();
     harness
         .scheduler
         .enqueue(request(5, 1), 0, None)
         .unwrap()
+        .wait()
         .await
-        .unwrap()
         .unwrap();
 }
 
@@ -242,17 +242,17 @@ async fn queued_requests_time_out_and_abandoned_ones_never_run() {
         .unwrap();
     let abandoned = harness.scheduler.enqueue(request(3, 1), 0, None).unwrap();
     drop(abandoned);
-    assert!(matches!(timed.await.unwrap(), Err(InferenceError::Timeout)));
+    assert!(matches!(timed.wait().await, Err(InferenceError::Timeout)));
     let gate = harness.gate.as_ref().unwrap();
     gate.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.wait().await.unwrap();
     gate.send(()).unwrap();
     harness
         .scheduler
         .enqueue(request(4, 1), 0, None)
         .unwrap()
+        .wait()
         .await
-        .unwrap()
         .unwrap();
     let ran: Vec<i32> = harness
         .batches
@@ -288,7 +288,7 @@ async fn higher_priority_requests_run_first() {
         gate.send(()).unwrap();
     }
     for reply in [first, high, low] {
-        reply.await.unwrap().unwrap();
+        reply.wait().await.unwrap();
     }
     let order: Vec<i32> = harness
         .batches
@@ -312,8 +312,8 @@ async fn requests_with_different_shapes_are_not_batched_together() {
     };
     let a = harness.scheduler.enqueue(request(1, 1), 0, None).unwrap();
     let b = harness.scheduler.enqueue(odd, 0, None).unwrap();
-    a.await.unwrap().unwrap();
-    let _ = b.await.unwrap();
+    a.wait().await.unwrap();
+    let _ = b.wait().await;
     let sizes: Vec<usize> = harness
         .batches
         .lock()

@@ -277,14 +277,12 @@ impl InferenceService for LocalInference {
             .get(&request.model_name, &request.model_version)?;
         let outcome = async {
             let validated = validate(&served.spec, &mut request)?;
-            let reply = served.scheduler.enqueue(
+            let ticket = served.scheduler.enqueue(
                 validated.inputs,
                 validated.priority,
                 validated.timeout,
             )?;
-            let outputs = reply.await.map_err(|_| {
-                InferenceError::Internal("the model instance stopped before answering".into())
-            })??;
+            let outputs = ticket.wait().await?;
             Ok::<_, InferenceError>((outputs, validated.outputs))
         }
         .await;
