@@ -47,9 +47,9 @@ pub async fn run(
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.duration;
     let mut workers = JoinSet::new();
-    for _ in 0..plan.concurrency.max(1) {
+    for i in 0..plan.concurrency.max(1) {
         let client = target.client();
-        workers.spawn(worker(client, measure_from, end, counters.clone()));
+        workers.spawn(worker(client, i, measure_from, end, counters.clone()));
     }
     let ticker = {
         let counters = counters.clone();
@@ -80,19 +80,22 @@ pub async fn run(
 
 async fn worker(
     mut client: Client,
+    first: usize,
     measure_from: Instant,
     end: Instant,
     counters: Arc<Counters>,
 ) -> Recorder {
     let mut recorder = Recorder::default();
+    let mut n = first;
     loop {
         let sent = Instant::now();
         if sent >= end {
             break;
         }
-        let Ok(outcome) = tokio::time::timeout_at(end, client.infer()).await else {
+        let Ok(outcome) = tokio::time::timeout_at(end, client.infer(n)).await else {
             break;
         };
+        n += 1;
         let done = Instant::now();
         counters.done.fetch_add(1, Ordering::Relaxed);
         let measured = done >= measure_from;

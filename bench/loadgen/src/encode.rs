@@ -24,8 +24,9 @@ pub struct HttpBody {
 
 /// The binary tensor extension: a JSON header naming each input with its
 /// `binary_data_size`, asking for binary outputs, followed by the inputs'
-/// raw bytes in input order.
-pub fn http_binary(inputs: &[InputTensor]) -> Result<HttpBody> {
+/// raw bytes in input order. `outputs` names the outputs to return (empty:
+/// all of them).
+pub fn http_binary(inputs: &[InputTensor], outputs: &[String]) -> Result<HttpBody> {
     let described: Vec<Value> = inputs
         .iter()
         .map(|t| {
@@ -37,10 +38,17 @@ pub fn http_binary(inputs: &[InputTensor]) -> Result<HttpBody> {
             })
         })
         .collect();
-    let header = serde_json::to_vec(&json!({
+    let mut header = json!({
         "inputs": described,
         "parameters": {"binary_data_output": true},
-    }))?;
+    });
+    if !outputs.is_empty() {
+        header["outputs"] = outputs
+            .iter()
+            .map(|name| json!({"name": name, "parameters": {"binary_data": true}}))
+            .collect();
+    }
+    let header = serde_json::to_vec(&header)?;
     let data_len: usize = inputs.iter().map(|t| t.raw.len()).sum();
     let mut body = BytesMut::with_capacity(header.len() + data_len);
     body.put_slice(&header);
@@ -54,8 +62,8 @@ pub fn http_binary(inputs: &[InputTensor]) -> Result<HttpBody> {
 }
 
 /// The plain JSON form: every input's elements in a `data` array; outputs
-/// come back as JSON too.
-pub fn http_json(inputs: &[InputTensor]) -> Result<HttpBody> {
+/// come back as JSON too. `outputs` names the outputs to return (empty: all).
+pub fn http_json(inputs: &[InputTensor], outputs: &[String]) -> Result<HttpBody> {
     let mut described = Vec::with_capacity(inputs.len());
     for t in inputs {
         let mut input = Map::new();
@@ -65,7 +73,11 @@ pub fn http_json(inputs: &[InputTensor]) -> Result<HttpBody> {
         input.insert("data".into(), Value::Array(json_data(t)?));
         described.push(Value::Object(input));
     }
-    let body = serde_json::to_vec(&json!({ "inputs": described }))?;
+    let mut body = json!({ "inputs": described });
+    if !outputs.is_empty() {
+        body["outputs"] = outputs.iter().map(|name| json!({"name": name})).collect();
+    }
+    let body = serde_json::to_vec(&body)?;
     Ok(HttpBody {
         body: Bytes::from(body),
         header_len: None,
@@ -73,8 +85,14 @@ pub fn http_json(inputs: &[InputTensor]) -> Result<HttpBody> {
 }
 
 /// The gRPC request: tensors described in `inputs`, their data in
-/// `raw_input_contents` (shared `Bytes`, so cloning the request is cheap).
-pub fn grpc_request(model: &str, version: &str, inputs: &[InputTensor]) -> pb::ModelInferRequest {
+/// `raw_input_contents` (shared `Bytes`, so cloning the request is cheap);
+/// `outputs` names the outputs to return (empty: all).
+pub fn grpc_request(
+    model: &str,
+    version: &str,
+    inputs: &[InputTensor],
+    outputs: &[String],
+) -> pb::ModelInferRequest {
     pb::ModelInferRequest {
         model_name: model.to_string(),
         model_version: version.to_string(),
@@ -88,6 +106,13 @@ pub fn grpc_request(model: &str, version: &str, inputs: &[InputTensor]) -> pb::M
             })
             .collect(),
         raw_input_contents: inputs.iter().map(|t| t.raw.clone()).collect(),
+        outputs: outputs
+            .iter()
+            .map(|name| pb::model_infer_request::InferRequestedOutputTensor {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -117,7 +142,7 @@ mod tests {
     #[test]
     fn binary_body_is_header_then_data_in_input_order() {
         let inputs = two_inputs();
-        let encoded = http_binary(&inputs).unwrap();
+        let encoded = http_binary(&inputs, &[]).unwrap();
         let header_len = encoded.header_len.unwrap();
         assert_eq!(encoded.body.len(), header_len + 4 * 50 * 4 + 4 * 3 * 8);
         let header: Value = serde_json::from_slice(&encoded.body[..header_len]).unwrap();
@@ -128,6 +153,7 @@ mod tests {
         assert_eq!(header["inputs"][1]["datatype"], "INT64");
         assert_eq!(header["inputs"][1]["parameters"]["binary_data_size"], 96);
         assert!(header["inputs"][0].get("data").is_none());
+        assert!(header.get("outputs").is_none());
         assert_eq!(
             &encoded.body[header_len..header_len + 800],
             &inputs[0].raw[..]
@@ -138,7 +164,7 @@ mod tests {
     #[test]
     fn json_body_carries_every_element() {
         let inputs = two_inputs();
-        let encoded = http_json(&inputs).unwrap();
+        let encoded = http_json(&inputs, &[]).unwrap();
         assert!(encoded.header_len.is_none());
         let body: Value = serde_json::from_slice(&encoded.body).unwrap();
         assert_eq!(body["inputs"][0]["data"].as_array().unwrap().len(), 200);
@@ -148,9 +174,24 @@ mod tests {
     }
 
     #[test]
+    fn requested_outputs_are_named() {
+        let inputs = two_inputs();
+        let outputs = ["pooler_output".to_string()];
+        let encoded = http_binary(&inputs, &outputs).unwrap();
+        let header: Value =
+            serde_json::from_slice(&encoded.body[..encoded.header_len.unwrap()]).unwrap();
+        assert_eq!(header["outputs"][0]["name"], "pooler_output");
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data"], true);
+        let body: Value =
+            serde_json::from_slice(&http_json(&inputs, &outputs).unwrap().body).unwrap();
+        assert_eq!(body["outputs"], json!([{"name": "pooler_output"}]));
+    }
+
+    #[test]
     fn grpc_request_shares_the_raw_data() {
         let inputs = two_inputs();
-        let request = grpc_request("m", "", &inputs);
+        let request = grpc_request("m", "", &inputs, &["y".to_string()]);
+        assert_eq!(request.outputs[0].name, "y");
         assert_eq!(request.inputs.len(), 2);
         assert_eq!(request.inputs[1].shape, vec![4, 3]);
         assert_eq!(request.raw_input_contents[0], inputs[0].raw);

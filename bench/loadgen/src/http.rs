@@ -73,6 +73,11 @@ impl HttpConnection {
         }
     }
 
+    /// The endpoint this connection goes to.
+    pub fn endpoint(&self) -> Arc<HttpEndpoint> {
+        self.endpoint.clone()
+    }
+
     async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
         if let Some(sender) = &mut self.sender {
             if sender.ready().await.is_ok() {

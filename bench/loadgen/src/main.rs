@@ -1,23 +1,37 @@
 //! `loadgen`: mlserve's load generator.
 //!
-//! - `loadgen closed`: closed-loop load on a server over the Open Inference
-//!   Protocol (HTTP JSON, HTTP binary or gRPC), as perf_analyzer's
-//!   concurrency mode.
+//! - `loadgen open`: open-loop load on a server over the Open Inference
+//!   Protocol (HTTP JSON, HTTP binary or gRPC), following the paper's load
+//!   profiles (steady, bursty, ramp) or a constant rate, with latency from
+//!   the intended send time (as wrk2).
+//! - `loadgen closed`: closed-loop load, as perf_analyzer's concurrency mode.
 //! - `loadgen raw`: the ceiling, the same model run in-process by ONNX
 //!   Runtime with nothing in between.
+//! - `loadgen calibrate`: the open-loop generator against a built-in server
+//!   with a known fixed service time; PASS/FAIL on its accuracy.
 //!
-//! Both print a table on stdout and can write the same facts as JSON.
+//! Each prints a table on stdout and can write the same facts as JSON.
 
+mod calib_server;
+mod calibrate;
 mod closed;
 mod encode;
 mod http;
+mod inputs;
+mod live;
 mod metadata;
+mod open;
+mod open_cmd;
+mod open_report;
+mod profile;
 mod progress;
 mod raw;
 mod report;
+mod scrape;
 mod stats;
 mod target;
 mod tensor;
+mod timeline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,11 +40,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::calibrate::CalibrateArgs;
 use crate::closed::ClosedPlan;
+use crate::open_cmd::OpenArgs;
 use crate::progress::Progress;
 use crate::raw::RawPlan;
 use crate::report::Report;
-use crate::target::{Protocol, Target};
+use crate::target::{Payload, Protocol, Target};
 
 /// mlserve's load generator.
 #[derive(Debug, Parser)]
@@ -42,10 +58,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open-loop load: requests at the times of a profile (steady, bursty,
+    /// ramp) or a constant rate, whatever the server does.
+    Open(Box<OpenArgs>),
     /// Keep a fixed number of requests in flight against a server.
     Closed(ClosedArgs),
     /// Run the model in-process with ONNX Runtime (the ceiling).
     Raw(RawArgs),
+    /// Check the open-loop generator against a server with a known service time.
+    Calibrate(CalibrateArgs),
 }
 
 /// Options both modes share.
@@ -85,6 +106,15 @@ struct ClosedArgs {
     /// Load generator threads (keep it small: it shares the cores with the server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Send rows of DIR/inputs/manifest.json (round-robin) instead of random data.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// The manifest entry to send (default: the model name).
+    #[arg(long)]
+    inputs_key: Option<String>,
+    /// Outputs to ask for, comma-separated (default: the manifest's choice, else all).
+    #[arg(long, value_delimiter = ',')]
+    outputs: Option<Vec<String>>,
     #[command(flatten)]
     common: Common,
 }
@@ -100,6 +130,12 @@ struct RawArgs {
     /// libonnxruntime.so (default: ORT_DYLIB_PATH, then .onnxruntime/).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// Run on rows of DIR/inputs/manifest.json instead of random data.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// The manifest entry (default: NAME of NAME/VERSION/model.onnx).
+    #[arg(long)]
+    inputs_key: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -116,15 +152,12 @@ fn closed(args: ClosedArgs) -> Result<Report> {
         warmup: seconds(c.warmup, "warmup")?,
         duration: seconds(c.duration, "duration")?,
     };
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
+    let runtime = open_cmd::runtime(args.threads)?;
+    let payload = Payload {
+        inputs: args.inputs.clone(),
+        inputs_key: args.inputs_key.clone(),
+        outputs: args.outputs.clone(),
+        max_bytes: 256 << 20,
     };
     let label = format!(
         "{} {} b{} c{}",
@@ -134,7 +167,8 @@ fn closed(args: ClosedArgs) -> Result<Report> {
         plan.concurrency
     );
     let (recorder, request_bytes) = runtime.block_on(async {
-        let target = Target::prepare(&args.target, args.protocol, &args.model, c.batch).await?;
+        let target =
+            Target::prepare(&args.target, args.protocol, &args.model, c.batch, &payload).await?;
         let progress = Progress::new(label, plan.warmup, plan.duration, !c.quiet);
         let recorder = closed::run(&target, plan, progress, c.batch as u64).await;
         Ok::<_, anyhow::Error>((recorder, target.request_bytes))
@@ -165,6 +199,8 @@ fn raw(args: RawArgs) -> Result<Report> {
         warmup: seconds(c.warmup, "warmup")?,
         duration: seconds(c.duration, "duration")?,
         library: args.ort_lib.clone(),
+        inputs: args.inputs.clone(),
+        inputs_key: args.inputs_key.clone(),
     };
     let name = args.model_file.display().to_string();
     let label = format!("raw {name} b{}", c.batch);
@@ -186,6 +222,8 @@ fn raw(args: RawArgs) -> Result<Report> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (report, json_out) = match cli.command {
+        Command::Open(args) => return run_open(&args),
+        Command::Calibrate(args) => return run_calibrate(&args),
         Command::Closed(args) => {
             let out = args.common.json_out.clone();
             (closed(args), out)
@@ -210,4 +248,45 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn run_open(args: &OpenArgs) -> ExitCode {
+    let report = match open_cmd::open(args) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("loadgen: error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json_out {
+        if let Err(err) = report.write_json(path) {
+            eprintln!("loadgen: error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_calibrate(args: &CalibrateArgs) -> ExitCode {
+    let report = match calibrate::calibrate(args) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("loadgen: error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json_out {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(err) = std::fs::write(path, text + "\n") {
+            eprintln!("loadgen: error: cannot write {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

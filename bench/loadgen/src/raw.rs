@@ -4,7 +4,7 @@
 //! inter-op thread, spinning off unless asked) and all graph optimizations.
 //! Nothing but `Session::run` is timed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -16,6 +16,7 @@ use mlserve_proto::DataType;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynValue, Tensor};
 
+use crate::inputs::Rows;
 use crate::progress::{Progress, REFRESH};
 use crate::stats::Recorder;
 use crate::tensor::{random_inputs, InputSpec, InputTensor};
@@ -35,9 +36,26 @@ pub struct RawPlan {
     pub duration: Duration,
     /// `libonnxruntime.so` to load.
     pub library: Option<PathBuf>,
+    /// `DIR` of `DIR/inputs/manifest.json`: run on rows of real payloads
+    /// instead of random data.
+    pub inputs: Option<PathBuf>,
+    /// The manifest entry (default: the model's folder name,
+    /// `<name>/<version>/model.onnx`).
+    pub inputs_key: Option<String>,
 }
 
-/// Opens the session, makes the inputs and runs the plan.
+/// The manifest entry of a model file laid out as `<name>/<version>/model.onnx`.
+fn default_key(model_file: &Path) -> String {
+    model_file
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Opens the session, makes the inputs (random, or the first rows of a
+/// payload file) and runs the plan.
 /// Returns the measurements and the bytes of one batch's inputs.
 pub fn run(plan: &RawPlan, label: String, show_progress: bool) -> Result<(Recorder, usize)> {
     // The server's own loading code, so the ceiling runs exactly as an
@@ -55,7 +73,16 @@ pub fn run(plan: &RawPlan, label: String, show_progress: bool) -> Result<(Record
     let mut session = open_session(environment, &plan.model_file, &options)
         .map_err(|e| anyhow!("cannot load {}: {e}", plan.model_file.display()))?;
     let specs = input_specs(&session)?;
-    let tensors = random_inputs(&specs, plan.batch, 42)?;
+    let tensors = match &plan.inputs {
+        Some(dir) => {
+            let key = plan
+                .inputs_key
+                .clone()
+                .unwrap_or_else(|| default_key(&plan.model_file));
+            Rows::load(dir, &key)?.request(&specs, plan.batch, 0)?
+        }
+        None => random_inputs(&specs, plan.batch, 42)?,
+    };
     let values = tensors
         .iter()
         .map(|t| to_value(&session, t))

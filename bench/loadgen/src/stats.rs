@@ -81,7 +81,28 @@ impl Recorder {
     pub fn latency(&self) -> LatencySummary {
         LatencySummary::of(&self.latency)
     }
+
+    /// The latency at quantile `q` (0..=1) of the successful requests, ms.
+    pub fn latency_at(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1000.0
+    }
+
+    /// `[quantile, ms]` pairs of the successful requests' latency, dense
+    /// in the tail, for plotting a distribution.
+    pub fn spectrum(&self) -> Vec<(f64, f64)> {
+        if self.latency.is_empty() {
+            return Vec::new();
+        }
+        SPECTRUM.iter().map(|&q| (q, self.latency_at(q))).collect()
+    }
 }
+
+/// The quantiles of [`Recorder::spectrum`].
+const SPECTRUM: [f64; 31] = [
+    0.0, 0.01, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95,
+    0.96, 0.97, 0.98, 0.99, 0.992, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9999, 0.99995, 0.99999,
+    1.0,
+];
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

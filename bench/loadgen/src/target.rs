@@ -1,7 +1,9 @@
-//! The thing under load: a model behind one protocol, with its request
-//! encoded once. A [`Target`] hands out [`Client`]s (one per load task); a
-//! client sends the prepared request and says how it went.
+//! The thing under load: a model behind one protocol, with its requests
+//! encoded once (one of random data, or one per group of payload rows). A
+//! [`Target`] hands out [`Client`]s (one per load task or connection); a
+//! client sends a prepared request and says how it went.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +17,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::encode::{grpc_request, http_binary, http_json, HEADER_LENGTH};
 use crate::http::{HttpConnection, HttpEndpoint, HttpRequest};
+use crate::inputs::Rows;
 use crate::metadata;
-use crate::tensor::{random_inputs, InputTensor};
+use crate::tensor::{random_inputs, InputSpec, InputTensor};
 
 /// Largest gRPC message either side of the client accepts.
 const MAX_GRPC_MESSAGE: usize = 1 << 30;
@@ -62,63 +65,131 @@ pub enum Outcome {
 enum Prepared {
     Http {
         endpoint: Arc<HttpEndpoint>,
-        request: Arc<HttpRequest>,
+        requests: Arc<[HttpRequest]>,
     },
     Grpc {
         channel: Channel,
-        request: Arc<pb::ModelInferRequest>,
+        requests: Arc<[pb::ModelInferRequest]>,
     },
 }
 
-/// A model behind one protocol, with its request encoded once.
+/// What the requests carry: random data (one request, sent every time) or
+/// rows of a payload file (requests round-robin over the rows).
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// `DIR` of `DIR/inputs/manifest.json`; `None`: random data.
+    pub inputs: Option<PathBuf>,
+    /// The manifest entry to use (default: the model name).
+    pub inputs_key: Option<String>,
+    /// Outputs to ask for; `None`: the manifest's choice, else all.
+    pub outputs: Option<Vec<String>>,
+    /// Most bytes of encoded requests to keep (fewer distinct requests
+    /// beyond that).
+    pub max_bytes: usize,
+}
+
+/// Distinct requests kept at most.
+const MAX_REQUESTS: usize = 256;
+
+/// A model behind one protocol, with its requests encoded once.
 pub struct Target {
     prepared: Prepared,
     /// Bytes of one request's tensor data.
     pub request_bytes: usize,
+    /// Distinct requests sent round-robin.
+    pub distinct_requests: usize,
+    /// Where the request data came from (`random` or the payload file).
+    pub source: String,
+}
+
+/// The tensors of every distinct request.
+fn request_tensors(
+    specs: &[InputSpec],
+    batch: usize,
+    payload: &Payload,
+    model: &str,
+) -> Result<(Vec<Vec<InputTensor>>, Vec<String>, String)> {
+    let Some(dir) = &payload.inputs else {
+        let outputs = payload.outputs.clone().unwrap_or_default();
+        return Ok((
+            vec![random_inputs(specs, batch, 42)?],
+            outputs,
+            "random".into(),
+        ));
+    };
+    let rows = Rows::load(dir, payload.inputs_key.as_deref().unwrap_or(model))?;
+    let outputs = payload
+        .outputs
+        .clone()
+        .unwrap_or_else(|| rows.outputs.clone());
+    let one = rows.request(specs, batch, 0)?;
+    let bytes_each = data_bytes(&one).max(1);
+    // Every row once (rows / batch requests, at least 1), within the byte budget.
+    let wanted = rows.rows.div_ceil(batch).clamp(1, MAX_REQUESTS);
+    let budget = (payload.max_bytes.max(1) / bytes_each).max(1);
+    let count = wanted.min(budget);
+    let mut all = vec![one];
+    for j in 1..count {
+        all.push(rows.request(specs, batch, j)?);
+    }
+    let source = format!("{} ({} rows)", rows.file.display(), rows.rows);
+    Ok((all, outputs, source))
 }
 
 impl Target {
-    /// Learns the model's inputs from the server, makes random inputs of
-    /// `batch` rows and encodes the one request every send will carry.
+    /// Learns the model's inputs from the server, makes the inputs of
+    /// `batch` rows (random, or rows of a payload file) and encodes the
+    /// requests every send will carry.
     pub async fn prepare(
         url: &str,
         protocol: Protocol,
         model: &str,
         batch: usize,
+        payload: &Payload,
     ) -> Result<Target> {
         match protocol {
             Protocol::HttpJson | Protocol::HttpBinary => {
                 let endpoint = Arc::new(HttpEndpoint::parse(url)?);
                 let specs = metadata::http_inputs(&endpoint, model).await?;
-                let inputs = random_inputs(&specs, batch, 42)?;
-                let encoded = if protocol == Protocol::HttpBinary {
-                    http_binary(&inputs)?
-                } else {
-                    http_json(&inputs)?
-                };
-                let mut headers = Vec::new();
-                let content_type = match encoded.header_len {
-                    Some(len) => {
-                        headers.push((
-                            header::HeaderName::from_static(HEADER_LENGTH),
-                            HeaderValue::from(len),
-                        ));
-                        "application/octet-stream"
+                let (sets, outputs, source) = request_tensors(&specs, batch, payload, model)?;
+                let mut requests = Vec::with_capacity(sets.len());
+                for inputs in &sets {
+                    let encoded = if protocol == Protocol::HttpBinary {
+                        http_binary(inputs, &outputs)?
+                    } else {
+                        http_json(inputs, &outputs)?
+                    };
+                    let mut headers = Vec::new();
+                    let content_type = match encoded.header_len {
+                        Some(len) => {
+                            headers.push((
+                                header::HeaderName::from_static(HEADER_LENGTH),
+                                HeaderValue::from(len),
+                            ));
+                            "application/octet-stream"
+                        }
+                        None => "application/json",
+                    };
+                    headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
+                    requests.push(HttpRequest {
+                        method: Method::POST,
+                        path: format!("{}/v2/models/{model}/infer", endpoint.prefix),
+                        headers,
+                        body: encoded.body,
+                    });
+                    // JSON bodies are large: keep within the byte budget.
+                    let kept: usize = requests.iter().map(|r| r.body.len()).sum();
+                    if payload.max_bytes > 0 && kept >= payload.max_bytes {
+                        break;
                     }
-                    None => "application/json",
-                };
-                headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
-                let request = HttpRequest {
-                    method: Method::POST,
-                    path: format!("{}/v2/models/{model}/infer", endpoint.prefix),
-                    headers,
-                    body: encoded.body,
-                };
+                }
                 Ok(Target {
-                    request_bytes: data_bytes(&inputs),
+                    request_bytes: data_bytes(&sets[0]),
+                    distinct_requests: requests.len(),
+                    source,
                     prepared: Prepared::Http {
                         endpoint,
-                        request: Arc::new(request),
+                        requests: requests.into(),
                     },
                 })
             }
@@ -131,11 +202,17 @@ impl Target {
                     .await
                     .with_context(|| format!("cannot connect to {url}"))?;
                 let specs = metadata::grpc_inputs(grpc_client(channel.clone()), model).await?;
-                let inputs = random_inputs(&specs, batch, 42)?;
+                let (sets, outputs, source) = request_tensors(&specs, batch, payload, model)?;
+                let requests: Vec<pb::ModelInferRequest> = sets
+                    .iter()
+                    .map(|inputs| grpc_request(model, "", inputs, &outputs))
+                    .collect();
                 Ok(Target {
-                    request_bytes: data_bytes(&inputs),
+                    request_bytes: data_bytes(&sets[0]),
+                    distinct_requests: requests.len(),
+                    source,
                     prepared: Prepared::Grpc {
-                        request: Arc::new(grpc_request(model, "", &inputs)),
+                        requests: requests.into(),
                         channel,
                     },
                 })
@@ -147,13 +224,13 @@ impl Target {
     /// the shared gRPC channel (requests multiplexed over HTTP/2).
     pub fn client(&self) -> Client {
         match &self.prepared {
-            Prepared::Http { endpoint, request } => Client::Http {
+            Prepared::Http { endpoint, requests } => Client::Http {
                 connection: HttpConnection::new(endpoint.clone()),
-                request: request.clone(),
+                requests: requests.clone(),
             },
-            Prepared::Grpc { channel, request } => Client::Grpc {
+            Prepared::Grpc { channel, requests } => Client::Grpc {
                 client: grpc_client(channel.clone()),
-                request: request.clone(),
+                requests: requests.clone(),
             },
         }
     }
@@ -171,32 +248,33 @@ pub fn grpc_client(channel: Channel) -> GrpcInferenceServiceClient<Channel> {
         .max_encoding_message_size(MAX_GRPC_MESSAGE)
 }
 
-/// Sends the prepared request of a [`Target`].
+/// Sends the prepared requests of a [`Target`].
 pub enum Client {
     /// Over an HTTP/1.1 connection of its own.
     Http {
         /// The connection.
         connection: HttpConnection,
-        /// The request.
-        request: Arc<HttpRequest>,
+        /// The requests.
+        requests: Arc<[HttpRequest]>,
     },
     /// Over the shared gRPC channel.
     Grpc {
         /// The generated client.
         client: GrpcInferenceServiceClient<Channel>,
-        /// The request.
-        request: Arc<pb::ModelInferRequest>,
+        /// The requests.
+        requests: Arc<[pb::ModelInferRequest]>,
     },
 }
 
 impl Client {
-    /// Sends one request and waits for the whole answer.
-    pub async fn infer(&mut self) -> Outcome {
+    /// Sends request `n` (modulo the distinct requests) and waits for the
+    /// whole answer.
+    pub async fn infer(&mut self, n: usize) -> Outcome {
         match self {
             Client::Http {
                 connection,
-                request,
-            } => match connection.send(request).await {
+                requests,
+            } => match connection.send(&requests[n % requests.len()]).await {
                 Ok((status, _)) if status.is_success() => Outcome::Ok,
                 Ok((status, body)) => Outcome::Failed {
                     label: format!("http {}", status.as_u16()),
@@ -207,11 +285,9 @@ impl Client {
                     detail: err.0,
                 },
             },
-            Client::Grpc { client, request } => {
-                match client
-                    .model_infer(pb::ModelInferRequest::clone(request))
-                    .await
-                {
+            Client::Grpc { client, requests } => {
+                let request = pb::ModelInferRequest::clone(&requests[n % requests.len()]);
+                match client.model_infer(request).await {
                     Ok(_) => Outcome::Ok,
                     Err(status) => Outcome::Failed {
                         label: format!("grpc {:?}", status.code()),

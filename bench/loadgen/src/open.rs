@@ -1,0 +1,160 @@
+//! Open-loop load (as wrk2): requests go out at the times of a schedule
+//! computed beforehand, whether or not earlier ones were answered, and each
+//! request's latency runs from the time the schedule said to send it.
+//!
+//! A pacer thread sleeps until each arrival is due (`std::thread::sleep`,
+//! tens of microseconds late at most on an idle machine, where the tokio
+//! timer would round to the next millisecond) and hands it to the runtime.
+//! The runtime admits it (or drops it at `--max-in-flight`), takes an idle
+//! connection (HTTP/1.1 carries one request at a time, so there are as many
+//! connections as requests outstanding) or a handle on the shared gRPC
+//! channel, and sends it in a task of its own. Completions come back on a
+//! channel to the one place that keeps the books ([`Book`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::unbounded_channel;
+
+use crate::live::Live;
+use crate::profile::Profile;
+use crate::scrape;
+use crate::target::{Client, Outcome, Target};
+use crate::timeline::{Admission, Book, Token, TIMEOUT};
+
+/// The shape of an open-loop run.
+#[derive(Debug, Clone)]
+pub struct OpenPlan {
+    /// The profile (phases, rates).
+    pub profile: Profile,
+    /// When each request is due, from the start.
+    pub schedule: Arc<[Duration]>,
+    /// Most requests outstanding; arrivals beyond are dropped and counted.
+    pub max_in_flight: usize,
+    /// A request unanswered this long fails as a timeout.
+    pub timeout: Duration,
+    /// After the last arrival, how long to wait for outstanding answers.
+    pub drain: Duration,
+    /// Prometheus endpoint to sample the queue depth from.
+    pub metrics_url: Option<String>,
+    /// The gauge to sum.
+    pub metric: String,
+}
+
+struct Done {
+    token: Token,
+    at: Duration,
+    outcome: Outcome,
+    client: Option<Client>,
+}
+
+/// Runs `plan` against `target`; returns the books.
+pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
+    let mut book = Book::new(plan.profile.clone(), plan.max_in_flight);
+    let schedule = plan.schedule.clone();
+    // A short lead, so the first arrival is not already late.
+    let start = Instant::now() + Duration::from_millis(20);
+    let (arrival_tx, mut arrivals) = unbounded_channel::<usize>();
+    let pacer = {
+        let schedule = schedule.clone();
+        std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || pace(&schedule, start, &arrival_tx))
+            .expect("spawn the pacer thread")
+    };
+    let (done_tx, mut done_rx) = unbounded_channel::<Done>();
+    let (queue_tx, mut queue_rx) = unbounded_channel();
+    let scraper = plan.metrics_url.clone().map(|url| {
+        let (metric, tx) = (plan.metric.clone(), queue_tx.clone());
+        tokio::spawn(async move {
+            if let Err(err) = scrape::run(url, metric, start, tx).await {
+                eprintln!("loadgen: queue-depth sampling is off: {err:#}");
+            }
+        })
+    });
+    let mut idle: Vec<Client> = Vec::new();
+    let mut batch = Vec::with_capacity(512);
+    let mut ticker = tokio::time::interval(crate::live::REFRESH);
+    let mut pacing = true;
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(1 << 30);
+    loop {
+        if !pacing && book.in_flight() == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => {
+                let failure = match &done.outcome {
+                    Outcome::Ok => None,
+                    Outcome::Failed { label, detail } => Some((label.as_str(), detail.as_str())),
+                };
+                book.completion(done.token, done.at, failure);
+                idle.extend(done.client);
+            }
+            n = arrivals.recv_many(&mut batch, 512), if pacing => {
+                if n == 0 {
+                    pacing = false;
+                    deadline = tokio::time::Instant::now() + plan.drain;
+                    continue;
+                }
+                for i in batch.drain(..) {
+                    let Admission::Send(token) = book.arrival(schedule[i]) else {
+                        continue;
+                    };
+                    let mut client = idle.pop().unwrap_or_else(|| target.client());
+                    book.sent(token, start.elapsed());
+                    let (tx, timeout) = (done_tx.clone(), plan.timeout);
+                    tokio::spawn(async move {
+                        let outcome = tokio::time::timeout(timeout, client.infer(i)).await;
+                        let at = start.elapsed();
+                        let (outcome, client) = match outcome {
+                            Ok(outcome) => (outcome, Some(client)),
+                            // The connection is mid-request: drop it.
+                            Err(_) => (Outcome::Failed {
+                                label: TIMEOUT.into(),
+                                detail: format!("no answer within {timeout:?}"),
+                            }, None),
+                        };
+                        let _ = tx.send(Done { token, at, outcome, client });
+                    });
+                }
+            }
+            Some((at, depth)) = queue_rx.recv() => book.queue_sample(at, depth),
+            _ = ticker.tick() => live.draw(&book, start.elapsed()),
+            _ = tokio::time::sleep_until(deadline), if !pacing => break,
+        }
+    }
+    book.finish(start.elapsed());
+    live.finish();
+    drop(arrivals);
+    let _ = pacer.join();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
+    drop(queue_tx);
+    book
+}
+
+/// Hands out arrival `i` when it is due, until the schedule ends or the
+/// receiver is gone.
+fn pace(schedule: &[Duration], start: Instant, tx: &tokio::sync::mpsc::UnboundedSender<usize>) {
+    // Linux lets a sleeping thread wake up to 50 us late ("timer slack");
+    // 1 ns makes the pacer's sleeps end on time.
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
+    for (i, &at) in schedule.iter().enumerate() {
+        let due = start + at;
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep(due - now);
+        }
+        if tx.send(i).is_err() {
+            return;
+        }
+    }
+}
