@@ -83,8 +83,8 @@ def markdown(setup, results):
           f"load generator. Commit {setup['git']}. Time factor {setup['time_factor']:g} (a 5-minute "
           f"profile took {300 * setup['time_factor']:g} s; bursty is 180 s nominal: 60 s before, a 60 s "
           f"spike, 60 s after). {setup['arrivals'].capitalize()} arrivals, {setup['protocol']} requests "
-          f"carrying real payloads (bench/work/inputs), batch 1, at most max({setup['max_in_flight']}, "
-          f"a quarter second of the spike's arrivals) requests in flight, {setup['timeout_s']:g} s timeout. Run took {setup['wall_minutes']:.0f} min"
+          f"carrying real payloads (bench/work/inputs), batch 1, at most {setup['max_in_flight']} "
+          f"requests in flight, {setup['timeout_s']:g} s timeout. Run took {setup['wall_minutes']:.0f} min"
           + (" (--quick)." if setup["quick"] else "."), ""]
     L += ["Rates per workload: the spike offers "
           f"{setup['spike_load']:g}× mlserve's closed-loop capacity (capped at {setup['max_rate']:g} rps); "
