@@ -1,6 +1,6 @@
 //! `loadgen calibrate`: the load generator measured against a server whose
 //! answer is known. The server ([`CalibServer`]) serves one request at a
-//! time in arrival order, each taking exactly S (default 10 ms), so its
+//! time in arrival order, each taking exactly S (default 20 ms), so its
 //! capacity is 1/S. Four runs, all open-loop over HTTP binary:
 //!
 //! 0. Loopback overhead: constant arrivals at 0.5/S with S = 0. Its p50 and
@@ -219,6 +219,7 @@ impl Runner<'_> {
             drain: Duration::from_secs(60),
             metrics_url: None,
             metric: DEFAULT_METRIC.into(),
+            warm_connections: 0,
         };
         let live = Live::new(format!("calibrate {label}"), profile, self.show);
         open::run(self.target, &plan, live).await.summary()

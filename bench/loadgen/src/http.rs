@@ -73,6 +73,11 @@ impl HttpConnection {
         }
     }
 
+    /// Opens the connection now (it otherwise opens on the first send).
+    pub async fn connect(&mut self) -> Result<(), TransportError> {
+        self.ready().await.map(|_| ())
+    }
+
     /// The endpoint this connection goes to.
     pub fn endpoint(&self) -> Arc<HttpEndpoint> {
         self.endpoint.clone()

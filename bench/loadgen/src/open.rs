@@ -7,7 +7,8 @@
 //! timer would round to the next millisecond) and hands it to the runtime.
 //! The runtime admits it (or drops it at `--max-in-flight`), takes an idle
 //! connection (HTTP/1.1 carries one request at a time, so there are as many
-//! connections as requests outstanding) or a handle on the shared gRPC
+//! connections as requests outstanding; `--warm-connections` opens a pool
+//! before the start, more open on demand) or a handle on the shared gRPC
 //! channel, and sends it in a task of its own. Completions come back on a
 //! channel to the one place that keeps the books ([`Book`]).
 
@@ -39,6 +40,9 @@ pub struct OpenPlan {
     pub metrics_url: Option<String>,
     /// The gauge to sum.
     pub metric: String,
+    /// HTTP connections opened before the first arrival (a kept-alive
+    /// pool); more open on demand.
+    pub warm_connections: usize,
 }
 
 struct Done {
@@ -52,6 +56,12 @@ struct Done {
 pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
     let mut book = Book::new(plan.profile.clone(), plan.max_in_flight);
     let schedule = plan.schedule.clone();
+    let mut idle: Vec<Client> = Vec::new();
+    for _ in 0..plan.warm_connections.min(plan.max_in_flight) {
+        let mut client = target.client();
+        client.warm().await;
+        idle.push(client);
+    }
     // A short lead, so the first arrival is not already late.
     let start = Instant::now() + Duration::from_millis(20);
     let (arrival_tx, mut arrivals) = unbounded_channel::<usize>();
@@ -72,7 +82,6 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
             }
         })
     });
-    let mut idle: Vec<Client> = Vec::new();
     let mut batch = Vec::with_capacity(512);
     let mut ticker = tokio::time::interval(crate::live::REFRESH);
     let mut pacing = true;

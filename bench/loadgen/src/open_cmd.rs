@@ -71,6 +71,12 @@ pub struct OpenArgs {
     /// and counted as failures (`client: max in flight`).
     #[arg(long, default_value_t = 2048)]
     pub max_in_flight: usize,
+    /// HTTP connections to open before the first arrival, kept alive and
+    /// reused (a pool, as a load balancer keeps); more open on demand. Leave
+    /// it at 0 for servers that close every connection and block a worker
+    /// on an idle one (gunicorn's sync workers).
+    #[arg(long, default_value_t = 0)]
+    pub warm_connections: usize,
     /// Seconds before an unanswered request fails (`client: timeout`).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
@@ -137,6 +143,7 @@ pub fn open(args: &OpenArgs) -> Result<OpenReport> {
         drain,
         metrics_url: args.metrics_url.clone(),
         metric: args.queue_metric.clone(),
+        warm_connections: args.warm_connections,
     };
     let payload = Payload {
         inputs: args.inputs.clone(),
@@ -171,6 +178,7 @@ pub fn open(args: &OpenArgs) -> Result<OpenReport> {
         arrivals: args.arrivals,
         seed: args.seed,
         max_in_flight: plan.max_in_flight,
+        warm_connections: plan.warm_connections,
         timeout_s: timeout.as_secs_f64(),
         threads: args.threads.max(1),
         request_bytes: target.request_bytes,

@@ -33,6 +33,8 @@ pub struct OpenSetup {
     pub seed: u64,
     /// The client's bound on requests outstanding.
     pub max_in_flight: usize,
+    /// HTTP connections opened before the start.
+    pub warm_connections: usize,
     /// Per-request timeout, seconds.
     pub timeout_s: f64,
     /// Load generator threads.

@@ -267,6 +267,14 @@ pub enum Client {
 }
 
 impl Client {
+    /// Opens its HTTP connection now (a no-op for gRPC, whose channel is
+    /// already connected).
+    pub async fn warm(&mut self) {
+        if let Client::Http { connection, .. } = self {
+            let _ = connection.connect().await;
+        }
+    }
+
     /// Sends request `n` (modulo the distinct requests) and waits for the
     /// whole answer.
     pub async fn infer(&mut self, n: usize) -> Outcome {
