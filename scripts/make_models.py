@@ -38,6 +38,7 @@ from onnx import TensorProto as TP, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import bert, inputs, resnet50  # noqa: E402
+from models.files import atomic_write  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17
@@ -340,19 +341,6 @@ def config_toml(spec):
     lines += ["", "[[instance_group]]", "count = 1", 'kind = "KIND_CPU"', "",
               "[version_policy]", "latest = { num_versions = 1 }", ""]
     return "\n".join(lines)
-
-
-def atomic_write(path, data):
-    """Write bytes to path via a temporary file in the same directory + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_spec(out, spec):

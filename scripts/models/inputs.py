@@ -21,14 +21,13 @@ except for the JPEG encoder's version.
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import bert
+from .files import atomic_write
 
 IMAGES = 64
 TABULAR_ROWS, TABULAR_FEATURES = 256, 50
@@ -192,7 +191,7 @@ def make_images(jpeg_dir, n=IMAGES, seed=2024):
         buf = io.BytesIO()
         draw_image(rng, w, h).save(buf, "JPEG", quality=int(rng.integers(70, 96)))
         data = buf.getvalue()
-        _atomic_write(jpeg_dir / f"{i:03d}.jpg", data)
+        atomic_write(jpeg_dir / f"{i:03d}.jpg", data)
         out[i] = preprocess(data)
     return out
 
@@ -202,18 +201,6 @@ def make_images(jpeg_dir, n=IMAGES, seed=2024):
 # --------------------------------------------------------------------------
 
 V2_TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
-
-
-def _atomic_write(path, data):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_bin(path, named_arrays):
@@ -227,7 +214,7 @@ def write_bin(path, named_arrays):
                         "offset": offset, "row_bytes": a.nbytes // a.shape[0], "bytes": a.nbytes})
         chunks.append(a.tobytes())
         offset += a.nbytes
-    _atomic_write(path, b"".join(chunks))
+    atomic_write(path, b"".join(chunks))
     return {"file": path.name, "rows": rows.pop(), "bytes": offset, "inputs": entries}
 
 
@@ -246,7 +233,7 @@ def write(out, force=False):
                           "outputs": ["output"]}
 
     assert len(SENTENCES) == 64 and all(5 <= len(s.split()) <= 60 for s in SENTENCES)
-    _atomic_write(d / "sentences.txt", "".join(s + "\n" for s in SENTENCES).encode())
+    atomic_write(d / "sentences.txt", "".join(s + "\n" for s in SENTENCES).encode())
     feeds = bert.encode(SENTENCES)
     text = [(k, feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
     models["bert_base"] = {**write_bin(d / "bert.bin", text), "outputs": ["pooler_output"]}
@@ -264,7 +251,7 @@ def write(out, force=False):
                "the ones a benchmark client should request",
         "models": models,
     }
-    _atomic_write(d / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write(d / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     tokens = feeds["attention_mask"].sum(1)
     print(f"wrote {d}: resnet50.bin {images.shape} (+ {IMAGES} JPEGs), bert.bin and minilm.bin "
           f"[{len(SENTENCES)}, 128] x 3 ({tokens.min()}-{tokens.max()} tokens, "

@@ -221,72 +221,53 @@ fn raw(args: RawArgs) -> Result<Report> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (report, json_out) = match cli.command {
-        Command::Open(args) => return run_open(&args),
-        Command::Calibrate(args) => return run_calibrate(&args),
+    match cli.command {
         Command::Closed(args) => {
             let out = args.common.json_out.clone();
-            (closed(args), out)
+            deliver(closed(args), Report::table, out.as_deref())
+                .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS)
         }
         Command::Raw(args) => {
             let out = args.common.json_out.clone();
-            (raw(args), out)
+            deliver(raw(args), Report::table, out.as_deref())
+                .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS)
         }
-    };
-    let report = match report {
-        Ok(report) => report,
-        Err(err) => {
-            eprintln!("loadgen: error: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.table());
-    if let Some(path) = json_out {
-        if let Err(err) = report.write_json(&path) {
-            eprintln!("loadgen: error: {err:#}");
-            return ExitCode::FAILURE;
+        Command::Open(args) => deliver(
+            open_cmd::open(&args),
+            |r| r.table(),
+            args.json_out.as_deref(),
+        )
+        .map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS),
+        Command::Calibrate(args) => {
+            match deliver(
+                calibrate::calibrate(&args),
+                |r| r.table(),
+                args.json_out.as_deref(),
+            ) {
+                Some(report) if report.pass => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
         }
     }
-    ExitCode::SUCCESS
 }
 
-fn run_open(args: &OpenArgs) -> ExitCode {
-    let report = match open_cmd::open(args) {
-        Ok(report) => report,
-        Err(err) => {
-            eprintln!("loadgen: error: {err:#}");
-            return ExitCode::FAILURE;
+/// Prints a report's table and, when asked, writes it as pretty JSON.
+/// Returns the report, or `None` after printing the error.
+fn deliver<R: serde::Serialize>(
+    report: Result<R>,
+    table: impl Fn(&R) -> String,
+    json_out: Option<&std::path::Path>,
+) -> Option<R> {
+    let written = report.and_then(|report| {
+        print!("{}", table(&report));
+        if let Some(path) = json_out {
+            let text = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-    };
-    print!("{}", report.table());
-    if let Some(path) = &args.json_out {
-        if let Err(err) = report.write_json(path) {
-            eprintln!("loadgen: error: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-fn run_calibrate(args: &CalibrateArgs) -> ExitCode {
-    let report = match calibrate::calibrate(args) {
-        Ok(report) => report,
-        Err(err) => {
-            eprintln!("loadgen: error: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.table());
-    if let Some(path) = &args.json_out {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(err) = std::fs::write(path, text + "\n") {
-            eprintln!("loadgen: error: cannot write {}: {err}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if report.pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+        Ok(report)
+    });
+    written
+        .map_err(|err| eprintln!("loadgen: error: {err:#}"))
+        .ok()
 }

@@ -2,9 +2,7 @@
 //! facts as JSON (the per-second timeline and queue samples only in JSON).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::profile::{Arrivals, Profile};
@@ -187,13 +185,6 @@ impl OpenReport {
             let _ = writeln!(out, "  error {label}: {n}  first: {first}");
         }
         out
-    }
-
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

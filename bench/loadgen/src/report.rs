@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::stats::{LatencySummary, Recorder};
@@ -145,13 +143,6 @@ impl Report {
             let _ = writeln!(out, "    {label:<12} {n:>10}  first: {first}");
         }
         out
-    }
-
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
