@@ -11,6 +11,9 @@ use figment::Figment;
 #[derive(Debug, Parser)]
 #[command(name = "mlserve", version)]
 pub struct Cli {
+    /// A client subcommand; without one, mlserve serves.
+    #[command(subcommand)]
+    pub command: Option<crate::commands::Command>,
     /// Configuration file (default: config/mlserve.toml when present).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -2,6 +2,7 @@
 //! line, sets up logging and the runtime, and hands over to [`serve`].
 
 mod cli;
+mod commands;
 mod serve;
 mod telemetry;
 
@@ -12,6 +13,7 @@ use mlserve_common::{Config, Role};
 
 /// The roles compiled into this binary (Cargo features).
 const COMPILED_ROLES: &[Role] = &[
+    // Each role joins this list when its src/serve/<role>.rs is wired in.
     #[cfg(feature = "inference")]
     Role::Inference,
 ];
@@ -24,6 +26,12 @@ fn main() -> ExitCode {
     };
     if let Err(err) = telemetry::init(&config.log) {
         return fail(&err);
+    }
+    if let Some(command) = cli.command {
+        return match commands::run(command, config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&format!("{err:#}")),
+        };
     }
     let roles = match Role::parse_list(&config.server.roles, COMPILED_ROLES) {
         Ok(roles) => roles,

@@ -1,44 +1,42 @@
-//! Wires the enabled roles into listeners and runs them until shutdown.
-//! One file per service under `serve/`.
+//! Wires the enabled roles into one [`Node`] and runs it until shutdown.
+//! One file per service under `serve/`; each adds its routes, gRPC services,
+//! metrics and clients to the node.
 
+mod clients;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;
+mod node;
 
 use std::time::Duration;
 
 use anyhow::Result;
-use mlserve_common::{Config, Role, Shutdown};
-use tokio::task::JoinSet;
+use mlserve_common::{Config, Role};
+
+pub use node::Node;
 
 /// Runs `roles` until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<()> {
-    let shutdown = Shutdown::new();
-    let mut servers: JoinSet<Result<()>> = JoinSet::new();
-    let mut on_shutdown: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
-    for role in &roles {
+    let grace = Duration::from_secs_f64(config.server.shutdown_grace_secs.max(0.0));
+    let mut node = Node::new(config);
+    // Role::ALL is the start-up order: the services others call come first,
+    // so their local clients exist when the callers start.
+    for role in Role::ALL.iter().filter(|r| roles.contains(r)) {
         match role {
             #[cfg(feature = "inference")]
-            Role::Inference => {
-                inference::start(
-                    &config,
-                    ort_cores,
-                    &shutdown,
-                    &mut servers,
-                    &mut on_shutdown,
-                )
-                .await?;
-            }
+            Role::Inference => inference::start(&mut node, ort_cores).await?,
             other => anyhow::bail!("role '{other}' is not implemented in this build"),
         }
     }
+    let _ = ort_cores;
+    node.serve().await?;
     wait_for_signal().await;
     tracing::info!("shutdown signal received: readiness off, draining in-flight requests");
-    for hook in on_shutdown {
+    for hook in std::mem::take(&mut node.on_shutdown) {
         hook();
     }
-    shutdown.trigger();
-    let grace = Duration::from_secs_f64(config.server.shutdown_grace_secs.max(0.0));
+    node.shutdown.trigger();
+    let mut servers = std::mem::take(&mut node.servers);
     let drained = tokio::time::timeout(grace, async {
         while let Some(result) = servers.join_next().await {
             match result {
@@ -58,7 +56,6 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     }
     Ok(())
 }
-
 async fn wait_for_signal() {
     #[cfg(unix)]
     {

@@ -4,32 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use axum::routing::get;
+use anyhow::Result;
 use mlserve_common::config::ModelControlMode;
-use mlserve_common::{Config, Shutdown};
 use mlserve_inference::manager::{ManagerOptions, ModelManager};
 use mlserve_inference::service::LocalInference;
 use mlserve_inference::stats::StatsRegistry;
-use mlserve_proto::http::{v2_router, HttpOptions};
+use mlserve_proto::http::{v2_routes, HttpOptions};
 use mlserve_proto::inference::{inference_grpc_server, InferenceClient};
-use tokio::task::JoinSet;
 
-use super::listen::{bind, grpc_incoming, serve_http};
+use super::Node;
 
-/// HTTP/2 flow-control windows for big tensors over gRPC.
-const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-
-/// Starts the inference role's listeners, then loads the models in the
-/// background; readiness turns true once the initial loads finish.
-pub async fn start(
-    config: &Config,
-    ort_cores: usize,
-    shutdown: &Shutdown,
-    servers: &mut JoinSet<Result<()>>,
-    on_shutdown: &mut Vec<Box<dyn FnOnce() + Send>>,
-) -> Result<()> {
-    let settings = &config.inference;
+/// Adds the inference role to `node`: the v2 routes and gRPC service, its
+/// metrics, readiness, then loads the models in the background; readiness
+/// turns true once the initial loads finish.
+pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
+    let settings = node.config.inference.clone();
+    let server = node.config.server.clone();
     let cpu_threads = if settings.cpu_threads == 0 {
         ort_cores
     } else {
@@ -56,57 +46,29 @@ pub async fn start(
     ));
     let local = Arc::new(LocalInference::new(manager.clone()));
     let client: InferenceClient = local.clone();
-    let server = &config.server;
+    node.clients.inference = Some(client.clone());
 
-    let http = bind(&server.host, server.http_port, "http").await?;
-    let router = v2_router(
+    node.add_routes(v2_routes(
         client.clone(),
         HttpOptions {
             max_body_bytes: server.http_max_body_bytes,
         },
-    );
-    servers.spawn(serve_http(http, router, shutdown.signal()));
-
-    let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
-    let (health, health_service) = tonic_health::server::health_reporter();
+    ));
+    node.grpc
+        .add_service(inference_grpc_server(client, server.http_max_body_bytes));
+    node.readiness_owned = true;
+    let health = node.health.clone();
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    let grpc_service = inference_grpc_server(client, server.http_max_body_bytes);
-    let signal = shutdown.signal();
-    servers.spawn(async move {
-        tonic::transport::Server::builder()
-            .initial_stream_window_size(GRPC_WINDOW_BYTES)
-            .initial_connection_window_size(GRPC_WINDOW_BYTES)
-            .add_service(health_service)
-            .add_service(grpc_service)
-            .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
-            .await
-            .context("grpc server failed")
-    });
 
-    let metrics = bind(&server.host, server.metrics_port, "metrics").await?;
     let stats = manager.stats().clone();
-    let metrics_router = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let stats = stats.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    mlserve_inference::metrics::render(&stats),
-                )
-            }
-        }),
-    );
-    servers.spawn(serve_http(metrics, metrics_router, shutdown.signal()));
+    node.metrics
+        .push(Arc::new(move || mlserve_inference::metrics::render(&stats)));
 
     let ready_flag = local.clone();
     let health_off = health.clone();
-    on_shutdown.push(Box::new(move || {
+    node.on_shutdown.push(Box::new(move || {
         ready_flag.set_ready(false);
         tokio::spawn(async move {
             health_off
@@ -118,7 +80,7 @@ pub async fn start(
     let mode = settings.model_control_mode;
     let load_models = settings.load_models.clone();
     let poll_every = Duration::from_secs_f64(settings.repository_poll_secs.max(0.05));
-    let signal = shutdown.signal();
+    let signal = node.shutdown.signal();
     tokio::spawn(async move {
         let loader = manager.clone();
         let loaded =

@@ -9,12 +9,30 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod events;
+mod features;
+mod gateway;
+mod registry;
+
+pub use events::EventsConfig;
+pub use features::FeaturesConfig;
+pub use gateway::GatewayConfig;
+pub use registry::RegistryConfig;
+
 /// The file read when no `--config` is given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "config/mlserve.toml";
 
 /// The configuration sections; environment variables outside them (such as
 /// `MLSERVE_BIN` used by test harnesses) are not configuration and are ignored.
-const SECTIONS: [&str; 3] = ["server", "inference", "log"];
+const SECTIONS: [&str; 7] = [
+    "server",
+    "inference",
+    "registry",
+    "features",
+    "gateway",
+    "events",
+    "log",
+];
 
 /// All of mlserve's configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -24,6 +42,14 @@ pub struct Config {
     pub server: ServerConfig,
     /// The inference role.
     pub inference: InferenceConfig,
+    /// The registry role.
+    pub registry: RegistryConfig,
+    /// The features role.
+    pub features: FeaturesConfig,
+    /// The gateway role.
+    pub gateway: GatewayConfig,
+    /// The event bus shared by the roles.
+    pub events: EventsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -50,6 +76,9 @@ pub struct ServerConfig {
     /// Largest accepted request body in bytes (also after decompression, and
     /// the gRPC message limit).
     pub http_max_body_bytes: usize,
+    /// Directory of the embedded defaults: the SQLite database, local
+    /// artifacts, the artifact cache.
+    pub data_dir: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +92,7 @@ impl Default for ServerConfig {
             worker_threads: 0,
             shutdown_grace_secs: 30.0,
             http_max_body_bytes: 64 * 1024 * 1024,
+            data_dir: PathBuf::from("data"),
         }
     }
 }

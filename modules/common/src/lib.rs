@@ -2,10 +2,12 @@
 //! and the tensor datatypes (re-exported from the protocol crate).
 
 pub mod config;
+pub mod db;
 pub mod role;
 pub mod shutdown;
 
 pub use config::Config;
+pub use db::{Database, Dialect};
 pub use mlserve_proto::datatype::{self, DataType};
 pub use role::Role;
 pub use shutdown::{Shutdown, ShutdownSignal};

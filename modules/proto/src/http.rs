@@ -71,6 +71,21 @@ type SharedState = Arc<AppState>;
 /// repository (index, load, unload). Anything else answers 404, and a known
 /// path with the wrong method 405, both as `{"error": ...}`.
 pub fn v2_router(service: InferenceClient, options: HttpOptions) -> Router {
+    with_error_fallbacks(v2_routes(service, options))
+}
+
+/// Answers unknown paths with 404 and known paths with the wrong method with
+/// 405, both in the protocol's error body. Applied once, to the merged router
+/// of every role in a process (axum refuses to merge two fallbacks).
+pub fn with_error_fallbacks(router: Router) -> Router {
+    router
+        .fallback(handlers::unknown_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+}
+
+/// The v2 REST routes over `service`, without fallbacks, for merging with
+/// other roles' routes; [`v2_router`] is the standalone form.
+pub fn v2_routes(service: InferenceClient, options: HttpOptions) -> Router {
     let state: SharedState = Arc::new(AppState { service, options });
     const MODEL: &str = "/v2/models/{model}";
     const VERSIONED: &str = "/v2/models/{model}/versions/{version}";
@@ -101,8 +116,6 @@ pub fn v2_router(service: InferenceClient, options: HttpOptions) -> Router {
             "/v2/repository/models/{model}/unload",
             post(handlers::unload_model),
         )
-        .fallback(handlers::unknown_route)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }
 

@@ -1,0 +1,216 @@
+//! The one SQL layer: a sqlx `Any` pool over SQLite (the embedded default, a
+//! file in the data directory) or PostgreSQL, chosen by the URL's scheme, with
+//! the schema migrated on connect.
+//!
+//! Queries are written once for both dialects: `$1`-style placeholders (SQLite
+//! accepts them too), times as `BIGINT` microseconds since the epoch, JSON as
+//! `TEXT`, booleans as integers where portability matters.
+//!
+//! Migrations live at the workspace root in `migrations/sqlite` and
+//! `migrations/postgres`, one file per step named `NNNN_description.sql`; both
+//! dialects keep the same numbers. They are embedded at build time.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::AnyPool;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// A connection pool to mlserve's SQL database, with its dialect.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The pool; every query goes through it.
+    pub pool: AnyPool,
+    /// Which SQL dialect the pool speaks.
+    pub dialect: Dialect,
+}
+
+/// The SQL dialects mlserve supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (embedded default).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names a scheme that is neither sqlite nor postgres.
+    #[error("unsupported database url '{0}': use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The SQLite file's directory could not be created.
+    #[error("cannot create the database directory '{path}': {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Dialect {
+    /// The dialect a database URL names.
+    pub fn of_url(url: &str) -> Result<Dialect, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl(url.to_string()))
+        }
+    }
+}
+
+/// The embedded default URL: `sqlite://<data_dir>/mlserve.db`, created if missing.
+pub fn default_url(data_dir: &Path) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("mlserve.db").display()
+    )
+}
+
+impl Database {
+    /// Connects to `url` and applies every pending migration.
+    pub async fn connect(url: &str) -> Result<Database, DbError> {
+        let dialect = Dialect::of_url(url)?;
+        install_default_drivers();
+        if dialect == Dialect::Sqlite {
+            create_sqlite_directory(url)?;
+        }
+        // SQLite serializes writers; one connection avoids "database is
+        // locked" under concurrent writes while WAL keeps readers going.
+        let max = match dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(DbError::Connect)?;
+        migrator(dialect)
+            .run(&pool)
+            .await
+            .map_err(DbError::Migrate)?;
+        Ok(Database { pool, dialect })
+    }
+}
+
+/// The embedded migrations of `dialect`.
+pub fn migrator(dialect: Dialect) -> Migrator {
+    let files = match dialect {
+        Dialect::Sqlite => embedded::SQLITE,
+        Dialect::Postgres => embedded::POSTGRES,
+    };
+    let migrations: Vec<Migration> = files
+        .iter()
+        .map(|(stem, sql)| {
+            let (version, description) = stem.split_once('_').unwrap_or((stem, ""));
+            Migration::new(
+                version.parse().unwrap_or(0),
+                Cow::Owned(description.replace('_', " ")),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+fn create_sqlite_directory(url: &str) -> Result<(), DbError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Test databases: a fresh SQLite file, or a fresh schema in the PostgreSQL
+/// `test` database on this machine (`MLSERVE_TEST_POSTGRES_URL` overrides
+/// `postgres://postgres@127.0.0.1:5432/test`). Each call is isolated from the
+/// others, so tests can run in parallel.
+pub mod testing {
+    use super::*;
+
+    /// The PostgreSQL server tests use.
+    pub fn postgres_url() -> String {
+        std::env::var("MLSERVE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A migrated SQLite database in a new file under `dir`.
+    pub async fn sqlite(dir: &Path) -> Database {
+        let url = default_url(dir);
+        Database::connect(&url).await.expect("sqlite test database")
+    }
+
+    /// A migrated, empty PostgreSQL schema of its own. Panics when the server
+    /// is unreachable: tests that need PostgreSQL never skip silently.
+    pub async fn postgres() -> Database {
+        use sqlx::Executor;
+        install_default_drivers();
+        let base = postgres_url();
+        let schema = format!(
+            "t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+        admin
+            .execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .expect("create test schema");
+        admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        Database::connect(&url)
+            .await
+            .expect("postgres test database")
+    }
+}

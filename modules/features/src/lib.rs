@@ -1,0 +1,1 @@
+//! The features role: entities, feature views, stores, retrieval and transforms.

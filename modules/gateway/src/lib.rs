@@ -1,0 +1,1 @@
+//! The gateway role: the external entry point of mlserve.

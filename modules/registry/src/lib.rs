@@ -1,0 +1,1 @@
+//! The registry role: registered models, versions, aliases and artifacts.

@@ -1,0 +1,12 @@
+//! The clients of every service, as the roles of this process see them: a
+//! local `Arc<dyn Trait>` when the service's role runs here, a gRPC client
+//! when it runs elsewhere (configured endpoints), or none.
+
+use mlserve_proto::inference::InferenceClient;
+
+/// One client per service; `None` when it is neither here nor configured.
+#[derive(Clone, Default)]
+pub struct Clients {
+    /// The inference service (Open Inference Protocol).
+    pub inference: Option<InferenceClient>,
+}

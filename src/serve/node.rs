@@ -1,0 +1,132 @@
+//! What the roles of one process share: one HTTP listener (every role's REST
+//! routes), one gRPC listener (every role's gRPC services plus
+//! `grpc.health.v1`), one metrics listener, the shutdown signal, and the
+//! clients of every service, local or remote.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::routing::get;
+use mlserve_common::{Config, Shutdown};
+use mlserve_proto::http::with_error_fallbacks;
+use tokio::task::JoinSet;
+
+use super::clients::Clients;
+use super::listen::{bind, grpc_incoming, serve_http};
+
+/// HTTP/2 flow-control windows for big tensors over gRPC.
+const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Renders one role's Prometheus metrics (text exposition format).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// A process under construction: each role adds its routes, services,
+/// metrics, background tasks and shutdown hooks, then [`Node::serve`] binds
+/// the shared listeners.
+pub struct Node {
+    /// The whole configuration.
+    pub config: Config,
+    /// Triggered once on SIGTERM/SIGINT after the shutdown hooks ran.
+    pub shutdown: Shutdown,
+    /// Every role's REST routes, merged (no fallbacks: added once at the end).
+    pub http: axum::Router,
+    /// Every role's gRPC services.
+    pub grpc: tonic::service::RoutesBuilder,
+    /// `grpc.health.v1` statuses; service "" is the process's readiness.
+    pub health: tonic_health::server::HealthReporter,
+    /// Sources of `/metrics` on the metrics port, concatenated.
+    pub metrics: Vec<MetricsRenderer>,
+    /// Long-running servers whose end the shutdown waits for (drain).
+    pub servers: JoinSet<Result<()>>,
+    /// Run first on shutdown (readiness off), before listeners stop.
+    pub on_shutdown: Vec<Box<dyn FnOnce() + Send>>,
+    /// The clients of every service, local or remote.
+    pub clients: Clients,
+    /// Set by a role that reports readiness itself (inference: after the
+    /// initial model loads); otherwise the process is ready once serving.
+    pub readiness_owned: bool,
+}
+
+impl Node {
+    /// An empty node for `config`.
+    pub fn new(config: Config) -> Node {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut grpc = tonic::service::RoutesBuilder::default();
+        grpc.add_service(health_service);
+        Node {
+            config,
+            shutdown: Shutdown::new(),
+            http: axum::Router::new(),
+            grpc,
+            health,
+            metrics: Vec::new(),
+            servers: JoinSet::new(),
+            on_shutdown: Vec::new(),
+            clients: Clients::default(),
+            readiness_owned: false,
+        }
+    }
+
+    /// Adds a role's REST routes to the shared HTTP listener.
+    pub fn add_routes(&mut self, routes: axum::Router) {
+        let current = std::mem::take(&mut self.http);
+        self.http = current.merge(routes);
+    }
+
+    /// Binds the shared listeners and starts serving them.
+    pub async fn serve(&mut self) -> Result<()> {
+        let server = self.config.server.clone();
+        let http = bind(&server.host, server.http_port, "http").await?;
+        let router = with_error_fallbacks(std::mem::take(&mut self.http));
+        self.servers
+            .spawn(serve_http(http, router, self.shutdown.signal()));
+
+        let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
+        if !self.readiness_owned {
+            self.health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let routes = std::mem::take(&mut self.grpc).routes();
+        let signal = self.shutdown.signal();
+        self.servers.spawn(async move {
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(GRPC_WINDOW_BYTES)
+                .initial_connection_window_size(GRPC_WINDOW_BYTES)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
+                .await
+                .context("grpc server failed")
+        });
+
+        let metrics = bind(&server.host, server.metrics_port, "metrics").await?;
+        let sources = std::mem::take(&mut self.metrics);
+        let metrics_router = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let text: String = sources.iter().map(|render| render()).collect();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+        self.servers
+            .spawn(serve_http(metrics, metrics_router, self.shutdown.signal()));
+
+        let health = self.health.clone();
+        self.on_shutdown.push(Box::new(move || {
+            tokio::spawn(async move {
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await
+            });
+        }));
+        Ok(())
+    }
+}
