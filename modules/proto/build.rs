@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
-        .compile_protos(&["proto/grpc_service.proto"], &["proto"])?;
+        .bytes(".registry.UploadPart")
+        .bytes(".registry.DownloadPart")
+        .compile_protos(
+            &["proto/grpc_service.proto", "proto/registry.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub(crate) mod fake_inference;
 pub mod http;
 pub mod inference;
+pub mod registry;
 
 pub use datatype::DataType;
 pub use error::{ErrorCode, ServiceError, ServiceResult};
