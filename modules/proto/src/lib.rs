@@ -11,6 +11,7 @@
 
 pub mod datatype;
 pub mod error;
+pub mod features;
 #[cfg(test)]
 pub(crate) mod fake_inference;
 pub mod http;
