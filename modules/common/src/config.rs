@@ -14,7 +14,7 @@ mod features;
 mod gateway;
 mod registry;
 
-pub use events::EventsConfig;
+pub use events::{EventsBackend, EventsConfig};
 pub use features::FeaturesConfig;
 pub use gateway::GatewayConfig;
 pub use registry::RegistryConfig;

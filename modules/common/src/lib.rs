@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod role;
 pub mod shutdown;
 

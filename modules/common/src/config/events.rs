@@ -2,7 +2,55 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where events travel.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsBackend {
+    /// In-process only: every role of this process shares one bus; nothing
+    /// crosses process boundaries.
+    #[default]
+    Memory,
+    /// Redis Streams: one stream per topic, one consumer group per
+    /// subscriber, at-least-once delivery.
+    Redis,
+}
+
 /// The event bus (alias moves, model versions, data arrival).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct EventsConfig {}
+pub struct EventsConfig {
+    /// memory | redis.
+    pub backend: EventsBackend,
+    /// Redis URL for the redis backend (`redis://[user:password@]host:port[/db]`).
+    pub redis_url: String,
+    /// Prefix of the stream keys: topic `models` lives in `<prefix>models`.
+    pub stream_prefix: String,
+    /// Approximate length each stream is trimmed to on publish (`MAXLEN ~`).
+    pub max_len: u64,
+    /// Consumer name of this process inside its groups; empty means
+    /// `<hostname>-<pid>`.
+    pub consumer: String,
+    /// Milliseconds one blocking read waits for new events.
+    pub block_ms: u64,
+    /// Seconds after which an event delivered to a consumer of the same group
+    /// but never acknowledged (that consumer died) is claimed and redelivered.
+    pub claim_idle_secs: f64,
+    /// Seconds before an event whose handler failed is delivered again, and
+    /// between reconnection attempts.
+    pub retry_secs: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            backend: EventsBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            stream_prefix: "mlserve:events:".into(),
+            max_len: 10_000,
+            consumer: String::new(),
+            block_ms: 2_000,
+            claim_idle_secs: 30.0,
+            retry_secs: 1.0,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The event bus every role shares: model versions registered, aliases moved,
+//! sync outcomes (and later data arrival, drift alerts, rollout steps).
+//!
+//! Two implementations behind one [`EventBus`] trait:
+//! - [`memory::MemoryBus`]: in-process, for roles sharing one process;
+//! - [`redis::RedisBus`]: Redis Streams, one stream per topic, one consumer
+//!   group per subscriber, acknowledged after the handler succeeds.
+//!
+//! Delivery is at-least-once in both: a handler that fails sees its event
+//! again after `events.retry_secs`, so handlers must be idempotent (the
+//! inference role re-resolves the alias on every event, for instance). Each
+//! consumer group receives every event of its topic once it exists; events
+//! published before a group was created are not replayed to it.
+
+pub mod memory;
+pub mod redis;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EventsBackend, EventsConfig};
+
+/// The wire format version written with every event.
+pub const EVENT_FORMAT_VERSION: u32 = 1;
+
+/// The topic of model lifecycle events (versions, aliases, sync outcomes).
+pub const MODELS_TOPIC: &str = "models";
+
+/// Something that happened, as every subscriber sees it. Serialized as JSON
+/// with a `type` tag; a type this build does not know arrives as
+/// [`Event::Unknown`] so newer producers never break older consumers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A model version became ready in the registry.
+    ModelVersionRegistered {
+        /// Registered model name.
+        model: String,
+        /// The new version.
+        version: i64,
+    },
+    /// An alias was set, moved or deleted.
+    AliasMoved {
+        /// Registered model name.
+        model: String,
+        /// Alias name (production, staging, ...).
+        alias: String,
+        /// The version it pointed at before (none: it is new).
+        from: Option<i64>,
+        /// The version it points at now (none: it was deleted).
+        to: Option<i64>,
+        /// Who moved it.
+        by: String,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// An inference node now serves `version` under `model`.
+    ModelServing {
+        /// Model name as served.
+        model: String,
+        /// The version now serving.
+        version: i64,
+        /// The node (consumer name) that switched.
+        node: String,
+    },
+    /// An inference node refused a version; the previous one keeps serving.
+    ModelSyncFailed {
+        /// Model name as served.
+        model: String,
+        /// The version that was refused.
+        version: i64,
+        /// Short machine-readable reason (checksum, download, load, warmup, ...).
+        reason: String,
+        /// Human-readable detail.
+        detail: String,
+        /// The node (consumer name) that refused it.
+        node: String,
+    },
+    /// An event type this build does not know (from a newer producer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Event {
+    /// The topic the event is published on.
+    pub fn topic(&self) -> &'static str {
+        MODELS_TOPIC
+    }
+
+    /// The event as the JSON text stored on the wire.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{\"type\":\"unknown\"}".into())
+    }
+
+    /// Parses the wire JSON text.
+    pub fn from_json(text: &str) -> Result<Event, EventError> {
+        serde_json::from_str(text).map_err(|e| EventError::Decode(e.to_string()))
+    }
+}
+
+/// What can go wrong on the bus itself.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The backend cannot be reached or refused the operation.
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event is not valid JSON for [`Event`].
+    #[error("undecodable event: {0}")]
+    Decode(String),
+    /// Bad configuration (URL, names).
+    #[error("invalid event bus configuration: {0}")]
+    Config(String),
+}
+
+impl EventError {
+    /// The shared error code for this error.
+    pub fn code(&self) -> mlserve_proto::ErrorCode {
+        match self {
+            EventError::Unavailable(_) => mlserve_proto::ErrorCode::Unavailable,
+            EventError::Decode(_) | EventError::Config(_) => mlserve_proto::ErrorCode::Internal,
+        }
+    }
+}
+
+/// The future a handler returns; `Err` means "not handled, deliver again".
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Handles one event. Must be idempotent: delivery is at-least-once.
+pub type Handler = Arc<dyn Fn(Event) -> HandlerFuture + Send + Sync>;
+
+/// Wraps an async closure as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move |event| Box::pin(f(event)))
+}
+
+/// A running subscription; dropping it (or [`Subscription::stop`]) ends it.
+pub struct Subscription {
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Subscription {
+    /// Wraps the task that runs the subscription.
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Subscription {
+        Subscription {
+            tasks: vec![task.abort_handle()],
+        }
+    }
+
+    /// Also ends `task` (a connection task the subscription owns) when it ends.
+    pub fn also_abort<T>(mut self, task: &tokio::task::JoinHandle<T>) -> Subscription {
+        self.tasks.push(task.abort_handle());
+        self
+    }
+
+    /// Ends the subscription now; an event being handled is abandoned (and,
+    /// with Redis, stays pending for redelivery).
+    pub fn stop(self) {}
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Publishes events and runs subscriptions.
+#[async_trait::async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes `event` on its topic. Returns once the backend accepted it.
+    async fn publish(&self, event: &Event) -> Result<(), EventError>;
+
+    /// Runs `handler` for every event published on `topic` from now on, in
+    /// consumer group `group`: each group receives every event; subscribers
+    /// sharing a group share its events (one of them gets each).
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: Handler,
+    ) -> Result<Subscription, EventError>;
+
+    /// The name of this process among the consumers ("memory" for the
+    /// in-process bus).
+    fn consumer_name(&self) -> String;
+}
+
+/// The bus `config` asks for: in-process, or Redis Streams (connected now:
+/// an unreachable Redis is an error at start, not later).
+pub async fn connect(config: &EventsConfig) -> Result<Arc<dyn EventBus>, EventError> {
+    match config.backend {
+        EventsBackend::Memory => Ok(Arc::new(memory::MemoryBus::new(config))),
+        EventsBackend::Redis => Ok(Arc::new(redis::RedisBus::connect(config).await?)),
+    }
+}
+
+/// `<hostname>-<pid>`: the default consumer name of this process.
+pub fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mlserve".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The consumer name `config` sets, or [`default_consumer_name`].
+pub fn consumer_name(config: &EventsConfig) -> String {
+    if config.consumer.trim().is_empty() {
+        default_consumer_name()
+    } else {
+        config.consumer.trim().to_string()
+    }
+}
+
+fn retry_delay(config: &EventsConfig) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(config.retry_secs.clamp(0.01, 3600.0))
+}
