@@ -19,6 +19,9 @@ pub use node::Node;
 pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<()> {
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_secs.max(0.0));
     let mut node = Node::new(config);
+    node.events = mlserve_common::events::connect(&node.config.events)
+        .await
+        .map_err(anyhow::Error::msg)?;
     // Role::ALL is the start-up order: the services others call come first,
     // so their local clients exist when the callers start.
     for role in Role::ALL.iter().filter(|r| roles.contains(r)) {

@@ -3,10 +3,13 @@
 //! when it runs elsewhere (configured endpoints), or none.
 
 use mlserve_proto::inference::InferenceClient;
+use mlserve_proto::registry::RegistryClient;
 
 /// One client per service; `None` when it is neither here nor configured.
 #[derive(Clone, Default)]
 pub struct Clients {
     /// The inference service (Open Inference Protocol).
     pub inference: Option<InferenceClient>,
+    /// The registry service (models, versions, aliases, artifacts).
+    pub registry: Option<RegistryClient>,
 }

@@ -1,11 +1,15 @@
 //! The inference role: model manager, Open Inference Protocol over HTTP and
-//! gRPC, Prometheus metrics, and the repository poller.
+//! gRPC, Prometheus metrics, the repository poller, and the registry
+//! follower (models from the registry, swapped when their alias moves).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use mlserve_common::config::ModelControlMode;
+use mlserve_common::events::MODELS_TOPIC;
+use mlserve_inference::artifact_cache::ArtifactCache;
+use mlserve_inference::follow::{Follower, Trigger};
 use mlserve_inference::manager::{ManagerOptions, ModelManager};
 use mlserve_inference::service::LocalInference;
 use mlserve_inference::stats::StatsRegistry;
@@ -33,7 +37,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         mode: settings.model_control_mode,
         default_queue: settings.default_max_queue_size.max(1),
     };
-    if !options.root.is_dir() {
+    if !options.root.is_dir() && settings.models.is_empty() {
         anyhow::bail!(
             "model repository '{}' is not a directory (set --model-repository or inference.model_repository)",
             options.root.display()
@@ -44,6 +48,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         env,
         Arc::new(StatsRegistry::default()),
     ));
+    let follower = follower(node, &manager).await?;
     let local = Arc::new(LocalInference::new(manager.clone()));
     let client: InferenceClient = local.clone();
     node.clients.inference = Some(client.clone());
@@ -88,6 +93,9 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         if let Ok(Err(err)) | Err(err) = loaded.map_err(|e| anyhow::anyhow!(e)) {
             tracing::error!(error = %err, "initial model load failed");
         }
+        if let Some((follower, _)) = &follower {
+            follower.sync_all(Trigger::Start).await;
+        }
         if signal.is_triggered() {
             return;
         }
@@ -96,11 +104,76 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         tracing::info!(models = ?manager.loaded_models(), "server ready");
-        if mode == ModelControlMode::Poll {
+        if let Some((follower, _subscription)) = follower {
+            let every = settings.registry_poll_secs;
+            if every > 0.0 {
+                let poller =
+                    follower.poll(Duration::from_secs_f64(every.max(0.05)), signal.clone());
+                tokio::spawn(poller);
+            }
+            if mode != ModelControlMode::Poll {
+                // Keeps the event subscription alive until shutdown.
+                signal.wait().await;
+                return;
+            }
+            poll_repository(manager, poll_every, signal).await;
+        } else if mode == ModelControlMode::Poll {
             poll_repository(manager, poll_every, signal).await;
         }
     });
     Ok(())
+}
+
+/// The registry follower when `inference.models` lists any: its registry
+/// client (local, or remote at `inference.registry_endpoint`), artifact
+/// cache, metrics, and its subscription to the model events (made before the
+/// first sync, so no alias move is missed).
+async fn follower(
+    node: &mut Node,
+    manager: &Arc<ModelManager>,
+) -> Result<Option<(Arc<Follower>, mlserve_common::events::Subscription)>> {
+    let settings = &node.config.inference;
+    if settings.models.is_empty() {
+        return Ok(None);
+    }
+    let registry = match (&node.clients.registry, settings.registry_endpoint.trim()) {
+        (_, endpoint) if !endpoint.is_empty() => {
+            let remote = mlserve_proto::registry::connect_registry(endpoint, Duration::from_secs(5))
+                .map_err(|e| anyhow::anyhow!("inference.registry_endpoint: {e}"))?;
+            Arc::new(remote) as mlserve_proto::registry::RegistryClient
+        }
+        (Some(local), _) => local.clone(),
+        (None, _) => anyhow::bail!(
+            "inference.models needs the registry: run the registry role in this process or set inference.registry_endpoint"
+        ),
+    };
+    let cache_dir = if settings.artifact_cache_dir.as_os_str().is_empty() {
+        node.config.server.data_dir.join("cache")
+    } else {
+        settings.artifact_cache_dir.clone()
+    };
+    let follower = Arc::new(
+        Follower::new(
+            manager.clone(),
+            registry,
+            ArtifactCache::new(cache_dir),
+            settings.models.clone(),
+            node.events.clone(),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    // Every inference process is its own consumer group: each must see
+    // every alias move.
+    let group = format!("inference-{}", node.events.consumer_name());
+    let subscription = node
+        .events
+        .subscribe(MODELS_TOPIC, &group, follower.handler())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to model events: {e}"))?;
+    let metrics = follower.metrics().clone();
+    node.metrics.push(Arc::new(move || metrics.render()));
+    tracing::info!(models = follower.models().len(), group = %group, "following models in the registry");
+    Ok(Some((follower, subscription)))
 }
 
 fn initial_load(

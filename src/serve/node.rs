@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::routing::get;
+use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::{Config, Shutdown};
 use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
@@ -42,6 +43,10 @@ pub struct Node {
     pub on_shutdown: Vec<Box<dyn FnOnce() + Send>>,
     /// The clients of every service, local or remote.
     pub clients: Clients,
+    /// The event bus every role of this process shares (in-process by
+    /// default; Redis Streams when `events.backend = "redis"`, connected in
+    /// [`super::run`] before the roles start).
+    pub events: Arc<dyn EventBus>,
     /// Set by a role that reports readiness itself (inference: after the
     /// initial model loads); otherwise the process is ready once serving.
     pub readiness_owned: bool,
@@ -50,6 +55,7 @@ pub struct Node {
 impl Node {
     /// An empty node for `config`.
     pub fn new(config: Config) -> Node {
+        let events: Arc<dyn EventBus> = Arc::new(MemoryBus::new(&config.events));
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut grpc = tonic::service::RoutesBuilder::default();
         grpc.add_service(health_service);
@@ -63,6 +69,7 @@ impl Node {
             servers: JoinSet::new(),
             on_shutdown: Vec::new(),
             clients: Clients::default(),
+            events,
             readiness_owned: false,
         }
     }
@@ -86,6 +93,7 @@ impl Node {
             self.health
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
+            tracing::info!("server ready");
         }
         let routes = std::mem::take(&mut self.grpc).routes();
         let signal = self.shutdown.signal();

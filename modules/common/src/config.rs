@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 
 mod events;
 mod features;
+mod followed;
 mod gateway;
 mod registry;
 
 pub use events::{EventsBackend, EventsConfig};
 pub use features::FeaturesConfig;
+pub use followed::{FollowedModel, ModelSource};
 pub use gateway::GatewayConfig;
 pub use registry::RegistryConfig;
 
@@ -131,6 +133,17 @@ pub struct InferenceConfig {
     pub cpu_threads: usize,
     /// Queue bound for models whose config sets no `max_queue_size`.
     pub default_max_queue_size: usize,
+    /// Models served from the registry, following an alias or pinned to a version.
+    pub models: Vec<FollowedModel>,
+    /// gRPC endpoint of the registry (e.g. `http://registry:8001`) when the
+    /// registry role is not in this process; empty: the local one.
+    pub registry_endpoint: String,
+    /// Seconds between checks of the followed aliases, the fallback when an
+    /// event is missed; 0 turns polling off (events only).
+    pub registry_poll_secs: f64,
+    /// Directory of downloaded artifacts, one file per sha256; empty means
+    /// `<server.data_dir>/cache`.
+    pub artifact_cache_dir: PathBuf,
 }
 
 impl Default for InferenceConfig {
@@ -143,6 +156,10 @@ impl Default for InferenceConfig {
             onnxruntime_library: None,
             cpu_threads: 0,
             default_max_queue_size: 1024,
+            models: Vec::new(),
+            registry_endpoint: String::new(),
+            registry_poll_secs: 30.0,
+            artifact_cache_dir: PathBuf::new(),
         }
     }
 }

@@ -1,7 +1,11 @@
 //! The inference role: a Triton-style model repository served through ONNX
 //! Runtime, with one dynamic batcher per model version.
 
+pub mod artifact_cache;
 pub mod error;
+pub mod follow;
+mod follow_error;
+pub mod follow_metrics;
 pub mod manager;
 pub mod metrics;
 pub mod model_config;

@@ -6,7 +6,7 @@
 //! scheduler drains and its sessions are released when the last one finishes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use mlserve_common::config::ModelControlMode;
@@ -45,6 +45,9 @@ struct ModelEntry {
     /// The stamps the last load saw (to notice changes when polling).
     stamps: BTreeMap<i64, VersionStamp>,
     unloaded: bool,
+    /// Installed from outside the repository (the registry follower): the
+    /// repository scan neither reloads nor removes it.
+    external: bool,
 }
 
 /// A row of the repository index.
@@ -207,7 +210,7 @@ impl ModelManager {
                 versions.insert(version, old.clone());
                 continue;
             }
-            match self.load_version(name, &config, version, stamp) {
+            match self.load_version(name, &dir, &config, version, stamp) {
                 Ok(served) => {
                     tracing::info!(model = name, version, "model version loaded");
                     versions.insert(version, Arc::new(served));
@@ -228,6 +231,7 @@ impl ModelManager {
             failure: failure.clone(),
             stamps,
             unloaded: false,
+            external: false,
         };
         self.models
             .write()
@@ -250,22 +254,70 @@ impl ModelManager {
                 failure: None,
                 stamps: BTreeMap::new(),
                 unloaded: false,
+                external: false,
             });
         entry.failure = Some(err.to_string());
+    }
+
+    /// Opens one version from `model_dir` (holding `config.toml` and
+    /// `<version>/<model file>`), not yet serving: its sessions and scheduler
+    /// run, so it can be warmed up before [`ModelManager::install_external`].
+    /// Blocking: call from a blocking thread.
+    pub fn open_version(
+        &self,
+        name: &str,
+        model_dir: &Path,
+        version: i64,
+    ) -> Result<ServedVersion> {
+        validate_model_name(name)?;
+        let config = ModelConfigFile::read(model_dir)?;
+        let stamp = version_stamp(model_dir, version, config.model_filename());
+        self.load_version(name, model_dir, &config, version, stamp)
+    }
+
+    /// Makes `served` the only version of `name` in one swap and returns the
+    /// version it replaced. Requests in flight on the old version finish on
+    /// it; its sessions are released when the last one does.
+    pub fn install_external(&self, name: &str, served: ServedVersion) -> Option<i64> {
+        let version = served.version;
+        let entry = ModelEntry {
+            versions: BTreeMap::from([(version, Arc::new(served))]),
+            failure: None,
+            stamps: BTreeMap::new(),
+            unloaded: false,
+            external: true,
+        };
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        let old = models.insert(name.to_string(), entry);
+        old.and_then(|e| e.versions.keys().next_back().copied())
+            .filter(|v| *v != version)
+    }
+
+    /// Records why installing a version of an external model failed; the
+    /// version it serves (if any) keeps serving.
+    pub fn record_external_failure(&self, name: &str, reason: &str) {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        let entry = models
+            .entry(name.to_string())
+            .or_insert_with(|| ModelEntry {
+                versions: BTreeMap::new(),
+                failure: None,
+                stamps: BTreeMap::new(),
+                unloaded: false,
+                external: true,
+            });
+        entry.failure = Some(reason.to_string());
     }
 
     fn load_version(
         &self,
         name: &str,
+        dir: &Path,
         config: &ModelConfigFile,
         version: i64,
         stamp: VersionStamp,
     ) -> Result<ServedVersion> {
-        let path = model_file(
-            &self.options.root.join(name),
-            version,
-            config.model_filename(),
-        );
+        let path = model_file(dir, version, config.model_filename());
         let probe = open_session(self.env, &path, &self.session_options(0, 0, "all"))?;
         let spec = Arc::new(resolve(
             name,
@@ -368,8 +420,9 @@ impl ModelManager {
             .models
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, e)| !e.external)
+            .map(|(n, _)| n.clone())
             .collect();
         for name in loaded.iter().filter(|n| !present.contains(n)) {
             self.models
@@ -403,8 +456,16 @@ impl ModelManager {
 
     /// The repository index: every model directory, with its versions' states.
     pub fn index(&self) -> Result<Vec<IndexRow>> {
-        let names = list_models(&self.options.root)?;
+        let mut names = list_models(&self.options.root)?;
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        names.extend(
+            models
+                .iter()
+                .filter(|(_, e)| e.external)
+                .map(|(n, _)| n.clone()),
+        );
+        names.sort();
+        names.dedup();
         let mut rows = Vec::new();
         for name in names {
             match models.get(&name) {

@@ -63,7 +63,8 @@ fn labels(s: &VersionStats) -> String {
     )
 }
 
-fn escape(value: &str) -> String {
+/// Escapes a Prometheus label value.
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

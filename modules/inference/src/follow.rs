@@ -1,0 +1,316 @@
+//! Models served from the registry: each follows an alias (or is pinned to a
+//! version). On start, on every alias-moved event and on every poll the
+//! alias is resolved; a new version is fetched into the artifact cache
+//! (sha256 verified), staged, opened (ONNX Runtime sessions), warmed up with
+//! one inference of zeros, then swapped in whole
+//! ([`ModelManager::install_external`]): requests in flight on the old
+//! version finish on it, new ones go to the new one. A version that fails at
+//! any step is reported (error log, metric, `model_sync_failed` event) and
+//! the old version keeps serving.
+//!
+//! Syncs are idempotent (the alias is resolved again, the event's payload is
+//! only a hint), so the at-least-once event bus and the poller can both call
+//! them at any time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mlserve_common::config::FollowedModel;
+use mlserve_common::events::{handler, Event, EventBus, Handler};
+use mlserve_common::ShutdownSignal;
+use mlserve_proto::registry::pb::ModelVersion;
+use mlserve_proto::registry::RegistryClient;
+
+use crate::artifact_cache::{ArtifactCache, Fetched};
+pub use crate::follow_error::SyncError;
+use crate::follow_metrics::FollowMetrics;
+use crate::manager::{ModelManager, ServedVersion};
+use crate::model_config::ModelSpec;
+use crate::tensor::{InputTensor, RequestInputs};
+
+/// What started a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The role starting.
+    Start,
+    /// An event from the bus.
+    Event,
+    /// The periodic check (skips a version that already failed).
+    Poll,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// The model already serves the resolved version (or it failed before
+    /// and a poll does not retry it).
+    Unchanged,
+    /// The model now serves this version.
+    Switched(u64),
+}
+
+#[derive(Default)]
+struct State {
+    serving: Option<u64>,
+    failed: Option<u64>,
+}
+
+/// The registry follower of one inference role.
+pub struct Follower {
+    manager: Arc<ModelManager>,
+    registry: RegistryClient,
+    cache: ArtifactCache,
+    models: Vec<FollowedModel>,
+    events: Arc<dyn EventBus>,
+    node: String,
+    state: Mutex<HashMap<String, State>>,
+    locks: HashMap<String, tokio::sync::Mutex<()>>,
+    metrics: Arc<FollowMetrics>,
+}
+
+impl Follower {
+    /// A follower of `models` (validated: names unique, alias xor version).
+    pub fn new(
+        manager: Arc<ModelManager>,
+        registry: RegistryClient,
+        cache: ArtifactCache,
+        models: Vec<FollowedModel>,
+        events: Arc<dyn EventBus>,
+    ) -> Result<Follower, String> {
+        let mut locks = HashMap::new();
+        for model in &models {
+            model.validate()?;
+            if locks
+                .insert(model.name.clone(), tokio::sync::Mutex::new(()))
+                .is_some()
+            {
+                return Err(format!(
+                    "inference.models: '{}' is listed twice",
+                    model.name
+                ));
+            }
+        }
+        Ok(Follower {
+            node: events.consumer_name(),
+            manager,
+            registry,
+            cache,
+            models,
+            events,
+            state: Mutex::new(HashMap::new()),
+            locks,
+            metrics: Arc::new(FollowMetrics::default()),
+        })
+    }
+
+    /// The follower's metrics.
+    pub fn metrics(&self) -> &Arc<FollowMetrics> {
+        &self.metrics
+    }
+
+    /// The followed models.
+    pub fn models(&self) -> &[FollowedModel] {
+        &self.models
+    }
+
+    /// Syncs every followed model once; failures are reported, not returned.
+    pub async fn sync_all(&self, trigger: Trigger) {
+        for model in &self.models {
+            let _ = self.sync(model, trigger).await;
+        }
+    }
+
+    /// Resolves `model`'s alias (or version) and serves it if it changed.
+    pub async fn sync(&self, model: &FollowedModel, trigger: Trigger) -> Result<Synced, SyncError> {
+        let _one_at_a_time = match self.locks.get(&model.name) {
+            Some(lock) => lock.lock().await,
+            None => return Ok(Synced::Unchanged),
+        };
+        let resolved = match (&model.alias, model.version) {
+            (Some(alias), _) => self.registry.resolve_alias(model.registered(), alias).await,
+            (None, Some(version)) => self.registry.get_version(model.registered(), version).await,
+            (None, None) => return Ok(Synced::Unchanged),
+        };
+        let target = match resolved {
+            Ok(target) => target,
+            Err(err) => {
+                let err = SyncError::Registry(err);
+                tracing::warn!(model = %model.name, registered = %model.registered(), error = %err, "cannot resolve the followed version");
+                self.metrics.failure(&model.name, err.reason());
+                return Err(err);
+            }
+        };
+        let version = target.version;
+        {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(current) = state.get(&model.name) {
+                let failed_before = trigger == Trigger::Poll && current.failed == Some(version);
+                if current.serving == Some(version) || failed_before {
+                    return Ok(Synced::Unchanged);
+                }
+            }
+        }
+        tracing::info!(model = %model.name, version, trigger = ?trigger, "switching to a new registry version");
+        match self.install(model, &target).await {
+            Ok(()) => Ok(Synced::Switched(version)),
+            Err(err) => {
+                self.report_failure(model, version, &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn install(&self, model: &FollowedModel, target: &ModelVersion) -> Result<(), SyncError> {
+        let version = target.version;
+        let mut staged = Vec::with_capacity(target.files.len());
+        for file in &target.files {
+            let (path, fetched) = self
+                .cache
+                .fetch(&self.registry, model.registered(), version, file)
+                .await?;
+            match fetched {
+                Fetched::Cached => self.metrics.cache_hit(&model.name),
+                Fetched::Downloaded => self.metrics.downloaded(&model.name),
+            }
+            staged.push((file.clone(), path));
+        }
+        let dir = self.cache.stage(&model.name, version, staged).await?;
+        let manager = self.manager.clone();
+        let name = model.name.clone();
+        let number = i64::try_from(version)
+            .map_err(|_| SyncError::Io(format!("version {version} is out of range")))?;
+        let served = tokio::task::spawn_blocking(move || manager.open_version(&name, &dir, number))
+            .await
+            .map_err(|e| SyncError::Io(format!("load task failed: {e}")))?
+            .map_err(SyncError::Load)?;
+        warm_up(&served).await?;
+        let replaced = self.manager.install_external(&model.name, served);
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = state.entry(model.name.clone()).or_default();
+            entry.serving = Some(version);
+            entry.failed = None;
+        }
+        self.metrics.serving(&model.name, version);
+        tracing::info!(model = %model.name, version, replaced = ?replaced, "registry version serving");
+        if let Some(old) = replaced.and_then(|v| u64::try_from(v).ok()) {
+            self.cache.remove_stage(&model.name, old).await;
+        }
+        self.publish(Event::ModelServing {
+            model: model.name.clone(),
+            version: number,
+            node: self.node.clone(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn report_failure(&self, model: &FollowedModel, version: u64, err: &SyncError) {
+        tracing::error!(model = %model.name, version, reason = err.reason(), error = %err, "registry version refused; the previous version keeps serving");
+        self.metrics.failure(&model.name, err.reason());
+        self.manager.record_external_failure(
+            &model.name,
+            &format!("version {version} was refused: {err}"),
+        );
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(model.name.clone())
+            .or_default()
+            .failed = Some(version);
+        self.cache.remove_stage(&model.name, version).await;
+        self.publish(Event::ModelSyncFailed {
+            model: model.name.clone(),
+            version: i64::try_from(version).unwrap_or(i64::MAX),
+            reason: err.reason().to_string(),
+            detail: err.to_string(),
+            node: self.node.clone(),
+        })
+        .await;
+    }
+
+    async fn publish(&self, event: Event) {
+        if let Err(err) = self.events.publish(&event).await {
+            tracing::warn!(error = %err, "cannot publish a model event");
+        }
+    }
+
+    /// Handles one bus event: an alias move of a followed alias syncs that
+    /// model. Transient failures (registry or network down) return an error
+    /// so the bus delivers the event again.
+    pub async fn on_event(&self, event: Event) -> Result<(), String> {
+        let Event::AliasMoved { model, alias, .. } = event else {
+            return Ok(());
+        };
+        for followed in self
+            .models
+            .iter()
+            .filter(|m| m.registered() == model && m.alias.as_deref() == Some(alias.as_str()))
+        {
+            match self.sync(followed, Trigger::Event).await {
+                Err(err) if err.is_transient() => return Err(err.to_string()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The bus handler calling [`Follower::on_event`].
+    pub fn handler(self: &Arc<Self>) -> Handler {
+        let follower = self.clone();
+        handler(move |event| {
+            let follower = follower.clone();
+            async move { follower.on_event(event).await }
+        })
+    }
+
+    /// Checks every followed model every `every` until shutdown.
+    pub async fn poll(self: Arc<Self>, every: Duration, signal: ShutdownSignal) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.sync_all(Trigger::Poll).await,
+                _ = signal.clone().wait() => return,
+            }
+        }
+    }
+}
+
+/// Runs one inference of zeros (variable dimensions as 1, batch 1) through
+/// the version's own scheduler, so its sessions are initialized and proven
+/// before it takes traffic.
+async fn warm_up(served: &ServedVersion) -> Result<(), SyncError> {
+    let inputs = zero_inputs(&served.spec);
+    let ticket = served
+        .scheduler
+        .enqueue(inputs, 0, None)
+        .map_err(SyncError::Warmup)?;
+    ticket.wait().await.map_err(SyncError::Warmup)?;
+    Ok(())
+}
+
+/// Zeros of every input's shape (batch 1 when the model batches).
+pub fn zero_inputs(spec: &ModelSpec) -> RequestInputs {
+    let tensors = spec
+        .inputs
+        .iter()
+        .map(|input| {
+            let mut shape: Vec<i64> = input.dims.iter().map(|d| (*d).max(1)).collect();
+            if spec.max_batch_size > 0 {
+                shape.insert(0, 1);
+            }
+            let count = shape.iter().map(|d| *d as usize).product::<usize>();
+            // BYTES elements are length-prefixed: a zero length each.
+            let size = input.datatype.element_size().unwrap_or(4);
+            InputTensor {
+                shape,
+                data: Bytes::from(vec![0u8; count * size]),
+            }
+        })
+        .collect();
+    RequestInputs { rows: 1, tensors }
+}
