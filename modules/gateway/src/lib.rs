@@ -1,1 +1,31 @@
 //! The gateway role: the external entry point of mlserve.
+//!
+//! - [`routing::RoutingInference`]: an `InferenceService` that routes to
+//!   inference endpoints (in-process, a static list, or DNS names), least
+//!   outstanding requests, health-aware, with safe retries, deadlines and
+//!   the canary split ([`canary`]).
+//! - [`http::routes`]: the Open Inference Protocol over HTTP, the predict API
+//!   ([`predict`]) and the canary admin API, behind auth ([`auth`], [`keys`],
+//!   [`jwt`]) and rate limits ([`ratelimit`]).
+//! - [`grpc::GatewayLayer`]: the same admission in front of the gRPC protocol.
+
+pub mod admission;
+pub mod auth;
+pub mod canary;
+pub mod context;
+pub mod endpoints;
+pub mod error;
+pub mod gateway;
+pub mod grpc;
+pub mod http;
+pub mod jwt;
+pub mod keys;
+pub mod metrics;
+pub mod multipart;
+pub mod postprocess;
+pub mod predict;
+pub mod ratelimit;
+pub mod routing;
+
+pub use error::GatewayError;
+pub use gateway::Gateway;

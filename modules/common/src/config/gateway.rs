@@ -1,8 +1,190 @@
 //! The gateway role: configuration section `[gateway]`.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-/// The gateway role.
+/// The gateway role: the external entry point (own HTTP and gRPC listeners),
+/// routing to inference, auth, rate limits, canary splits and pipelines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// External HTTP port (v2 REST, predict API, admin). 0 picks a free port.
+    pub http_port: u16,
+    /// External gRPC port (Open Inference Protocol). 0 picks a free port.
+    pub grpc_port: u16,
+    /// gRPC URIs of inference roles (`http://host:port`), or `dns:///name:port`
+    /// resolved every `dns_refresh_secs` to all its addresses (a headless
+    /// Service). Empty: the in-process inference role.
+    pub inference_endpoints: Vec<String>,
+    /// gRPC URI of the features role; unset: the in-process features role.
+    pub features_endpoint: Option<String>,
+    /// Seconds between DNS resolutions of `dns:///` endpoints.
+    pub dns_refresh_secs: f64,
+    /// Seconds to wait for a TCP connection to an inference endpoint.
+    pub connect_timeout_secs: f64,
+    /// Seconds between readiness checks of each inference endpoint.
+    pub health_check_secs: f64,
+    /// Seconds an endpoint stays out of rotation after a failed check or a
+    /// transport failure.
+    pub eject_secs: f64,
+    /// Requests in flight per inference endpoint; beyond it the request goes
+    /// to another endpoint or is shed with 503.
+    pub max_concurrency_per_endpoint: usize,
+    /// Extra attempts on another endpoint, only when the request cannot have
+    /// reached a model (connection refused, endpoint at capacity).
+    pub max_retries: u32,
+    /// Deadline of a request that names none (`Mlserve-Timeout-Ms` header,
+    /// `grpc-timeout`), in milliseconds; handed down as the queue timeout.
+    pub default_timeout_ms: u64,
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Seconds in `Retry-After` of a shed (503) response.
+    pub retry_after_secs: u64,
+    /// `off` or `on`: API keys or JWTs required on every external request
+    /// except health checks.
+    pub auth: AuthMode,
+    /// SQL database of API keys; unset: `sqlite://<server.data_dir>/mlserve.db`.
+    pub database_url: Option<String>,
+    /// Accepted JWTs.
+    pub jwt: JwtConfig,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Canary splits at start, by model name (changed at run time through
+    /// `POST /v1/gateway/canary/{model}`).
+    pub canary: BTreeMap<String, CanaryConfig>,
+    /// Predict pipelines, by model name (`POST /v1/models/{model}:predict`).
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            http_port: 8080,
+            grpc_port: 8081,
+            inference_endpoints: Vec::new(),
+            features_endpoint: None,
+            dns_refresh_secs: 5.0,
+            connect_timeout_secs: 1.0,
+            health_check_secs: 1.0,
+            eject_secs: 5.0,
+            max_concurrency_per_endpoint: 512,
+            max_retries: 2,
+            default_timeout_ms: 30_000,
+            max_body_bytes: 64 * 1024 * 1024,
+            retry_after_secs: 1,
+            auth: AuthMode::Off,
+            database_url: None,
+            jwt: JwtConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            canary: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether the gateway requires credentials.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anonymous access (rate-limited per IP).
+    #[default]
+    Off,
+    /// An API key or a JWT is required.
+    On,
+}
+
+/// Keys that verify JWTs (`alg` HS256, RS256 or ES256); `exp` and `nbf` are checked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {}
+pub struct JwtConfig {
+    /// Shared secret for HS256; unset: HS256 tokens are refused.
+    pub hs256_secret: Option<String>,
+    /// PEM file of the RSA public key for RS256.
+    pub rs256_public_key: Option<PathBuf>,
+    /// PEM file of the P-256 public key for ES256.
+    pub es256_public_key: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+/// What happens to requests when Redis (shared counters) is unreachable.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Let requests through unlimited (logged).
+    #[default]
+    Open,
+    /// Refuse requests with 503.
+    Closed,
+}
+
+/// Token-bucket rate limits: `rate` requests per second refill a bucket of
+/// `burst` tokens; one request takes one token. A rate of 0 is unlimited.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second per client IP when there is no credential.
+    pub anonymous_rate: f64,
+    /// Bucket size per client IP.
+    pub anonymous_burst: f64,
+    /// Requests per second per JWT subject.
+    pub jwt_rate: f64,
+    /// Bucket size per JWT subject.
+    pub jwt_burst: f64,
+    /// Redis URL (`redis://host:6379`) for counters shared by every gateway
+    /// pod; unset: counters local to this process.
+    pub redis_url: Option<String>,
+    /// `open` or `closed`, when Redis cannot be reached.
+    pub redis_failure: FailureMode,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            anonymous_rate: 0.0,
+            anonymous_burst: 0.0,
+            jwt_rate: 0.0,
+            jwt_burst: 0.0,
+            redis_url: None,
+            redis_failure: FailureMode::Open,
+        }
+    }
+}
+
+/// A model served as a stable and a canary version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The version most requests go to.
+    pub stable: String,
+    /// The version under test.
+    pub canary: String,
+    /// Share of requests for the canary, 0.0 to 1.0.
+    pub weight: f64,
+}
+
+/// How `POST /v1/models/{model}:predict` turns a request into model inputs
+/// and the model's outputs into an answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The feature-store transform that makes the model inputs (e.g. a
+    /// feature service name, `image`, `text`); unset: raw `inputs` only.
+    pub transform: Option<String>,
+    /// Model input the transformed tensor feeds, when the transform names none.
+    pub input: Option<String>,
+    /// Model output that post-processing reads.
+    pub output: Option<String>,
+    /// `softmax_topk`, `probabilities_topk`, `regression` or `embedding`.
+    pub postprocess: String,
+    /// How many classes `*_topk` returns.
+    pub top_k: usize,
+    /// Class labels by index, for `*_topk`.
+    pub labels: Vec<String>,
+}

@@ -1,0 +1,137 @@
+//! The gateway assembled from configuration: the routing inference client,
+//! the canary table, authentication, rate limits and metrics that the HTTP
+//! router and the gRPC layer share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlserve_common::config::{AuthMode, GatewayConfig};
+use mlserve_common::{Config, Database, ShutdownSignal};
+use mlserve_proto::features::{connect_features, FeaturesClient};
+use mlserve_proto::inference::InferenceClient;
+
+use crate::auth::Authenticator;
+use crate::canary::CanaryTable;
+use crate::endpoints::{resolve, Endpoint, EndpointOptions, EndpointSet, Target};
+use crate::jwt::JwtVerifier;
+use crate::keys::KeyStore;
+use crate::metrics::GatewayMetrics;
+use crate::ratelimit::RateLimiter;
+use crate::routing::{maintain, RoutingInference};
+
+/// Everything a gateway request goes through.
+pub struct Gateway {
+    /// The routing inference client.
+    pub router: Arc<RoutingInference>,
+    /// The same, as a service client (what the v2 layers serve).
+    pub inference: InferenceClient,
+    /// Canary splits.
+    pub canary: Arc<CanaryTable>,
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// Counters.
+    pub metrics: Arc<GatewayMetrics>,
+    /// The features service, for the predict pipeline.
+    pub features: Option<FeaturesClient>,
+    /// The `[gateway]` settings.
+    pub settings: GatewayConfig,
+}
+
+impl Gateway {
+    /// The deadline of a request that names none.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.default_timeout_ms.max(1))
+    }
+
+    /// Builds the gateway of `config`. `local` is the in-process inference
+    /// service, used when no endpoints are configured; `local_features` the
+    /// in-process features service, used when no features endpoint is set. Background endpoint
+    /// maintenance (DNS, health checks) runs until `signal`.
+    pub async fn build(
+        config: &Config,
+        local: Option<InferenceClient>,
+        local_features: Option<FeaturesClient>,
+        signal: ShutdownSignal,
+    ) -> anyhow::Result<Gateway> {
+        let settings = config.gateway.clone();
+        let options = EndpointOptions {
+            connect_timeout: Duration::from_secs_f64(settings.connect_timeout_secs.max(0.01)),
+            eject_for: Duration::from_secs_f64(settings.eject_secs.max(0.0)),
+            max_concurrency: settings.max_concurrency_per_endpoint.max(1),
+        };
+        let targets = settings
+            .inference_endpoints
+            .iter()
+            .map(|s| Target::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = if targets.is_empty() {
+            let local = local.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the gateway needs inference: run the inference role in this process or set gateway.inference_endpoints (--inference-endpoints)"
+                )
+            })?;
+            Arc::new(EndpointSet::new(
+                vec![Arc::new(Endpoint::local(local, options.max_concurrency))],
+                options,
+            ))
+        } else {
+            let set = Arc::new(EndpointSet::new(Vec::new(), options));
+            set.replace(&resolve(&targets).await);
+            set
+        };
+        let health_every = Duration::from_secs_f64(settings.health_check_secs.max(0.05));
+        let dns_every = Duration::from_secs_f64(settings.dns_refresh_secs.max(0.1));
+        tokio::spawn(maintain(
+            endpoints.clone(),
+            targets,
+            dns_every,
+            health_every,
+            signal,
+        ));
+
+        let canary = Arc::new(CanaryTable::from_config(&settings.canary)?);
+        let metrics = Arc::new(GatewayMetrics::default());
+        let router = Arc::new(RoutingInference::new(
+            endpoints,
+            canary.clone(),
+            Duration::from_millis(settings.default_timeout_ms.max(1)),
+            settings.max_retries,
+            metrics.clone(),
+        ));
+        let keys = if settings.auth == AuthMode::On {
+            let url = settings
+                .database_url
+                .clone()
+                .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
+            Some(Arc::new(KeyStore::new(Database::connect(&url).await?)))
+        } else {
+            None
+        };
+        let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(settings.auth, keys, jwt, settings.rate_limit.clone());
+        let limiter = match &settings.rate_limit.redis_url {
+            Some(url) => RateLimiter::redis(url, settings.rate_limit.redis_failure)
+                .map_err(anyhow::Error::msg)?,
+            None => RateLimiter::local(),
+        };
+        let features = match &settings.features_endpoint {
+            Some(uri) => Some(Arc::new(
+                connect_features(uri, options.connect_timeout)
+                    .map_err(|e| anyhow::anyhow!(e.message))?,
+            ) as FeaturesClient),
+            None => local_features,
+        };
+        Ok(Gateway {
+            features,
+            inference: router.clone(),
+            router,
+            canary,
+            auth,
+            limiter,
+            metrics,
+            settings,
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! API keys: created once (the secret is shown to its creator and never
+//! stored), kept as `sha256(salt || secret)` with a per-key salt, verified in
+//! constant time, cached briefly so a request does not cost a query.
+//!
+//! A key reads `mlsk_<id>_<secret>`: `id` (12 hex digits) finds the row,
+//! `secret` (64 hex digits) proves possession.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mlserve_common::Database;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::error::GatewayError;
+
+/// How long a looked-up key (or its absence) is trusted before the database
+/// is asked again; a revocation takes effect within this time.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most entries kept in the cache; it is cleared when full.
+const CACHE_MAX: usize = 10_000;
+const PREFIX: &str = "mlsk_";
+
+/// A stored key, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// Public id (the second part of the key).
+    pub id: String,
+    /// Who or what the key is for.
+    pub name: String,
+    /// Requests per second (token refill rate); 0 is unlimited.
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: f64,
+    /// Creation time, microseconds since the epoch.
+    pub created_at: i64,
+    /// Revocation time, when revoked.
+    pub revoked_at: Option<i64>,
+    #[serde(skip)]
+    salt: String,
+    #[serde(skip)]
+    hash: String,
+}
+
+/// The API keys in the SQL database.
+pub struct KeyStore {
+    db: Database,
+    cache: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn random_hex(bytes: usize) -> Result<String, GatewayError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| GatewayError::Internal(format!("no randomness available: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+fn digest(salt: &str, secret: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt.as_bytes());
+    hasher.update(secret.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Splits `mlsk_<id>_<secret>`.
+fn parse_key(presented: &str) -> Option<(&str, &str)> {
+    let rest = presented.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (id.len() == 12 && secret.len() == 64 && hex(id) && hex(secret)).then_some((id, secret))
+}
+
+/// Whether `token` has the shape of an API key (rather than a JWT).
+pub fn looks_like_key(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+impl KeyStore {
+    /// The keys in `db`.
+    pub fn new(db: Database) -> KeyStore {
+        KeyStore {
+            db,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates a key; returns it and its full secret form, shown once.
+    pub async fn create(
+        &self,
+        name: &str,
+        rate: f64,
+        burst: f64,
+    ) -> Result<(ApiKey, String), GatewayError> {
+        if name.trim().is_empty() {
+            return Err(GatewayError::BadRequest("a key needs a name".into()));
+        }
+        if !(rate.is_finite() && rate >= 0.0 && burst.is_finite() && burst >= 0.0) {
+            return Err(GatewayError::BadRequest(
+                "rate and burst must be non-negative numbers".into(),
+            ));
+        }
+        let id = random_hex(6)?;
+        let secret = random_hex(32)?;
+        let salt = random_hex(16)?;
+        let hash = digest(&salt, &secret);
+        let created_at = now_micros();
+        sqlx::query(
+            "INSERT INTO gateway_api_keys (id, name, salt, hash, rate, burst, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(&salt)
+        .bind(&hash)
+        .bind(rate)
+        .bind(burst)
+        .bind(created_at)
+        .execute(&self.db.pool)
+        .await?;
+        tracing::info!(key_id = %id, name, rate, burst, "api key created");
+        let key = ApiKey {
+            id: id.clone(),
+            name: name.into(),
+            rate,
+            burst,
+            created_at,
+            revoked_at: None,
+            salt,
+            hash,
+        };
+        Ok((key, format!("{PREFIX}{id}_{secret}")))
+    }
+
+    /// Every key, newest first.
+    pub async fn list(&self) -> Result<Vec<ApiKey>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at FROM gateway_api_keys ORDER BY created_at DESC",
+        )
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(row_to_key).collect()
+    }
+
+    /// Revokes the key with this id, or every live key with this name; returns how many.
+    pub async fn revoke(&self, id_or_name: &str) -> Result<u64, GatewayError> {
+        let done = sqlx::query(
+            "UPDATE gateway_api_keys SET revoked_at = $1 WHERE (id = $2 OR name = $2) AND revoked_at IS NULL",
+        )
+        .bind(now_micros())
+        .bind(id_or_name)
+        .execute(&self.db.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(GatewayError::NotFound(format!(
+                "no live api key with id or name '{id_or_name}'"
+            )));
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+        tracing::info!(key = %id_or_name, revoked = done.rows_affected(), "api key revoked");
+        Ok(done.rows_affected())
+    }
+
+    /// The live key `presented` stands for, or 401.
+    pub async fn verify(&self, presented: &str) -> Result<ApiKey, GatewayError> {
+        let invalid = || GatewayError::Unauthenticated("invalid api key".into());
+        let (id, secret) = parse_key(presented).ok_or_else(invalid)?;
+        let key = self.lookup(id).await?.ok_or_else(invalid)?;
+        let expected = digest(&key.salt, secret);
+        if !bool::from(expected.as_bytes().ct_eq(key.hash.as_bytes())) {
+            return Err(invalid());
+        }
+        if key.revoked_at.is_some() {
+            return Err(GatewayError::Unauthenticated("api key revoked".into()));
+        }
+        Ok(key)
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Option<ApiKey>, GatewayError> {
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((key, at)) = cache.get(id) {
+                if at.elapsed() < CACHE_TTL {
+                    return Ok(key.clone());
+                }
+            }
+        }
+        let row = sqlx::query(
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at FROM gateway_api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let key = row.as_ref().map(row_to_key).transpose()?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(id.to_string(), (key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+}
+
+fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, GatewayError> {
+    let get = |e: sqlx::Error| GatewayError::Internal(format!("api key row: {e}"));
+    Ok(ApiKey {
+        id: row.try_get("id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        salt: row.try_get("salt").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+        rate: row.try_get("rate").map_err(get)?,
+        burst: row.try_get("burst").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlserve_common::db::testing;
+
+    async fn exercise(store: KeyStore) {
+        let (key, secret) = store.create("alice", 5.0, 10.0).await.unwrap();
+        assert!(looks_like_key(&secret));
+        let found = store.verify(&secret).await.unwrap();
+        assert_eq!(
+            (found.name.as_str(), found.rate, found.burst),
+            ("alice", 5.0, 10.0)
+        );
+        assert_eq!(found.id, key.id);
+        // A wrong secret with the right id, a malformed key, an unknown id.
+        let mut wrong = secret.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        for bad in [
+            wrong.as_str(),
+            "mlsk_x_y",
+            "nope",
+            &format!("mlsk_000000000000_{}", "a".repeat(64)),
+        ] {
+            let err = store.verify(bad).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                mlserve_proto::ErrorCode::Unauthenticated,
+                "{bad}"
+            );
+        }
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(
+            !serde_json::to_string(&listed)
+                .unwrap()
+                .contains(&found.hash),
+            "the hash is never listed"
+        );
+        assert_eq!(store.revoke("alice").await.unwrap(), 1);
+        assert!(
+            store.verify(&secret).await.is_err(),
+            "revoked keys fail at once on this gateway"
+        );
+        assert_eq!(
+            store.revoke("alice").await.unwrap_err().code(),
+            mlserve_proto::ErrorCode::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(KeyStore::new(testing::sqlite(dir.path()).await)).await;
+    }
+
+    #[tokio::test]
+    async fn keys_on_postgres() {
+        exercise(KeyStore::new(testing::postgres().await)).await;
+    }
+
+    #[test]
+    fn key_shapes() {
+        let id = "0123456789ab";
+        let secret = "f".repeat(64);
+        assert_eq!(
+            parse_key(&format!("mlsk_{id}_{secret}")),
+            Some((id, secret.as_str()))
+        );
+        assert_eq!(parse_key(&format!("mlsk_{id}_{}", "g".repeat(64))), None);
+        assert_eq!(parse_key("eyJhbGciOi.x.y"), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! `POST /v1/models/{model}:predict`: request → features (the model's
+//! transform: entity lookup and tabular assembly, image decode and resize,
+//! tokenization) → inference → post-processing declared in
+//! `[gateway.pipelines.<model>]` → JSON.
+//!
+//! Body (JSON): `{"rows": [{"user_id": "7", "amount": 3.5}, ...]}` (entity
+//! keys and/or raw feature values), `{"images": ["<base64>", ...]}` (or
+//! `"image"`), `{"texts": ["...", ...]}` (or `"text"`); or
+//! `multipart/form-data` with `image` file parts and `text` fields.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use mlserve_proto::features::TransformRequest;
+use mlserve_proto::http::error_response;
+use mlserve_proto::pb;
+use serde_json::{json, Value};
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::multipart::parse_multipart;
+use crate::postprocess::{postprocess, Output};
+
+/// Handles `POST /v1/models/{model}:predict`.
+pub async fn predict(
+    State(gateway): State<Arc<Gateway>>,
+    Path(spec): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(model) = spec.strip_suffix(":predict") else {
+        let err = GatewayError::NotFound(format!(
+            "no route POST /v1/models/{spec}: use /v1/models/<model>:predict"
+        ));
+        return error_response(&err.into());
+    };
+    match run(&gateway, model, &headers, &body).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(err) => error_response(&err.into()),
+    }
+}
+
+async fn run(
+    gateway: &Gateway,
+    model: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, GatewayError> {
+    if body.len() > gateway.settings.max_body_bytes {
+        return Err(GatewayError::PayloadTooLarge(
+            gateway.settings.max_body_bytes,
+        ));
+    }
+    let pipeline = gateway.settings.pipelines.get(model).ok_or_else(|| {
+        GatewayError::NotFound(format!(
+            "model '{model}' has no predict pipeline (gateway.pipelines.{model})"
+        ))
+    })?;
+    let features = gateway.features.as_ref().ok_or_else(|| {
+        GatewayError::Unavailable(
+            "the features role is not reachable from this gateway (set gateway.features_endpoint)"
+                .into(),
+        )
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut transform = if content_type.starts_with("multipart/form-data") {
+        transform_from_multipart(content_type, body)?
+    } else {
+        transform_from_json(body)?
+    };
+    transform.model = model.to_string();
+    let batch = transform.rows_json.len() + transform.images.len() + transform.texts.len();
+    if batch == 0 {
+        return Err(GatewayError::BadRequest(
+            "predict needs rows, images or texts".into(),
+        ));
+    }
+    let tensors = features.transform(transform).await.map_err(service)?;
+    let mut request = tensors.into_infer_request(model);
+    if let Some(output) = &pipeline.output {
+        request
+            .outputs
+            .push(pb::model_infer_request::InferRequestedOutputTensor {
+                name: output.clone(),
+                ..Default::default()
+            });
+    }
+    let response = gateway
+        .inference
+        .model_infer(request)
+        .await
+        .map_err(service)?;
+    let output = Output::find(&response, pipeline.output.as_deref())?;
+    let predictions = postprocess(pipeline, &output)?;
+    Ok(json!({
+        "model_name": model,
+        "model_version": response.model_version,
+        "predictions": predictions,
+    }))
+}
+
+/// Keeps a downstream service's code (404 stays 404, 503 stays 503).
+fn service(err: mlserve_proto::ServiceError) -> GatewayError {
+    use mlserve_proto::ErrorCode as C;
+    match err.code {
+        C::BadRequest | C::PayloadTooLarge | C::Conflict => GatewayError::BadRequest(err.message),
+        C::NotFound => GatewayError::NotFound(err.message),
+        C::Unavailable | C::RateLimited => GatewayError::Unavailable(err.message),
+        C::Unauthenticated => GatewayError::Unauthenticated(err.message),
+        C::Unimplemented | C::Internal => GatewayError::Internal(err.message),
+    }
+}
+
+fn one_or_many<'a>(body: &'a Value, one: &str, many: &str) -> Result<Vec<&'a Value>, GatewayError> {
+    match (body.get(one), body.get(many)) {
+        (Some(_), Some(_)) => Err(GatewayError::BadRequest(format!(
+            "give either '{one}' or '{many}', not both"
+        ))),
+        (Some(v), None) => Ok(vec![v]),
+        (None, Some(Value::Array(items))) => Ok(items.iter().collect()),
+        (None, Some(_)) => Err(GatewayError::BadRequest(format!(
+            "'{many}' must be an array"
+        ))),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn transform_from_json(body: &[u8]) -> Result<TransformRequest, GatewayError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+    if !body.is_object() {
+        return Err(GatewayError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    let mut request = TransformRequest::default();
+    for row in one_or_many(&body, "row", "rows")? {
+        if !row.is_object() {
+            return Err(GatewayError::BadRequest(
+                "each row must be an object of entity keys and feature values".into(),
+            ));
+        }
+        request.rows_json.push(row.to_string());
+    }
+    for image in one_or_many(&body, "image", "images")? {
+        let text = image
+            .as_str()
+            .ok_or_else(|| GatewayError::BadRequest("each image must be a base64 string".into()))?;
+        let text = text.split_once(";base64,").map_or(text, |(_, data)| data);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))?;
+        request.images.push(bytes);
+    }
+    for text in one_or_many(&body, "text", "texts")? {
+        let text = text
+            .as_str()
+            .ok_or_else(|| GatewayError::BadRequest("each text must be a string".into()))?;
+        request.texts.push(text.to_string());
+    }
+    Ok(request)
+}
+
+fn transform_from_multipart(
+    content_type: &str,
+    body: &[u8],
+) -> Result<TransformRequest, GatewayError> {
+    let mut request = TransformRequest::default();
+    for part in parse_multipart(content_type, body)? {
+        match part.name.as_str() {
+            "image" | "images" => request.images.push(part.data.to_vec()),
+            "text" | "texts" => request.texts.push(
+                String::from_utf8(part.data.to_vec())
+                    .map_err(|_| GatewayError::BadRequest("text part is not UTF-8".into()))?,
+            ),
+            "row" | "rows" => request.rows_json.push(
+                String::from_utf8(part.data.to_vec())
+                    .map_err(|_| GatewayError::BadRequest("row part is not UTF-8".into()))?,
+            ),
+            other => {
+                return Err(GatewayError::BadRequest(format!(
+                    "unknown multipart field '{other}': use image, text or row"
+                )))
+            }
+        }
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bodies_become_transform_requests() {
+        let t =
+            transform_from_json(br#"{"rows": [{"user_id": "1"}, {"user_id": "2", "amount": 3}]}"#)
+                .unwrap();
+        assert_eq!(t.rows_json.len(), 2);
+        let t = transform_from_json(br#"{"image": "data:image/png;base64,AAEC"}"#).unwrap();
+        assert_eq!(t.images, vec![vec![0u8, 1, 2]]);
+        let t = transform_from_json(br#"{"texts": ["a", "b"]}"#).unwrap();
+        assert_eq!(t.texts, vec!["a", "b"]);
+        for bad in [
+            &br#"[]"#[..],
+            br#"{"rows": 1}"#,
+            br#"{"text": "a", "texts": ["b"]}"#,
+            br#"{"image": "%%%"}"#,
+            br#"{"rows": [1]}"#,
+            b"not json",
+        ] {
+            let err = transform_from_json(bad).unwrap_err();
+            assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest);
+        }
+    }
+}
