@@ -18,7 +18,9 @@ mod registry;
 pub use events::{EventsBackend, EventsConfig};
 pub use features::FeaturesConfig;
 pub use followed::{FollowedModel, ModelSource};
-pub use gateway::GatewayConfig;
+pub use gateway::{
+    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, RateLimitConfig,
+};
 pub use registry::RegistryConfig;
 
 /// The file read when no `--config` is given (if it exists).

@@ -1,8 +1,68 @@
 //! The features role: configuration section `[features]`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+/// Which online store serves get-online-features.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineStoreKind {
+    /// In this process's memory (the embedded default; lost on restart).
+    #[default]
+    Memory,
+    /// Redis, through fred.
+    Redis,
+}
+
 /// The features role.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct FeaturesConfig {}
+pub struct FeaturesConfig {
+    /// SQL database of definitions and the offline store; unset means the
+    /// SQLite file `<server.data_dir>/mlserve.db`. `postgres://...` for PostgreSQL.
+    pub database_url: Option<String>,
+    /// memory | redis.
+    pub online_store: OnlineStoreKind,
+    /// Redis server of the online store (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Prefix of every online-store key in Redis.
+    pub redis_key_prefix: String,
+    /// Milliseconds a Redis command may take (queued while reconnecting
+    /// included) before the lookup fails with 503.
+    pub redis_command_timeout_ms: u64,
+    /// Milliseconds to wait for a Redis connection to open.
+    pub redis_connect_timeout_ms: u64,
+    /// Milliseconds between reconnection attempts while Redis is down.
+    pub redis_reconnect_delay_ms: u32,
+    /// Most entities one get-online-features or transform call may ask for.
+    pub max_entities_per_request: usize,
+    /// Seconds a feature mean (the `mean` missing policy) computed from the
+    /// offline store is reused before it is computed again.
+    pub mean_refresh_secs: u64,
+    /// gRPC endpoint of a features role in another process (e.g.
+    /// `http://features:8001`), used when this process does not run the role.
+    pub endpoint: Option<String>,
+    /// Preprocessing pipelines by model name (`[features.pipelines.<model>]`,
+    /// with `kind = "tabular" | "image" | "text"` and the kind's keys);
+    /// pipelines registered through the API are stored in SQL and win.
+    pub pipelines: BTreeMap<String, figment::value::Dict>,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            database_url: None,
+            online_store: OnlineStoreKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_key_prefix: "mlserve".into(),
+            redis_command_timeout_ms: 500,
+            redis_connect_timeout_ms: 1000,
+            redis_reconnect_delay_ms: 200,
+            max_entities_per_request: 10_000,
+            mean_refresh_secs: 60,
+            endpoint: None,
+            pipelines: BTreeMap::new(),
+        }
+    }
+}

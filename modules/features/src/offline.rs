@@ -1,0 +1,164 @@
+//! The offline store: append-only rows in SQL (one query text for SQLite and
+//! PostgreSQL), the latest row per entity of a time range for materialize,
+//! materialization watermarks, and feature means.
+
+use futures_util::TryStreamExt;
+use mlserve_common::Database;
+use sqlx::Row as _;
+
+use crate::error::Result;
+use crate::online::OnlineRow;
+use crate::values::now_micros;
+
+/// Rows per multi-row INSERT (well under SQLite's bound-parameter limit).
+const INSERT_CHUNK: usize = 200;
+
+/// One row to append: entity key, event time, feature values (JSON object).
+#[derive(Debug, Clone)]
+pub struct OfflineRow {
+    /// JSON array of the join key values.
+    pub key: String,
+    /// Event time, microseconds.
+    pub event_ts: i64,
+    /// JSON object of feature values.
+    pub values_json: String,
+}
+
+/// Appends `rows` of `view` in one transaction, all stamped with one
+/// created time; returns how many were written.
+pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<usize> {
+    let created = now_micros();
+    let mut tx = db.pool.begin().await?;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO feature_rows (view, entity_key, event_ts, created_ts, vals) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 5;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
+        }
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(view)
+                .bind(&row.key)
+                .bind(row.event_ts)
+                .bind(created)
+                .bind(&row.values_json);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// Streams the latest row (by event time, then created time, then insertion)
+/// of every entity of `view` with `start <= event_ts <= end` to `sink`, in
+/// chunks of `chunk` rows.
+pub async fn latest_in_range<F, Fut>(
+    db: &Database,
+    view: &str,
+    start: i64,
+    end: i64,
+    chunk: usize,
+    mut sink: F,
+) -> Result<usize>
+where
+    F: FnMut(Vec<OnlineRow>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut rows = sqlx::query(
+        "SELECT f.entity_key, f.event_ts, f.vals FROM feature_rows f \
+         WHERE f.view = $1 AND f.event_ts >= $2 AND f.event_ts <= $3 AND f.id = ( \
+           SELECT g.id FROM feature_rows g WHERE g.view = f.view AND g.entity_key = f.entity_key \
+           AND g.event_ts >= $2 AND g.event_ts <= $3 \
+           ORDER BY g.event_ts DESC, g.created_ts DESC, g.id DESC LIMIT 1)",
+    )
+    .bind(view)
+    .bind(start)
+    .bind(end)
+    .fetch(&db.pool);
+    let mut batch = Vec::with_capacity(chunk);
+    let mut total = 0;
+    while let Some(row) = rows.try_next().await? {
+        batch.push(OnlineRow {
+            key: row.try_get(0)?,
+            event_ts: row.try_get(1)?,
+            values_json: row.try_get(2)?,
+        });
+        if batch.len() >= chunk {
+            total += batch.len();
+            sink(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        total += batch.len();
+        sink(batch).await?;
+    }
+    Ok(total)
+}
+
+/// The end of the previous incremental materialization of `view`.
+pub async fn watermark(db: &Database, view: &str) -> Result<Option<i64>> {
+    let row = sqlx::query("SELECT last_end_ts FROM feature_materializations WHERE view = $1")
+        .bind(view)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    })
+}
+
+/// Records that `view` is materialized up to `end`.
+pub async fn set_watermark(db: &Database, view: &str, end: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO feature_materializations (view, last_end_ts, updated_ts) VALUES ($1, $2, $3) \
+         ON CONFLICT (view) DO UPDATE SET last_end_ts = excluded.last_end_ts, \
+         updated_ts = excluded.updated_ts",
+    )
+    .bind(view)
+    .bind(end)
+    .bind(now_micros())
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The mean of the numeric values of `feature` over every offline row of
+/// `view` (None when there is none), computed while streaming.
+pub async fn mean(db: &Database, view: &str, feature: &str) -> Result<Option<f64>> {
+    let mut rows = sqlx::query("SELECT vals FROM feature_rows WHERE view = $1")
+        .bind(view)
+        .fetch(&db.pool);
+    let (mut sum, mut count) = (0.0f64, 0u64);
+    while let Some(row) = rows.try_next().await? {
+        let text: String = row.try_get(0)?;
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) {
+            if let Some(x) = map.get(feature).and_then(|v| v.as_f64()) {
+                sum += x;
+                count += 1;
+            }
+        }
+    }
+    Ok((count > 0).then(|| sum / count as f64))
+}
+
+/// How many offline rows `view` has.
+pub async fn count(db: &Database, view: &str) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) FROM feature_rows WHERE view = $1")
+        .bind(view)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.try_get(0)?)
+}

@@ -1,0 +1,536 @@
+//! [`LocalFeatures`]: the feature service over a SQL database and an online store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mlserve_common::Database;
+use mlserve_proto::features::*;
+use mlserve_proto::ServiceResult;
+
+use crate::catalog::{self, Catalog, PIPELINE};
+use crate::error::{invalid, FeaturesError, Result};
+use crate::offline::{self, OfflineRow};
+use crate::online::{OnlineRow, OnlineStore};
+use crate::transform::{self, text::TextTransform, PipelineSpec};
+use crate::values::{feature_row, join_keys, now_micros};
+use crate::{history, lookup};
+
+/// How long a cached catalog is trusted before it is read again (other
+/// processes may apply definitions too).
+const CATALOG_REFRESH: Duration = Duration::from_secs(2);
+/// Rows per online write while materializing.
+const MATERIALIZE_CHUNK: usize = 1000;
+
+/// Settings of the local service.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Most entities per lookup or transform.
+    pub max_entities: usize,
+    /// How long a computed feature mean is reused.
+    pub mean_refresh: Duration,
+    /// Pipelines from the configuration (API-registered ones win).
+    pub pipelines: BTreeMap<String, PipelineSpec>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_entities: 10_000,
+            mean_refresh: Duration::from_secs(60),
+            pipelines: BTreeMap::new(),
+        }
+    }
+}
+
+struct Cached {
+    at: Instant,
+    catalog: Arc<Catalog>,
+    pipelines: Arc<HashMap<String, (i64, PipelineSpec)>>,
+}
+
+/// The features role in this process.
+pub struct LocalFeatures {
+    db: Database,
+    online: Arc<dyn OnlineStore>,
+    options: Options,
+    cache: RwLock<Option<Cached>>,
+    means: Mutex<HashMap<String, (Instant, Option<f64>)>>,
+    tokenizers: Mutex<HashMap<(String, i64), Arc<TextTransform>>>,
+}
+
+impl LocalFeatures {
+    /// A service over `db` (migrated) and `online`.
+    pub fn new(db: Database, online: Arc<dyn OnlineStore>, options: Options) -> LocalFeatures {
+        LocalFeatures {
+            db,
+            online,
+            options,
+            cache: RwLock::new(None),
+            means: Mutex::new(HashMap::new()),
+            tokenizers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The online store's name (memory or redis).
+    pub fn online_store(&self) -> &'static str {
+        self.online.name()
+    }
+
+    async fn catalog(&self) -> Result<(Arc<Catalog>, Arc<HashMap<String, (i64, PipelineSpec)>>)> {
+        if let Ok(guard) = self.cache.read() {
+            if let Some(c) = guard.as_ref().filter(|c| c.at.elapsed() < CATALOG_REFRESH) {
+                return Ok((c.catalog.clone(), c.pipelines.clone()));
+            }
+        }
+        let catalog = Arc::new(catalog::load(&self.db).await?);
+        let mut pipelines = HashMap::new();
+        for (model, version, spec) in catalog::load_kind(&self.db, PIPELINE).await? {
+            let value = serde_json::from_str(&spec)
+                .map_err(|e| FeaturesError::Internal(format!("stored pipeline '{model}': {e}")))?;
+            let spec = serde_json::from_value(value)
+                .map_err(|e| FeaturesError::Internal(format!("stored pipeline '{model}': {e}")))?;
+            pipelines.insert(model, (version, spec));
+        }
+        let pipelines = Arc::new(pipelines);
+        if let Ok(mut guard) = self.cache.write() {
+            *guard = Some(Cached {
+                at: Instant::now(),
+                catalog: catalog.clone(),
+                pipelines: pipelines.clone(),
+            });
+        }
+        Ok((catalog, pipelines))
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut guard) = self.cache.write() {
+            *guard = None;
+        }
+    }
+
+    fn all_pipelines(
+        &self,
+        stored: &HashMap<String, (i64, PipelineSpec)>,
+    ) -> BTreeMap<String, (i64, PipelineSpec)> {
+        let mut all: BTreeMap<String, (i64, PipelineSpec)> = self
+            .options
+            .pipelines
+            .iter()
+            .map(|(m, s)| (m.clone(), (0, s.clone())))
+            .collect();
+        all.extend(stored.iter().map(|(m, s)| (m.clone(), s.clone())));
+        all
+    }
+
+    async fn validated_rows(
+        &self,
+        view_name: &str,
+        rows: &[Row],
+        default_ts: Option<i64>,
+    ) -> Result<(i64, Vec<OfflineRow>)> {
+        let (catalog, _) = self.catalog().await?;
+        let view = catalog.view(view_name)?;
+        let keys = join_keys(&catalog, view);
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let event_ts = match (row.event_ts, default_ts) {
+                (0, Some(now)) => now,
+                (0, None) => return Err(invalid(format!("row {i}: event_ts is required"))),
+                (ts, _) => ts,
+            };
+            let (key, values_json) = feature_row(&keys, view, &row.values)
+                .map_err(|e| invalid(format!("row {i}: {e}")))?;
+            out.push(OfflineRow {
+                key,
+                event_ts,
+                values_json,
+            });
+        }
+        Ok((view.ttl_secs, out))
+    }
+
+    async fn write_online(&self, view: &str, rows: &[OfflineRow], ttl: i64) -> Result<usize> {
+        let online: Vec<OnlineRow> = rows
+            .iter()
+            .map(|r| OnlineRow {
+                key: r.key.clone(),
+                event_ts: r.event_ts,
+                values_json: r.values_json.clone(),
+            })
+            .collect();
+        self.online.write(view, &online, ttl).await
+    }
+
+    async fn mean_of(&self, reference: &str) -> Result<Option<f64>> {
+        if let Ok(means) = self.means.lock() {
+            if let Some((at, mean)) = means.get(reference) {
+                if at.elapsed() < self.options.mean_refresh {
+                    return Ok(*mean);
+                }
+            }
+        }
+        let (view, feature) = reference
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("'{reference}' has no offline mean")))?;
+        let mean = offline::mean(&self.db, view, feature).await?;
+        if let Ok(mut means) = self.means.lock() {
+            means.insert(reference.to_string(), (Instant::now(), mean));
+        }
+        Ok(mean)
+    }
+
+    async fn text_transform(
+        &self,
+        model: &str,
+        version: i64,
+        spec: &transform::text::TextSpec,
+    ) -> Result<Arc<TextTransform>> {
+        let key = (model.to_string(), version);
+        if let Some(t) = self
+            .tokenizers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(t);
+        }
+        let spec = spec.clone();
+        let loaded = tokio::task::spawn_blocking(move || TextTransform::load(spec))
+            .await
+            .map_err(|e| FeaturesError::Internal(format!("tokenizer load task: {e}")))?
+            .map_err(|e| FeaturesError::Transform(e.code(), e.to_string()))?;
+        let loaded = Arc::new(loaded);
+        if let Ok(mut map) = self.tokenizers.lock() {
+            map.insert(key, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    async fn tabular(
+        &self,
+        spec: &transform::tabular::TabularSpec,
+        rows_json: &[String],
+    ) -> Result<Tensor> {
+        if rows_json.is_empty() {
+            return Err(invalid("a tabular pipeline needs at least one row"));
+        }
+        let mut rows = Vec::with_capacity(rows_json.len());
+        let mut entities = Vec::with_capacity(rows_json.len());
+        for (i, text) in rows_json.iter().enumerate() {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+                .map_err(|e| invalid(format!("row {i} is not a JSON object: {e}")))?;
+            entities.push(EntityRow {
+                keys: object
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+                event_ts: 0,
+            });
+            rows.push(object);
+        }
+        let refs = spec.lookups();
+        let online = if refs.is_empty() {
+            None
+        } else {
+            let (catalog, _) = self.catalog().await?;
+            Some(
+                lookup::get_online(
+                    &catalog,
+                    self.online.as_ref(),
+                    &refs,
+                    &entities,
+                    self.options.max_entities,
+                )
+                .await?,
+            )
+        };
+        let mut means = HashMap::new();
+        for f in &spec.features {
+            if f.missing == transform::tabular::Missing::Mean && f.mean.is_none() {
+                if let Some(r) = f.view_ref() {
+                    means.insert(f.name.clone(), self.mean_of(r).await?);
+                }
+            }
+        }
+        transform::tabular::assemble(spec, &rows, online.as_ref(), &means)
+    }
+}
+
+#[async_trait]
+impl FeatureService for LocalFeatures {
+    async fn apply(&self, request: ApplyRequest) -> ServiceResult<ApplyResponse> {
+        self.invalidate();
+        let (current, stored) = self.catalog().await?;
+        let in_use: Vec<String> = self
+            .all_pipelines(&stored)
+            .values()
+            .filter_map(|(_, spec)| match spec {
+                PipelineSpec::Tabular(t) => Some(t.lookups()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let changes = catalog::plan(&current, request, &in_use)?;
+        let mut tx = self.db.pool.begin().await.map_err(FeaturesError::from)?;
+        let mut lines = Vec::new();
+        for change in &changes {
+            if change.verb != "unchanged" {
+                catalog::store(
+                    &mut tx,
+                    change.kind,
+                    &change.name,
+                    change.version,
+                    &change.spec,
+                )
+                .await?;
+            }
+            let kind = change.kind.replace('_', " ");
+            lines.push(format!(
+                "{} {kind} {} (v{})",
+                change.verb, change.name, change.version
+            ));
+        }
+        tx.commit().await.map_err(FeaturesError::from)?;
+        self.invalidate();
+        tracing::info!(changes = changes.len(), "feature definitions applied");
+        Ok(ApplyResponse { changes: lines })
+    }
+
+    async fn list_entities(&self) -> ServiceResult<Vec<Entity>> {
+        let (catalog, _) = self.catalog().await?;
+        let mut list: Vec<Entity> = catalog.entities.values().cloned().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    async fn list_feature_views(&self) -> ServiceResult<Vec<FeatureView>> {
+        let (catalog, _) = self.catalog().await?;
+        let mut list: Vec<FeatureView> = catalog.views.values().cloned().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    async fn ingest(&self, request: IngestRequest) -> ServiceResult<WriteResponse> {
+        let (_, rows) = self
+            .validated_rows(&request.feature_view, &request.rows, None)
+            .await?;
+        let written = offline::append(&self.db, &request.feature_view, &rows).await?;
+        Ok(WriteResponse {
+            offline_rows: written as i64,
+            online_rows: 0,
+        })
+    }
+
+    async fn push(&self, request: PushRequest) -> ServiceResult<WriteResponse> {
+        let (to_online, to_offline) = match request.to.as_str() {
+            "" | "online" => (true, false),
+            "offline" => (false, true),
+            "online_and_offline" | "both" => (true, true),
+            other => {
+                return Err(invalid(format!(
+                    "push 'to' must be online, offline or online_and_offline, not '{other}'"
+                ))
+                .into())
+            }
+        };
+        let (ttl, rows) = self
+            .validated_rows(&request.feature_view, &request.rows, Some(now_micros()))
+            .await?;
+        let mut response = WriteResponse::default();
+        if to_offline {
+            response.offline_rows =
+                offline::append(&self.db, &request.feature_view, &rows).await? as i64;
+        }
+        if to_online {
+            let (catalog, _) = self.catalog().await?;
+            if !catalog.view(&request.feature_view)?.online {
+                return Err(invalid(format!(
+                    "feature view '{}' is not online",
+                    request.feature_view
+                ))
+                .into());
+            }
+            response.online_rows =
+                self.write_online(&request.feature_view, &rows, ttl).await? as i64;
+        }
+        Ok(response)
+    }
+
+    async fn materialize(&self, request: MaterializeRequest) -> ServiceResult<MaterializeResponse> {
+        let (catalog, _) = self.catalog().await?;
+        let names: Vec<String> = if request.feature_views.is_empty() {
+            let mut names: Vec<String> = catalog
+                .views
+                .values()
+                .filter(|v| v.online)
+                .map(|v| v.name.clone())
+                .collect();
+            names.sort();
+            names
+        } else {
+            request.feature_views.clone()
+        };
+        let end = if request.end_ts == 0 {
+            now_micros()
+        } else {
+            request.end_ts
+        };
+        let mut views = Vec::new();
+        for name in names {
+            let view = catalog.view(&name)?;
+            if !view.online {
+                return Err(invalid(format!("feature view '{name}' is not online")).into());
+            }
+            let start = if request.incremental {
+                match offline::watermark(&self.db, &name).await? {
+                    Some(previous) => previous.saturating_add(1),
+                    None => i64::MIN,
+                }
+            } else {
+                request.start_ts
+            };
+            if start > end {
+                return Err(invalid(format!("materialize {name}: start is after end")).into());
+            }
+            let ttl = view.ttl_secs;
+            let written = Arc::new(AtomicUsize::new(0));
+            offline::latest_in_range(&self.db, &name, start, end, MATERIALIZE_CHUNK, |batch| {
+                let (online, name, written) = (self.online.clone(), name.clone(), written.clone());
+                async move {
+                    let n = online.write(&name, &batch, ttl).await?;
+                    written.fetch_add(n, Ordering::Relaxed);
+                    Ok(())
+                }
+            })
+            .await?;
+            let written = written.load(Ordering::Relaxed);
+            if request.incremental {
+                offline::set_watermark(&self.db, &name, end).await?;
+            }
+            tracing::info!(view = %name, start, end, "materialized");
+            views.push(MaterializedView {
+                feature_view: name,
+                start_ts: start,
+                end_ts: end,
+                rows_written: written as i64,
+            });
+        }
+        Ok(MaterializeResponse { views })
+    }
+
+    async fn get_online_features(
+        &self,
+        request: GetOnlineFeaturesRequest,
+    ) -> ServiceResult<GetOnlineFeaturesResponse> {
+        let (catalog, _) = self.catalog().await?;
+        Ok(lookup::get_online(
+            &catalog,
+            self.online.as_ref(),
+            &request.features,
+            &request.entities,
+            self.options.max_entities,
+        )
+        .await?)
+    }
+
+    async fn get_historical_features(
+        &self,
+        request: GetHistoricalFeaturesRequest,
+    ) -> ServiceResult<HistoricalStream> {
+        let (catalog, _) = self.catalog().await?;
+        Ok(history::start(&self.db, &catalog, &request.features, request.entities).await?)
+    }
+
+    async fn put_pipeline(&self, pipeline: Pipeline) -> ServiceResult<ApplyResponse> {
+        let value = crate::values::parse_json(&pipeline.spec_json, "spec_json")?;
+        let spec = PipelineSpec::from_json(value, &pipeline.model)?;
+        if !pipeline.kind.is_empty() && pipeline.kind != spec.kind() {
+            return Err(invalid(format!(
+                "pipeline kind '{}' does not match its spec's kind '{}'",
+                pipeline.kind,
+                spec.kind()
+            ))
+            .into());
+        }
+        if let PipelineSpec::Tabular(t) = &spec {
+            let (catalog, _) = self.catalog().await?;
+            lookup::parse_refs(&catalog, &t.lookups()).or_else(|e| {
+                if t.lookups().is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    Err(e)
+                }
+            })?;
+        }
+        let (_, stored) = self.catalog().await?;
+        let version = stored.get(&pipeline.model).map_or(1, |(v, _)| v + 1);
+        let json =
+            serde_json::to_string(&spec).map_err(|e| FeaturesError::Internal(e.to_string()))?;
+        let mut tx = self.db.pool.begin().await.map_err(FeaturesError::from)?;
+        catalog::store(&mut tx, PIPELINE, &pipeline.model, version, &json).await?;
+        tx.commit().await.map_err(FeaturesError::from)?;
+        self.invalidate();
+        Ok(ApplyResponse {
+            changes: vec![format!("stored pipeline {} (v{version})", pipeline.model)],
+        })
+    }
+
+    async fn list_pipelines(&self) -> ServiceResult<Vec<Pipeline>> {
+        let (_, stored) = self.catalog().await?;
+        self.all_pipelines(&stored)
+            .into_iter()
+            .map(|(model, (_, spec))| {
+                Ok(Pipeline {
+                    model,
+                    kind: spec.kind().into(),
+                    spec_json: serde_json::to_string(&spec)
+                        .map_err(|e| FeaturesError::Internal(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn transform(&self, request: TransformRequest) -> ServiceResult<TransformResponse> {
+        let (_, stored) = self.catalog().await?;
+        let (version, spec) = match stored.get(&request.model) {
+            Some(found) => found.clone(),
+            None => self
+                .options
+                .pipelines
+                .get(&request.model)
+                .map(|s| (0, s.clone()))
+                .ok_or_else(|| {
+                    FeaturesError::NotFound(format!(
+                        "model '{}' has no preprocessing pipeline",
+                        request.model
+                    ))
+                })?,
+        };
+        let batch = request
+            .rows_json
+            .len()
+            .max(request.images.len())
+            .max(request.texts.len());
+        if batch > self.options.max_entities {
+            return Err(invalid(format!(
+                "{batch} items, more than the limit of {}",
+                self.options.max_entities
+            ))
+            .into());
+        }
+        let tensors = match &spec {
+            PipelineSpec::Tabular(t) => vec![self.tabular(t, &request.rows_json).await?],
+            PipelineSpec::Image { output, image } => {
+                vec![transform::run_image(image, output, request.images).await?]
+            }
+            PipelineSpec::Text { text } => {
+                let loaded = self.text_transform(&request.model, version, text).await?;
+                transform::run_text(loaded, request.texts).await?
+            }
+        };
+        Ok(TransformResponse { tensors })
+    }
+}
