@@ -16,11 +16,9 @@ mod gateway;
 mod registry;
 
 pub use events::{EventsBackend, EventsConfig};
-pub use features::FeaturesConfig;
+pub use features::{FeaturesConfig, OnlineStoreKind};
 pub use followed::{FollowedModel, ModelSource};
-pub use gateway::{
-    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, RateLimitConfig,
-};
+pub use gateway::GatewayConfig;
 pub use registry::RegistryConfig;
 
 /// The file read when no `--config` is given (if it exists).
