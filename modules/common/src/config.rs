@@ -18,8 +18,10 @@ mod registry;
 pub use events::{EventsBackend, EventsConfig};
 pub use features::{FeaturesConfig, OnlineStoreKind};
 pub use followed::{FollowedModel, ModelSource};
-pub use gateway::GatewayConfig;
-pub use registry::RegistryConfig;
+pub use gateway::{
+    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, RateLimitConfig,
+};
+pub use registry::{ArtifactBackend, RegistryConfig, RegistryFault};
 
 /// The file read when no `--config` is given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "config/mlserve.toml";
