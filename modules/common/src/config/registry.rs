@@ -1,8 +1,97 @@
 //! The registry role: configuration section `[registry]`.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+/// Where the registry keeps artifacts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactBackend {
+    /// A local directory (`registry.artifact_dir`).
+    #[default]
+    Local,
+    /// Any S3-compatible store (AWS S3, MinIO, s3s, Garage, ...); credentials
+    /// come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN`) in the environment.
+    S3,
+}
+
+/// Test-only fault injection points of the registry.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryFault {
+    /// No fault (production).
+    #[default]
+    None,
+    /// Abort the process after a version's artifacts are written and before
+    /// its row commits ready: the crash-safety tests use it.
+    CrashBeforeCommit,
+}
+
 /// The registry role.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct RegistryConfig {}
+pub struct RegistryConfig {
+    /// SQL database of the metadata: `postgres://...` or `sqlite://PATH`;
+    /// empty means SQLite in `<server.data_dir>/mlserve.db`.
+    pub database_url: String,
+    /// local | s3.
+    pub artifact_backend: ArtifactBackend,
+    /// Directory of the local artifact store; empty means
+    /// `<server.data_dir>/artifacts`.
+    pub artifact_dir: String,
+    /// S3 endpoint URL (MinIO, s3s...); empty means AWS itself.
+    pub s3_endpoint: String,
+    /// S3 bucket (must exist).
+    pub s3_bucket: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// Allow plain `http://` endpoints (local S3 servers).
+    pub s3_allow_http: bool,
+    /// Key prefix inside the bucket (or the directory), e.g. `mlserve/`.
+    pub key_prefix: String,
+    /// Largest total size of one version's files in bytes (larger: 413).
+    pub max_upload_bytes: u64,
+    /// Most files in one version.
+    pub max_files_per_version: usize,
+    /// Seconds an upload may stay pending before the collector fails it and
+    /// deletes its objects; also the minimum age of an orphan object before
+    /// it is deleted.
+    pub gc_grace_secs: f64,
+    /// Seconds between orphan collections (one also runs at start); 0 = only at start.
+    pub gc_interval_secs: f64,
+    /// Testing only: a fault to inject (none | crash_before_commit).
+    pub fault: RegistryFault,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            database_url: String::new(),
+            artifact_backend: ArtifactBackend::Local,
+            artifact_dir: String::new(),
+            s3_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_allow_http: false,
+            key_prefix: String::new(),
+            max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            max_files_per_version: 256,
+            gc_grace_secs: 3600.0,
+            gc_interval_secs: 600.0,
+            fault: RegistryFault::None,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The local artifact directory, `data_dir/artifacts` unless set.
+    pub fn artifact_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.artifact_dir.trim().is_empty() {
+            data_dir.join("artifacts")
+        } else {
+            PathBuf::from(&self.artifact_dir)
+        }
+    }
+}

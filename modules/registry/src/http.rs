@@ -1,0 +1,424 @@
+//! The registry's REST API under `/v1/registry/`, over any
+//! [`RegistryClient`] (local or remote). Errors use mlserve's one format:
+//! the status of the error's code and `{"error": "..."}`.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | /v1/registry/models | create a model `{name, description, tags}` |
+//! | GET | /v1/registry/models?query=&tags=k=v,..&page_token=&limit= | list / search |
+//! | GET, PATCH, DELETE | /v1/registry/models/{name} | get, update `{description, set_tags, remove_tags}`, delete |
+//! | POST | /v1/registry/models/{name}/versions | upload a version (multipart, below) |
+//! | GET | /v1/registry/models/{name}/versions?page_token=&limit= | list versions, newest first |
+//! | GET, PATCH | /v1/registry/models/{name}/versions/{version} | get, update |
+//! | GET | /v1/registry/models/{name}/versions/{version}/files/{path} | download a file |
+//! | GET | /v1/registry/models/{name}/aliases | list aliases |
+//! | GET, PUT, DELETE | /v1/registry/models/{name}/aliases/{alias} | get (with its version), set `{version}`, delete |
+//! | GET | /v1/registry/models/{name}/alias-history?alias=&page_token=&limit= | moves, oldest first |
+//!
+//! A version upload is `multipart/form-data`: an optional first part named
+//! `metadata` (JSON: description, lineage, metrics, tags, and `sha256`, the
+//! expected digest per file path), then one part named `file` per file whose
+//! filename is its path inside the version. Parts stream to the object store.
+//! The caller's name comes from the `X-Mlserve-User` header ("anonymous").
+
+mod upload;
+pub mod views;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mlserve_proto::http::error_response;
+use mlserve_proto::registry::{pb, RegistryClient, ANONYMOUS};
+use mlserve_proto::ServiceError;
+use serde_json::{json, Value};
+
+/// The header naming the caller (until the gateway authenticates callers).
+pub const USER_HEADER: &str = "x-mlserve-user";
+
+/// The header carrying a downloaded file's sha256.
+pub const SHA256_HEADER: &str = "x-mlserve-sha256";
+
+type ApiResult = Result<Response, ServiceError>;
+
+fn respond(result: ApiResult) -> Response {
+    result.unwrap_or_else(|err| error_response(&err))
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    (status, Json(value)).into_response()
+}
+
+fn user(headers: &HeaderMap) -> String {
+    headers
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(ANONYMOUS)
+        .to_string()
+}
+
+fn path_params(
+    params: Result<Path<HashMap<String, String>>, PathRejection>,
+) -> Result<HashMap<String, String>, ServiceError> {
+    params
+        .map(|Path(map)| map)
+        .map_err(|e| ServiceError::bad_request(format!("invalid request path: {}", e.body_text())))
+}
+
+fn param(map: &HashMap<String, String>, key: &str) -> String {
+    map.get(key).cloned().unwrap_or_default()
+}
+
+fn version_param(map: &HashMap<String, String>) -> Result<u64, ServiceError> {
+    let text = param(map, "version");
+    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ServiceError::bad_request(format!(
+            "invalid version '{}': versions are positive integers",
+            text.escape_debug()
+        ))
+    })
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ServiceError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ServiceError::bad_request(format!("invalid JSON body: {}", e.body_text())))
+}
+
+fn query(
+    q: Result<Query<views::ListQuery>, QueryRejection>,
+) -> Result<views::ListQuery, ServiceError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ServiceError::bad_request(format!("invalid query: {}", e.body_text())))
+}
+
+fn tag_filter(text: &str) -> Result<HashMap<String, String>, ServiceError> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    ServiceError::bad_request(format!("invalid tag filter '{pair}': use key=value"))
+                })
+        })
+        .collect()
+}
+
+/// The registry's REST routes (no fallbacks: the node adds them once).
+pub fn routes(service: RegistryClient) -> Router {
+    const MODEL: &str = "/v1/registry/models/{name}";
+    Router::new()
+        .route("/v1/registry/models", get(list_models).post(create_model))
+        .route(
+            MODEL,
+            get(get_model).patch(update_model).delete(delete_model),
+        )
+        .route(
+            &format!("{MODEL}/versions"),
+            get(list_versions)
+                .post(upload::create_version)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{MODEL}/versions/{{version}}"),
+            get(get_version).patch(update_version),
+        )
+        .route(
+            &format!("{MODEL}/versions/{{version}}/files/{{*path}}"),
+            get(download),
+        )
+        .route(&format!("{MODEL}/aliases"), get(list_aliases))
+        .route(
+            &format!("{MODEL}/aliases/{{alias}}"),
+            get(get_alias).put(set_alias).delete(delete_alias),
+        )
+        .route(&format!("{MODEL}/alias-history"), get(alias_history))
+        .with_state(service)
+}
+
+type Params = Result<Path<HashMap<String, String>>, PathRejection>;
+
+async fn create_model(
+    State(service): State<RegistryClient>,
+    request: Result<Json<views::CreateModel>, JsonRejection>,
+) -> Response {
+    respond(
+        async {
+            let request = body(request)?;
+            let model = service
+                .create_model(pb::CreateModelRequest {
+                    name: request.name,
+                    description: request.description,
+                    tags: request.tags,
+                })
+                .await?;
+            Ok(json_response(StatusCode::CREATED, views::model(&model)))
+        }
+        .await,
+    )
+}
+
+async fn list_models(
+    State(service): State<RegistryClient>,
+    q: Result<Query<views::ListQuery>, QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let q = query(q)?;
+            let page = service
+                .list_models(pb::ListModelsRequest {
+                    query: q.query,
+                    tags: tag_filter(&q.tags)?,
+                    page_token: q.page_token,
+                    limit: q.limit,
+                })
+                .await?;
+            let models: Vec<Value> = page.models.iter().map(views::model).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"models": models, "next_page_token": page.next_page_token}),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn get_model(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let model = service.get_model(&param(&p, "name")).await?;
+            Ok(json_response(StatusCode::OK, views::model(&model)))
+        }
+        .await,
+    )
+}
+
+async fn update_model(
+    State(service): State<RegistryClient>,
+    params: Params,
+    request: Result<Json<views::Update>, JsonRejection>,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let u = body(request)?;
+            let model = service
+                .update_model(pb::UpdateModelRequest {
+                    name: param(&p, "name"),
+                    description: u.description,
+                    set_tags: u.set_tags,
+                    remove_tags: u.remove_tags,
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, views::model(&model)))
+        }
+        .await,
+    )
+}
+
+async fn delete_model(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            service.delete_model(&param(&p, "name")).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+async fn list_versions(
+    State(service): State<RegistryClient>,
+    params: Params,
+    q: Result<Query<views::ListQuery>, QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let q = query(q)?;
+            let page = service
+                .list_versions(pb::ListVersionsRequest {
+                    name: param(&p, "name"),
+                    page_token: q.page_token,
+                    limit: q.limit,
+                })
+                .await?;
+            let versions: Vec<Value> = page.versions.iter().map(views::version).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"versions": versions, "next_page_token": page.next_page_token}),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn get_version(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let v = service
+                .get_version(&param(&p, "name"), version_param(&p)?)
+                .await?;
+            Ok(json_response(StatusCode::OK, views::version(&v)))
+        }
+        .await,
+    )
+}
+
+async fn update_version(
+    State(service): State<RegistryClient>,
+    params: Params,
+    request: Result<Json<views::Update>, JsonRejection>,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let u = body(request)?;
+            let v = service
+                .update_version(pb::UpdateVersionRequest {
+                    name: param(&p, "name"),
+                    version: version_param(&p)?,
+                    description: u.description,
+                    set_tags: u.set_tags,
+                    remove_tags: u.remove_tags,
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, views::version(&v)))
+        }
+        .await,
+    )
+}
+
+async fn download(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let (file, stream) = service
+                .download(&param(&p, "name"), version_param(&p)?, &param(&p, "path"))
+                .await?;
+            let mut response = Body::from_stream(stream).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+            if let Ok(sha) = HeaderValue::from_str(&file.sha256) {
+                headers.insert(SHA256_HEADER, sha);
+            }
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
+                headers.insert(header::ETAG, etag);
+            }
+            Ok(response)
+        }
+        .await,
+    )
+}
+
+async fn list_aliases(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let aliases = service.list_aliases(&param(&p, "name")).await?;
+            let aliases: Vec<Value> = aliases.iter().map(views::alias).collect();
+            Ok(json_response(StatusCode::OK, json!({ "aliases": aliases })))
+        }
+        .await,
+    )
+}
+
+async fn get_alias(State(service): State<RegistryClient>, params: Params) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let (name, alias) = (param(&p, "name"), param(&p, "alias"));
+            let found = service.get_alias(&name, &alias).await?;
+            let version = service.get_version(&name, found.version).await?;
+            let mut value = views::alias(&found);
+            value["model_version"] = views::version(&version);
+            Ok(json_response(StatusCode::OK, value))
+        }
+        .await,
+    )
+}
+
+async fn set_alias(
+    State(service): State<RegistryClient>,
+    headers: HeaderMap,
+    params: Params,
+    request: Result<Json<views::SetAlias>, JsonRejection>,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let request = body(request)?;
+            let moved = service
+                .set_alias(pb::SetAliasRequest {
+                    name: param(&p, "name"),
+                    alias: param(&p, "alias"),
+                    version: request.version,
+                    actor: user(&headers),
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
+        }
+        .await,
+    )
+}
+
+async fn delete_alias(
+    State(service): State<RegistryClient>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let moved = service
+                .delete_alias(pb::DeleteAliasRequest {
+                    name: param(&p, "name"),
+                    alias: param(&p, "alias"),
+                    actor: user(&headers),
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
+        }
+        .await,
+    )
+}
+
+async fn alias_history(
+    State(service): State<RegistryClient>,
+    params: Params,
+    q: Result<Query<views::ListQuery>, QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let p = path_params(params)?;
+            let q = query(q)?;
+            let page = service
+                .alias_history(pb::AliasHistoryRequest {
+                    name: param(&p, "name"),
+                    alias: q.alias,
+                    page_token: q.page_token,
+                    limit: q.limit,
+                })
+                .await?;
+            let moves: Vec<Value> = page.moves.iter().map(views::alias_move).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"moves": moves, "next_page_token": page.next_page_token}),
+            ))
+        }
+        .await,
+    )
+}

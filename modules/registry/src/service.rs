@@ -1,0 +1,427 @@
+//! [`LocalRegistry`]: the registry service over the SQL store and the
+//! artifact store, publishing version and alias events on the bus.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mlserve_common::config::RegistryFault;
+use mlserve_common::events::{Event, EventBus};
+use mlserve_proto::registry::{pb, ByteStream, RegistryService, UploadStream, ANONYMOUS};
+use mlserve_proto::{ServiceError, ServiceResult};
+use tokio_stream::StreamExt;
+
+use crate::artifacts::Artifacts;
+use crate::error::{RegistryError, Result};
+use crate::names;
+use crate::store::{page_size, NewVersion, Store};
+use crate::upload::{Limits, Upload};
+
+/// The registry role's implementation of [`RegistryService`].
+pub struct LocalRegistry {
+    store: Store,
+    artifacts: Artifacts,
+    events: Option<Arc<dyn EventBus>>,
+    limits: Limits,
+    fault: RegistryFault,
+}
+
+fn actor(name: &str) -> String {
+    let name = name.trim();
+    if name.is_empty() {
+        ANONYMOUS.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+fn check_tags(tags: &HashMap<String, String>) -> Result<()> {
+    tags.iter().try_for_each(|(k, v)| names::tag(k, v))
+}
+
+fn parse_token<T: std::str::FromStr>(token: &str) -> Result<Option<T>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token.parse().map(Some).map_err(|_| {
+        RegistryError::Invalid(format!("invalid page_token '{}'", token.escape_debug()))
+    })
+}
+
+/// Cuts a `limit + 1` page to `limit` and gives the next token.
+fn page<T>(mut items: Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        let next = items.last().map(&token).unwrap_or_default();
+        (items, next)
+    } else {
+        (items, String::new())
+    }
+}
+
+impl LocalRegistry {
+    /// The registry over `store` and `artifacts`; `events` receives version
+    /// and alias events when given.
+    pub fn new(
+        store: Store,
+        artifacts: Artifacts,
+        events: Option<Arc<dyn EventBus>>,
+        limits: Limits,
+        fault: RegistryFault,
+    ) -> LocalRegistry {
+        LocalRegistry {
+            store,
+            artifacts,
+            events,
+            limits,
+            fault,
+        }
+    }
+
+    /// The SQL store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn publish(&self, event: Event) {
+        if let Some(bus) = &self.events {
+            if let Err(err) = bus.publish(&event).await {
+                tracing::warn!(error = %err, ?event, "registry event not published");
+            }
+        }
+    }
+
+    async fn publish_move(&self, moved: &pb::AliasMove) {
+        let version = |v: u64| (v != 0).then_some(v as i64);
+        self.publish(Event::AliasMoved {
+            model: moved.name.clone(),
+            alias: moved.alias.clone(),
+            from: version(moved.from_version),
+            to: version(moved.to_version),
+            by: moved.actor.clone(),
+            at: moved.at_us,
+        })
+        .await;
+    }
+
+    /// Deletes objects under `relative` whose version prefix is neither ready
+    /// nor pending, once older than `grace`; first fails uploads pending for
+    /// longer than `grace`. Returns how many objects were deleted.
+    pub async fn collect_garbage(&self, relative: &str, grace: Duration) -> Result<usize> {
+        let grace_us = grace.as_micros().min(i64::MAX as u128) as i64;
+        let cutoff = crate::store::now_us().saturating_sub(grace_us);
+        for (model, version) in self.store.expire_pending(cutoff).await? {
+            tracing::info!(model = %model, version, "abandoned upload failed by the collector");
+        }
+        let live = self.store.live_prefixes().await?;
+        let mut deleted = 0;
+        for meta in self.artifacts.list(relative).await? {
+            let key = self.artifacts.relative(&meta.location);
+            let prefix: Vec<&str> = key.splitn(5, '/').take(4).collect();
+            if prefix.len() == 4 && live.contains(&prefix.join("/")) {
+                continue;
+            }
+            if meta.last_modified.timestamp_micros() > cutoff {
+                continue;
+            }
+            self.artifacts.delete(&meta.location).await?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(
+                objects = deleted,
+                prefix = relative,
+                "orphan artifacts collected"
+            );
+        }
+        Ok(deleted)
+    }
+
+    async fn create_version_inner(
+        &self,
+        request: pb::CreateVersionRequest,
+        files: UploadStream,
+    ) -> Result<pb::ModelVersion> {
+        names::model_name(&request.name)?;
+        check_tags(&request.tags)?;
+        if let Some((key, _)) = request.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(RegistryError::Invalid(format!(
+                "metric '{key}' is not a finite number"
+            )));
+        }
+        for key in request.metrics.keys() {
+            names::tag(key, "")?;
+        }
+        let name = request.name.clone();
+        let new = NewVersion {
+            description: request.description,
+            lineage: request.lineage.unwrap_or_default(),
+            metrics: request.metrics,
+            tags: request.tags,
+            created_by: actor(&request.created_by),
+        };
+        let upload_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let pending = self.store.begin_version(&name, &new, &upload_id).await?;
+        let mut upload = Upload::new(&self.artifacts, pending.prefix.clone(), self.limits);
+        let received = upload.receive(files).await;
+        let outcome = match received {
+            Ok(rows) => {
+                if self.fault == RegistryFault::CrashBeforeCommit {
+                    tracing::error!(model = %name, version = pending.version, "fault injection: crashing between artifact write and commit");
+                    std::process::abort();
+                }
+                self.store
+                    .commit_version(&name, pending.version, &rows)
+                    .await
+            }
+            Err(err) => {
+                upload.abort().await;
+                Err(err)
+            }
+        };
+        if let Err(err) = outcome {
+            tracing::info!(model = %name, version = pending.version, error = %err, "version upload refused");
+            if let Err(e) = self
+                .store
+                .fail_version(&name, pending.version, &err.to_string())
+                .await
+            {
+                tracing::warn!(error = %e, "marking a version failed did not work");
+            }
+            if let Err(e) = self.artifacts.delete_prefix(&pending.prefix).await {
+                tracing::warn!(error = %e, prefix = %pending.prefix, "objects left for the collector");
+            }
+            return Err(err);
+        }
+        tracing::info!(model = %name, version = pending.version, by = %new.created_by, "model version registered");
+        self.publish(Event::ModelVersionRegistered {
+            model: name.clone(),
+            version: pending.version as i64,
+        })
+        .await;
+        self.store.get_version(&name, pending.version).await
+    }
+}
+
+#[async_trait]
+impl RegistryService for LocalRegistry {
+    async fn create_model(
+        &self,
+        request: pb::CreateModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        names::model_name(&request.name)?;
+        check_tags(&request.tags)?;
+        self.store
+            .create_model(&request.name, &request.description, &request.tags)
+            .await?;
+        tracing::info!(model = %request.name, "registered model created");
+        Ok(self.store.get_model(&request.name).await?)
+    }
+
+    async fn get_model(&self, name: &str) -> ServiceResult<pb::RegisteredModel> {
+        names::model_name(name)?;
+        Ok(self.store.get_model(name).await?)
+    }
+
+    async fn list_models(
+        &self,
+        request: pb::ListModelsRequest,
+    ) -> ServiceResult<pb::ListModelsResponse> {
+        let limit = page_size(request.limit);
+        let models = self
+            .store
+            .list_models(
+                &request.query,
+                &request.tags,
+                &request.page_token,
+                limit + 1,
+            )
+            .await?;
+        let (models, next_page_token) = page(models, limit, |m| m.name.clone());
+        Ok(pb::ListModelsResponse {
+            models,
+            next_page_token,
+        })
+    }
+
+    async fn update_model(
+        &self,
+        request: pb::UpdateModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        names::model_name(&request.name)?;
+        check_tags(&request.set_tags)?;
+        self.store
+            .update_model(
+                &request.name,
+                request.description.as_deref(),
+                &request.set_tags,
+                &request.remove_tags,
+            )
+            .await?;
+        Ok(self.store.get_model(&request.name).await?)
+    }
+
+    async fn delete_model(&self, name: &str) -> ServiceResult<()> {
+        names::model_name(name)?;
+        let aliases = self.store.delete_model(name).await?;
+        tracing::info!(model = %name, "registered model deleted");
+        let now = crate::store::now_us();
+        for (alias, version) in aliases {
+            self.publish(Event::AliasMoved {
+                model: name.to_string(),
+                alias,
+                from: Some(version as i64),
+                to: None,
+                by: ANONYMOUS.to_string(),
+                at: now,
+            })
+            .await;
+        }
+        if let Err(err) = self
+            .collect_garbage(&format!("models/{name}/"), Duration::ZERO)
+            .await
+        {
+            tracing::warn!(model = %name, error = %err, "artifacts left for the collector");
+        }
+        Ok(())
+    }
+
+    async fn create_version(
+        &self,
+        request: pb::CreateVersionRequest,
+        files: UploadStream,
+    ) -> ServiceResult<pb::ModelVersion> {
+        Ok(self.create_version_inner(request, files).await?)
+    }
+
+    async fn get_version(&self, name: &str, version: u64) -> ServiceResult<pb::ModelVersion> {
+        names::model_name(name)?;
+        Ok(self.store.get_version(name, version).await?)
+    }
+
+    async fn list_versions(
+        &self,
+        request: pb::ListVersionsRequest,
+    ) -> ServiceResult<pb::ListVersionsResponse> {
+        names::model_name(&request.name)?;
+        let limit = page_size(request.limit);
+        let before = parse_token::<u64>(&request.page_token)?.unwrap_or(0);
+        let versions = self
+            .store
+            .list_versions(&request.name, before, limit + 1)
+            .await?;
+        let (versions, next_page_token) = page(versions, limit, |v| v.version.to_string());
+        Ok(pb::ListVersionsResponse {
+            versions,
+            next_page_token,
+        })
+    }
+
+    async fn update_version(
+        &self,
+        request: pb::UpdateVersionRequest,
+    ) -> ServiceResult<pb::ModelVersion> {
+        names::model_name(&request.name)?;
+        check_tags(&request.set_tags)?;
+        self.store
+            .update_version(
+                &request.name,
+                request.version,
+                request.description.as_deref(),
+                &request.set_tags,
+                &request.remove_tags,
+            )
+            .await?;
+        Ok(self
+            .store
+            .get_version(&request.name, request.version)
+            .await?)
+    }
+
+    async fn download(
+        &self,
+        name: &str,
+        version: u64,
+        path: &str,
+    ) -> ServiceResult<(pb::VersionFile, ByteStream)> {
+        names::model_name(name)?;
+        names::file_path(path)?;
+        let row = self.store.file(name, version, path).await?;
+        let stream = self.artifacts.read(&row.object_key).await.map_err(|err| {
+            tracing::error!(model = %name, version, path, error = %err, "artifact missing from the store");
+            ServiceError::from(err)
+        })?;
+        let stream =
+            stream.map(|chunk| chunk.map_err(|e| ServiceError::from(RegistryError::Store(e))));
+        let file = pb::VersionFile {
+            path: row.path,
+            sha256: row.sha256,
+            size: row.size,
+        };
+        Ok((file, Box::pin(stream)))
+    }
+
+    async fn set_alias(&self, request: pb::SetAliasRequest) -> ServiceResult<pb::AliasMove> {
+        names::model_name(&request.name)?;
+        names::alias_name(&request.alias)?;
+        let by = actor(&request.actor);
+        let moved = self
+            .store
+            .set_alias(&request.name, &request.alias, request.version, &by)
+            .await?;
+        tracing::info!(model = %moved.name, alias = %moved.alias, from = moved.from_version, to = moved.to_version, by = %moved.actor, "alias moved");
+        self.publish_move(&moved).await;
+        Ok(moved)
+    }
+
+    async fn get_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::Alias> {
+        names::model_name(name)?;
+        names::alias_name(alias)?;
+        Ok(self.store.get_alias(name, alias).await?)
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::ModelVersion> {
+        let found = self.get_alias(name, alias).await?;
+        Ok(self.store.get_version(name, found.version).await?)
+    }
+
+    async fn delete_alias(&self, request: pb::DeleteAliasRequest) -> ServiceResult<pb::AliasMove> {
+        names::model_name(&request.name)?;
+        names::alias_name(&request.alias)?;
+        let moved = self
+            .store
+            .delete_alias(&request.name, &request.alias, &actor(&request.actor))
+            .await?;
+        tracing::info!(model = %moved.name, alias = %moved.alias, from = moved.from_version, by = %moved.actor, "alias deleted");
+        self.publish_move(&moved).await;
+        Ok(moved)
+    }
+
+    async fn list_aliases(&self, name: &str) -> ServiceResult<Vec<pb::Alias>> {
+        names::model_name(name)?;
+        self.store.model_exists(name).await?;
+        Ok(self.store.aliases(name).await?)
+    }
+
+    async fn alias_history(
+        &self,
+        request: pb::AliasHistoryRequest,
+    ) -> ServiceResult<pb::AliasHistoryResponse> {
+        names::model_name(&request.name)?;
+        if !request.alias.is_empty() {
+            names::alias_name(&request.alias)?;
+        }
+        let limit = page_size(request.limit);
+        let after = parse_token::<u64>(&request.page_token)?.unwrap_or(0);
+        let moves = self
+            .store
+            .alias_history(&request.name, &request.alias, after, limit + 1)
+            .await?;
+        let (moves, next_page_token) = page(moves, limit, |m| m.id.to_string());
+        Ok(pb::AliasHistoryResponse {
+            moves,
+            next_page_token,
+        })
+    }
+}
