@@ -10,6 +10,20 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 ORT_VERSION=1.31.1
 
+# The features role decodes JPEG with the system libjpeg-turbo (TurboJPEG
+# API), the decoder Pillow ships, so its pixels equal Pillow's bit for bit.
+if ! pkg-config --exists libturbojpeg 2>/dev/null; then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "setup: installing libturbojpeg0-dev (apt)"
+    apt-get install -y -q libturbojpeg0-dev >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q libturbojpeg0-dev >/dev/null; }
+  else
+    echo "setup: libturbojpeg is missing: install libturbojpeg0-dev (Debian/Ubuntu)" \
+      "or libjpeg-turbo-devel (Fedora), then rerun" >&2
+    exit 1
+  fi
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
