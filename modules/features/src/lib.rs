@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod history;
 pub mod http;
 pub mod lookup;

@@ -39,14 +39,16 @@ pub trait OnlineStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// Milliseconds a written row should live: until one TTL after its max age.
+/// Milliseconds a written row should live: until one TTL after it left its
+/// max age, and at least one TTL from now (so a row already too old when
+/// written reads as OUTSIDE_MAX_AGE for a while rather than vanishing).
 pub fn expire_ms(event_ts: i64, ttl_secs: i64, now: i64) -> Option<i64> {
     if ttl_secs <= 0 {
         return None;
     }
     let ttl = ttl_secs.saturating_mul(1_000_000);
     let end = event_ts.saturating_add(ttl).saturating_add(ttl);
-    Some(((end - now) / 1000).max(1))
+    Some((end - now).max(ttl) / 1000)
 }
 
 #[cfg(test)]

@@ -1,0 +1,84 @@
+//! The features role: definitions and the offline store in SQL, the online
+//! store (memory or Redis), REST under `/v1/features/`, the gRPC
+//! `features.FeatureService`, and the local client for the gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mlserve_common::config::{FeaturesConfig, OnlineStoreKind};
+use mlserve_common::{db, Database};
+use mlserve_features::online::{MemoryStore, OnlineStore, RedisStore};
+use mlserve_features::transform::PipelineSpec;
+use mlserve_features::{LocalFeatures, Options};
+use mlserve_proto::features::{features_grpc_server, FeaturesClient};
+
+use super::Node;
+
+/// Opens the features role's SQL database (the embedded SQLite by default).
+pub async fn database(config: &mlserve_common::Config) -> Result<Database> {
+    let url = match &config.features.database_url {
+        Some(url) => url.clone(),
+        None => db::default_url(&config.server.data_dir),
+    };
+    Database::connect(&url)
+        .await
+        .context("features: cannot open the database")
+}
+
+/// Connects the configured online store.
+pub async fn online_store(settings: &FeaturesConfig) -> Result<Arc<dyn OnlineStore>> {
+    Ok(match settings.online_store {
+        OnlineStoreKind::Memory => Arc::new(MemoryStore::default()),
+        OnlineStoreKind::Redis => Arc::new(
+            RedisStore::connect(mlserve_features::online::RedisOptions {
+                url: settings.redis_url.clone(),
+                prefix: settings.redis_key_prefix.clone(),
+                command_timeout: Duration::from_millis(settings.redis_command_timeout_ms.max(1)),
+                connect_timeout: Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
+                reconnect_delay_ms: settings.redis_reconnect_delay_ms.max(1),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("features: {e}"))?,
+        ),
+    })
+}
+
+/// The pipelines of `[features.pipelines.<model>]`.
+pub fn configured_pipelines(
+    settings: &FeaturesConfig,
+) -> Result<std::collections::BTreeMap<String, PipelineSpec>> {
+    let mut pipelines = std::collections::BTreeMap::new();
+    for (model, table) in &settings.pipelines {
+        let spec = PipelineSpec::from_config(table, model)
+            .map_err(|e| anyhow::anyhow!("features.pipelines.{model}: {e}"))?;
+        pipelines.insert(model.clone(), spec);
+    }
+    Ok(pipelines)
+}
+
+/// Builds the local feature service from the configuration.
+pub async fn local(config: &mlserve_common::Config) -> Result<Arc<LocalFeatures>> {
+    let settings = &config.features;
+    let options = Options {
+        max_entities: settings.max_entities_per_request.max(1),
+        mean_refresh: Duration::from_secs(settings.mean_refresh_secs),
+        pipelines: configured_pipelines(settings)?,
+    };
+    let db = database(config).await?;
+    let online = online_store(settings).await?;
+    Ok(Arc::new(LocalFeatures::new(db, online, options)))
+}
+
+/// Adds the features role to `node`.
+pub async fn start(node: &mut Node) -> Result<()> {
+    let local = local(&node.config).await?;
+    tracing::info!(online_store = local.online_store(), "features role started");
+    let client: FeaturesClient = local;
+    let max_body = node.config.server.http_max_body_bytes;
+    node.add_routes(mlserve_features::http::routes(client.clone(), max_body));
+    node.grpc
+        .add_service(features_grpc_server(client.clone(), max_body));
+    node.clients.features = Some(client);
+    Ok(())
+}
