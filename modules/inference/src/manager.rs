@@ -50,6 +50,18 @@ struct ModelEntry {
     external: bool,
 }
 
+impl ModelEntry {
+    fn empty(external: bool) -> ModelEntry {
+        ModelEntry {
+            versions: BTreeMap::new(),
+            failure: None,
+            stamps: BTreeMap::new(),
+            unloaded: false,
+            external,
+        }
+    }
+}
+
 /// A row of the repository index.
 pub struct IndexRow {
     /// Model name.
@@ -249,13 +261,7 @@ impl ModelManager {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         let entry = models
             .entry(name.to_string())
-            .or_insert_with(|| ModelEntry {
-                versions: BTreeMap::new(),
-                failure: None,
-                stamps: BTreeMap::new(),
-                unloaded: false,
-                external: false,
-            });
+            .or_insert_with(|| ModelEntry::empty(false));
         entry.failure = Some(err.to_string());
     }
 
@@ -299,13 +305,7 @@ impl ModelManager {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         let entry = models
             .entry(name.to_string())
-            .or_insert_with(|| ModelEntry {
-                versions: BTreeMap::new(),
-                failure: None,
-                stamps: BTreeMap::new(),
-                unloaded: false,
-                external: true,
-            });
+            .or_insert_with(|| ModelEntry::empty(true));
         entry.failure = Some(reason.to_string());
     }
 

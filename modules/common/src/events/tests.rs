@@ -277,3 +277,92 @@ async fn unreachable_redis_is_an_error_at_connect() {
     };
     assert!(matches!(err, EventError::Unavailable(_)), "{err}");
 }
+
+/// A TCP proxy to Redis that the test can cut: every open connection is
+/// dropped and new ones are refused until it is restored.
+struct Proxy {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (down2, open2) = (down.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if down2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while down
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            down,
+            open,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+async fn redis_subscriber_reconnects_and_gets_what_was_published_meanwhile() {
+    let config = redis_config("reconnect", "c1");
+    let direct = redis_bus(&config).await;
+    let upstream = config
+        .redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(upstream).await;
+    let mut proxied_config = config.clone();
+    proxied_config.redis_url = format!("redis://127.0.0.1:{}", proxy.port);
+    let proxied = redis_bus(&proxied_config).await;
+    let (h, mut rx) = forward();
+    let _s = proxied.subscribe(MODELS_TOPIC, "g", h).await.unwrap();
+    direct.publish(&moved(1)).await.unwrap();
+    assert_eq!(next(&mut rx).await, moved(1));
+
+    proxy.cut();
+    direct.publish(&moved(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the reader notice
+    proxy.restore();
+    assert_eq!(
+        next(&mut rx).await,
+        moved(2),
+        "delivered after the reconnect"
+    );
+    direct.publish(&moved(3)).await.unwrap();
+    assert_eq!(next(&mut rx).await, moved(3));
+    assert_eq!(cleanup(&config, "g").await, 0);
+}
