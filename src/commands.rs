@@ -25,10 +25,17 @@ pub enum Command {
     /// Gateway API keys: create, list, revoke.
     #[cfg(feature = "gateway")]
     Keys(keys::KeysArgs),
+    /// Prints the effective configuration (defaults, file, environment and
+    /// flags merged) as JSON, after checking it: unknown keys are errors.
+    Config,
 }
 
 /// Runs `command` to completion on a small runtime of its own.
 pub fn run(command: Command, config: Config) -> Result<()> {
+    if let Command::Config = command {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,6 +48,7 @@ pub fn run(command: Command, config: Config) -> Result<()> {
             Command::Features(args) => features::run(args, &config).await,
             #[cfg(feature = "gateway")]
             Command::Keys(args) => keys::run(args, &config).await,
+            Command::Config => Ok(()),
         }
     })
 }
