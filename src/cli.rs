@@ -59,6 +59,22 @@ pub struct Cli {
     /// Cores for ONNX Runtime across all instances, 0 for the rest (inference.cpu_threads).
     #[arg(long)]
     pub cpu_threads: Option<usize>,
+    /// Gateway HTTP port, 0 for any free port (gateway.http_port).
+    #[arg(long)]
+    pub gateway_http_port: Option<u16>,
+    /// Gateway gRPC port, 0 for any free port (gateway.grpc_port).
+    #[arg(long)]
+    pub gateway_grpc_port: Option<u16>,
+    /// Inference gRPC endpoints the gateway routes to, comma-separated or
+    /// repeated; `dns:///name:port` resolves to every address (gateway.inference_endpoints).
+    #[arg(long = "inference-endpoints", value_delimiter = ',')]
+    pub inference_endpoints: Vec<String>,
+    /// gRPC endpoint of a features role in another process (features.endpoint).
+    #[arg(long)]
+    pub features_endpoint: Option<String>,
+    /// off | on: credentials required at the gateway (gateway.auth).
+    #[arg(long)]
+    pub auth: Option<String>,
     /// Log filter such as info or debug (log.level).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -91,6 +107,13 @@ impl Cli {
         set!("inference.onnxruntime_library", self.onnxruntime_library);
         set!("inference.cpu_threads", self.cpu_threads);
         set!("log.level", self.log_level);
+        set!("gateway.http_port", self.gateway_http_port);
+        set!("gateway.grpc_port", self.gateway_grpc_port);
+        set!("features.endpoint", self.features_endpoint);
+        set!("gateway.auth", self.auth);
+        if !self.inference_endpoints.is_empty() {
+            f = f.merge(("gateway.inference_endpoints", &self.inference_endpoints));
+        }
         if !self.load_models.is_empty() {
             f = f.merge(("inference.load_models", &self.load_models));
         }

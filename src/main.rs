@@ -16,6 +16,8 @@ const COMPILED_ROLES: &[Role] = &[
     // Each role joins this list when its src/serve/<role>.rs is wired in.
     #[cfg(feature = "inference")]
     Role::Inference,
+    #[cfg(feature = "gateway")]
+    Role::Gateway,
 ];
 
 fn main() -> ExitCode {

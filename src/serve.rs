@@ -3,6 +3,8 @@
 //! metrics and clients to the node.
 
 mod clients;
+#[cfg(feature = "gateway")]
+mod gateway;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;
@@ -28,6 +30,8 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
         match role {
             #[cfg(feature = "inference")]
             Role::Inference => inference::start(&mut node, ort_cores).await?,
+            #[cfg(feature = "gateway")]
+            Role::Gateway => gateway::start(&mut node).await?,
             other => anyhow::bail!("role '{other}' is not implemented in this build"),
         }
     }

@@ -1,8 +1,11 @@
-//! `mlserve keys ...`: gateway API keys.
+//! `mlserve keys ...`: gateway API keys, written straight to the gateway's
+//! database (`gateway.database_url`, default the SQLite file in
+//! `server.data_dir`).
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mlserve_common::Config;
+use mlserve_common::{Config, Database};
+use mlserve_gateway::keys::KeyStore;
 
 /// `mlserve keys` arguments.
 #[derive(Debug, Args)]
@@ -13,9 +16,55 @@ pub struct KeysArgs {
 
 /// The `mlserve keys` subcommands.
 #[derive(Debug, Subcommand)]
-enum KeysCommand {}
+enum KeysCommand {
+    /// Creates a key and prints it once: it is stored hashed and cannot be shown again.
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Requests per second allowed (token refill rate); 0 is unlimited.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Bucket size (burst); default: the rate (at least 1).
+        #[arg(long, default_value_t = 0.0)]
+        burst: f64,
+    },
+    /// Lists keys (never their secrets) as JSON lines.
+    List,
+    /// Revokes the key with this id, or every live key with this name.
+    Revoke {
+        /// Key id or name.
+        key: String,
+    },
+}
 
 /// Runs one `mlserve keys` subcommand.
-pub async fn run(args: KeysArgs, _config: &Config) -> Result<()> {
-    match args.command {}
+pub async fn run(args: KeysArgs, config: &Config) -> Result<()> {
+    let url = config
+        .gateway
+        .database_url
+        .clone()
+        .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
+    let store = KeyStore::new(Database::connect(&url).await?);
+    match args.command {
+        KeysCommand::Create { name, rate, burst } => {
+            let burst = if burst < 1.0 { rate.max(1.0) } else { burst };
+            let (key, secret) = store.create(&name, rate, burst).await?;
+            eprintln!(
+                "created key {} for '{}' ({} req/s, burst {}); it is shown once, store it now:",
+                key.id, key.name, key.rate, key.burst
+            );
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            for key in store.list().await? {
+                println!("{}", serde_json::to_string(&key)?);
+            }
+        }
+        KeysCommand::Revoke { key } => {
+            let n = store.revoke(&key).await?;
+            eprintln!("revoked {n} key(s)");
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mlserve_common::config::{AuthMode, GatewayConfig};
 use mlserve_common::{Config, Database, ShutdownSignal};
-use mlserve_proto::features::{connect_features, FeaturesClient};
+use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
 
 use crate::auth::Authenticator;
@@ -46,13 +46,13 @@ impl Gateway {
     }
 
     /// Builds the gateway of `config`. `local` is the in-process inference
-    /// service, used when no endpoints are configured; `local_features` the
-    /// in-process features service, used when no features endpoint is set. Background endpoint
+    /// service, used when no endpoints are configured; `features` is the
+    /// features client of this process (local, or remote via `features.endpoint`). Background endpoint
     /// maintenance (DNS, health checks) runs until `signal`.
     pub async fn build(
         config: &Config,
         local: Option<InferenceClient>,
-        local_features: Option<FeaturesClient>,
+        features: Option<FeaturesClient>,
         signal: ShutdownSignal,
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
@@ -115,13 +115,6 @@ impl Gateway {
             Some(url) => RateLimiter::redis(url, settings.rate_limit.redis_failure)
                 .map_err(anyhow::Error::msg)?,
             None => RateLimiter::local(),
-        };
-        let features = match &settings.features_endpoint {
-            Some(uri) => Some(Arc::new(
-                connect_features(uri, options.connect_timeout)
-                    .map_err(|e| anyhow::anyhow!(e.message))?,
-            ) as FeaturesClient),
-            None => local_features,
         };
         Ok(Gateway {
             features,

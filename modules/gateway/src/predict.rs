@@ -62,7 +62,7 @@ async fn run(
     })?;
     let features = gateway.features.as_ref().ok_or_else(|| {
         GatewayError::Unavailable(
-            "the features role is not reachable from this gateway (set gateway.features_endpoint)"
+            "the features role is not reachable from this gateway (set features.endpoint or --features-endpoint)"
                 .into(),
         )
     })?;

@@ -18,8 +18,6 @@ pub struct GatewayConfig {
     /// resolved every `dns_refresh_secs` to all its addresses (a headless
     /// Service). Empty: the in-process inference role.
     pub inference_endpoints: Vec<String>,
-    /// gRPC URI of the features role; unset: the in-process features role.
-    pub features_endpoint: Option<String>,
     /// Seconds between DNS resolutions of `dns:///` endpoints.
     pub dns_refresh_secs: f64,
     /// Seconds to wait for a TCP connection to an inference endpoint.
@@ -64,7 +62,6 @@ impl Default for GatewayConfig {
             http_port: 8080,
             grpc_port: 8081,
             inference_endpoints: Vec::new(),
-            features_endpoint: None,
             dns_refresh_secs: 5.0,
             connect_timeout_secs: 1.0,
             health_check_secs: 1.0,

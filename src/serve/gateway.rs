@@ -1,0 +1,84 @@
+//! The gateway role: its own external listeners (`gateway.http_port`,
+//! `gateway.grpc_port`) serving the Open Inference Protocol, the predict API
+//! and the canary admin API through authentication, rate limits and the
+//! routing client; its metrics join the node's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use mlserve_gateway::grpc::GatewayLayer;
+use mlserve_gateway::Gateway;
+use mlserve_proto::http::with_error_fallbacks;
+use mlserve_proto::inference::inference_grpc_server;
+
+use super::listen::{bind, grpc_incoming};
+use super::Node;
+
+/// HTTP/2 flow-control windows for big tensors over gRPC.
+const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Adds the gateway role to `node` and starts its listeners.
+pub async fn start(node: &mut Node) -> Result<()> {
+    let gateway = Arc::new(
+        Gateway::build(
+            &node.config,
+            node.clients.inference.clone(),
+            node.clients.features.clone(),
+            node.shutdown.signal(),
+        )
+        .await?,
+    );
+    let settings = gateway.settings.clone();
+    let host = node.config.server.host.clone();
+
+    let http = bind(&host, settings.http_port, "gateway-http").await?;
+    let http_addr = http.local_addr()?;
+    let router = with_error_fallbacks(mlserve_gateway::http::routes(gateway.clone()));
+    let signal = node.shutdown.signal();
+    node.servers.spawn(async move {
+        axum::serve(
+            http,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal.wait())
+        .await
+        .context("gateway http server failed")
+    });
+
+    let grpc = bind(&host, settings.grpc_port, "gateway-grpc").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let service = inference_grpc_server(gateway.inference.clone(), settings.max_body_bytes);
+    let signal = node.shutdown.signal();
+    let layer = GatewayLayer::new(gateway.clone());
+    node.servers.spawn(async move {
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(GRPC_WINDOW_BYTES)
+            .initial_connection_window_size(GRPC_WINDOW_BYTES)
+            .layer(layer)
+            .add_service(service)
+            .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
+            .await
+            .context("gateway grpc server failed")
+    });
+
+    let metrics = gateway.clone();
+    node.metrics.push(Arc::new(move || {
+        metrics.metrics.render(Some(metrics.router.endpoints()))
+    }));
+    let endpoints: Vec<String> = gateway
+        .router
+        .endpoints()
+        .snapshot()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    tracing::info!(
+        http = %http_addr,
+        grpc = %grpc_addr,
+        endpoints = ?endpoints,
+        auth = ?settings.auth,
+        "gateway ready"
+    );
+    Ok(())
+}
