@@ -314,3 +314,7 @@ pub fn zero_inputs(spec: &ModelSpec) -> RequestInputs {
         .collect();
     RequestInputs { rows: 1, tensors }
 }
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;
