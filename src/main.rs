@@ -14,6 +14,8 @@ use mlserve_common::{Config, Role};
 /// The roles compiled into this binary (Cargo features).
 const COMPILED_ROLES: &[Role] = &[
     // Each role joins this list when its src/serve/<role>.rs is wired in.
+    #[cfg(feature = "registry")]
+    Role::Registry,
     #[cfg(feature = "inference")]
     Role::Inference,
     #[cfg(feature = "gateway")]

@@ -7,6 +7,8 @@ mod clients;
 mod gateway;
 #[cfg(feature = "inference")]
 mod inference;
+#[cfg(feature = "registry")]
+mod registry;
 mod listen;
 mod node;
 
@@ -28,6 +30,8 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     // so their local clients exist when the callers start.
     for role in Role::ALL.iter().filter(|r| roles.contains(r)) {
         match role {
+            #[cfg(feature = "registry")]
+            Role::Registry => registry::start(&mut node).await?,
             #[cfg(feature = "inference")]
             Role::Inference => inference::start(&mut node, ort_cores).await?,
             #[cfg(feature = "gateway")]

@@ -5,11 +5,13 @@
 //! - [`upload`], [`inspect`], [`onnx`]: streamed uploads, hashed and
 //!   validated before a version commits;
 //! - [`service::LocalRegistry`]: the [`RegistryService`] implementation;
-//! - [`http`]: the REST API under `/v1/registry/`.
+//! - [`http`]: the REST API under `/v1/registry/`;
+//! - [`client`]: a REST client for the `mlserve models` commands.
 //!
 //! [`RegistryService`]: mlserve_proto::registry::RegistryService
 
 pub mod artifacts;
+pub mod client;
 pub mod error;
 pub mod http;
 pub mod inspect;

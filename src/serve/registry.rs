@@ -1,0 +1,66 @@
+//! The registry role: metadata in SQL, artifacts in an object store, REST
+//! under `/v1/registry/`, the gRPC `registry.RegistryService`, events on the
+//! node's bus, the orphan collector, and the local client for other roles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mlserve_common::{db, Database};
+use mlserve_proto::registry::{registry_grpc_server, RegistryClient};
+use mlserve_registry::artifacts::Artifacts;
+use mlserve_registry::store::Store;
+use mlserve_registry::upload::Limits;
+use mlserve_registry::LocalRegistry;
+
+use super::Node;
+
+/// Adds the registry role to `node`.
+pub async fn start(node: &mut Node) -> Result<()> {
+    let settings = node.config.registry.clone();
+    let data_dir = node.config.server.data_dir.clone();
+    let url = match settings.database_url.trim() {
+        "" => db::default_url(&data_dir),
+        url => url.to_string(),
+    };
+    let database = Database::connect(&url)
+        .await
+        .context("registry: cannot open the database")?;
+    let artifacts = Artifacts::from_config(&settings, &data_dir)
+        .map_err(|e| anyhow::anyhow!("registry: artifact store: {e}"))?;
+    tracing::info!(dialect = ?database.dialect, store = ?artifacts, "registry storage");
+    let limits = Limits {
+        max_bytes: settings.max_upload_bytes,
+        max_files: settings.max_files_per_version.max(1),
+    };
+    let local = Arc::new(LocalRegistry::new(
+        Store::new(database),
+        artifacts,
+        Some(node.events.clone()),
+        limits,
+        settings.fault,
+    ));
+    let client: RegistryClient = local.clone();
+    node.clients.registry = Some(client.clone());
+    node.add_routes(mlserve_registry::http::routes(client.clone()));
+    node.grpc.add_service(registry_grpc_server(client));
+
+    let grace = Duration::from_secs_f64(settings.gc_grace_secs.max(0.0));
+    let every = settings.gc_interval_secs;
+    let signal = node.shutdown.signal();
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = local.collect_garbage("models/", grace).await {
+                tracing::warn!(error = %err, "registry orphan collection failed");
+            }
+            if every <= 0.0 {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(every)) => {}
+                _ = signal.clone().wait() => return,
+            }
+        }
+    });
+    Ok(())
+}
