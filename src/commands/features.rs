@@ -280,10 +280,12 @@ async fn materialize(client: &RemoteFeatures, request: MaterializeRequest) -> Re
             ..request.clone()
         };
         for done in client.materialize(one).await?.views {
-            progress.println(format!(
-                "{}: {} rows written to the online store ({} .. {})",
-                done.feature_view, done.rows_written, done.start_ts, done.end_ts
-            ));
+            progress.suspend(|| {
+                println!(
+                    "{}: {} rows written to the online store ({} .. {})",
+                    done.feature_view, done.rows_written, done.start_ts, done.end_ts
+                )
+            });
         }
         progress.inc(1);
     }

@@ -1,0 +1,133 @@
+"""The features role end to end on the real binary (embedded defaults:
+SQLite + in-memory online store): the CLI (apply, ingest CSV, materialize,
+history) through gRPC, and the REST API (online lookups, push, pipelines,
+transform, errors)."""
+
+import base64
+import csv
+import struct
+import subprocess
+import time
+
+from features_helpers import DEFINITIONS, MIN, T0, features_server, ok, online
+from helpers import get, post
+from server import REPO_ROOT, server_binary
+
+
+def cli(server, *args):
+    proc = subprocess.run(
+        [str(server_binary()), "features", "--endpoint", f"http://127.0.0.1:{server.grpc_port}",
+         *map(str, args)],
+        cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def iso(us):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + "Z"
+
+
+def test_cli_and_rest(tmp_path):
+    with features_server(tmp_path) as server:
+        cli_and_rest(server, tmp_path)
+
+
+def test_bad_input_gets_typed_errors(tmp_path):
+    with features_server(tmp_path) as server:
+        bad_input(server, tmp_path)
+
+
+def cli_and_rest(server, tmp_path):
+    port = server.http_port
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "drivers.toml").write_text(DEFINITIONS)
+    assert "created feature view driver_stats (v1)" in cli(server, "apply", defs)
+    assert "unchanged feature view driver_stats (v1)" in cli(server, "apply", defs)
+
+    data = tmp_path / "stats.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["driver_id", "event_timestamp", "rate", "trips"])
+        w.writerow([1, iso(T0), 0.1, 1])
+        w.writerow([1, iso(T0 + 30 * MIN), 0.3, 3])
+        w.writerow([2, T0, 0.5, ""])
+    assert "ingested 3 rows" in cli(server, "ingest", "driver_stats", data)
+
+    entities = tmp_path / "entities.csv"
+    entities.write_text(f"driver_id,event_timestamp\n1,{T0 + 10 * MIN}\n1,{T0 + 40 * MIN}\n"
+                        f"2,{T0 - 1}\n2,{T0 + 61 * MIN}\n")
+    out = tmp_path / "train.csv"
+    assert "wrote 4 rows" in cli(server, "history", "--feature", "driver_stats:rate",
+                                 "--feature", "driver_stats:trips", "--entities", entities,
+                                 "--out", out)
+    rows = list(csv.reader(out.open()))
+    assert rows == [
+        ["event_ts", "driver_id", "driver_stats:rate", "driver_stats:trips"],
+        [str(T0 + 10 * MIN), "1", "0.1", "1"],
+        [str(T0 + 40 * MIN), "1", "0.3", "3"],
+        [str(T0 - 1), "2", "", ""],
+        [str(T0 + 61 * MIN), "2", "", ""],
+    ]
+
+    out = cli(server, "materialize", iso(T0 - MIN), iso(T0 + 60 * MIN))
+    assert "driver_stats: 2 rows written" in out
+    body = ok(online(port, [1, 2, 3], ["driver_stats:rate", "driver_stats:trips"]))
+    statuses = [[v["status"] for v in r["values"]] for r in body["rows"]]
+    assert statuses == [["OUTSIDE_MAX_AGE"] * 2, ["OUTSIDE_MAX_AGE"] * 2, ["NOT_FOUND"] * 2]
+
+    now = int(time.time() * 1e6)
+    pushed = ok(post(port, "/v1/features/push", {"feature_view": "driver_stats", "rows": [
+        {"values": {"driver_id": 1, "rate": 0.9, "trips": None}, "event_ts": now}]}))
+    assert pushed == {"offline_rows": 0, "online_rows": 1}
+    body = ok(online(port, [1], ["driver_stats:trips", "driver_stats:rate"]))
+    assert body["features"] == ["driver_stats:trips", "driver_stats:rate"]
+    assert body["rows"][0]["values"] == [
+        {"value_json": None, "status": "NULL", "event_ts": now},
+        {"value_json": 0.9, "status": "PRESENT", "event_ts": now},
+    ]
+
+    view = ok(get(port, "/v1/features/views/driver_stats"))
+    assert view["version"] == 1 and view["tags"] == {"team": "risk"}
+    assert ok(get(port, "/v1/features/entities"))["entities"][0]["name"] == "driver"
+
+    pipeline = {"model": "fraud", "kind": "tabular", "spec_json": {
+        "kind": "tabular", "features": [
+            {"name": "driver_stats:rate", "missing": "mean"},
+            {"name": "amount", "missing": "default", "default": 0}]}}
+    ok(post(port, "/v1/features/pipelines", pipeline))
+    out = ok(post(port, "/v1/features/transform", {
+        "model": "fraud", "rows_json": [{"driver_id": 1, "amount": 12.5}, {"driver_id": 7}]}))
+    tensor = out["tensors"][0]
+    assert tensor["shape"] == [2, 2] and tensor["datatype"] == "FP32"
+    values = struct.unpack("<4f", base64.b64decode(tensor["data"]))
+    # Driver 7 is unknown: the mean of the offline rates (0.1, 0.3, 0.5).
+    assert [round(v, 6) for v in values] == [0.9, 12.5, 0.3, 0.0]
+
+
+def bad_input(server, tmp_path):
+    port = server.http_port
+    defs = tmp_path / "defs.toml"
+    defs.write_text(DEFINITIONS)
+    cli(server, "apply", defs)
+    cases = [
+        (post(port, "/v1/features/online", b"{not json"), 400),
+        (post(port, "/v1/features/online", {"features": ["driver_stats:nope"],
+                                            "entities": [{"keys": {"driver_id": 1}}]}), 404),
+        (post(port, "/v1/features/online", {"features": ["driver_stats:rate"],
+                                            "entities": [{"keys": {"driver_id": "x"}}]}), 400),
+        (post(port, "/v1/features/ingest", {"feature_view": "driver_stats", "rows": [
+            {"values": {"driver_id": 1, "rate": "high"}, "event_ts": 1}]}), 400),
+        (post(port, "/v1/features/apply", {"feature_views": [{
+            "name": "driver_stats", "entities": ["driver"], "ttl_secs": 3600, "online": True,
+            "fields": [{"name": "rate", "dtype": "string"}, {"name": "trips", "dtype": "int64"}]}]}),
+         409),
+        (post(port, "/v1/features/transform", {"model": "nope"}), 404),
+        (get(port, "/v1/features/views/nope"), 404),
+        (post(port, "/v1/features/historical?format=xml", {"features": []}), 400),
+    ]
+    for resp, status in cases:
+        assert resp.status == status, str(resp)
+        assert resp.error()
+    conflict = cases[4][0].error()
+    assert "'rate' cannot change type (float64 -> string)" in conflict
