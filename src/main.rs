@@ -20,6 +20,8 @@ const COMPILED_ROLES: &[Role] = &[
     Role::Inference,
     #[cfg(feature = "gateway")]
     Role::Gateway,
+    #[cfg(feature = "features")]
+    Role::Features,
 ];
 
 fn main() -> ExitCode {

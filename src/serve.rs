@@ -3,6 +3,8 @@
 //! metrics and clients to the node.
 
 mod clients;
+#[cfg(feature = "features")]
+pub mod features;
 #[cfg(feature = "gateway")]
 mod gateway;
 #[cfg(feature = "inference")]
@@ -26,6 +28,15 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;
+    // A features role in another process, reached over gRPC.
+    if let (false, Some(uri)) = (
+        roles.contains(&Role::Features),
+        node.config.features.endpoint.clone(),
+    ) {
+        let remote = mlserve_proto::features::connect_features(&uri, Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("features.endpoint: {e}"))?;
+        node.clients.features = Some(std::sync::Arc::new(remote));
+    }
     // Role::ALL is the start-up order: the services others call come first,
     // so their local clients exist when the callers start.
     for role in Role::ALL.iter().filter(|r| roles.contains(r)) {
@@ -34,6 +45,8 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
             Role::Registry => registry::start(&mut node).await?,
             #[cfg(feature = "inference")]
             Role::Inference => inference::start(&mut node, ort_cores).await?,
+            #[cfg(feature = "features")]
+            Role::Features => features::start(&mut node).await?,
             #[cfg(feature = "gateway")]
             Role::Gateway => gateway::start(&mut node).await?,
             other => anyhow::bail!("role '{other}' is not implemented in this build"),

@@ -2,6 +2,7 @@
 //! local `Arc<dyn Trait>` when the service's role runs here, a gRPC client
 //! when it runs elsewhere (configured endpoints), or none.
 
+use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
 use mlserve_proto::registry::RegistryClient;
 
@@ -12,4 +13,6 @@ pub struct Clients {
     pub inference: Option<InferenceClient>,
     /// The registry service (models, versions, aliases, artifacts).
     pub registry: Option<RegistryClient>,
+    /// The feature service (lookups, transforms, stores).
+    pub features: Option<FeaturesClient>,
 }
