@@ -38,8 +38,11 @@ class Server:
     """One mlserve process. Use `Server().start(repo, *extra_args)` or as a
     context manager: `with Server().start(repo) as s: ...`."""
 
-    def __init__(self, binary=None):
+    def __init__(self, binary=None, ready_path="/v2/health/ready"):
         self.binary = Path(binary) if binary else server_binary()
+        # answers 200 once the process serves (a process without the
+        # inference role has no /v2 routes: pass one of its own paths)
+        self.ready_path = ready_path
         self.proc = None
         self.ports = {}
         self.args = []
@@ -117,7 +120,7 @@ class Server:
     def _health_ready(self):
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.ports["http"], timeout=5)
-            conn.request("GET", "/v2/health/ready")
+            conn.request("GET", self.ready_path)
             status = conn.getresponse().status
             conn.close()
             return status == 200
