@@ -38,7 +38,16 @@ fn classify(status: &tonic::Status) -> (Attempt, bool) {
     let from_server = status
         .metadata()
         .contains_key(mlserve_proto::error::ERROR_CODE_METADATA);
-    if from_server || status.code() != tonic::Code::Unavailable {
+    // Without mlserve's code the failure is the transport's: the connection
+    // was refused, reset or broken (tonic reports those as UNAVAILABLE,
+    // UNKNOWN "transport error", INTERNAL h2 errors or CANCELLED).
+    let transport_codes = [
+        tonic::Code::Unavailable,
+        tonic::Code::Unknown,
+        tonic::Code::Internal,
+        tonic::Code::Cancelled,
+    ];
+    if from_server || !transport_codes.contains(&status.code()) {
         return (Attempt::MaybeSent, false);
     }
     let message = status.message().to_ascii_lowercase();
@@ -206,7 +215,17 @@ async fn infer_on(
         Ok(response) => Ok(response.into_inner()),
         Err(status) => {
             let (attempt, transport) = classify(&status);
-            Err((ServiceError::from(status), attempt, transport))
+            let err = if transport {
+                // A lost connection is an outage of that endpoint: 503.
+                ServiceError::unavailable(format!(
+                    "inference endpoint {} failed: {}",
+                    endpoint.name,
+                    status.message()
+                ))
+            } else {
+                ServiceError::from(status)
+            };
+            Err((err, attempt, transport))
         }
     }
 }

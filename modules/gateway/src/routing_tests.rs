@@ -270,6 +270,8 @@ fn connect_failures_are_not_sent_and_others_may_be() {
     assert_eq!(classify(&refused), (Attempt::NotSent, true));
     let reset = tonic::Status::unavailable("error reading a body from connection");
     assert_eq!(classify(&reset), (Attempt::MaybeSent, true));
+    let broken = tonic::Status::unknown("transport error");
+    assert_eq!(classify(&broken), (Attempt::MaybeSent, true));
     let from_server: tonic::Status = ServiceError::unavailable("exceeds maximum queue size").into();
     assert_eq!(classify(&from_server), (Attempt::MaybeSent, false));
 }
