@@ -19,6 +19,8 @@ pub mod names;
 pub mod onnx;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod upload;
 
 pub use error::RegistryError;

@@ -1,22 +1,7 @@
 //! The ONNX walk over hand-encoded protobuf.
 
 use super::*;
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(field << 3 | 2, &mut out);
-    varint(body.len() as u64, &mut out);
-    out.extend_from_slice(body);
-    out
-}
+use crate::testing::{len_field, varint};
 
 fn varint_field(field: u64, v: u64) -> Vec<u8> {
     let mut out = Vec::new();

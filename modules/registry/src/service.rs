@@ -425,3 +425,7 @@ impl RegistryService for LocalRegistry {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

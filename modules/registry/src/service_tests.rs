@@ -1,0 +1,541 @@
+//! One suite over the [`RegistryService`] trait, run against the local
+//! implementation and through gRPC (server adapter + remote client), on
+//! SQLite with a local directory and on PostgreSQL with a real S3 server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mlserve_proto::registry::{
+    connect_registry, pb, registry_grpc_server, RegistryClient, UploadItem, UploadStream,
+};
+use mlserve_proto::{ErrorCode, ServiceError};
+use sha2::{Digest, Sha256};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+
+use crate::testing::{local_registry, onnx_bytes, postgres_s3_registry, S3Server};
+
+async fn over_grpc(local: RegistryClient) -> RegistryClient {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(registry_grpc_server(local))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    Arc::new(connect_registry(&format!("http://{addr}"), Duration::from_secs(5)).unwrap())
+}
+
+/// Files as an upload stream, cut into 1000-byte chunks.
+fn files(list: &[(&str, &[u8], &str)]) -> UploadStream {
+    let mut items = Vec::new();
+    for (path, bytes, sha) in list {
+        items.push(Ok(UploadItem::File(pb::FileHeader {
+            path: path.to_string(),
+            sha256: sha.to_string(),
+        })));
+        for chunk in bytes.chunks(1000) {
+            items.push(Ok(UploadItem::Chunk(Bytes::copy_from_slice(chunk))));
+        }
+    }
+    Box::pin(tokio_stream::iter(items))
+}
+
+fn header(name: &str) -> pb::CreateVersionRequest {
+    pb::CreateVersionRequest {
+        name: name.into(),
+        created_by: "ci".into(),
+        metrics: [("accuracy".to_string(), 0.93)].into_iter().collect(),
+        lineage: Some(pb::Lineage {
+            training_run: "run-7".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn refused(
+    client: &RegistryClient,
+    name: &str,
+    list: &[(&str, &[u8], &str)],
+) -> ServiceError {
+    client
+        .create_version(header(name), files(list))
+        .await
+        .expect_err("upload accepted")
+}
+
+async fn download(client: &RegistryClient, name: &str, version: u64, path: &str) -> Vec<u8> {
+    let (file, mut stream) = client.download(name, version, path).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out.len() as u64, file.size);
+    assert_eq!(hex::encode(Sha256::digest(&out)), file.sha256);
+    out
+}
+
+async fn suite(client: &RegistryClient) {
+    let model = pb::CreateModelRequest {
+        name: "resnet".into(),
+        description: "vision".into(),
+        tags: [("team".to_string(), "cv".to_string())]
+            .into_iter()
+            .collect(),
+    };
+    client.create_model(model.clone()).await.unwrap();
+    assert_eq!(
+        client.create_model(model).await.unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    let bad_name = pb::CreateModelRequest {
+        name: "../etc".into(),
+        ..Default::default()
+    };
+    let err = client.create_model(bad_name).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(
+        err.message.contains("invalid model name"),
+        "{}",
+        err.message
+    );
+
+    // A version with external data, its sha256 given and verified.
+    let onnx = onnx_bytes(Some("weights.bin"));
+    let weights = vec![7u8; 5000];
+    let sha = hex::encode(Sha256::digest(&weights));
+    let v1 = client
+        .create_version(
+            header("resnet"),
+            files(&[
+                ("model.onnx", &onnx, ""),
+                ("weights.bin", &weights, &sha),
+                ("labels.txt", b"cat\ndog\n", ""),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.status(), pb::VersionStatus::Ready);
+    assert_eq!(v1.files.len(), 3);
+    assert_eq!(v1.created_by, "ci");
+    assert_eq!(v1.lineage.clone().unwrap().training_run, "run-7");
+    assert_eq!(download(client, "resnet", 1, "weights.bin").await, weights);
+    assert_eq!(download(client, "resnet", 1, "model.onnx").await, onnx);
+
+    // Refusals: each names the problem and leaves no version behind.
+    let plain = onnx_bytes(None);
+    let zeros = "0".repeat(64);
+    let escaping = onnx_bytes(Some("../../etc/passwd"));
+    let dangling = onnx_bytes(Some("missing.bin"));
+    let big = vec![1u8; 1024 * 1024 + 1];
+    let cases: Vec<(Vec<(&str, &[u8], &str)>, ErrorCode, &str)> = vec![
+        (
+            vec![("model.onnx", &plain, &zeros)],
+            ErrorCode::BadRequest,
+            "checksum mismatch",
+        ),
+        (
+            vec![("model.onnx", b"garbage bytes", "")],
+            ErrorCode::BadRequest,
+            "not a valid ONNX model",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("../x.bin", b"x", "")],
+            ErrorCode::BadRequest,
+            "path traversal",
+        ),
+        (
+            vec![("model.onnx", &escaping, "")],
+            ErrorCode::BadRequest,
+            "escapes the version",
+        ),
+        (
+            vec![("model.onnx", &dangling, "")],
+            ErrorCode::BadRequest,
+            "not part of the upload",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("model.pkl", b"x", "")],
+            ErrorCode::BadRequest,
+            "pickle",
+        ),
+        (
+            vec![
+                ("model.onnx", &plain, ""),
+                ("data.bin", b"\x80\x04\x95....", ""),
+            ],
+            ErrorCode::BadRequest,
+            "pickle",
+        ),
+        (
+            vec![
+                ("model.onnx", &plain, ""),
+                ("tool", b"\x7fELF\x02\x01\x01", ""),
+            ],
+            ErrorCode::BadRequest,
+            "ELF",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("run", b"#!/bin/sh\n", "")],
+            ErrorCode::BadRequest,
+            "shebang",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("w.tar.gz", b"\x1f\x8b", "")],
+            ErrorCode::BadRequest,
+            "archives",
+        ),
+        (
+            vec![("labels.txt", b"a", "")],
+            ErrorCode::BadRequest,
+            "must contain 'model.onnx'",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("model.onnx", &plain, "")],
+            ErrorCode::BadRequest,
+            "appears twice",
+        ),
+        (
+            vec![("model.onnx", &plain, ""), ("big.bin", &big, "")],
+            ErrorCode::PayloadTooLarge,
+            "exceeds the limit",
+        ),
+    ];
+    for (list, code, text) in cases {
+        let err = refused(client, "resnet", &list).await;
+        assert_eq!(err.code, code, "{text}: {}", err.message);
+        assert!(
+            err.message.contains(text),
+            "expected '{text}' in '{}'",
+            err.message
+        );
+    }
+    let err = client
+        .create_version(header("nope"), files(&[("model.onnx", &plain, "")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    // A failing client stream aborts the upload instead of ending it short.
+    let broken: UploadStream = Box::pin(tokio_stream::iter(vec![
+        Ok(UploadItem::File(pb::FileHeader {
+            path: "model.onnx".into(),
+            sha256: String::new(),
+        })),
+        Ok(UploadItem::Chunk(Bytes::from(plain.clone()))),
+        Err(ServiceError::unavailable("client disk failed")),
+    ]));
+    let err = client
+        .create_version(header("resnet"), broken)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable, "{}", err.message);
+    let listed = client
+        .list_versions(pb::ListVersionsRequest {
+            name: "resnet".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+
+    let v2 = client
+        .create_version(header("resnet"), files(&[("model.onnx", &plain, "")]))
+        .await
+        .unwrap();
+    assert!(v2.version > 1);
+    assert_eq!(
+        client.get_version("resnet", 2).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        client.get_model("resnet").await.unwrap().latest_version,
+        v2.version
+    );
+    let page = client
+        .list_versions(pb::ListVersionsRequest {
+            name: "resnet".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.versions[0].version, v2.version);
+    let next = client
+        .list_versions(pb::ListVersionsRequest {
+            name: "resnet".into(),
+            limit: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.versions[0].version, 1);
+    assert!(next.next_page_token.is_empty());
+    let updated = client
+        .update_version(pb::UpdateVersionRequest {
+            name: "resnet".into(),
+            version: 1,
+            description: Some("baseline".into()),
+            set_tags: [("approved".to_string(), "yes".to_string())]
+                .into_iter()
+                .collect(),
+            remove_tags: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.description, "baseline");
+    assert_eq!(
+        download(client, "resnet", 1, "labels.txt").await,
+        b"cat\ndog\n"
+    );
+    let err = client
+        .download("resnet", 1, "nope.txt")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code, ErrorCode::NotFound);
+
+    // Aliases and their history.
+    let set = |alias: &str, version: u64, actor: &str| pb::SetAliasRequest {
+        name: "resnet".into(),
+        alias: alias.into(),
+        version,
+        actor: actor.into(),
+    };
+    let err = client
+        .set_alias(set("production", 99, "ann"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert!(
+        err.message.contains("no such ready version"),
+        "{}",
+        err.message
+    );
+    client.set_alias(set("production", 1, "ann")).await.unwrap();
+    let moved = client
+        .set_alias(set("production", v2.version, "bob"))
+        .await
+        .unwrap();
+    assert_eq!((moved.from_version, moved.to_version), (1, v2.version));
+    assert_eq!(
+        client
+            .resolve_alias("resnet", "production")
+            .await
+            .unwrap()
+            .version,
+        v2.version
+    );
+    assert_eq!(
+        client
+            .get_alias("resnet", "production")
+            .await
+            .unwrap()
+            .updated_by,
+        "bob"
+    );
+    client.set_alias(set("staging", 1, "")).await.unwrap();
+    assert_eq!(client.list_aliases("resnet").await.unwrap().len(), 2);
+    let deleted = client
+        .delete_alias(pb::DeleteAliasRequest {
+            name: "resnet".into(),
+            alias: "staging".into(),
+            actor: "cy".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((deleted.from_version, deleted.to_version), (1, 0));
+    assert_eq!(
+        client
+            .get_alias("resnet", "staging")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    let history = client
+        .alias_history(pb::AliasHistoryRequest {
+            name: "resnet".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.moves.len(), 2);
+    let rest = client
+        .alias_history(pb::AliasHistoryRequest {
+            name: "resnet".into(),
+            page_token: history.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.moves.len(), 2);
+    assert_eq!(rest.moves[0].actor, "anonymous");
+    assert_eq!(rest.moves[1].actor, "cy");
+
+    // Search, update, delete.
+    client
+        .create_model(pb::CreateModelRequest {
+            name: "bert".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let found = client
+        .list_models(pb::ListModelsRequest {
+            query: "VISION".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.models.len(), 1);
+    assert_eq!(found.models[0].aliases["production"], v2.version);
+    let first = client
+        .list_models(pb::ListModelsRequest {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.models[0].name, "bert");
+    assert_eq!(first.next_page_token, "bert");
+    let model = client
+        .update_model(pb::UpdateModelRequest {
+            name: "bert".into(),
+            description: Some("text".into()),
+            set_tags: [("lang".to_string(), "en".to_string())]
+                .into_iter()
+                .collect(),
+            remove_tags: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(model.tags["lang"], "en");
+    client.delete_model("resnet").await.unwrap();
+    assert_eq!(
+        client.get_model("resnet").await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        client
+            .download("resnet", 1, "model.onnx")
+            .await
+            .err()
+            .unwrap()
+            .code,
+        ErrorCode::NotFound
+    );
+}
+
+async fn no_objects_left(artifacts: &crate::artifacts::Artifacts) {
+    let left = artifacts.list("models/").await.unwrap();
+    assert!(left.is_empty(), "objects left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn local_and_grpc_on_sqlite_and_local_files() {
+    let (local, artifacts, dir) = local_registry().await;
+    suite(&(local.clone() as RegistryClient)).await;
+    no_objects_left(&artifacts).await;
+    let (local, artifacts, dir2) = local_registry().await;
+    suite(&over_grpc(local).await).await;
+    no_objects_left(&artifacts).await;
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+}
+
+#[tokio::test]
+async fn local_and_grpc_on_postgres_and_s3() {
+    let s3 = S3Server::start();
+    let (local, artifacts) = postgres_s3_registry(&s3, "local").await;
+    suite(&(local as RegistryClient)).await;
+    no_objects_left(&artifacts).await;
+    let (local, artifacts) = postgres_s3_registry(&s3, "grpc").await;
+    suite(&over_grpc(local).await).await;
+    no_objects_left(&artifacts).await;
+}
+
+#[tokio::test]
+async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
+    let (registry, artifacts, dir) = local_registry().await;
+    let client: RegistryClient = registry.clone();
+    client
+        .create_model(pb::CreateModelRequest {
+            name: "m".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept = client
+        .create_version(header("m"), files(&[("model.onnx", &onnx_bytes(None), "")]))
+        .await
+        .unwrap();
+    // A crash between the artifact write and the commit leaves a pending row
+    // and its objects; nobody sees the version.
+    let store = registry.store();
+    let pending = store
+        .begin_version("m", &crate::store::NewVersion::default(), "crashed")
+        .await
+        .unwrap();
+    let mut writer = artifacts
+        .writer(&format!("{}/model.onnx", pending.prefix))
+        .await
+        .unwrap();
+    writer.write(Bytes::from(onnx_bytes(None))).await.unwrap();
+    writer.finish().await.unwrap();
+    let stray = artifacts
+        .writer("models/m/9/orphan/model.onnx")
+        .await
+        .unwrap();
+    stray.finish().await.unwrap();
+    assert_eq!(
+        client
+            .get_version("m", pending.version)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    // Within the grace period nothing is touched.
+    assert_eq!(
+        registry
+            .collect_garbage("models/", Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(artifacts.list("models/").await.unwrap().len(), 3);
+    // After it, the pending upload fails and both orphans go.
+    assert_eq!(
+        registry
+            .collect_garbage("models/", Duration::ZERO)
+            .await
+            .unwrap(),
+        2
+    );
+    let left = artifacts.list("models/").await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(artifacts
+        .relative(&left[0].location)
+        .starts_with(&format!("models/m/{}/", kept.version)));
+    assert_eq!(
+        download(&client, "m", kept.version, "model.onnx").await,
+        onnx_bytes(None)
+    );
+    // A late commit of the collected upload is refused.
+    assert!(store
+        .commit_version("m", pending.version, &[])
+        .await
+        .is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
