@@ -2,6 +2,7 @@
 # Installs what mlserve needs to build, run and test, into the repository:
 #   .venv/            Python with the pinned packages of requirements.txt
 #   .onnxruntime/     libonnxruntime.so taken from the pinned onnxruntime wheel
+#   .tools/bin/s3s-fs  an S3 server (crates.io s3s-fs) for the registry tests
 # Idempotent: a second run only checks. Nothing is downloaded from anywhere
 # but the package registries.
 set -euo pipefail
@@ -45,5 +46,11 @@ if [[ ! -f $lib ]]; then
   cp "$src/libonnxruntime.so.$ORT_VERSION" "$lib.tmp"
   mv "$lib.tmp" "$lib"
   ln -sf "libonnxruntime.so.$ORT_VERSION" .onnxruntime/libonnxruntime.so
+fi
+# s3s-fs: a real S3 server (from crates.io) for the registry's S3 tests.
+S3S_FS_VERSION=0.14.1
+if [[ ! -x .tools/bin/s3s-fs ]] || ! .tools/bin/s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  echo "setup: building s3s-fs $S3S_FS_VERSION into .tools/"
+  cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root .tools
 fi
 echo "setup: ok (ORT_DYLIB_PATH=$(pwd)/$lib)"
