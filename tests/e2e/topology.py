@@ -2,8 +2,9 @@
 
 - `all_in_one`: one process, every role compiled in (the gateway routes to
   the in-process inference role).
-- `split`: one process per role on loopback: two inference processes and a
-  gateway that reaches them over gRPC (`--role gateway --inference-endpoints`).
+- `split`: one process per role on loopback: two inference processes, a
+  features process when asked for, and a gateway that reaches them over gRPC
+  (`--role gateway --inference-endpoints ... --features-endpoint ...`).
 
 Every port is 0 (picked by the OS, read back from the log). The gateway's
 own listeners log `service="gateway-http"` / `"gateway-grpc"`; a gateway
@@ -75,7 +76,8 @@ class Topology:
     """A running topology: `gateway` (a GatewayProcess), `inference` (the
     processes serving models; the gateway itself when all-in-one), `procs`."""
 
-    def __init__(self, kind, models, data_dir, gateway_args=(), env=None, inference_count=2):
+    def __init__(self, kind, models, data_dir, gateway_args=(), env=None, inference_count=2,
+                 features=False):
         if kind not in TOPOLOGIES:
             raise ValueError(kind)
         self.kind = kind
@@ -84,6 +86,8 @@ class Topology:
         self.env["MLSERVE_SERVER__DATA_DIR"] = str(data_dir)
         self.gateway_args = [str(a) for a in gateway_args]
         self.inference_count = inference_count
+        self.with_features = features
+        self.features = None
         self.gateway = None
         self.inference = []
         self.procs = []
@@ -94,6 +98,7 @@ class Topology:
             if self.kind == "all_in_one":
                 self.gateway = GatewayProcess().start(self.models, *ports, *self.gateway_args, env=self.env)
                 self.inference = [self.gateway]
+                self.features = self.gateway if self.with_features else None
                 self.procs = [self.gateway]
             else:
                 for _ in range(self.inference_count):
@@ -101,9 +106,15 @@ class Topology:
                     self.inference.append(s)
                     self.procs.append(s)
                 endpoints = ",".join(f"http://127.0.0.1:{s.grpc_port}" for s in self.inference)
+                remote = []
+                if self.with_features:
+                    self.features = Server(ready_path="/v1/features/entities").start(
+                        self.models, "--role", "features", env=self.env)
+                    self.procs.append(self.features)
+                    remote = ["--features-endpoint", f"http://127.0.0.1:{self.features.grpc_port}"]
                 self.gateway = GatewayProcess().start(
                     self.models, "--role", "gateway", "--inference-endpoints", endpoints,
-                    *ports, *self.gateway_args, env=self.env)
+                    *remote, *ports, *self.gateway_args, env=self.env)
                 self.procs.append(self.gateway)
         except BaseException:
             self.stop()

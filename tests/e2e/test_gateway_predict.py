@@ -1,0 +1,162 @@
+"""`POST /v1/models/{model}:predict` in both topologies: the gateway calls
+the features role (entity lookup + tabular assembly; image decode and
+resize) and then inference, and post-processes per the model's declared
+pipeline (`[gateway.pipelines.<model>]`)."""
+
+import base64
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from helpers import copy_models, post
+from topology import TOPOLOGIES, start_topology
+
+FEATURES = [f"f{i}" for i in range(50)]
+FROM_VIEW = FEATURES[:10]  # looked up by user_id; the rest come with the request
+COLORS = ["red", "green", "blue"]
+
+
+def write_color_model(repo):
+    """`colors`: [N,3,32,32] image -> per-channel mean logits [N,3]."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    node = helper.make_node("ReduceMean", ["input"], ["logits"], axes=[2, 3], keepdims=0)
+    model = helper.make_model(helper.make_graph([node], "colors", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (repo / "colors" / "1").mkdir(parents=True)
+    onnx.save(model, str(repo / "colors" / "1" / "model.onnx"))
+    (repo / "colors" / "config.toml").write_text("\n".join([
+        "max_batch_size = 8", "", "[[input]]", 'name = "input"', 'data_type = "TYPE_FP32"',
+        "dims = [3, 32, 32]", "", "[[output]]", 'name = "logits"', 'data_type = "TYPE_FP32"',
+        "dims = [3]", ""]))
+
+
+@pytest.fixture(scope="module")
+def predict_repo(models_repo, tmp_path_factory):
+    repo = copy_models(models_repo, tmp_path_factory.mktemp("predict_models"), ["tabular"])
+    write_color_model(repo)
+    return repo
+
+
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def topo(request, predict_repo, tmp_path_factory):
+    env = {
+        "MLSERVE_GATEWAY__PIPELINES__TABULAR__OUTPUT": "probabilities",
+        "MLSERVE_GATEWAY__PIPELINES__TABULAR__POSTPROCESS": "probabilities_topk",
+        "MLSERVE_GATEWAY__PIPELINES__TABULAR__TOP_K": "2",
+        "MLSERVE_GATEWAY__PIPELINES__TABULAR__LABELS": '["negative", "positive"]',
+        "MLSERVE_GATEWAY__PIPELINES__COLORS__POSTPROCESS": "softmax_topk",
+        "MLSERVE_GATEWAY__PIPELINES__COLORS__TOP_K": "1",
+        "MLSERVE_GATEWAY__PIPELINES__COLORS__LABELS": '["red", "green", "blue"]',
+    }
+    t = start_topology(request.param, predict_repo, tmp_path_factory.mktemp("predict_data"),
+                       env=env, features=True)
+    yield t
+    t.stop()
+
+
+def ok(resp):
+    assert resp.status == 200, str(resp)
+    return resp.json()
+
+
+@pytest.fixture(scope="module")
+def user_rows(topo):
+    """Defines `user_stats` (f0..f9 by user_id), pushes two users online,
+    and registers the tabular and image pipelines with the features role."""
+    port = topo.features.http_port
+    ok(post(port, "/v1/features/apply", {
+        "entities": [{"name": "user", "join_keys": ["user_id"], "value_type": "int64"}],
+        "feature_views": [{"name": "user_stats", "entities": ["user"], "ttl_secs": 86400, "online": True,
+                           "fields": [{"name": f, "dtype": "float64"} for f in FROM_VIEW]}]}))
+    rng = np.random.default_rng(11)
+    rows = {uid: rng.standard_normal(50).round(3) for uid in (1, 2)}
+    now = int(time.time() * 1e6)
+    ok(post(port, "/v1/features/push", {"feature_view": "user_stats", "rows": [
+        {"values": {"user_id": uid, **{f: float(v[i]) for i, f in enumerate(FROM_VIEW)}}, "event_ts": now}
+        for uid, v in rows.items()]}))
+    features = [{"name": f"user_stats:{f}", "missing": "error"} for f in FROM_VIEW]
+    features += [{"name": f, "missing": "default", "default": 0} for f in FEATURES[10:]]
+    ok(post(port, "/v1/features/pipelines", {"model": "tabular", "kind": "tabular", "spec_json": {
+        "kind": "tabular", "output": "input", "features": features}}))
+    ok(post(port, "/v1/features/pipelines", {"model": "colors", "kind": "image", "spec_json": {
+        "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
+    return rows
+
+
+def reference_probabilities(models_repo, x):
+    sess = ort.InferenceSession(str(Path(models_repo) / "tabular" / "1" / "model.onnx"))
+    return sess.run(["probabilities"], {"input": x.astype(np.float32)})[0]
+
+
+def test_predict_tabular_with_entity_keys_and_request_values(topo, user_rows, predict_repo):
+    port = topo.gateway.gateway_http_port
+    request_rows = []
+    expected = []
+    for uid, v in user_rows.items():
+        request_rows.append({"user_id": uid, **{f: float(v[i]) for i, f in enumerate(FEATURES) if i >= 10}})
+        expected.append(v)
+    answer = ok(post(port, "/v1/models/tabular:predict", {"rows": request_rows}))
+    assert answer["model_name"] == "tabular" and answer["model_version"] == "1"
+    probs = reference_probabilities(predict_repo, np.array(expected, dtype=np.float32))
+    assert len(answer["predictions"]) == 2
+    for pred, p in zip(answer["predictions"], probs):
+        top = pred["top_k"]
+        assert len(top) == 2
+        assert top[0]["label"] == ["negative", "positive"][int(np.argmax(p))]
+        assert abs(top[0]["score"] - float(np.max(p))) < 1e-5
+        assert abs(top[0]["score"] + top[1]["score"] - 1.0) < 1e-5
+
+    # An unknown entity with missing="error" is a 400 naming the feature.
+    r = post(port, "/v1/models/tabular:predict", {"rows": [{"user_id": 999}]})
+    assert r.status == 400, r
+    assert "user_stats" in r.error()
+
+
+def png(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_predict_image_base64_and_multipart(topo, user_rows):
+    port = topo.gateway.gateway_http_port
+    images = [png((250, 10, 10)), png((10, 240, 20)), png((5, 5, 230))]
+    answer = ok(post(port, "/v1/models/colors:predict",
+                     {"images": [base64.b64encode(i).decode() for i in images]}))
+    assert [p["top_k"][0]["label"] for p in answer["predictions"]] == COLORS
+    assert all(0.33 < p["top_k"][0]["score"] <= 1.0 for p in answer["predictions"])
+
+    boundary = "mlserveBoundary7"
+    body = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{i}.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n".encode() + img + b"\r\n" for i, img in enumerate(images[::-1]))
+    body += f"--{boundary}--\r\n".encode()
+    r = post(port, "/v1/models/colors:predict", body,
+             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert [p["top_k"][0]["label"] for p in ok(r)["predictions"]] == COLORS[::-1]
+
+    r = post(port, "/v1/models/colors:predict", {"image": base64.b64encode(b"not an image").decode()})
+    assert r.status == 400, r
+    r.error()
+
+
+def test_predict_errors(topo, user_rows):
+    port = topo.gateway.gateway_http_port
+    for path, body, status in [
+        ("/v1/models/nope:predict", {"rows": [{}]}, 404),
+        ("/v1/models/tabular:predict", {}, 400),
+        ("/v1/models/tabular:predict", b"{oops", 400),
+        ("/v1/models/tabular:explain", {"rows": [{}]}, 404),
+    ]:
+        r = post(port, path, body, headers={"Content-Type": "application/json"})
+        assert r.status == status, f"{path} {body}: {r}"
+        r.error()
