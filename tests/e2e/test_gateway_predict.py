@@ -39,10 +39,43 @@ def write_color_model(repo):
         "dims = [3]", ""]))
 
 
+def write_length_model(repo):
+    """`text_len`: (input_ids, attention_mask, token_type_ids) [N,L] -> tokens per text [N,1]."""
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", "L"]) for n in names]
+    y = helper.make_tensor_value_info("length", TensorProto.FLOAT, ["N", 1])
+    nodes = [helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["mask"], ["length"], axes=[1], keepdims=1)]
+    model = helper.make_model(helper.make_graph(nodes, "text_len", inputs, [y]),
+                              opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    (repo / "text_len" / "1").mkdir(parents=True)
+    onnx.save(model, str(repo / "text_len" / "1" / "model.onnx"))
+    lines = ["max_batch_size = 8", ""]
+    for n in names:
+        lines += ["[[input]]", f'name = "{n}"', 'data_type = "TYPE_INT64"', "dims = [-1]", ""]
+    lines += ["[[output]]", 'name = "length"', 'data_type = "TYPE_FP32"', "dims = [1]", ""]
+    (repo / "text_len" / "config.toml").write_text("\n".join(lines))
+
+
+def write_tokenizer(path):
+    """A word-level tokenizer.json with [CLS] ... [SEP] around each text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5, "mlserve": 6}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def predict_repo(models_repo, tmp_path_factory):
     repo = copy_models(models_repo, tmp_path_factory.mktemp("predict_models"), ["tabular"])
     write_color_model(repo)
+    write_length_model(repo)
+    write_tokenizer(repo / "tokenizer.json")
     return repo
 
 
@@ -56,6 +89,7 @@ def topo(request, predict_repo, tmp_path_factory):
         "MLSERVE_GATEWAY__PIPELINES__COLORS__POSTPROCESS": "softmax_topk",
         "MLSERVE_GATEWAY__PIPELINES__COLORS__TOP_K": "1",
         "MLSERVE_GATEWAY__PIPELINES__COLORS__LABELS": '["red", "green", "blue"]',
+        "MLSERVE_GATEWAY__PIPELINES__TEXT_LEN__POSTPROCESS": "regression",
     }
     t = start_topology(request.param, predict_repo, tmp_path_factory.mktemp("predict_data"),
                        env=env, features=True)
@@ -69,7 +103,7 @@ def ok(resp):
 
 
 @pytest.fixture(scope="module")
-def user_rows(topo):
+def user_rows(topo, predict_repo):
     """Defines `user_stats` (f0..f9 by user_id), pushes two users online,
     and registers the tabular and image pipelines with the features role."""
     port = topo.features.http_port
@@ -89,6 +123,8 @@ def user_rows(topo):
         "kind": "tabular", "output": "input", "features": features}}))
     ok(post(port, "/v1/features/pipelines", {"model": "colors", "kind": "image", "spec_json": {
         "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
+    ok(post(port, "/v1/features/pipelines", {"model": "text_len", "kind": "text", "spec_json": {
+        "kind": "text", "text": {"tokenizer": str(predict_repo / "tokenizer.json"), "max_length": 8}}}))
     return rows
 
 
@@ -147,6 +183,16 @@ def test_predict_image_base64_and_multipart(topo, user_rows):
     r = post(port, "/v1/models/colors:predict", {"image": base64.b64encode(b"not an image").decode()})
     assert r.status == 400, r
     r.error()
+
+
+def test_predict_text(topo, user_rows):
+    port = topo.gateway.gateway_http_port
+    answer = ok(post(port, "/v1/models/text_len:predict",
+                     {"texts": ["hello world", "mlserve", "hello unknown words here and more words"]}))
+    # [CLS] + words + [SEP], truncated to max_length 8.
+    assert [p["value"] for p in answer["predictions"]] == [4.0, 3.0, 8.0]
+    answer = ok(post(port, "/v1/models/text_len:predict", {"text": "hello"}))
+    assert answer["predictions"] == [{"value": 3.0}]
 
 
 def test_predict_errors(topo, user_rows):
