@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use futures_util::StreamExt;
-use mlserve_proto::registry::pb::VersionFile;
+use mlserve_proto::registry::pb::{ModelVersion, VersionFile};
 use mlserve_proto::registry::RegistryClient;
 use sha2::{Digest, Sha256};
 
@@ -21,6 +21,15 @@ use crate::follow_error::SyncError;
 
 /// Files at the top of a staged version (beside the version directory).
 const MODEL_LEVEL_FILES: [&str; 2] = ["config.toml", "config.pbtxt"];
+
+/// What `served/<model>.json` holds: the version a model served last.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ServedRecord {
+    registered: String,
+    version: u64,
+    /// (path, sha256, size) of every file.
+    files: Vec<(String, String, u64)>,
+}
 
 /// Numbers this process's temporary download files.
 static DOWNLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -70,10 +79,10 @@ impl ArtifactCache {
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             let (sha, size) = hash_file(path.clone()).await?;
             if sha == file.sha256 && size == file.size {
-                tracing::debug!(model, version, file = %file.path, "artifact cache hit");
+                tracing::debug!(model = %model, version, file = %file.path, "artifact cache hit");
                 return Ok((path, Fetched::Cached));
             }
-            tracing::warn!(model, version, file = %file.path, expected = %file.sha256, found = %sha, "cached artifact is corrupt, downloading it again");
+            tracing::warn!(model = %model, version, file = %file.path, expected = %file.sha256, found = %sha, "cached artifact is corrupt, downloading it again");
             let _ = tokio::fs::remove_file(&path).await;
         }
         self.download(registry, model, version, file).await?;
@@ -161,7 +170,7 @@ impl ArtifactCache {
             .map_err(|e| {
                 SyncError::Io(format!("cannot move {} into the cache: {e}", tmp.display()))
             })?;
-        tracing::info!(model, version, file = %file.path, bytes = file.size, "artifact downloaded");
+        tracing::info!(model = %model, version, file = %file.path, bytes = file.size, "artifact downloaded");
         Ok(())
     }
 
@@ -186,9 +195,52 @@ impl ArtifactCache {
         let dir = self.stage_dir(model, version);
         if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
             if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(model, version, error = %err, "cannot remove a staged version");
+                tracing::warn!(model = %model, version, error = %err, "cannot remove a staged version");
             }
         }
+    }
+
+    /// Records that `model` serves `version` (its registry metadata), so a
+    /// restart while the registry is unreachable can serve it from the cache.
+    pub async fn save_served(&self, model: &str, version: &ModelVersion) {
+        let record = ServedRecord {
+            registered: version.name.clone(),
+            version: version.version,
+            files: version
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256.clone(), f.size))
+                .collect(),
+        };
+        let dir = self.root.join("served");
+        let path = dir.join(format!("{model}.json"));
+        let tmp = dir.join(format!("{model}.json.tmp"));
+        let text = serde_json::to_vec(&record).unwrap_or_default();
+        let written = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(&tmp, &text).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        if let Err(err) = written.await {
+            tracing::warn!(model = %model, error = %err, "cannot record the served version");
+        }
+    }
+
+    /// The version [`ArtifactCache::save_served`] recorded last for `model`.
+    pub async fn load_served(&self, model: &str) -> Option<ModelVersion> {
+        let path = self.root.join("served").join(format!("{model}.json"));
+        let text = tokio::fs::read(&path).await.ok()?;
+        let record: ServedRecord = serde_json::from_slice(&text).ok()?;
+        Some(ModelVersion {
+            name: record.registered,
+            version: record.version,
+            files: record
+                .files
+                .into_iter()
+                .map(|(path, sha256, size)| VersionFile { path, sha256, size })
+                .collect(),
+            ..Default::default()
+        })
     }
 
     fn stage_dir(&self, model: &str, version: u64) -> PathBuf {

@@ -139,7 +139,10 @@ impl Follower {
                 let err = SyncError::Registry(err);
                 tracing::warn!(model = %model.name, registered = %model.registered(), error = %err, "cannot resolve the followed version");
                 self.metrics.failure(&model.name, err.reason());
-                return Err(err);
+                match self.last_served(model, trigger, &err).await {
+                    Some(target) => target,
+                    None => return Err(err),
+                }
             }
         };
         let version = target.version;
@@ -160,6 +163,26 @@ impl Follower {
                 Err(err)
             }
         }
+    }
+
+    /// At start with the registry unreachable: the version this model served
+    /// last, recorded beside the cache, so it serves again without the registry.
+    async fn last_served(
+        &self,
+        model: &FollowedModel,
+        trigger: Trigger,
+        err: &SyncError,
+    ) -> Option<ModelVersion> {
+        if trigger != Trigger::Start || !err.is_transient() {
+            return None;
+        }
+        let recorded = self.cache.load_served(&model.name).await?;
+        let matches = recorded.name == model.registered()
+            && model.version.is_none_or(|v| v == recorded.version);
+        if matches {
+            tracing::warn!(model = %model.name, version = recorded.version, "registry unreachable at start: serving the version served last, from the cache");
+        }
+        matches.then_some(recorded)
     }
 
     async fn install(&self, model: &FollowedModel, target: &ModelVersion) -> Result<(), SyncError> {
@@ -194,6 +217,7 @@ impl Follower {
             entry.failed = None;
         }
         self.metrics.serving(&model.name, version);
+        self.cache.save_served(&model.name, target).await;
         tracing::info!(model = %model.name, version, replaced = ?replaced, "registry version serving");
         if let Some(old) = replaced.and_then(|v| u64::try_from(v).ok()) {
             self.cache.remove_stage(&model.name, old).await;
@@ -208,7 +232,7 @@ impl Follower {
     }
 
     async fn report_failure(&self, model: &FollowedModel, version: u64, err: &SyncError) {
-        tracing::error!(model = %model.name, version, reason = err.reason(), error = %err, "registry version refused; the previous version keeps serving");
+        tracing::error!(model = %model.name, version, reason = %err.reason(), error = %err, "registry version refused; the previous version keeps serving");
         self.metrics.failure(&model.name, err.reason());
         self.manager.record_external_failure(
             &model.name,

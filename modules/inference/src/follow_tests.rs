@@ -171,6 +171,8 @@ struct FakeVersion {
 struct FakeRegistry {
     versions: Mutex<HashMap<u64, FakeVersion>>,
     aliases: Mutex<HashMap<String, u64>>,
+    /// Every call fails as unreachable.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeRegistry {
@@ -219,6 +221,9 @@ impl RegistryService for FakeRegistry {
         unsupported()
     }
     async fn get_version(&self, name: &str, version: u64) -> ServiceResult<ModelVersion> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ServiceError::unavailable("registry unreachable"));
+        }
         let versions = self.versions.lock().unwrap();
         let v = versions
             .get(&version)
@@ -483,5 +488,19 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
         .metrics()
         .render()
         .contains("mlserve_inference_registry_downloads_total{model=\"m\"} 1"));
+
+    // The registry unreachable at a restart: the version served last comes
+    // from the cache; an event meanwhile fails (and is retried by the bus).
+    registry
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let offline = follower(&registry, &cache, third.events.clone());
+    assert_eq!(
+        offline.sync(m, Trigger::Start).await.unwrap(),
+        Synced::Switched(1)
+    );
+    assert_eq!(served_offset(&offline).await, (1.0, 1));
+    let err = offline.sync(m, Trigger::Event).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
     std::fs::remove_dir_all(&cache).unwrap();
 }
