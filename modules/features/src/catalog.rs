@@ -222,63 +222,66 @@ pub fn plan(current: &Catalog, request: ApplyRequest, in_use: &[String]) -> Resu
     let mut changes = Vec::new();
     for mut entity in request.entities {
         validate_entity(&entity)?;
-        let (verb, version) = match current.entities.get(&entity.name) {
-            None => ("created", 1),
-            Some(old) => {
-                if old.join_keys != entity.join_keys || old.value_type != entity.value_type {
-                    return Err(FeaturesError::Conflict(format!(
-                        "entity '{}': join_keys and value_type cannot change ({:?} {} -> {:?} {})",
-                        entity.name,
-                        old.join_keys,
-                        old.value_type,
-                        entity.join_keys,
-                        entity.value_type
-                    )));
-                }
-                entity.version = old.version;
-                if *old == entity {
-                    ("unchanged", old.version)
-                } else {
-                    ("updated", old.version + 1)
-                }
+        let old = current.entities.get(&entity.name);
+        if let Some(old) = old {
+            if old.join_keys != entity.join_keys || old.value_type != entity.value_type {
+                return Err(FeaturesError::Conflict(format!(
+                    "entity '{}': join_keys and value_type cannot change ({:?} {} -> {:?} {})",
+                    entity.name, old.join_keys, old.value_type, entity.join_keys, entity.value_type
+                )));
             }
-        };
-        entity.version = version;
-        changes.push(Change {
-            kind: ENTITY,
-            name: entity.name.clone(),
-            version,
-            spec: to_json(&entity)?,
-            verb,
-        });
+        }
+        let old = old.map(|o| (o, o.version));
+        let name = entity.name.clone();
+        changes.push(versioned(ENTITY, old, &mut entity, name, |e, v| {
+            e.version = v
+        })?);
         entities.insert(entity.name.clone(), entity);
     }
     for mut view in request.feature_views {
         validate_view(&view, &entities)?;
-        let (verb, version) = match current.views.get(&view.name) {
-            None => ("created", 1),
-            Some(old) => {
-                if let Some(reason) = view_conflict(old, &view, in_use) {
-                    return Err(FeaturesError::Conflict(reason));
-                }
-                view.version = old.version;
-                if *old == view {
-                    ("unchanged", old.version)
-                } else {
-                    ("updated", old.version + 1)
-                }
-            }
-        };
-        view.version = version;
-        changes.push(Change {
-            kind: FEATURE_VIEW,
-            name: view.name.clone(),
-            version,
-            spec: to_json(&view)?,
-            verb,
-        });
+        let old = current.views.get(&view.name);
+        if let Some(reason) = old.and_then(|old| view_conflict(old, &view, in_use)) {
+            return Err(FeaturesError::Conflict(reason));
+        }
+        let old = old.map(|o| (o, o.version));
+        let name = view.name.clone();
+        changes.push(versioned(FEATURE_VIEW, old, &mut view, name, |f, v| {
+            f.version = v
+        })?);
     }
     Ok(changes)
+}
+
+/// The change that stores `new` (already checked compatible with `old` at
+/// its version): version 1 when created, the same when identical, the next
+/// when changed.
+fn versioned<T: PartialEq + serde::Serialize>(
+    kind: &'static str,
+    old: Option<(&T, i64)>,
+    new: &mut T,
+    name: String,
+    set_version: fn(&mut T, i64),
+) -> Result<Change> {
+    let (verb, number) = match old {
+        None => ("created", 1),
+        Some((old, version)) => {
+            set_version(new, version);
+            if *old == *new {
+                ("unchanged", version)
+            } else {
+                ("updated", version + 1)
+            }
+        }
+    };
+    set_version(new, number);
+    Ok(Change {
+        kind,
+        name,
+        version: number,
+        spec: to_json(&*new)?,
+        verb,
+    })
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {

@@ -83,21 +83,7 @@ async fn stage(
         let mut sql = String::from(
             "INSERT INTO feature_history_requests (request_id, row_idx, view, entity_key, ts, min_ts) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 6;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            ));
-        }
+        sql.push_str(&crate::offline::placeholders(chunk.len(), 6));
         let mut query = sqlx::query(&sql);
         for (idx, view, key, ts, min_ts) in chunk {
             query = query

@@ -24,6 +24,19 @@ pub struct OfflineRow {
     pub values_json: String,
 }
 
+/// `($1, $2, ...), ($n+1, ...)`: placeholders of a multi-row INSERT.
+pub fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Appends `rows` of `view` in one transaction, all stamped with one
 /// created time; returns how many were written.
 pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<usize> {
@@ -33,20 +46,7 @@ pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<us
         let mut sql = String::from(
             "INSERT INTO feature_rows (view, entity_key, event_ts, created_ts, vals) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 5;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            ));
-        }
+        sql.push_str(&placeholders(chunk.len(), 5));
         let mut query = sqlx::query(&sql);
         for row in chunk {
             query = query
@@ -161,4 +161,12 @@ pub async fn count(db: &Database, view: &str) -> Result<i64> {
         .fetch_one(&db.pool)
         .await?;
     Ok(row.try_get(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_rows_and_columns() {
+        assert_eq!(super::placeholders(2, 3), "($1, $2, $3),($4, $5, $6)");
+    }
 }

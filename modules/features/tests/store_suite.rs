@@ -202,16 +202,18 @@ fn pair(value: &str, status: &str) -> (String, String) {
     (value.to_string(), status.to_string())
 }
 
+async fn materialize_2023(client: &FeaturesClient) -> MaterializeResponse {
+    let range = MaterializeRequest {
+        start_ts: T0 - 60 * MIN,
+        end_ts: T0 + 120 * MIN,
+        ..Default::default()
+    };
+    client.materialize(range).await.unwrap()
+}
+
 /// Materialize, push and lookups with every status.
 async fn online(client: &FeaturesClient) {
-    let done = client
-        .materialize(MaterializeRequest {
-            start_ts: T0 - 60 * MIN,
-            end_ts: T0 + 120 * MIN,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let done = materialize_2023(client).await;
     assert_eq!(done.views.len(), 1);
     assert_eq!(
         done.views[0].rows_written, 2,
@@ -238,14 +240,7 @@ async fn online(client: &FeaturesClient) {
         .unwrap();
     assert_eq!((pushed.online_rows, pushed.offline_rows), (1, 0));
     // Materializing again never replaces the newer pushed value.
-    client
-        .materialize(MaterializeRequest {
-            start_ts: T0 - 60 * MIN,
-            end_ts: T0 + 120 * MIN,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    materialize_2023(client).await;
     assert_eq!(
         online_values(client, &[1]).await,
         vec![vec![pair("0.9", PRESENT), pair("null", NULL)]]
