@@ -194,8 +194,8 @@ pub(super) fn resize_window(
             for (j, px) in out.chunks_exact_mut(3).enumerate() {
                 let (xmin, k) = horiz.taps(j);
                 let mut s = [HALF; 3];
-                for (t, &w) in k.iter().enumerate() {
-                    let p = &src[(xmin + t) * 3..(xmin + t) * 3 + 3];
+                let taps = &src[xmin * 3..(xmin + k.len()) * 3];
+                for (p, &w) in taps.chunks_exact(3).zip(k) {
                     s[0] += p[0] as i32 * w;
                     s[1] += p[1] as i32 * w;
                     s[2] += p[2] as i32 * w;
@@ -215,14 +215,19 @@ pub(super) fn resize_window(
         Some(vert) => {
             let stride = cw * 3;
             let mut out = vec![0u8; ch * stride];
+            // Tap-major accumulation over whole rows: contiguous, vectorisable.
+            let mut acc = vec![0i32; stride];
             for (i, row) in out.chunks_exact_mut(stride).enumerate() {
                 let (ymin, k) = vert.taps(i);
-                for (c, v) in row.iter_mut().enumerate() {
-                    let mut s = HALF;
-                    for (t, &w) in k.iter().enumerate() {
-                        s += tmp[(ymin + t - r0) * stride + c] as i32 * w;
+                acc.fill(HALF);
+                for (t, &w) in k.iter().enumerate() {
+                    let src = &tmp[(ymin + t - r0) * stride..(ymin + t - r0 + 1) * stride];
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += v as i32 * w;
                     }
-                    *v = clip8(s);
+                }
+                for (o, &a) in row.iter_mut().zip(&acc) {
+                    *o = clip8(a);
                 }
             }
             out
