@@ -136,6 +136,16 @@ async fn follower(
     if settings.models.is_empty() {
         return Ok(None);
     }
+    if let Some(clash) = settings
+        .models
+        .iter()
+        .find(|m| settings.model_repository.join(&m.name).is_dir())
+    {
+        anyhow::bail!(
+            "inference.models: '{}' is also a directory of the model repository; serve it from one place",
+            clash.name
+        );
+    }
     let registry = match (&node.clients.registry, settings.registry_endpoint.trim()) {
         (_, endpoint) if !endpoint.is_empty() => {
             let remote = mlserve_proto::registry::connect_registry(endpoint, Duration::from_secs(5))

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
+import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
 
 from helpers import decode_response, get, http_request, infer_path, parse_metrics, post, wait_until
-from server import Server, start_server
+from server import Server, ServerStartError, start_server
 
 MODEL = "plus"
 REDIS_URL = os.environ.get("MLSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -110,44 +112,65 @@ def infer(port, x):
 
 def offset_of(resp, x):
     """The version's offset k read back from a response (None if not one)."""
-    out = decode_response(resp)["OUTPUT0"]
+    return offset_in(decode_response(resp)["OUTPUT0"], x)
+
+
+def offset_in(out, x):
     k = float(np.round(out[0, 0] - x[0, 0], 3))
     return k if np.allclose(out, x + k, atol=1e-4) else None
 
 
+def infer_http(server, _client, x):
+    """(version, offset) of one HTTP/JSON request; raises on a non-200."""
+    r = infer(server.http_port, x)
+    if r.status != 200:
+        raise AssertionError(str(r))
+    return r.json().get("model_version"), offset_of(r, x)
+
+
+def infer_grpc(_server, client, x):
+    """(version, offset) of one gRPC request (tritonclient); raises on an error."""
+    i = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    result = client.infer(MODEL, [i], client_timeout=30)
+    return result.get_response().model_version, offset_in(result.as_numpy("OUTPUT0"), x)
+
+
 class Load:
-    """Threads sending requests non-stop, recording every failure and which
-    version (by output offset and model_version) answered."""
+    """Threads sending requests non-stop (4 over HTTP, 2 over gRPC),
+    recording every failure and which version (by output offset and
+    model_version) answered."""
 
-    def __init__(self, port, threads=4):
-        self.port, self.stop = port, threading.Event()
+    def __init__(self, server, http_threads=4, grpc_threads=2):
+        self.server, self.stop = server, threading.Event()
         self.lock = threading.Lock()
-        self.failures, self.seen, self.order = [], {}, []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(threads)]
+        self.failures, self.seen, self.order, self.ok = [], {}, [], {}
+        calls = [infer_http] * http_threads + [infer_grpc] * grpc_threads
+        self.threads = [threading.Thread(target=self._run, args=(i, call), daemon=True)
+                        for i, call in enumerate(calls)]
 
-    def _run(self, k):
+    def _run(self, k, call):
         rng = np.random.default_rng(k)
+        client = grpcclient.InferenceServerClient(self.server.grpc_url) \
+            if call is infer_grpc else None
         while not self.stop.is_set():
             x = rng.standard_normal((1 + int(rng.integers(0, 3)), 4)).astype(np.float32)
             try:
-                r = infer(self.port, x)
+                version, k_seen = call(self.server, client, x)
             except Exception as e:  # noqa: BLE001 - every failure is recorded
                 with self.lock:
-                    self.failures.append(f"request raised {e!r}")
+                    self.failures.append(f"{call.__name__} raised {e!r}")
                 continue
             with self.lock:
-                if r.status != 200:
-                    self.failures.append(str(r))
-                    continue
-                version = r.json().get("model_version")
-                k_seen = offset_of(r, x)
                 if k_seen is None or str(int(k_seen)) != version:
                     self.failures.append(f"version {version!r} answered with offset {k_seen}")
                     continue
                 self.seen[version] = self.seen.get(version, 0) + 1
+                self.ok[call.__name__] = self.ok.get(call.__name__, 0) + 1
                 if not self.order or self.order[-1] != version:
                     self.order.append(version)
+        if client is not None:
+            client.close()
 
     def count(self, version):
         with self.lock:
@@ -185,7 +208,7 @@ def hot_swap(registry_port, inference):
     registry_set_alias(registry_port, MODEL, "production", 1)
     wait_until(lambda: get(inference.http_port, f"/v2/models/{MODEL}/ready").status == 200, 60,
                "the model never became ready after the alias was set\n" + inference.describe(40))
-    with Load(inference.http_port) as load:
+    with Load(inference) as load:
         wait_for_version(load, "1")
         registry_set_alias(registry_port, MODEL, "production", 2)
         wait_for_version(load, "2")
@@ -194,6 +217,7 @@ def hot_swap(registry_port, inference):
     assert load.failures == [], \
         f"{len(load.failures)} failed requests, first: {load.failures[:3]}\n{inference.describe(60)}"
     assert load.order[:3] == ["1", "2", "1"], load.order
+    assert set(load.ok) == {"infer_http", "infer_grpc"}, load.ok
     assert serving_version(inference) == 1
     assert metric(inference, "mlserve_inference_registry_swaps_total", model=MODEL) == 3
     # v1 came back from the cache: two files downloaded in all, one cache hit
@@ -267,7 +291,7 @@ def test_corrupted_version_is_refused_and_old_keeps_serving(tmp_path):
             os.chmod(path, 0o644)
             path.write_bytes(bytes(flipped))
 
-        with Load(s.http_port) as load:
+        with Load(s) as load:
             wait_for_version(load, "1", more=10)
             registry_set_alias(s.http_port, MODEL, "production", v3)
             wait_until(lambda: metric(s, "mlserve_inference_registry_sync_failures_total",
@@ -326,3 +350,11 @@ def test_restart_with_the_registry_down_serves_the_last_version_from_the_cache(t
         assert "serving the version served last" in alone.log
     finally:
         alone.stop()
+
+
+def test_a_followed_name_that_is_also_a_repository_model_is_refused(tmp_path):
+    (tmp_path / "repo" / MODEL / "1").mkdir(parents=True)
+    config = write_config(tmp_path / "mlserve.toml", tmp_path / "data", memory_events())
+    with pytest.raises(ServerStartError, match="also a directory of the model repository"):
+        Server().start(tmp_path / "repo", "--config", config, "--role", "registry,inference",
+                       timeout=30)
