@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlserve_common::config::{AuthMode, GatewayConfig};
+use mlserve_common::config::{AuthMode, GatewayConfig, RateLimitBackend};
 use mlserve_common::{Config, Database, ShutdownSignal};
-use mlserve_proto::features::FeaturesClient;
+use mlserve_proto::features::{connect_features, FeaturesClient};
 use mlserve_proto::inference::InferenceClient;
 
 use crate::auth::Authenticator;
@@ -111,10 +111,19 @@ impl Gateway {
         };
         let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
         let auth = Authenticator::new(settings.auth, keys, jwt, settings.rate_limit.clone());
-        let limiter = match &settings.rate_limit.redis_url {
-            Some(url) => RateLimiter::redis(url, settings.rate_limit.redis_failure)
+        let limits = &settings.rate_limit;
+        let limiter = match limits.backend {
+            RateLimitBackend::Redis => RateLimiter::redis(&limits.redis_url, limits.redis_failure)
                 .map_err(anyhow::Error::msg)?,
-            None => RateLimiter::local(),
+            RateLimitBackend::Local => RateLimiter::local(),
+        };
+        let features = match &settings.features_endpoint {
+            Some(uri) => {
+                let remote = connect_features(uri, options.connect_timeout)
+                    .map_err(|e| anyhow::anyhow!("gateway.features_endpoint: {}", e.message))?;
+                Some(Arc::new(remote) as FeaturesClient)
+            }
+            None => features,
         };
         Ok(Gateway {
             features,

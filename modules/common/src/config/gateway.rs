@@ -18,6 +18,10 @@ pub struct GatewayConfig {
     /// resolved every `dns_refresh_secs` to all its addresses (a headless
     /// Service). Empty: the in-process inference role.
     pub inference_endpoints: Vec<String>,
+    /// gRPC URI of the features role for the predict pipeline; unset: the
+    /// features client of this process (`features.endpoint`, or the
+    /// in-process role).
+    pub features_endpoint: Option<String>,
     /// Seconds between DNS resolutions of `dns:///` endpoints.
     pub dns_refresh_secs: f64,
     /// Seconds to wait for a TCP connection to an inference endpoint.
@@ -62,6 +66,7 @@ impl Default for GatewayConfig {
             http_port: 8080,
             grpc_port: 8081,
             inference_endpoints: Vec::new(),
+            features_endpoint: None,
             dns_refresh_secs: 5.0,
             connect_timeout_secs: 1.0,
             health_check_secs: 1.0,
@@ -121,6 +126,17 @@ pub enum FailureMode {
     Closed,
 }
 
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitBackend {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis, shared by every gateway pod.
+    Redis,
+}
+
 /// Token-bucket rate limits: `rate` requests per second refill a bucket of
 /// `burst` tokens; one request takes one token. A rate of 0 is unlimited.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -134,9 +150,11 @@ pub struct RateLimitConfig {
     pub jwt_rate: f64,
     /// Bucket size per JWT subject.
     pub jwt_burst: f64,
-    /// Redis URL (`redis://host:6379`) for counters shared by every gateway
-    /// pod; unset: counters local to this process.
-    pub redis_url: Option<String>,
+    /// `local` (counters in this process) or `redis` (shared by every
+    /// gateway pod).
+    pub backend: RateLimitBackend,
+    /// Redis URL of the `redis` backend.
+    pub redis_url: String,
     /// `open` or `closed`, when Redis cannot be reached.
     pub redis_failure: FailureMode,
 }
@@ -148,7 +166,8 @@ impl Default for RateLimitConfig {
             anonymous_burst: 0.0,
             jwt_rate: 0.0,
             jwt_burst: 0.0,
-            redis_url: None,
+            backend: RateLimitBackend::Local,
+            redis_url: "redis://127.0.0.1:6379".into(),
             redis_failure: FailureMode::Open,
         }
     }
