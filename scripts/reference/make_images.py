@@ -4,7 +4,8 @@
 Synthetic photos (smooth gradients, edges and noise, seeded) saved by PIL as
 JPEG at several sizes, aspect ratios, qualities and chroma subsamplings
 (4:4:4, 4:2:2, 4:2:0), progressive and grayscale JPEG, and PNGs in RGB,
-RGBA, grayscale, palette and interlaced form.  Prints one file name a line.
+RGBA, grayscale, gray + alpha, bilevel, palette (with and without
+transparency) and interlaced form.  Prints one file name a line.
 """
 
 import sys
@@ -55,6 +56,10 @@ def main(out):
         "rgba_320x240.png": (Image.merge("RGBA", (*base.split(), base.convert("L"))), {}),
         "gray_320x240.png": (base.convert("L"), {}),
         "palette_320x240.png": (base.convert("P", palette=Image.ADAPTIVE, colors=64), {}),
+        "palette_trns_320x240.png": (base.convert("P", palette=Image.ADAPTIVE, colors=16),
+                                     {"transparency": 3}),
+        "gray_alpha_320x240.png": (base.convert("LA"), {}),
+        "bilevel_320x240.png": (base.convert("1"), {}),
         "interlaced_300x400.png": (photo(300, 400, 61), {"interlace": 1}),
     }
     for name, (img, extra) in pngs.items():

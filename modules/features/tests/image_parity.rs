@@ -199,6 +199,8 @@ fn bad_and_oversized_images_get_typed_errors() {
         ("jpeg header only", jpeg[..20].to_vec()),
         ("png signature only", png[..8].to_vec()),
         ("png cut short", png[..png.len() / 2].to_vec()),
+        ("jpeg cut short", jpeg[..jpeg.len() / 2].to_vec()),
+        ("cmyk jpeg", cmyk_jpeg(&dir)),
     ] {
         let err = image::transform(&spec, &bytes).expect_err(what);
         assert_eq!(err.code(), ErrorCode::BadRequest, "{what}: {err}");
@@ -263,4 +265,14 @@ fn serde_json_free_parse() -> ImageSpec {
     use serde::Deserialize;
     let empty: Vec<(String, String)> = Vec::new();
     ImageSpec::deserialize(MapDeserializer::<_, Error>::new(empty.into_iter())).expect("defaults")
+}
+
+/// A CMYK JPEG written by PIL.
+fn cmyk_jpeg(dir: &Path) -> Vec<u8> {
+    let path = dir.join("cmyk.jpg");
+    run(Command::new(python()).args([
+        "-c",
+        "import sys; from PIL import Image; Image.new('CMYK', (64, 48), (10, 200, 30, 5)).save(sys.argv[1])",
+    ]).arg(&path));
+    std::fs::read(path).expect("cmyk jpeg")
 }

@@ -8,6 +8,10 @@
 //! on 8-bit images: libjpeg-turbo decodes, the resampling reproduces
 //! Pillow's fixed-point arithmetic, and normalisation is the same f32 ops.
 //!
+//! As with Pillow's `Image.open`, EXIF orientation is not applied. CMYK
+//! JPEGs are refused (400); 16-bit grayscale PNGs keep their high byte where
+//! Pillow would clip them.
+//!
 //! All functions here are synchronous CPU work: call them from a blocking pool.
 
 mod jpeg;

@@ -112,7 +112,8 @@ fn header(dec: &Decompressor, bytes: &[u8]) -> Result<(u32, u32, c_int), ImageEr
 
 /// Decodes a JPEG to RGB, refusing images over `max_pixels` before any
 /// pixel is allocated. Recoverable data flaws (libjpeg warnings such as extra
-/// bytes before a marker) are tolerated as Pillow tolerates them.
+/// bytes before a marker) are tolerated as Pillow tolerates them; a
+/// truncated file is refused, as Pillow refuses it.
 pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     let dec = Decompressor::new()?;
     let (width, height, colorspace) = header(&dec, bytes)?;
@@ -142,7 +143,10 @@ pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageErr
         // SAFETY: the handle is live.
         let kind = unsafe { tjGetErrorCode(dec.0) };
         let message = dec.last_error();
-        if kind != TJERR_WARNING {
+        // A truncated file is only a warning to libjpeg (the rest is filled
+        // with grey); Pillow refuses it ("image file is truncated"), and so
+        // does this: it is almost always a broken upload.
+        if kind != TJERR_WARNING || message.starts_with("Premature end of JPEG file") {
             return Err(ImageError::Decode(format!("jpeg: {message}")));
         }
         tracing::debug!(warning = %message, "jpeg decoded with a warning");

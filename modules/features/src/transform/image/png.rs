@@ -1,7 +1,9 @@
 //! PNG decoding (pure Rust), converted to RGB the way Pillow's
 //! `Image.open(..).convert("RGB")` converts: palettes are looked up, gray is
 //! replicated, low bit depths are scaled up, alpha is dropped (not blended)
-//! and 16-bit samples keep their high byte.
+//! and 16-bit colour samples keep their high byte. One deliberate
+//! difference: Pillow opens 16-bit grayscale as `I;16` and clips it to 255
+//! when converting; here it keeps the high byte like every other 16-bit PNG.
 
 use std::io::Cursor;
 
@@ -20,7 +22,11 @@ pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 /// pixel buffer is allocated. Only the first frame of an APNG is read, as
 /// Pillow reads it by default.
 pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    // The decoder's own allocation cap (64 MiB by default) follows the
+    // pixel limit: room for 16-bit RGBA rows plus the output.
+    let limit = usize::try_from(max_pixels.saturating_mul(16)).unwrap_or(usize::MAX);
+    let mut decoder =
+        png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit });
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(decode_error)?;
     let (width, height) = (reader.info().width, reader.info().height);
