@@ -47,7 +47,7 @@ pub enum ClientError {
         message: String,
     },
     /// The request failed on the way.
-    #[error("registry request failed: {0}")]
+    #[error("registry request failed")]
     Transport(#[from] reqwest::Error),
     /// Local files.
     #[error("{0}")]
@@ -230,10 +230,11 @@ impl RestClient {
         let mut parts: Vec<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> =
             Vec::new();
         let text = |s: String| stream::once(async move { Ok(Bytes::from(s)) }).boxed();
-        parts.push(text(format!(
+        let metadata_part = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{metadata}\r\n"
-        )));
-        let mut length = parts_len(&boundary, &metadata.to_string());
+        );
+        let mut length = metadata_part.len() as u64;
+        parts.push(text(metadata_part));
         for file in files {
             let head = format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
@@ -271,7 +272,6 @@ impl RestClient {
         progress: Progress,
     ) -> Result<()> {
         let path = file["path"].as_str().unwrap_or_default();
-        let expected = file["sha256"].as_str().unwrap_or_default();
         let url = self.url(&format!("models/{name}/versions/{version}/files/{path}"));
         let response = Self::check(self.http.get(url).send().await?).await?;
         if let Some(dir) = dest.parent() {
@@ -279,32 +279,13 @@ impl RestClient {
                 .await
                 .map_err(|e| io("cannot create", dir, e))?;
         }
-        let partial = dest.with_extension("partial");
-        let mut out = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|e| io("cannot create", &partial, e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| io("cannot write", &partial, e))?;
-            progress(chunk.len() as u64);
-        }
-        out.flush()
-            .await
-            .map_err(|e| io("cannot write", &partial, e))?;
-        drop(out);
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected || Some(size) != file["size"].as_u64() {
+        let mut partial = dest.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let written = write_verified(response, &partial, path, file, progress).await;
+        if let Err(err) = written {
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(ClientError::Io(format!(
-                "'{path}' arrived corrupted: sha256 {actual} ({size} bytes), expected {expected}"
-            )));
+            return Err(err);
         }
         tokio::fs::rename(&partial, dest)
             .await
@@ -312,9 +293,38 @@ impl RestClient {
     }
 }
 
-fn parts_len(boundary: &str, metadata: &str) -> u64 {
-    format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{metadata}\r\n"
-    )
-    .len() as u64
+/// Streams a download into `partial`, checking its sha256 and size.
+async fn write_verified(
+    response: reqwest::Response,
+    partial: &Path,
+    path: &str,
+    file: &Value,
+    progress: Progress,
+) -> Result<()> {
+    let expected = file["sha256"].as_str().unwrap_or_default();
+    let mut out = tokio::fs::File::create(partial)
+        .await
+        .map_err(|e| io("cannot create", partial, e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| io("cannot write", partial, e))?;
+        progress(chunk.len() as u64);
+    }
+    out.flush()
+        .await
+        .map_err(|e| io("cannot write", partial, e))?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected || Some(size) != file["size"].as_u64() {
+        return Err(ClientError::Io(format!(
+            "'{path}' arrived corrupted: sha256 {actual} ({size} bytes), expected {expected}"
+        )));
+    }
+    Ok(())
 }
