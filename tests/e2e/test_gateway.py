@@ -230,3 +230,38 @@ def test_errors_keep_their_codes_through_the_gateway(topo, key):
     r = get(port(topo), "/v2/nothing/here", headers=auth(key))
     assert r.status == 404, r
     r.error()
+
+
+def test_overload_is_shed_with_503_and_retry_after(topo, key):
+    """`slow` queues at most 8 requests per inference process: a burst far
+    above that gets typed 503s with Retry-After, never a hang."""
+    from concurrent.futures import ThreadPoolExecutor
+    body, _ = slow_request(batch=1)
+
+    def one(_):
+        return post(port(topo), "/v2/models/slow/infer", body, headers=auth(key), timeout=60)
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(one, range(64)))
+    statuses = [r.status for r in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    shed = [r for r in answers if r.status == 503]
+    assert shed, "a burst of 64 over queues of 8 sheds some"
+    assert statuses.count(200) >= 8
+    for r in shed:
+        assert "queue" in r.error(), r
+        assert int(r.headers["retry-after"]) >= 1
+
+
+def test_gateway_metrics(topo, key):
+    post(port(topo), "/v2/models/simple/infer", simple_json(1)[0], headers={})
+    text = get(topo.gateway.metrics_port, "/metrics").body.decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("mlserve_gateway_"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['mlserve_gateway_requests_total{class="401"}'] >= 1
+    assert samples['mlserve_gateway_requests_total{class="2xx"}'] >= 1
+    healthy = [v for k, v in samples.items() if k.startswith("mlserve_gateway_endpoint_healthy")]
+    assert len(healthy) == (1 if topo.kind == "all_in_one" else 2) and all(v == 1 for v in healthy)

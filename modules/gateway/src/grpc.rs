@@ -107,7 +107,17 @@ where
             let served = ctx.clone();
             let mut response = ctx.scope(inner.call(request)).await?;
             response_headers(response.headers_mut(), &served, decision.as_ref());
-            gateway.metrics.request(200);
+            // A failed unary call answers "trailers only": grpc-status in the headers.
+            let status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|code| *code != 0)
+                .map_or(200, |code| {
+                    mlserve_proto::ErrorCode::from_grpc(tonic::Code::from_i32(code)).http_status()
+                });
+            gateway.metrics.request(status);
             Ok(response)
         })
     }
