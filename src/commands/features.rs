@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mlserve_common::Config;
-use mlserve_features::{catalog, export, files, values};
+use mlserve_features::{catalog, export, files, parquet_io, values};
 use mlserve_proto::features::*;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
@@ -232,19 +232,27 @@ async fn ingest(
     ts_column: &str,
     batch: usize,
 ) -> Result<()> {
-    if file.extension().is_some_and(|e| e == "parquet") {
-        bail!("Parquet ingestion is not built into this binary; convert to CSV");
-    }
     let views = client.list_feature_views().await?;
     let definition = views
         .iter()
         .find(|v| v.name == view)
         .with_context(|| format!("unknown feature view '{view}'"))?;
     let entities = client.list_entities().await?;
-    let text = tokio::fs::read_to_string(file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
-    let rows = files::rows_from_csv(&text, definition, &entities, ts_column)?;
+    let rows = if file.extension().is_some_and(|e| e == "parquet") {
+        let data = tokio::fs::read(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        let (definition, ts_column) = (definition.clone(), ts_column.to_string());
+        tokio::task::spawn_blocking(move || {
+            parquet_io::rows_from_parquet(data, &definition, &entities, &ts_column)
+        })
+        .await??
+    } else {
+        let text = tokio::fs::read_to_string(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        files::rows_from_csv(&text, definition, &entities, ts_column)?
+    };
     let progress = bar(rows.len() as u64, &format!("ingest {view}"));
     let mut total = 0;
     for chunk in rows.chunks(batch) {
@@ -328,9 +336,10 @@ async fn history(
         rows.push(row);
     }
     let format = match out.extension().and_then(|e| e.to_str()) {
-        Some("csv") => export::Format::Csv,
-        Some("json" | "jsonl" | "ndjson") => export::Format::Ndjson,
-        _ => bail!("--out must end in .csv, .json or .jsonl"),
+        Some("csv") => Some(export::Format::Csv),
+        Some("json" | "jsonl" | "ndjson") => Some(export::Format::Ndjson),
+        Some("parquet") => None,
+        _ => bail!("--out must end in .csv, .json, .jsonl or .parquet"),
     };
     let keys = export::key_columns(
         rows.first()
@@ -347,6 +356,23 @@ async fn history(
             entities: rows,
         })
         .await?;
+    let Some(format) = format else {
+        let columns = parquet_columns(client, &keys, &features).await?;
+        let mut table = Vec::new();
+        while let Some(row) = stream.next().await {
+            table.push(export::parquet_cells(&row?, &keys));
+            progress.inc(1);
+        }
+        let (path, written) = (out.to_path_buf(), table.len());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            Ok(parquet_io::write_parquet(file, &columns, &table)?)
+        })
+        .await??;
+        progress.finish();
+        println!("wrote {written} rows to {}", out.display());
+        return Ok(());
+    };
     let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(out).await?);
     if format == export::Format::Csv {
         file.write_all(export::csv_header(&keys, &features).as_bytes())
@@ -367,4 +393,34 @@ async fn history(
     progress.finish();
     println!("wrote {written} rows to {}", out.display());
     Ok(())
+}
+
+/// Parquet column types of a training set: the time, the join keys (their
+/// entities' types), the features (their fields' types).
+async fn parquet_columns(
+    client: &RemoteFeatures,
+    keys: &[String],
+    features: &[String],
+) -> Result<Vec<(String, String)>> {
+    let entities = client.list_entities().await?;
+    let views = client.list_feature_views().await?;
+    let mut columns = vec![("event_ts".to_string(), "timestamp".to_string())];
+    for key in keys {
+        let dtype = entities
+            .iter()
+            .find(|e| e.join_keys.contains(key))
+            .map_or("string", |e| e.value_type.as_str());
+        columns.push((key.clone(), dtype.to_string()));
+    }
+    for reference in features {
+        let (view, feature) = reference.split_once(':').unwrap_or(("", reference));
+        let dtype = views
+            .iter()
+            .filter(|v| v.name == view)
+            .flat_map(|v| v.fields.iter())
+            .find(|f| f.name == feature)
+            .map_or("string", |f| f.dtype.as_str());
+        columns.push((reference.clone(), dtype.to_string()));
+    }
+    Ok(columns)
 }

@@ -74,7 +74,12 @@ pub async fn local(config: &mlserve_common::Config) -> Result<Arc<LocalFeatures>
 pub async fn start(node: &mut Node) -> Result<()> {
     let local = local(&node.config).await?;
     tracing::info!(online_store = local.online_store(), "features role started");
-    let client: FeaturesClient = local;
+    let stats = Arc::new(mlserve_features::metrics::Stats::default());
+    let client: FeaturesClient = Arc::new(mlserve_features::metrics::Metered::new(
+        local,
+        stats.clone(),
+    ));
+    node.metrics.push(Arc::new(move || stats.render()));
     let max_body = node.config.server.http_max_body_bytes;
     node.add_routes(mlserve_features::http::routes(client.clone(), max_body));
     node.grpc

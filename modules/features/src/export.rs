@@ -86,6 +86,16 @@ pub fn csv_line(row: &HistoricalRow, keys: &[String]) -> String {
     cols.join(",") + "\n"
 }
 
+/// One row as Parquet cells: the time, the join keys, the features.
+pub fn parquet_cells(row: &HistoricalRow, keys: &[String]) -> Vec<Value> {
+    let mut cells = vec![Value::from(row.event_ts)];
+    for k in keys {
+        cells.push(row.keys.get(k).map_or(Value::Null, |v| value(v)));
+    }
+    cells.extend(row.values_json.iter().map(|v| value(v)));
+    cells
+}
+
 /// The join key columns of a training set: the first row's keys, sorted.
 pub fn key_columns(first: Option<&HistoricalRow>) -> Vec<String> {
     let mut keys: Vec<String> = first

@@ -83,18 +83,15 @@ fn typed(cell: &str, dtype: &str, column: &str, line: usize) -> Result<Value> {
     })
 }
 
-/// Turns CSV text into rows of `view`: every join key and the timestamp
-/// column are required; other columns must be fields of the view.
-pub fn rows_from_csv(
-    text: &str,
-    view: &FeatureView,
-    entities: &[Entity],
+/// Checks a file's columns against `view`: every column is the timestamp
+/// column, a join key or a field. Returns the timestamp column's index and
+/// the type of every other column.
+pub fn plan_columns<'a>(
+    header: &[String],
+    view: &'a FeatureView,
+    entities: &'a [Entity],
     timestamp_column: &str,
-) -> Result<Vec<Row>> {
-    let records = parse_csv(text)?;
-    let Some((header, body)) = records.split_first() else {
-        return Ok(Vec::new());
-    };
+) -> Result<(usize, HashMap<&'a str, &'a str>)> {
     let mut types: HashMap<&str, &str> = HashMap::new();
     for name in &view.entities {
         let entity = entities
@@ -111,15 +108,31 @@ pub fn rows_from_csv(
     let ts_index = header
         .iter()
         .position(|h| h == timestamp_column)
-        .ok_or_else(|| invalid(format!("CSV has no timestamp column '{timestamp_column}'")))?;
+        .ok_or_else(|| invalid(format!("no timestamp column '{timestamp_column}'")))?;
     for (i, name) in header.iter().enumerate() {
         if i != ts_index && !types.contains_key(name.as_str()) {
             return Err(invalid(format!(
-                "CSV column '{name}' is neither a join key nor a field of '{}'",
+                "column '{name}' is neither a join key nor a field of '{}'",
                 view.name
             )));
         }
     }
+    Ok((ts_index, types))
+}
+
+/// Turns CSV text into rows of `view`: every join key and the timestamp
+/// column are required; other columns must be fields of the view.
+pub fn rows_from_csv(
+    text: &str,
+    view: &FeatureView,
+    entities: &[Entity],
+    timestamp_column: &str,
+) -> Result<Vec<Row>> {
+    let records = parse_csv(text)?;
+    let Some((header, body)) = records.split_first() else {
+        return Ok(Vec::new());
+    };
+    let (ts_index, types) = plan_columns(header, view, entities, timestamp_column)?;
     let mut rows = Vec::with_capacity(body.len());
     for (n, record) in body.iter().enumerate() {
         let line = n + 2;
