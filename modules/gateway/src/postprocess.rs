@@ -59,7 +59,7 @@ impl Output {
                 rows: values.into_iter().map(|v| vec![v]).collect(),
             });
         }
-        if values.len() % batch != 0 {
+        if !values.len().is_multiple_of(batch) {
             return Err(internal(format!(
                 "output '{}' has {} values for batch {batch}",
                 tensor.name,

@@ -141,7 +141,8 @@ impl RateLimiter {
             .set_policy(ReconnectPolicy::new_constant(0, 500))
             .build()
             .map_err(|e| format!("redis client: {e}"))?;
-        let _ = client.connect();
+        // The connection task runs on its own; dropping its handle detaches it.
+        drop(client.connect());
         Ok(RateLimiter {
             local: Mutex::new(HashMap::new()),
             redis: Some(client),
