@@ -238,12 +238,16 @@ impl Follower {
             &model.name,
             &format!("version {version} was refused: {err}"),
         );
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(model.name.clone())
-            .or_default()
-            .failed = Some(version);
+        if !err.is_transient() {
+            // A bad artifact is not retried by polls until the alias moves;
+            // a network or disk failure is.
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(model.name.clone())
+                .or_default()
+                .failed = Some(version);
+        }
         self.cache.remove_stage(&model.name, version).await;
         self.publish(Event::ModelSyncFailed {
             model: model.name.clone(),
