@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use bytes::BytesMut;
+use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
 use mlserve_common::config::{ArtifactBackend, RegistryConfig};
 use object_store::aws::AmazonS3Builder;
@@ -15,6 +16,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, WriteMultipart};
 
 use crate::error::{RegistryError, Result};
+use mlserve_proto::registry::CHUNK_BYTES;
 
 /// Part size of multipart uploads (S3 needs at least 5 MiB per part).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -127,12 +129,15 @@ impl Artifacts {
         })
     }
 
-    /// Streams the object at `relative`.
+    /// Streams the object at `relative` in chunks of about
+    /// [`CHUNK_BYTES`] (stores hand out small pieces, 8 KiB for local files;
+    /// one gRPC message or HTTP chunk each would be wasteful).
     pub async fn read(
         &self,
         relative: &str,
     ) -> Result<BoxStream<'static, object_store::Result<Bytes>>> {
-        Ok(self.store.get(&self.key(relative)).await?.into_stream())
+        let inner = self.store.get(&self.key(relative)).await?.into_stream();
+        Ok(coalesce(inner, CHUNK_BYTES))
     }
 
     /// Every object under `relative` (a `models/...` prefix).
@@ -161,5 +166,58 @@ impl Artifacts {
             self.delete(&meta.location).await?;
         }
         Ok(objects.len())
+    }
+}
+
+/// Joins small chunks of `inner` into chunks of at least `size` bytes (the
+/// last one may be shorter); at most about `size` bytes are buffered.
+fn coalesce(
+    inner: BoxStream<'static, object_store::Result<Bytes>>,
+    size: usize,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    stream::unfold(Some(inner), move |inner| async move {
+        let mut inner = inner?;
+        let mut buffer = BytesMut::new();
+        loop {
+            match inner.next().await {
+                Some(Ok(chunk)) if buffer.is_empty() && chunk.len() >= size => {
+                    return Some((Ok(chunk), Some(inner)));
+                }
+                Some(Ok(chunk)) => {
+                    buffer.extend_from_slice(&chunk);
+                    if buffer.len() >= size {
+                        return Some((Ok(buffer.freeze()), Some(inner)));
+                    }
+                }
+                Some(Err(err)) => return Some((Err(err), None)),
+                None if buffer.is_empty() => return None,
+                None => return Some((Ok(buffer.freeze()), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn small_chunks_are_joined_and_nothing_is_lost() {
+        let pieces: Vec<object_store::Result<Bytes>> =
+            (0..25u8).map(|i| Ok(Bytes::from(vec![i; 10]))).collect();
+        let out: Vec<Bytes> = coalesce(stream::iter(pieces).boxed(), 64)
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert_eq!(
+            out.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [70, 70, 70, 40]
+        );
+        let joined: Vec<u8> = out.concat();
+        assert_eq!(
+            joined,
+            (0..25u8).flat_map(|i| vec![i; 10]).collect::<Vec<_>>()
+        );
     }
 }

@@ -302,9 +302,10 @@ async fn write_verified(
     progress: Progress,
 ) -> Result<()> {
     let expected = file["sha256"].as_str().unwrap_or_default();
-    let mut out = tokio::fs::File::create(partial)
+    let file_out = tokio::fs::File::create(partial)
         .await
         .map_err(|e| io("cannot create", partial, e))?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file_out);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut body = response.bytes_stream();
