@@ -12,6 +12,7 @@
 //! tokenizer, padded to 128. Prints a table and writes it to
 //! bench/results/<date>/transforms.md.
 
+#[allow(dead_code)]
 #[path = "../tests/support/python.rs"]
 mod support;
 

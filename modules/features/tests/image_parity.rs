@@ -2,6 +2,7 @@
 //! (scripts/reference/image_reference.py, run from the repository's .venv),
 //! and its typed errors.
 
+#[allow(dead_code)]
 #[path = "support/python.rs"]
 mod support;
 

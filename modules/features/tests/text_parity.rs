@@ -2,6 +2,7 @@
 //! (scripts/reference/text_reference.py, run from the repository's .venv)
 //! on the real all-MiniLM-L6-v2 BERT WordPiece tokenizer, and its errors.
 
+#[allow(dead_code)]
 #[path = "support/python.rs"]
 mod support;
 

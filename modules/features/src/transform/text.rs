@@ -215,7 +215,7 @@ impl TextTransform {
             None => (tokenizer.token_to_id("[PAD]").unwrap_or(0), 0),
         };
         tokenizer.with_padding(None);
-        let truncation = spec.truncation.then(|| TruncationParams {
+        let truncation = spec.truncation.then_some(TruncationParams {
             max_length: spec.max_length,
             strategy: TruncationStrategy::LongestFirst,
             stride: 0,

@@ -1,8 +1,7 @@
 //! Running the repository's Python (.venv, made by scripts/setup.sh) from
 //! the transform tests and the transform benchmark. Missing Python is a
-//! failure, never a skip.
-
-#![allow(dead_code)]
+//! failure, never a skip. Include it with `#[allow(dead_code)] #[path = ...]
+//! mod support;`: each user takes a part.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
