@@ -219,6 +219,11 @@ fn bad_and_oversized_images_get_typed_errors() {
         assert_eq!(err.code().http_status(), 413);
     }
 
+    // A thin strip resized by its shorter side would explode: refused.
+    let strip = thin_png(&dir);
+    let err = image::transform(&spec, &strip).expect_err("resized over max_pixels");
+    assert_eq!(err.code(), ErrorCode::PayloadTooLarge, "{err}");
+
     let bad_spec = ImageSpec {
         std: [0.0, 1.0, 1.0],
         ..spec.clone()
@@ -276,4 +281,16 @@ fn cmyk_jpeg(dir: &Path) -> Vec<u8> {
         "import sys; from PIL import Image; Image.new('CMYK', (64, 48), (10, 200, 30, 5)).save(sys.argv[1])",
     ]).arg(&path));
     std::fs::read(path).expect("cmyk jpeg")
+}
+
+/// A 2000x1 PNG: its shorter side resized to 256 makes 512000x256 pixels.
+fn thin_png(dir: &Path) -> Vec<u8> {
+    let path = dir.join("thin.png");
+    run(Command::new(python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; Image.new('RGB', (2000, 1), (1, 2, 3)).save(sys.argv[1])",
+        ])
+        .arg(&path));
+    std::fs::read(path).expect("thin png")
 }

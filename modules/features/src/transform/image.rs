@@ -244,6 +244,13 @@ impl ImageSpec {
     /// The `[H, W]` an image of `width` x `height` ends up with.
     fn output_window(&self, width: u32, height: u32) -> Result<(u32, u32, Window), ImageError> {
         let (rw, rh) = self.resized_size(width, height);
+        // A very thin image resized by its shorter side grows without bound.
+        if rw as u64 * rh as u64 > self.max_pixels {
+            return Err(ImageError::TooLarge(format!(
+                "a {width}x{height} image resized to {rw}x{rh} is over the limit of {} pixels",
+                self.max_pixels
+            )));
+        }
         let [ch, cw] = if self.crop == [0, 0] {
             [rh, rw]
         } else {
