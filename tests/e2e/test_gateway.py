@@ -77,14 +77,20 @@ def test_probes_need_no_credentials(topo):
     assert get(port(topo), "/v2/health/live").status == 200
 
 
+def triton_inputs(module, arrays):
+    """tritonclient InferInputs (http or grpc module) of INT32 arrays."""
+    inputs = []
+    for name, arr in arrays.items():
+        t = module.InferInput(name, arr.shape, "INT32")
+        t.set_data_from_numpy(arr)
+        inputs.append(t)
+    return inputs
+
+
 def test_v2_http_through_the_gateway_with_tritonclient(topo, key):
     client = httpclient.InferenceServerClient(topo.http_url)
     ins = simple_inputs(2, seed=3)
-    inputs = []
-    for name, arr in ins.items():
-        t = httpclient.InferInput(name, arr.shape, "INT32")
-        t.set_data_from_numpy(arr, binary_data=True)
-        inputs.append(t)
+    inputs = triton_inputs(httpclient, ins)
     result = client.infer("simple", inputs, headers=auth(key))
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), ins["INPUT0"] + ins["INPUT1"])
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), ins["INPUT0"] - ins["INPUT1"])
@@ -95,11 +101,7 @@ def test_v2_http_through_the_gateway_with_tritonclient(topo, key):
 def test_v2_grpc_through_the_gateway_with_tritonclient(topo, key):
     client = grpcclient.InferenceServerClient(topo.grpc_url)
     ins = simple_inputs(3, seed=4)
-    inputs = []
-    for name, arr in ins.items():
-        t = grpcclient.InferInput(name, arr.shape, "INT32")
-        t.set_data_from_numpy(arr)
-        inputs.append(t)
+    inputs = triton_inputs(grpcclient, ins)
     result = client.infer("simple", inputs, headers={"authorization": f"Bearer {key}"}, client_timeout=30)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), ins["INPUT0"] + ins["INPUT1"])
     assert client.is_server_ready(), "readiness needs no credentials"
@@ -179,6 +181,18 @@ def test_canary_split_proportions_determinism_promote_rollback(topo, key):
     first = {rid: canary_infer(p, key, rid).headers["x-mlserve-model-version"] for rid in (f"fixed-{i}" for i in range(20))}
     again = {rid: canary_infer(p, key, rid).headers["x-mlserve-model-version"] for rid in first}
     assert first == again, "the same request id always lands on the same version"
+    # Over gRPC the split follows the OIP request id.
+    client = grpcclient.InferenceServerClient(topo.grpc_url)
+    x = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    grpc_auth = {"authorization": f"Bearer {key}"}
+
+    def grpc_version(rid):
+        return client.infer("canary", [x], request_id=rid, headers=grpc_auth).get_response().model_version
+
+    by_id = {f"g-{i}": grpc_version(f"g-{i}") for i in range(200)}
+    assert 40 - 5 * 5.66 < sum(v == "2" for v in by_id.values()) < 40 + 5 * 5.66, by_id
+    assert all(grpc_version(rid) == v for rid, v in list(by_id.items())[:20])
     # An explicit version bypasses the split.
     r = post(p, "/v2/models/canary/versions/1/infer",
              {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}, headers=auth(key))

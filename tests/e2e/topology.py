@@ -12,12 +12,12 @@ process is started once it logged `gateway ready` and its
 `/v2/health/ready` answers 200 (some inference endpoint is ready).
 """
 
-import http.client
 import os
 import re
 import subprocess
 import time
 
+from helpers import get
 from server import REPO_ROOT, Server, ServerStartError, server_binary
 
 _GATEWAY = re.compile(r'\bservice"?[=:]\s*"?gateway-(http|grpc)\b')
@@ -55,11 +55,7 @@ class GatewayProcess(Server):
     @staticmethod
     def _gateway_ready(port):
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/v2/health/ready")
-            status = conn.getresponse().status
-            conn.close()
-            return status == 200
+            return get(port, "/v2/health/ready", timeout=5).status == 200
         except OSError:
             return False
 
