@@ -279,3 +279,33 @@ def test_gateway_metrics(topo, key):
     assert samples['mlserve_gateway_requests_total{class="2xx"}'] >= 1
     healthy = [v for k, v in samples.items() if k.startswith("mlserve_gateway_endpoint_healthy")]
     assert len(healthy) == (1 if topo.kind == "all_in_one" else 2) and all(v == 1 for v in healthy)
+
+
+def test_grpc_answers_carry_version_and_rate_limit_metadata(topo):
+    import grpc
+    import tritonclient.grpc.service_pb2 as pb
+    import tritonclient.grpc.service_pb2_grpc as pb_grpc
+    limited = topo.keys("create", "--name", f"grpc-{uuid.uuid4().hex[:6]}", "--rate", "0.05", "--burst", "2").strip()
+    channel = grpc.insecure_channel(topo.grpc_url)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    request = pb.ModelInferRequest(model_name="canary", id="grpc-meta")
+    tensor = request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 2])
+    tensor.contents.fp32_contents.extend([1.0, 2.0])
+    metadata = [("authorization", f"Bearer {limited}"), ("x-request-id", "grpc-meta")]
+    remaining = []
+    for _ in range(2):
+        response, call = stub.ModelInfer.with_call(request, metadata=metadata, timeout=30)
+        headers = dict(call.initial_metadata())
+        assert headers["x-mlserve-model-version"] == response.model_version
+        assert headers["ratelimit-limit"] == "2"
+        remaining.append(headers["ratelimit-remaining"])
+    assert remaining == ["1", "0"]
+    try:
+        stub.ModelInfer(request, metadata=metadata, timeout=30)
+        raise AssertionError("the third call must be rate limited")
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+        trailers = {**dict(err.initial_metadata() or ()), **dict(err.trailing_metadata() or ())}
+        assert trailers.get("mlserve-error-code") == "rate_limited", trailers
+        assert int(trailers["retry-after"]) >= 1
+    channel.close()
