@@ -429,3 +429,7 @@ impl RegistryService for LocalRegistry {
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "service_more_tests.rs"]
+mod more_tests;

@@ -27,8 +27,11 @@ async fn over_grpc(local: RegistryClient) -> RegistryClient {
     Arc::new(connect_registry(&format!("http://{addr}"), Duration::from_secs(5)).unwrap())
 }
 
+/// A file of an upload: path, bytes, expected sha256 ("" = none).
+type FileSpec<'a> = (&'a str, &'a [u8], &'a str);
+
 /// Files as an upload stream, cut into 1000-byte chunks.
-fn files(list: &[(&str, &[u8], &str)]) -> UploadStream {
+pub(super) fn files(list: &[(&str, &[u8], &str)]) -> UploadStream {
     let mut items = Vec::new();
     for (path, bytes, sha) in list {
         items.push(Ok(UploadItem::File(pb::FileHeader {
@@ -42,7 +45,7 @@ fn files(list: &[(&str, &[u8], &str)]) -> UploadStream {
     Box::pin(tokio_stream::iter(items))
 }
 
-fn header(name: &str) -> pb::CreateVersionRequest {
+pub(super) fn header(name: &str) -> pb::CreateVersionRequest {
     pb::CreateVersionRequest {
         name: name.into(),
         created_by: "ci".into(),
@@ -66,7 +69,12 @@ async fn refused(
         .expect_err("upload accepted")
 }
 
-async fn download(client: &RegistryClient, name: &str, version: u64, path: &str) -> Vec<u8> {
+pub(super) async fn download(
+    client: &RegistryClient,
+    name: &str,
+    version: u64,
+    path: &str,
+) -> Vec<u8> {
     let (file, mut stream) = client.download(name, version, path).await.unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -131,7 +139,7 @@ async fn suite(client: &RegistryClient) {
     let escaping = onnx_bytes(Some("../../etc/passwd"));
     let dangling = onnx_bytes(Some("missing.bin"));
     let big = vec![1u8; 1024 * 1024 + 1];
-    let cases: Vec<(Vec<(&str, &[u8], &str)>, ErrorCode, &str)> = vec![
+    let cases: Vec<(Vec<FileSpec>, ErrorCode, &str)> = vec![
         (
             vec![("model.onnx", &plain, &zeros)],
             ErrorCode::BadRequest,
@@ -463,79 +471,4 @@ async fn local_and_grpc_on_postgres_and_s3() {
     let (local, artifacts) = postgres_s3_registry(&s3, "grpc").await;
     suite(&over_grpc(local).await).await;
     no_objects_left(&artifacts).await;
-}
-
-#[tokio::test]
-async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
-    let (registry, artifacts, dir) = local_registry().await;
-    let client: RegistryClient = registry.clone();
-    client
-        .create_model(pb::CreateModelRequest {
-            name: "m".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let kept = client
-        .create_version(header("m"), files(&[("model.onnx", &onnx_bytes(None), "")]))
-        .await
-        .unwrap();
-    // A crash between the artifact write and the commit leaves a pending row
-    // and its objects; nobody sees the version.
-    let store = registry.store();
-    let pending = store
-        .begin_version("m", &crate::store::NewVersion::default(), "crashed")
-        .await
-        .unwrap();
-    let mut writer = artifacts
-        .writer(&format!("{}/model.onnx", pending.prefix))
-        .await
-        .unwrap();
-    writer.write(Bytes::from(onnx_bytes(None))).await.unwrap();
-    writer.finish().await.unwrap();
-    let stray = artifacts
-        .writer("models/m/9/orphan/model.onnx")
-        .await
-        .unwrap();
-    stray.finish().await.unwrap();
-    assert_eq!(
-        client
-            .get_version("m", pending.version)
-            .await
-            .unwrap_err()
-            .code,
-        ErrorCode::NotFound
-    );
-    // Within the grace period nothing is touched.
-    assert_eq!(
-        registry
-            .collect_garbage("models/", Duration::from_secs(3600))
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(artifacts.list("models/").await.unwrap().len(), 3);
-    // After it, the pending upload fails and both orphans go.
-    assert_eq!(
-        registry
-            .collect_garbage("models/", Duration::ZERO)
-            .await
-            .unwrap(),
-        2
-    );
-    let left = artifacts.list("models/").await.unwrap();
-    assert_eq!(left.len(), 1);
-    assert!(artifacts
-        .relative(&left[0].location)
-        .starts_with(&format!("models/m/{}/", kept.version)));
-    assert_eq!(
-        download(&client, "m", kept.version, "model.onnx").await,
-        onnx_bytes(None)
-    );
-    // A late commit of the collected upload is refused.
-    assert!(store
-        .commit_version("m", pending.version, &[])
-        .await
-        .is_err());
-    let _ = std::fs::remove_dir_all(dir);
 }
