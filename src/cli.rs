@@ -59,6 +59,16 @@ pub struct Cli {
     /// Cores for ONNX Runtime across all instances, 0 for the rest (inference.cpu_threads).
     #[arg(long)]
     pub cpu_threads: Option<usize>,
+    /// gRPC endpoint of the registry the inference role follows, when the
+    /// registry role is not in this process (inference.registry_endpoint).
+    #[arg(long)]
+    pub registry_endpoint: Option<String>,
+    /// Seconds between checks of followed aliases, 0 for events only (inference.registry_poll_secs).
+    #[arg(long)]
+    pub registry_poll_secs: Option<f64>,
+    /// memory | redis: the event bus (events.backend).
+    #[arg(long)]
+    pub events_backend: Option<String>,
     /// Gateway HTTP port, 0 for any free port (gateway.http_port).
     #[arg(long)]
     pub gateway_http_port: Option<u16>,
@@ -106,6 +116,9 @@ impl Cli {
         set!("inference.repository_poll_secs", self.repository_poll_secs);
         set!("inference.onnxruntime_library", self.onnxruntime_library);
         set!("inference.cpu_threads", self.cpu_threads);
+        set!("inference.registry_endpoint", self.registry_endpoint);
+        set!("inference.registry_poll_secs", self.registry_poll_secs);
+        set!("events.backend", self.events_backend);
         set!("log.level", self.log_level);
         set!("gateway.http_port", self.gateway_http_port);
         set!("gateway.grpc_port", self.gateway_grpc_port);

@@ -262,10 +262,12 @@ def split(tmp_path, events, poll_secs=0.0):
     registry = Server(ready_path="/v1/registry/models").start(
         repo, "--config", reg_config, "--role", "registry")
     try:
-        inf_config = write_config(tmp_path / "inference.toml", tmp_path / "inference-data", events,
-                                  registry_endpoint=f"http://127.0.0.1:{registry.grpc_port}",
-                                  poll_secs=poll_secs)
-        return registry, start_server(repo, "--config", inf_config, "--role", "inference")
+        inf_config = write_config(tmp_path / "inference.toml", tmp_path / "inference-data", events)
+        # the endpoint and the poll interval as flags (they override the file)
+        return registry, start_server(
+            repo, "--config", inf_config, "--role", "inference",
+            "--registry-endpoint", f"http://127.0.0.1:{registry.grpc_port}",
+            "--registry-poll-secs", str(poll_secs))
     except BaseException:
         registry.stop()
         raise
