@@ -54,6 +54,15 @@ fn json_response(status: StatusCode, value: Value) -> Response {
     (status, Json(value)).into_response()
 }
 
+/// One page of a list: `{"<key>": [...], "next_page_token": "..."}`.
+fn page_response<T>(key: &str, items: &[T], view: fn(&T) -> Value, next: String) -> Response {
+    let items: Vec<Value> = items.iter().map(view).collect();
+    json_response(
+        StatusCode::OK,
+        json!({ key: items, "next_page_token": next }),
+    )
+}
+
 fn user(headers: &HeaderMap) -> String {
     headers
         .get(USER_HEADER)
@@ -180,10 +189,11 @@ async fn list_models(
                     limit: q.limit,
                 })
                 .await?;
-            let models: Vec<Value> = page.models.iter().map(views::model).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"models": models, "next_page_token": page.next_page_token}),
+            Ok(page_response(
+                "models",
+                &page.models,
+                views::model,
+                page.next_page_token,
             ))
         }
         .await,
@@ -251,10 +261,11 @@ async fn list_versions(
                     limit: q.limit,
                 })
                 .await?;
-            let versions: Vec<Value> = page.versions.iter().map(views::version).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"versions": versions, "next_page_token": page.next_page_token}),
+            Ok(page_response(
+                "versions",
+                &page.versions,
+                views::version,
+                page.next_page_token,
             ))
         }
         .await,
@@ -413,10 +424,11 @@ async fn alias_history(
                     limit: q.limit,
                 })
                 .await?;
-            let moves: Vec<Value> = page.moves.iter().map(views::alias_move).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"moves": moves, "next_page_token": page.next_page_token}),
+            Ok(page_response(
+                "moves",
+                &page.moves,
+                views::alias_move,
+                page.next_page_token,
             ))
         }
         .await,
