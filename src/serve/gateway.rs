@@ -25,6 +25,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
             &node.config,
             node.clients.inference.clone(),
             node.clients.features.clone(),
+            node.clients.registry.clone(),
             node.shutdown.signal(),
         )
         .await?,

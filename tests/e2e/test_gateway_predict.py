@@ -5,6 +5,7 @@ pipeline (`[gateway.pipelines.<model>]`)."""
 
 import base64
 import io
+import json
 import time
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def write_tokenizer(path):
 def predict_repo(models_repo, tmp_path_factory):
     repo = copy_models(models_repo, tmp_path_factory.mktemp("predict_models"), ["tabular"])
     write_color_model(repo)
+    # The same model under a name whose pipeline only the registry declares.
+    import shutil
+    shutil.copytree(repo / "colors", repo / "colors_reg")
     write_length_model(repo)
     write_tokenizer(repo / "tokenizer.json")
     return repo
@@ -122,6 +126,8 @@ def user_rows(topo, predict_repo):
     ok(post(port, "/v1/features/pipelines", {"model": "tabular", "kind": "tabular", "spec_json": {
         "kind": "tabular", "output": "input", "features": features}}))
     ok(post(port, "/v1/features/pipelines", {"model": "colors", "kind": "image", "spec_json": {
+        "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
+    ok(post(port, "/v1/features/pipelines", {"model": "colors_reg", "kind": "image", "spec_json": {
         "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
     ok(post(port, "/v1/features/pipelines", {"model": "text_len", "kind": "text", "spec_json": {
         "kind": "text", "text": {"tokenizer": str(predict_repo / "tokenizer.json"), "max_length": 8}}}))
@@ -193,6 +199,25 @@ def test_predict_text(topo, user_rows):
     assert [p["value"] for p in answer["predictions"]] == [4.0, 3.0, 8.0]
     answer = ok(post(port, "/v1/models/text_len:predict", {"text": "hello"}))
     assert answer["predictions"] == [{"value": 3.0}]
+
+
+def test_predict_pipeline_declared_in_the_registry(topo, user_rows):
+    """Without [gateway.pipelines.colors_reg], the registered model's tag
+    `mlserve.pipeline` declares it: all-in-one has the registry role; the
+    split topology here runs no registry, so the model has no pipeline (404)."""
+    port = topo.gateway.gateway_http_port
+    body = {"image": base64.b64encode(png((5, 5, 230))).decode()}
+    if topo.kind == "all_in_one":
+        tag = json.dumps({"output": "logits", "postprocess": "softmax_topk", "top_k": 2,
+                          "labels": ["R", "G", "B"]})
+        created = post(topo.gateway.http_port, "/v1/registry/models",
+                       {"name": "colors_reg", "tags": {"mlserve.pipeline": tag}})
+        assert created.status == 201, created
+        top = ok(post(port, "/v1/models/colors_reg:predict", body))["predictions"][0]["top_k"]
+        assert [c["label"] for c in top][:1] == ["B"] and len(top) == 2
+    else:
+        r = post(port, "/v1/models/colors_reg:predict", body)
+        assert r.status == 404 and "mlserve.pipeline" in r.error(), r
 
 
 def test_predict_errors(topo, user_rows):

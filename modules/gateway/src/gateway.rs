@@ -9,6 +9,7 @@ use mlserve_common::config::{AuthMode, GatewayConfig, RateLimitBackend};
 use mlserve_common::{Config, Database, ShutdownSignal};
 use mlserve_proto::features::{connect_features, FeaturesClient};
 use mlserve_proto::inference::InferenceClient;
+use mlserve_proto::registry::RegistryClient;
 
 use crate::auth::Authenticator;
 use crate::canary::CanaryTable;
@@ -16,6 +17,7 @@ use crate::endpoints::{resolve, Endpoint, EndpointOptions, EndpointSet, Target};
 use crate::jwt::JwtVerifier;
 use crate::keys::KeyStore;
 use crate::metrics::GatewayMetrics;
+use crate::pipelines::Pipelines;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{maintain, RoutingInference};
 
@@ -35,6 +37,8 @@ pub struct Gateway {
     pub metrics: Arc<GatewayMetrics>,
     /// The features service, for the predict pipeline.
     pub features: Option<FeaturesClient>,
+    /// Predict pipelines: configured, else declared in the registry.
+    pub pipelines: Pipelines,
     /// The `[gateway]` settings.
     pub settings: GatewayConfig,
 }
@@ -47,12 +51,15 @@ impl Gateway {
 
     /// Builds the gateway of `config`. `local` is the in-process inference
     /// service, used when no endpoints are configured; `features` is the
-    /// features client of this process (local, or remote via `features.endpoint`). Background endpoint
-    /// maintenance (DNS, health checks) runs until `signal`.
+    /// features client of this process (local, or remote via
+    /// `features.endpoint`), `registry` the registry client (pipelines
+    /// declared as model tags). Background endpoint maintenance (DNS, health
+    /// checks) runs until `signal`.
     pub async fn build(
         config: &Config,
         local: Option<InferenceClient>,
         features: Option<FeaturesClient>,
+        registry: Option<RegistryClient>,
         signal: ShutdownSignal,
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
@@ -125,7 +132,9 @@ impl Gateway {
             }
             None => features,
         };
+        let pipelines = Pipelines::new(settings.pipelines.clone(), registry);
         Ok(Gateway {
+            pipelines,
             features,
             inference: router.clone(),
             router,

@@ -22,6 +22,7 @@ pub mod jwt;
 pub mod keys;
 pub mod metrics;
 pub mod multipart;
+pub mod pipelines;
 pub mod postprocess;
 pub mod predict;
 pub mod ratelimit;

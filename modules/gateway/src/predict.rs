@@ -55,11 +55,7 @@ async fn run(
             gateway.settings.max_body_bytes,
         ));
     }
-    let pipeline = gateway.settings.pipelines.get(model).ok_or_else(|| {
-        GatewayError::NotFound(format!(
-            "model '{model}' has no predict pipeline (gateway.pipelines.{model})"
-        ))
-    })?;
+    let pipeline = &gateway.pipelines.get(model).await?;
     let features = gateway.features.as_ref().ok_or_else(|| {
         GatewayError::Unavailable(
             "the features role is not reachable from this gateway (set features.endpoint or --features-endpoint)"
