@@ -9,6 +9,7 @@
 //! `multipart/form-data` with `image` file parts and `text` fields.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,6 +21,7 @@ use mlserve_proto::http::error_response;
 use mlserve_proto::pb;
 use serde_json::{json, Value};
 
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::multipart::parse_multipart;
@@ -78,7 +80,14 @@ async fn run(
             "predict needs rows, images or texts".into(),
         ));
     }
-    let tensors = features.transform(transform).await.map_err(service)?;
+    // The features call spends from the same deadline as inference.
+    let deadline = RequestContext::current()
+        .and_then(|ctx| ctx.deadline)
+        .unwrap_or_else(|| Instant::now() + gateway.default_timeout());
+    let tensors = tokio::time::timeout_at(deadline.into(), features.transform(transform))
+        .await
+        .map_err(|_| GatewayError::Unavailable("deadline exceeded in the features role".into()))?
+        .map_err(service)?;
     let mut request = tensors.into_infer_request(model);
     if let Some(output) = &pipeline.output {
         request
