@@ -41,6 +41,9 @@ pub async fn start(node: &mut Node) -> Result<()> {
         settings.fault,
     ));
     let client: RegistryClient = local.clone();
+    let counters = local.clone();
+    node.metrics
+        .push(Arc::new(move || counters.metrics().render()));
     node.clients.registry = Some(client.clone());
     node.add_routes(mlserve_registry::http::routes(client.clone()));
     node.grpc.add_service(registry_grpc_server(client));

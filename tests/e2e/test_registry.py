@@ -333,6 +333,10 @@ def test_bad_input_is_refused_with_a_reason_and_leaves_nothing(registry, backend
     assert get(port, "/v1/registry/models/m/versions/1/files/..%2F..%2Fetc%2Fpasswd").status == 400
     assert get(port, "/v1/registry/models/m/alias-history").json()["moves"] == []
     assert versions(port, "m") == [1]
+    metrics = get(registry.metrics_port, "/metrics").body.decode()
+    assert "mlserve_registry_versions_created_total 1\n" in metrics, metrics
+    assert 'mlserve_registry_uploads_refused_total{code="payload_too_large"} 1\n' in metrics
+    assert 'mlserve_registry_uploads_refused_total{code="bad_request"} 12\n' in metrics, metrics
 
 
 # ------------------------------------------------------------------ crash safety

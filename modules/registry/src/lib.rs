@@ -15,6 +15,7 @@ pub mod client;
 pub mod error;
 pub mod http;
 pub mod inspect;
+pub mod metrics;
 pub mod names;
 pub mod onnx;
 pub mod service;

@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 
 use crate::artifacts::Artifacts;
 use crate::error::{RegistryError, Result};
+use crate::metrics::RegistryMetrics;
 use crate::names;
 use crate::store::{page_size, NewVersion, Store};
 use crate::upload::{Limits, Upload};
@@ -25,6 +26,7 @@ pub struct LocalRegistry {
     events: Option<Arc<dyn EventBus>>,
     limits: Limits,
     fault: RegistryFault,
+    metrics: Arc<RegistryMetrics>,
 }
 
 fn actor(name: &str) -> String {
@@ -76,12 +78,18 @@ impl LocalRegistry {
             events,
             limits,
             fault,
+            metrics: Arc::default(),
         }
     }
 
     /// The SQL store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The registry's counters.
+    pub fn metrics(&self) -> &RegistryMetrics {
+        &self.metrics
     }
 
     async fn publish(&self, event: Event) {
@@ -93,6 +101,7 @@ impl LocalRegistry {
     }
 
     async fn publish_move(&self, moved: &pb::AliasMove) {
+        self.metrics.alias_moved();
         let version = |v: u64| (v != 0).then_some(v as i64);
         self.publish(Event::AliasMoved {
             model: moved.name.clone(),
@@ -128,6 +137,7 @@ impl LocalRegistry {
             self.artifacts.delete(&meta.location).await?;
             deleted += 1;
         }
+        self.metrics.orphans_collected(deleted as u64);
         if deleted > 0 {
             tracing::info!(
                 objects = deleted,
@@ -171,36 +181,48 @@ impl LocalRegistry {
                     tracing::error!(model = %name, version = pending.version, "fault injection: crashing between artifact write and commit");
                     std::process::abort();
                 }
+                let bytes: u64 = rows.iter().map(|row| row.size).sum();
                 self.store
                     .commit_version(&name, pending.version, &rows)
                     .await
+                    .map(|()| bytes)
             }
             Err(err) => {
                 upload.abort().await;
                 Err(err)
             }
         };
-        if let Err(err) = outcome {
-            tracing::info!(model = %name, version = pending.version, error = %err, "version upload refused");
-            if let Err(e) = self
-                .store
-                .fail_version(&name, pending.version, &err.to_string())
-                .await
-            {
-                tracing::warn!(error = %e, "marking a version failed did not work");
+        let bytes = match outcome {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.refused(&name, pending.version, &pending.prefix, &err)
+                    .await;
+                return Err(err);
             }
-            if let Err(e) = self.artifacts.delete_prefix(&pending.prefix).await {
-                tracing::warn!(error = %e, prefix = %pending.prefix, "objects left for the collector");
-            }
-            return Err(err);
-        }
-        tracing::info!(model = %name, version = pending.version, by = %new.created_by, "model version registered");
+        };
+        self.metrics.version_created(bytes);
+        tracing::info!(model = %name, version = pending.version, by = %new.created_by, bytes, "model version registered");
         self.publish(Event::ModelVersionRegistered {
             model: name.clone(),
             version: pending.version as i64,
         })
         .await;
         self.store.get_version(&name, pending.version).await
+    }
+
+    /// Marks a refused upload failed and deletes what it wrote.
+    async fn refused(&self, name: &str, version: u64, prefix: &str, err: &RegistryError) {
+        tracing::info!(model = %name, version, error = %err, "version upload refused");
+        if let Err(e) = self
+            .store
+            .fail_version(name, version, &err.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "marking a version failed did not work");
+        }
+        if let Err(e) = self.artifacts.delete_prefix(prefix).await {
+            tracing::warn!(error = %e, prefix = %prefix, "objects left for the collector");
+        }
     }
 }
 
@@ -292,7 +314,11 @@ impl RegistryService for LocalRegistry {
         request: pb::CreateVersionRequest,
         files: UploadStream,
     ) -> ServiceResult<pb::ModelVersion> {
-        Ok(self.create_version_inner(request, files).await?)
+        let result = self.create_version_inner(request, files).await;
+        if let Err(err) = &result {
+            self.metrics.upload_refused(err.code());
+        }
+        Ok(result?)
     }
 
     async fn get_version(&self, name: &str, version: u64) -> ServiceResult<pb::ModelVersion> {
@@ -352,8 +378,13 @@ impl RegistryService for LocalRegistry {
             tracing::error!(model = %name, version, path, error = %err, "artifact missing from the store");
             ServiceError::from(err)
         })?;
-        let stream =
-            stream.map(|chunk| chunk.map_err(|e| ServiceError::from(RegistryError::Store(e))));
+        let metrics = self.metrics.clone();
+        let stream = stream.map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                metrics.downloaded(bytes.len() as u64);
+            }
+            chunk.map_err(|e| ServiceError::from(RegistryError::Store(e)))
+        });
         let file = pb::VersionFile {
             path: row.path,
             sha256: row.sha256,
