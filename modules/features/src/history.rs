@@ -1,7 +1,9 @@
 //! Historical retrieval: a point-in-time join in SQL. The entity rows are
-//! staged in a table, then one query takes, for each row and view, the latest
-//! offline row with `event_ts <= row ts` and `event_ts >= row ts - ttl`, ties
-//! broken by created time (then insertion order). Results stream out.
+//! staged in a table, then one query joins each row and view with the offline
+//! rows of its entity with `row ts - ttl <= event_ts <= row ts` and keeps the
+//! latest (a window function: event time, then created time, then insertion
+//! order), with no correlated subquery, so the plan does not depend on table
+//! statistics. Results stream out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,11 +111,16 @@ async fn join(
     tx: &mpsc::Sender<ServiceResult<HistoricalRow>>,
 ) -> Result<()> {
     let mut rows = sqlx::query(
-        "SELECT r.row_idx, r.view, f.vals FROM feature_history_requests r \
-         LEFT JOIN feature_rows f ON f.id = ( \
-           SELECT g.id FROM feature_rows g WHERE g.view = r.view AND g.entity_key = r.entity_key \
-           AND g.event_ts <= r.ts AND g.event_ts >= r.min_ts \
-           ORDER BY g.event_ts DESC, g.created_ts DESC, g.id DESC LIMIT 1) \
+        "SELECT r.row_idx, r.view, m.vals FROM feature_history_requests r \
+         LEFT JOIN ( \
+           SELECT s.row_idx, s.view, f.vals, ROW_NUMBER() OVER ( \
+             PARTITION BY s.row_idx, s.view \
+             ORDER BY f.event_ts DESC, f.created_ts DESC, f.id DESC) AS rn \
+           FROM feature_history_requests s JOIN feature_rows f \
+             ON f.view = s.view AND f.entity_key = s.entity_key \
+             AND f.event_ts <= s.ts AND f.event_ts >= s.min_ts \
+           WHERE s.request_id = $1) m \
+         ON m.row_idx = r.row_idx AND m.view = r.view AND m.rn = 1 \
          WHERE r.request_id = $1 ORDER BY r.row_idx, r.view",
     )
     .bind(request_id)

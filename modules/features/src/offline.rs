@@ -78,11 +78,11 @@ where
     Fut: std::future::Future<Output = Result<()>>,
 {
     let mut rows = sqlx::query(
-        "SELECT f.entity_key, f.event_ts, f.vals FROM feature_rows f \
-         WHERE f.view = $1 AND f.event_ts >= $2 AND f.event_ts <= $3 AND f.id = ( \
-           SELECT g.id FROM feature_rows g WHERE g.view = f.view AND g.entity_key = f.entity_key \
-           AND g.event_ts >= $2 AND g.event_ts <= $3 \
-           ORDER BY g.event_ts DESC, g.created_ts DESC, g.id DESC LIMIT 1)",
+        "SELECT entity_key, event_ts, vals FROM ( \
+           SELECT entity_key, event_ts, vals, ROW_NUMBER() OVER ( \
+             PARTITION BY entity_key ORDER BY event_ts DESC, created_ts DESC, id DESC) AS rn \
+           FROM feature_rows WHERE view = $1 AND event_ts >= $2 AND event_ts <= $3) latest \
+         WHERE rn = 1",
     )
     .bind(view)
     .bind(start)
