@@ -5,9 +5,13 @@ transform, errors)."""
 
 import base64
 import csv
+import http.client
+import io
 import struct
 import subprocess
 import time
+
+from PIL import Image
 
 from features_helpers import DEFINITIONS, MIN, T0, features_server, ok, online
 from helpers import get, post
@@ -103,6 +107,23 @@ def cli_and_rest(server, tmp_path):
     values = struct.unpack("<4f", base64.b64decode(tensor["data"]))
     # Driver 7 is unknown: the mean of the offline rates (0.1, 0.3, 0.5).
     assert [round(v, 6) for v in values] == [0.9, 12.5, 0.3, 0.0]
+
+    # An image pipeline over REST: base64 PNG in, FP32 NCHW out.
+    ok(post(port, "/v1/features/pipelines", {
+        "model": "resnet", "kind": "image", "spec_json": {"kind": "image", "image": {}}}))
+    png = io.BytesIO()
+    Image.new("RGB", (320, 240), (200, 30, 90)).save(png, format="PNG")
+    out = ok(post(port, "/v1/features/transform", {
+        "model": "resnet", "images": [base64.b64encode(png.getvalue()).decode()]}))
+    tensor = out["tensors"][0]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("input", "FP32", [1, 3, 224, 224])
+    red = struct.unpack("<f", base64.b64decode(tensor["data"])[:4])[0]
+    assert abs(red - (200 / 255 - 0.485) / 0.229) < 1e-5
+
+    metrics = http.client.HTTPConnection("127.0.0.1", server.metrics_port, timeout=10)
+    metrics.request("GET", "/metrics")
+    text = metrics.getresponse().read().decode()
+    assert 'mlserve_features_requests_total{op="transform",outcome="ok"} 2' in text, text
 
 
 def bad_input(server, tmp_path):
