@@ -53,7 +53,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let signal = node.shutdown.signal();
     tokio::spawn(async move {
         loop {
-            if let Err(err) = local.collect_garbage("models/", grace).await {
+            if let Err(err) = local.collect_garbage(grace).await {
                 tracing::warn!(error = %err, "registry orphan collection failed");
             }
             if every <= 0.0 {

@@ -114,15 +114,21 @@ impl LocalRegistry {
         .await;
     }
 
-    /// Deletes objects under `relative` whose version prefix is neither ready
-    /// nor pending, once older than `grace`; first fails uploads pending for
-    /// longer than `grace`. Returns how many objects were deleted.
-    pub async fn collect_garbage(&self, relative: &str, grace: Duration) -> Result<usize> {
+    /// The collector: fails uploads pending for longer than `grace`, then
+    /// deletes the objects whose version is neither ready nor pending, once
+    /// older than `grace`. Returns how many objects were deleted.
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<usize> {
         let grace_us = grace.as_micros().min(i64::MAX as u128) as i64;
         let cutoff = crate::store::now_us().saturating_sub(grace_us);
         for (model, version) in self.store.expire_pending(cutoff).await? {
             tracing::info!(model = %model, version, "abandoned upload failed by the collector");
         }
+        self.collect_objects("models/", cutoff).await
+    }
+
+    /// Deletes the objects under `relative` whose version prefix is neither
+    /// ready nor pending and that were last modified at or before `cutoff_us`.
+    async fn collect_objects(&self, relative: &str, cutoff: i64) -> Result<usize> {
         let live = self.store.live_prefixes().await?;
         let mut deleted = 0;
         for meta in self.artifacts.list(relative).await? {
@@ -301,7 +307,7 @@ impl RegistryService for LocalRegistry {
             .await;
         }
         if let Err(err) = self
-            .collect_garbage(&format!("models/{name}/"), Duration::ZERO)
+            .collect_objects(&format!("models/{name}/"), crate::store::now_us())
             .await
         {
             tracing::warn!(model = %name, error = %err, "artifacts left for the collector");

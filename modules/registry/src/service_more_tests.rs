@@ -54,20 +54,14 @@ async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
     // Within the grace period nothing is touched.
     assert_eq!(
         registry
-            .collect_garbage("models/", Duration::from_secs(3600))
+            .collect_garbage(Duration::from_secs(3600))
             .await
             .unwrap(),
         0
     );
     assert_eq!(artifacts.list("models/").await.unwrap().len(), 3);
     // After it, the pending upload fails and both orphans go.
-    assert_eq!(
-        registry
-            .collect_garbage("models/", Duration::ZERO)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(registry.collect_garbage(Duration::ZERO).await.unwrap(), 2);
     let left = artifacts.list("models/").await.unwrap();
     assert_eq!(left.len(), 1);
     assert!(artifacts
@@ -82,6 +76,29 @@ async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
         .commit_version("m", pending.version, &[])
         .await
         .is_err());
+    // Deleting a model leaves other models' uploads in progress alone.
+    client
+        .create_model(pb::CreateModelRequest {
+            name: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let uploading = store
+        .begin_version("other", &crate::store::NewVersion::default(), "busy")
+        .await
+        .unwrap();
+    client.delete_model("m").await.unwrap();
+    assert!(store
+        .live_prefixes()
+        .await
+        .unwrap()
+        .contains(&uploading.prefix));
+    assert!(artifacts.list("models/m/").await.unwrap().is_empty());
+    store
+        .commit_version("other", uploading.version, &[])
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
 
