@@ -7,6 +7,7 @@ import base64
 import csv
 import http.client
 import io
+import os
 import struct
 import subprocess
 import time
@@ -152,3 +153,36 @@ def bad_input(server, tmp_path):
         assert resp.error()
     conflict = cases[4][0].error()
     assert "'rate' cannot change type (float64 -> string)" in conflict
+
+
+def test_pipelines_from_the_configuration(tmp_path):
+    config = tmp_path / "mlserve.toml"
+    config.write_text("""
+[features.pipelines.scorer]
+kind = "tabular"
+datatype = "FP64"
+features = [
+  { name = "amount", missing = "default", default = -1.0 },
+  { name = "age" },
+]
+""")
+    with features_server(tmp_path, "--config", config) as server:
+        port = server.http_port
+        listed = ok(get(port, "/v1/features/pipelines"))["pipelines"]
+        assert [(p["model"], p["kind"]) for p in listed] == [("scorer", "tabular")]
+        out = ok(post(port, "/v1/features/transform", {
+            "model": "scorer", "rows_json": [{"age": 30}, {"amount": 2.5, "age": 41}]}))
+        tensor = out["tensors"][0]
+        assert (tensor["datatype"], tensor["shape"]) == ("FP64", [2, 2])
+        assert struct.unpack("<4d", base64.b64decode(tensor["data"])) == (-1.0, 30.0, 2.5, 41.0)
+        missing = post(port, "/v1/features/transform", {"model": "scorer", "rows_json": [{"amount": 1}]})
+        assert missing.status == 400 and "'age' is missing" in missing.error()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[features.pipelines.broken]\nkind = "image"\nimage = { resize = "big" }\n')
+    proc = subprocess.run([str(server_binary()), "--config", str(bad), "--role", "features",
+                           "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60,
+                          env={**os.environ,
+                               "MLSERVE_SERVER__DATA_DIR": str(tmp_path / "bad-data")})
+    assert proc.returncode != 0
+    assert "features.pipelines.broken" in proc.stderr, proc.stderr
