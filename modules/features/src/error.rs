@@ -43,6 +43,8 @@ impl FeaturesError {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                     ErrorCode::Unavailable
                 }
+                // Two applies of the same definition raced for one version.
+                sqlx::Error::Database(db) if db.is_unique_violation() => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },
             FeaturesError::Transform(code, _) => *code,
