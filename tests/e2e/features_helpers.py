@@ -4,29 +4,19 @@ definitions they share, and a private redis-server."""
 import socket
 import subprocess
 import time
+from pathlib import Path
 
-from helpers import get, post
 import pytest
 
+from helpers import post
 from server import Server, ServerStartError
 
 T0 = 1_700_000_000_000_000  # microseconds
 MIN = 60_000_000
 
-DEFINITIONS = """
-[[entity]]
-name = "driver"
-join_keys = ["driver_id"]
-value_type = "int64"
-
-[[feature_view]]
-name = "driver_stats"
-entities = ["driver"]
-ttl_secs = 3600
-online = true
-fields = [{ name = "rate", dtype = "float64" }, { name = "trips", dtype = "int64" }]
-tags = { team = "risk" }
-"""
+# The definitions the Rust tests share.
+DEFINITIONS = (Path(__file__).resolve().parents[2] / "modules" / "features" / "tests" / "data"
+               / "drivers.toml").read_text()
 
 
 def features_server(tmp_path, *args, env=None):

@@ -159,20 +159,7 @@ fn invalid_definitions_are_bad_requests() {
 
 #[test]
 fn toml_definitions_parse() {
-    let text = r#"
-[[entity]]
-name = "driver"
-join_keys = ["driver_id"]
-value_type = "int64"
-
-[[feature_view]]
-name = "driver_stats"
-entities = ["driver"]
-ttl_secs = 86400
-online = true
-fields = [{ name = "rate", dtype = "float64" }]
-tags = { team = "risk" }
-"#;
+    let text = include_str!("../tests/data/drivers.toml");
     let request = parse_definitions(text, "defs.toml").unwrap();
     assert_eq!(request.entities[0].join_keys, vec!["driver_id"]);
     assert_eq!(request.feature_views[0].fields[0].dtype, "float64");

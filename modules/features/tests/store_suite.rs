@@ -71,19 +71,7 @@ async fn through_grpc(local: FeaturesClient) -> FeaturesClient {
 }
 
 fn definitions() -> ApplyRequest {
-    let text = r#"
-[[entity]]
-name = "driver"
-join_keys = ["driver_id"]
-value_type = "int64"
-
-[[feature_view]]
-name = "driver_stats"
-entities = ["driver"]
-ttl_secs = 3600
-online = true
-fields = [{ name = "rate", dtype = "float64" }, { name = "trips", dtype = "int64" }, { name = "tier", dtype = "string" }]
-"#;
+    let text = include_str!("data/drivers.toml");
     mlserve_features::catalog::parse_definitions(text, "test").unwrap()
 }
 
