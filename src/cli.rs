@@ -60,7 +60,7 @@ pub struct Cli {
     #[arg(long)]
     pub cpu_threads: Option<usize>,
     /// gRPC endpoint of the registry the inference role follows, when the
-    /// registry role is not in this process (inference.registry_endpoint).
+    /// registry role is not in this process (registry.endpoint).
     #[arg(long)]
     pub registry_endpoint: Option<String>,
     /// Seconds between checks of followed aliases, 0 for events only (inference.registry_poll_secs).
@@ -116,7 +116,7 @@ impl Cli {
         set!("inference.repository_poll_secs", self.repository_poll_secs);
         set!("inference.onnxruntime_library", self.onnxruntime_library);
         set!("inference.cpu_threads", self.cpu_threads);
-        set!("inference.registry_endpoint", self.registry_endpoint);
+        set!("registry.endpoint", self.registry_endpoint);
         set!("inference.registry_poll_secs", self.registry_poll_secs);
         set!("events.backend", self.events_backend);
         set!("log.level", self.log_level);

@@ -28,6 +28,17 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;
+    // A registry role in another process, reached over gRPC.
+    if let (false, endpoint) = (
+        roles.contains(&Role::Registry),
+        node.config.registry.endpoint.trim().to_string(),
+    ) {
+        if !endpoint.is_empty() {
+            let remote = mlserve_proto::registry::connect_registry(&endpoint, Duration::from_secs(5))
+                .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
+            node.clients.registry = Some(std::sync::Arc::new(remote));
+        }
+    }
     // A features role in another process, reached over gRPC.
     if let (false, Some(uri)) = (
         roles.contains(&Role::Features),

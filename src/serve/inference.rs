@@ -125,7 +125,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
 }
 
 /// The registry follower when `inference.models` lists any: its registry
-/// client (local, or remote at `inference.registry_endpoint`), artifact
+/// client (local, or remote at `registry.endpoint`), artifact
 /// cache, metrics, and its subscription to the model events (made before the
 /// first sync, so no alias move is missed).
 async fn follower(
@@ -146,16 +146,10 @@ async fn follower(
             clash.name
         );
     }
-    let registry = match (&node.clients.registry, settings.registry_endpoint.trim()) {
-        (_, endpoint) if !endpoint.is_empty() => {
-            let remote = mlserve_proto::registry::connect_registry(endpoint, Duration::from_secs(5))
-                .map_err(|e| anyhow::anyhow!("inference.registry_endpoint: {e}"))?;
-            Arc::new(remote) as mlserve_proto::registry::RegistryClient
-        }
-        (Some(local), _) => local.clone(),
-        (None, _) => anyhow::bail!(
-            "inference.models needs the registry: run the registry role in this process or set inference.registry_endpoint"
-        ),
+    let Some(registry) = node.clients.registry.clone() else {
+        anyhow::bail!(
+            "inference.models needs the registry: run the registry role in this process or set registry.endpoint"
+        );
     };
     let cache_dir = if settings.artifact_cache_dir.as_os_str().is_empty() {
         node.config.server.data_dir.join("cache")

@@ -71,7 +71,8 @@ def write_config(path, data_dir, events, registry_endpoint="", poll_secs=0.0):
     """A config file following MODEL's production alias (polling off by default)."""
     lines = ["[server]", f'data_dir = "{data_dir}"', "", "[inference]",
              f'models = [{{ name = "{MODEL}", source = "registry", alias = "production" }}]',
-             f"registry_poll_secs = {poll_secs}", f'registry_endpoint = "{registry_endpoint}"', "",
+             f"registry_poll_secs = {poll_secs}", "",
+             "[registry]", f'endpoint = "{registry_endpoint}"', "",
              "[events]"]
     lines += [f'{k} = {json.dumps(v)}' for k, v in events.items()]
     path.write_text("\n".join(lines) + "\n")

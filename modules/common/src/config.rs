@@ -138,9 +138,6 @@ pub struct InferenceConfig {
     pub default_max_queue_size: usize,
     /// Models served from the registry, following an alias or pinned to a version.
     pub models: Vec<FollowedModel>,
-    /// gRPC endpoint of the registry (e.g. `http://registry:8001`) when the
-    /// registry role is not in this process; empty: the local one.
-    pub registry_endpoint: String,
     /// Seconds between checks of the followed aliases, the fallback when an
     /// event is missed; 0 turns polling off (events only).
     pub registry_poll_secs: f64,
@@ -160,7 +157,6 @@ impl Default for InferenceConfig {
             cpu_threads: 0,
             default_max_queue_size: 1024,
             models: Vec::new(),
-            registry_endpoint: String::new(),
             registry_poll_secs: 30.0,
             artifact_cache_dir: PathBuf::new(),
         }

@@ -33,6 +33,11 @@ pub enum RegistryFault {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
+    /// gRPC endpoint of a registry role in another process (e.g.
+    /// `http://registry:8001`), used by the roles here that need the registry
+    /// (inference following aliases, gateway pipelines) when this process
+    /// does not run the registry role; empty: the local one.
+    pub endpoint: String,
     /// SQL database of the metadata: `postgres://...` or `sqlite://PATH`;
     /// empty means SQLite in `<server.data_dir>/mlserve.db`.
     pub database_url: String,
@@ -68,6 +73,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
+            endpoint: String::new(),
             database_url: String::new(),
             artifact_backend: ArtifactBackend::Local,
             artifact_dir: String::new(),
