@@ -11,10 +11,13 @@ use async_trait::async_trait;
 use mlserve_proto::features::*;
 use mlserve_proto::ServiceResult;
 
+/// Calls and seconds per (operation, outcome).
+type Calls = BTreeMap<(&'static str, &'static str), (u64, f64)>;
+
 /// Counters per (operation, outcome).
 #[derive(Default)]
 pub struct Stats {
-    calls: Mutex<BTreeMap<(&'static str, &'static str), (u64, f64)>>,
+    calls: Mutex<Calls>,
     online_entities: AtomicU64,
 }
 
