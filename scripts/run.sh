@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: fetch ONNX Runtime if absent, make the example models if
-# absent, build, and serve them on the embedded defaults (HTTP 8000, gRPC 8001,
-# metrics 8002). Extra arguments go to mlserve (e.g. --http-port 9000).
+# absent, build, and serve them with every role on the embedded defaults (gateway
+# 8080/8081, node HTTP 8000, gRPC 8001, metrics 8002). Extra arguments go to
+# mlserve (e.g. --http-port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
