@@ -41,6 +41,10 @@ pub struct Cli {
     /// Largest request body in bytes (server.http_max_body_bytes).
     #[arg(long)]
     pub http_max_body_bytes: Option<usize>,
+    /// Directory of the embedded defaults: SQLite database, local artifacts,
+    /// artifact cache (server.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Model repository directory (inference.model_repository).
     #[arg(long)]
     pub model_repository: Option<PathBuf>,
@@ -111,6 +115,7 @@ impl Cli {
         set!("server.worker_threads", self.worker_threads);
         set!("server.shutdown_grace_secs", self.shutdown_grace_secs);
         set!("server.http_max_body_bytes", self.http_max_body_bytes);
+        set!("server.data_dir", self.data_dir);
         set!("inference.model_repository", self.model_repository);
         set!("inference.model_control_mode", self.model_control_mode);
         set!("inference.repository_poll_secs", self.repository_poll_secs);

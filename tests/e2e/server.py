@@ -6,11 +6,14 @@ ports from the `listening` log lines, waits for `server ready` and for
 `GET /v2/health/ready` to answer 200, and kills the process on teardown.
 """
 
+import atexit
 import http.client
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,6 +54,7 @@ class Server:
         self._lock = threading.Lock()
         self._ready_logged = threading.Event()
         self._reader = None
+        self._data_dir = None
 
     # ---------------------------------------------------------------- start
     def start(self, repo, *extra_args, env=None, timeout=START_TIMEOUT_S):
@@ -64,6 +68,21 @@ class Server:
         extra = [str(a) for a in extra_args]
         if "--model-control-mode" not in extra:
             args += ["--model-control-mode", "none"]
+        # never a fixed port: the gateway's own listeners too (harmless
+        # without the gateway role)
+        if "--gateway-http-port" not in extra:
+            args += ["--gateway-http-port", "0"]
+        if "--gateway-grpc-port" not in extra:
+            args += ["--gateway-grpc-port", "0"]
+        # a data directory of its own (SQLite, artifacts, cache) unless the
+        # test chose one, so servers never share state through the repo's data/
+        chosen = "--data-dir" in extra or "--config" in extra or (
+            env and "MLSERVE_SERVER__DATA_DIR" in env)
+        if not chosen:
+            if self._data_dir is None:
+                self._data_dir = tempfile.mkdtemp(prefix="mlserve-e2e-")
+                atexit.register(shutil.rmtree, self._data_dir, True)
+            args += ["--data-dir", self._data_dir]
         args += extra
         self.args = args
         self.repo = Path(repo)

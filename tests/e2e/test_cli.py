@@ -4,15 +4,19 @@ that says what is wrong and how to fix it."""
 
 import os
 import subprocess
+import tempfile
 
 from server import server_binary
 
 
 def run(*args, env_extra=None, timeout=30):
+    """Runs the binary in a scratch directory, so a role that starts before
+    the failure writes its embedded-default data there, not into the repo."""
     env = dict(os.environ)
     env.update(env_extra or {})
-    return subprocess.run([str(server_binary()), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="mlserve-cli-") as scratch:
+        return subprocess.run([str(server_binary()), *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=scratch)
 
 
 def test_unknown_role_names_the_valid_ones():
