@@ -18,7 +18,8 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-_LISTENING = re.compile(r'service"?[=:]\s*"?(http|grpc|metrics)\b.*?addr"?[=:]\s*"?([0-9.]+):(\d+)')
+_LISTENING = re.compile(
+    r'service"?[=:]\s*"?(gateway-http|gateway-grpc|http|grpc|metrics)\b.*?addr"?[=:]\s*"?([0-9.]+):(\d+)')
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -43,7 +44,9 @@ class Server:
     def start(self):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [str(self.binary), "--model-repository", str(self.repository), "--host", "127.0.0.1",
-               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *self.args]
+               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+               "--gateway-http-port", "0", "--gateway-grpc-port", "0",
+               "--data-dir", str(self.log_path.with_suffix(".data")), *self.args]
         env = dict(os.environ, NO_COLOR="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)

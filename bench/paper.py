@@ -84,6 +84,15 @@ class Progress:
         print(f"[{e // 60:2d}:{e % 60:02d}] {text}", flush=True)
 
 
+def trees_cpu_seconds(pids):
+    """`tree_cpu_seconds` over one process tree or several (the split
+    deployment's processes together)."""
+    out = {}
+    for pid in pids if isinstance(pids, (list, tuple)) else [pids]:
+        out.update(tree_cpu_seconds(pid))
+    return out
+
+
 def machine_busy_seconds():
     """CPU seconds all processes of the machine spent so far (/proc/stat:
     everything but idle and iowait)."""
@@ -187,13 +196,13 @@ class Experiment:
 
     def closed(self, arch, model, url, protocol, concurrency, pid):
         seconds = MODEL_SETUP[model]["closed_s"] * self.f
-        cpu0, busy0 = tree_cpu_seconds(pid), machine_busy_seconds()
+        cpu0, busy0 = trees_cpu_seconds(pid), machine_busy_seconds()
         r, client_cpu, wall = self.loadgen([
             "closed", "--target", url, "--protocol", protocol, "--model", model,
             "--batch", "1", "--concurrency", str(concurrency), "--duration", str(seconds),
             "--warmup", str(4 * self.f), "--inputs", str(WORK), "--quiet"],
             f"closed-{arch}-{model}-{protocol}")
-        server_cpu = cpu_delta(cpu0, tree_cpu_seconds(pid))
+        server_cpu = cpu_delta(cpu0, trees_cpu_seconds(pid))
         other = machine_busy_seconds() - busy0 - server_cpu - client_cpu
         ceiling = self.results["raw"].get(model, {}).get("best", {}).get("inferences_per_s")
         row = {
@@ -228,7 +237,7 @@ class Experiment:
                 "--drain", str(self.args.timeout)]
             if metrics_url:
                 args += ["--metrics-url", metrics_url]
-            if arch == "mlserve" and self.args.protocol != "grpc" and self.args.warm_connections:
+            if arch.startswith("mlserve") and self.args.protocol != "grpc" and self.args.warm_connections:
                 # A kept-alive pool, as a load balancer keeps. Never for Flask:
                 # gunicorn's sync workers close every connection, and an idle
                 # one would hold a worker.
@@ -236,9 +245,9 @@ class Experiment:
             if self.args.loadgen_quiet:
                 args.append("--quiet")
             self.say(f"  {arch} {model} {profile}")
-            cpu0, busy0 = tree_cpu_seconds(pid), machine_busy_seconds()
+            cpu0, busy0 = trees_cpu_seconds(pid), machine_busy_seconds()
             r, client_cpu, wall = self.loadgen(args, f"open-{arch}-{model}-{profile}")
-            server_cpu = cpu_delta(cpu0, tree_cpu_seconds(pid))
+            server_cpu = cpu_delta(cpu0, trees_cpu_seconds(pid))
             other = max(machine_busy_seconds() - busy0 - server_cpu - client_cpu, 0.0)
             r["other_cores"] = other / wall
             r["architecture"] = arch
@@ -280,6 +289,8 @@ class Experiment:
                               server.pid, f"{server.url('metrics')}/metrics")
         finally:
             server.stop()
+        if "mlserve-split" in self.args.architectures:
+            self.split(model, server_args, profiles, saturation)
         if profiles and "flask" in self.args.architectures:
             flask = Flask(repo, self.args.flask_workers, WORK / f"flask-{model}.log")
             try:
@@ -293,6 +304,38 @@ class Experiment:
                     self.say("  the Flask baseline has no gRPC: skipped")
             finally:
                 flask.stop()
+
+    def split(self, model, server_args, profiles, saturation):
+        """The split deployment on loopback: an inference process and a
+        gateway process (`--role gateway`, one tokio worker) that reaches it
+        over gRPC; the load goes to the gateway's ports. Same rates as the
+        all-in-one run, so the two rows compare side by side."""
+        repo = model_repository(model)
+        inference = Server(self.args.mlserve, repo, ["--role", "inference", *server_args],
+                           WORK / f"mlserve-split-inference-{model}.log")
+        gateway = None
+        try:
+            self.say(f"{model}: mlserve split (gateway process -> inference process over gRPC)")
+            inference.start()
+            gateway = Server(self.args.mlserve, repo, [
+                "--role", "gateway", "--worker-threads", "1",
+                "--inference-endpoints", inference.url("grpc")],
+                WORK / f"mlserve-split-gateway-{model}.log")
+            gateway.start()
+            http, grpc = gateway.url("gateway-http"), gateway.url("gateway-grpc")
+            pids = [inference.pid, gateway.pid]
+            rows = {}
+            for protocol in (["http-binary", "grpc"] if saturation else [self.args.protocol]):
+                url = grpc if protocol == "grpc" else http
+                rows[protocol] = self.closed("mlserve-split", model, url, protocol,
+                                             MODEL_SETUP[model]["closed_concurrency"], pids)
+            if profiles:
+                self.profiles("mlserve-split", model, grpc if self.args.protocol == "grpc" else http,
+                              pids, f"{inference.url('metrics')}/metrics")
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            inference.stop()
 
     def plan_rates(self, model, capacity_row):
         capacity = capacity_row["inferences_per_s"]  # batch 1: requests/s
@@ -318,7 +361,7 @@ def planned_minutes(args, profile_models, sat_models):
         total += len(MODEL_SETUP[m]["raw_batches"]) * 6 * f + 15
         total += (2 if m in sat_models else 1) * (MODEL_SETUP[m]["closed_s"] + 5) * f
         if m in profile_models:
-            archs = 1 + ("flask" in args.architectures)
+            archs = 1 + ("flask" in args.architectures) + ("mlserve-split" in args.architectures)
             total += archs * (per_profile_s + 3 * 8) + 25 + (MODEL_SETUP[m]["closed_s"] + 5) * f
     return total / 60
 
@@ -342,7 +385,8 @@ def main():
     ap.add_argument("--saturation", default="tabular,resnet50,minilm,bert_base",
                     help="models whose saturation fraction of raw is measured over HTTP binary and gRPC")
     ap.add_argument("--architectures", default="flask,mlserve",
-                    help="flask, mlserve; mlserve-split needs the gateway role (not in this build)")
+                    help="flask, mlserve, mlserve-split (a gateway process in front of an "
+                         "inference process, over gRPC)")
     ap.add_argument("--spike-load", type=float, default=2.0,
                     help="the spike's rate as a multiple of mlserve's closed-loop capacity")
     ap.add_argument("--max-rate", type=float, default=20000.0,
@@ -367,9 +411,9 @@ def main():
     if args.timeout is None:
         args.timeout = 10.0 if args.quick else 20.0
     args.architectures = [a.strip() for a in args.architectures.split(",") if a.strip()]
-    if "mlserve-split" in args.architectures:
-        sys.exit("mlserve-split (gateway, features and inference processes over gRPC) needs the "
-                 "gateway role, which this build does not have yet; run without it")
+    for arch in args.architectures:
+        if arch not in ARCHITECTURES:
+            sys.exit(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     profile_models = [m.strip() for m in args.workloads.split(",") if m.strip()]
     sat_models = [m.strip() for m in args.saturation.split(",") if m.strip()]
     for m in profile_models + sat_models:

@@ -7,8 +7,9 @@ import json
 import re
 from pathlib import Path
 
-ARCH_LABEL = {"flask": "Flask monolith (gunicorn, 4 workers)", "mlserve": "mlserve all-in-one"}
-ARCH_COLOR = {"flask": "tab:red", "mlserve": "tab:blue"}
+ARCH_LABEL = {"flask": "Flask monolith (gunicorn, 4 workers)", "mlserve": "mlserve all-in-one",
+              "mlserve-split": "mlserve split (gateway -> inference over gRPC)"}
+ARCH_COLOR = {"flask": "tab:red", "mlserve": "tab:blue", "mlserve-split": "tab:green"}
 PROFILES = ["steady", "bursty", "ramp"]
 
 
@@ -111,8 +112,9 @@ def markdown(setup, results):
     for a in archs:
         L.append(f"| {ARCH_LABEL.get(a, a)}: mean over the whole spike | " + " | ".join(
             _fmt(_spike_mean(results, a, m)) for m in models) + " |")
-    L.append("| mlserve split (gateway, features, inference over gRPC) | "
-             + " | ".join("not run" for _ in models) + " |")
+    if "mlserve-split" not in archs:
+        L.append("| mlserve split (gateway -> inference over gRPC) | "
+                 + " | ".join("not run" for _ in models) + " |")
     L.append("| raw ONNX Runtime ceiling (best batch, inferences/s) | " + " | ".join(
         _fmt(results["raw"].get(m, {}).get("best", {}).get("inferences_per_s")) for m in models) + " |")
     if "flask" in archs and "mlserve" in archs:
@@ -125,6 +127,10 @@ def markdown(setup, results):
               "finishes 32 requests at once, 1 to 2 times a second), so a 5-second window can hold one "
               "batch more or less than its share: ±6 rps at 50 rps. The best of several windows leans "
               "high; the mean over the whole spike does not."]
+    if "mlserve-split" in archs and "mlserve" in archs:
+        L.append("| **split / all-in-one** (peak) | " + " | ".join(_ratio(
+            (_run(results, "mlserve-split", m, "bursty") or {}).get("spike_peak_sustained_per_s"),
+            (_run(results, "mlserve", m, "bursty") or {}).get("spike_peak_sustained_per_s")) for m in models) + " |")
     L += ["", "## Table 3: latency under the bursty profile (ms, whole run)", "",
           "Latency runs from each request's intended send time (open loop, no coordinated omission). "
           "Percentiles are over the successful requests; *success* is the share of all arrivals that "

@@ -18,6 +18,14 @@ use super::listen::{bind, grpc_incoming, serve_http};
 /// HTTP/2 flow-control windows for big tensors over gRPC.
 const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
+/// Streams a client may reset before the server accepts them, per connection,
+/// before the server answers GOAWAY (h2's rapid-reset guard; its default is
+/// 20). The node's gRPC port serves internal callers such as the gateway,
+/// which cancels a downstream call whenever its own caller gives up: under a
+/// burst that is hundreds of legitimate resets, and a GOAWAY would fail every
+/// other request on the connection. Still bounded, so the guard stays.
+const GRPC_MAX_PENDING_RESETS: usize = 4096;
+
 /// Renders one role's Prometheus metrics (text exposition format).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -101,6 +109,8 @@ impl Node {
             tonic::transport::Server::builder()
                 .initial_stream_window_size(GRPC_WINDOW_BYTES)
                 .initial_connection_window_size(GRPC_WINDOW_BYTES)
+                .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
+                .http2_max_local_error_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
                 .await

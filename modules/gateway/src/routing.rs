@@ -47,7 +47,12 @@ fn classify(status: &tonic::Status) -> (Attempt, bool) {
         tonic::Code::Internal,
         tonic::Code::Cancelled,
     ];
-    if from_server || !transport_codes.contains(&status.code()) {
+    // A GOAWAY (e.g. ENHANCE_YOUR_CALM after many cancelled streams) ends
+    // the connection: tonic reports it as RESOURCE_EXHAUSTED "h2 protocol
+    // error", which is the transport's failure, not the caller's rate.
+    let goaway = status.code() == tonic::Code::ResourceExhausted
+        && status.message().starts_with("h2 protocol error");
+    if from_server || !(transport_codes.contains(&status.code()) || goaway) {
         return (Attempt::MaybeSent, false);
     }
     let message = status.message().to_ascii_lowercase();

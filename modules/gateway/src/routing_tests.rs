@@ -274,4 +274,14 @@ fn connect_failures_are_not_sent_and_others_may_be() {
     assert_eq!(classify(&broken), (Attempt::MaybeSent, true));
     let from_server: tonic::Status = ServiceError::unavailable("exceeds maximum queue size").into();
     assert_eq!(classify(&from_server), (Attempt::MaybeSent, false));
+    let goaway = tonic::Status::resource_exhausted(
+        "h2 protocol error: connection error received: not a result of an error",
+    );
+    assert_eq!(
+        classify(&goaway),
+        (Attempt::MaybeSent, true),
+        "a GOAWAY is the connection's failure (503), not a rate limit (429)"
+    );
+    let rate_limited: tonic::Status = ServiceError::new(ErrorCode::RateLimited, "slow down").into();
+    assert_eq!(classify(&rate_limited), (Attempt::MaybeSent, false));
 }
