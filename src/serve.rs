@@ -9,10 +9,10 @@ pub mod features;
 mod gateway;
 #[cfg(feature = "inference")]
 mod inference;
-#[cfg(feature = "registry")]
-mod registry;
 mod listen;
 mod node;
+#[cfg(feature = "registry")]
+mod registry;
 
 use std::time::Duration;
 
@@ -34,8 +34,9 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
         node.config.registry.endpoint.trim().to_string(),
     ) {
         if !endpoint.is_empty() {
-            let remote = mlserve_proto::registry::connect_registry(&endpoint, Duration::from_secs(5))
-                .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
+            let remote =
+                mlserve_proto::registry::connect_registry(&endpoint, Duration::from_secs(5))
+                    .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
             node.clients.registry = Some(std::sync::Arc::new(remote));
         }
     }

@@ -19,8 +19,8 @@ pub use events::{EventsBackend, EventsConfig};
 pub use features::{FeaturesConfig, OnlineStoreKind};
 pub use followed::{FollowedModel, ModelSource};
 pub use gateway::{
-    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, RateLimitBackend,
-    RateLimitConfig,
+    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig,
+    RateLimitBackend, RateLimitConfig,
 };
 pub use registry::{ArtifactBackend, RegistryConfig, RegistryFault};
 

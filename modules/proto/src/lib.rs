@@ -11,9 +11,9 @@
 
 pub mod datatype;
 pub mod error;
-pub mod features;
 #[cfg(test)]
 pub(crate) mod fake_inference;
+pub mod features;
 pub mod http;
 pub mod inference;
 pub mod registry;

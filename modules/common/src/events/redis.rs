@@ -204,7 +204,7 @@ impl Reader {
                     None => backlog = None,
                 }
             }
-            entries.sort_by(|a, b| stream_id_key(&a.0).cmp(&stream_id_key(&b.0)));
+            entries.sort_by_key(|entry| stream_id_key(&entry.0));
             if !self.handle_all(entries).await {
                 retry_at.get_or_insert_with(|| tokio::time::Instant::now() + self.retry);
             }
