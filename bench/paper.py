@@ -34,9 +34,7 @@ is stopped at the end, also on error or Ctrl-C.
 
 import argparse
 import datetime
-import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -47,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_proc import Flask, cpu_delta, tree_cpu_seconds  # noqa: E402
 from mlserve_proc import Server  # noqa: E402
 from paper_report import write_outputs  # noqa: E402
-from saturation import cpu_model, git_commit  # noqa: E402
+from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "work"
@@ -99,20 +97,6 @@ def machine_busy_seconds():
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def run_loadgen(binary, args, out_json):
-    """Runs loadgen (its progress on our stderr); returns (report, CPU s, wall s)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    proc = subprocess.run([str(binary), *args, "--json-out", str(out_json)],
-                          stdout=subprocess.PIPE, text=True, cwd=REPO)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"loadgen {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(Path(out_json).read_text()), cpu, wall
 
 
 def raw_run(batch, report, other_cores):

@@ -117,10 +117,12 @@ class Progress:
         print(f"[{self.step}/{self.steps} {mm(elapsed)}/~{mm(self.planned)}] {text}", flush=True)
 
 
-def run_loadgen(binary, args):
-    """Runs loadgen, returns (its JSON report, its CPU seconds, wall seconds)."""
+def run_loadgen(binary, args, out_json=None):
+    """Runs loadgen (its progress on our stderr); returns (its JSON report,
+    its CPU seconds, wall seconds). The report is kept at `out_json` when
+    given, else written to a scratch file."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "report.json"
+        out = Path(out_json) if out_json else Path(tmp) / "report.json"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.run([str(binary), *args, "--json-out", str(out)],

@@ -12,11 +12,8 @@ use mlserve_gateway::Gateway;
 use mlserve_proto::http::with_error_fallbacks;
 use mlserve_proto::inference::inference_grpc_server;
 
-use super::listen::{bind, grpc_incoming};
+use super::listen::{bind, grpc_incoming, grpc_server};
 use super::Node;
-
-/// HTTP/2 flow-control windows for big tensors over gRPC.
-const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Adds the gateway role to `node` and starts its listeners.
 pub async fn start(node: &mut Node) -> Result<()> {
@@ -53,9 +50,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let signal = node.shutdown.signal();
     let layer = GatewayLayer::new(gateway.clone());
     node.servers.spawn(async move {
-        tonic::transport::Server::builder()
-            .initial_stream_window_size(GRPC_WINDOW_BYTES)
-            .initial_connection_window_size(GRPC_WINDOW_BYTES)
+        grpc_server()
             .layer(layer)
             .add_service(service)
             .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())

@@ -37,6 +37,17 @@ pub async fn serve_http(
         .context("http server failed")
 }
 
+/// HTTP/2 flow-control windows for big tensors over gRPC.
+const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// A gRPC server builder with mlserve's transport settings (windows sized
+/// for big tensors); every gRPC listener starts from it.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(GRPC_WINDOW_BYTES)
+        .initial_connection_window_size(GRPC_WINDOW_BYTES)
+}
+
 /// The accepted connections of a gRPC listener, with Nagle off (tonic's own
 /// `tcp_nodelay` only applies to listeners it binds itself).
 pub fn grpc_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {

@@ -13,10 +13,7 @@ use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
 use super::clients::Clients;
-use super::listen::{bind, grpc_incoming, serve_http};
-
-/// HTTP/2 flow-control windows for big tensors over gRPC.
-const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
 
 /// Streams a client may reset before the server accepts them, per connection,
 /// before the server answers GOAWAY (h2's rapid-reset guard; its default is
@@ -106,9 +103,7 @@ impl Node {
         let routes = std::mem::take(&mut self.grpc).routes();
         let signal = self.shutdown.signal();
         self.servers.spawn(async move {
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(GRPC_WINDOW_BYTES)
-                .initial_connection_window_size(GRPC_WINDOW_BYTES)
+            grpc_server()
                 .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .http2_max_local_error_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .add_routes(routes)

@@ -128,6 +128,14 @@ pub fn error_response(err: &ServiceError) -> Response {
     json_bytes(status, body.into_bytes())
 }
 
+/// A handler can return `Result<_, ServiceError>` and use `?`: the error
+/// becomes [`error_response`].
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        error_response(&self)
+    }
+}
+
 /// A response with a JSON body that is already serialized.
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();

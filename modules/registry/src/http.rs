@@ -33,7 +33,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mlserve_proto::http::error_response;
 use mlserve_proto::registry::{pb, RegistryClient, ANONYMOUS};
 use mlserve_proto::ServiceError;
 use serde_json::{json, Value};
@@ -44,11 +43,8 @@ pub const USER_HEADER: &str = "x-mlserve-user";
 /// The header carrying a downloaded file's sha256.
 pub const SHA256_HEADER: &str = "x-mlserve-sha256";
 
+/// What every handler returns; an error answers in the one error format.
 type ApiResult = Result<Response, ServiceError>;
-
-fn respond(result: ApiResult) -> Response {
-    result.unwrap_or_else(|err| error_response(&err))
-}
 
 fn json_response(status: StatusCode, value: Value) -> Response {
     (status, Json(value)).into_response()
@@ -157,209 +153,154 @@ type Params = Result<Path<HashMap<String, String>>, PathRejection>;
 async fn create_model(
     State(service): State<RegistryClient>,
     request: Result<Json<views::CreateModel>, JsonRejection>,
-) -> Response {
-    respond(
-        async {
-            let request = body(request)?;
-            let model = service
-                .create_model(pb::CreateModelRequest {
-                    name: request.name,
-                    description: request.description,
-                    tags: request.tags,
-                })
-                .await?;
-            Ok(json_response(StatusCode::CREATED, views::model(&model)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let request = body(request)?;
+    let model = service
+        .create_model(pb::CreateModelRequest {
+            name: request.name,
+            description: request.description,
+            tags: request.tags,
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, views::model(&model)))
 }
 
 async fn list_models(
     State(service): State<RegistryClient>,
     q: Result<Query<views::ListQuery>, QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let q = query(q)?;
-            let page = service
-                .list_models(pb::ListModelsRequest {
-                    query: q.query,
-                    tags: tag_filter(&q.tags)?,
-                    page_token: q.page_token,
-                    limit: q.limit,
-                })
-                .await?;
-            Ok(page_response(
-                "models",
-                &page.models,
-                views::model,
-                page.next_page_token,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let q = query(q)?;
+    let page = service
+        .list_models(pb::ListModelsRequest {
+            query: q.query,
+            tags: tag_filter(&q.tags)?,
+            page_token: q.page_token,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(page_response(
+        "models",
+        &page.models,
+        views::model,
+        page.next_page_token,
+    ))
 }
 
-async fn get_model(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let model = service.get_model(&param(&p, "name")).await?;
-            Ok(json_response(StatusCode::OK, views::model(&model)))
-        }
-        .await,
-    )
+async fn get_model(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    let model = service.get_model(&param(&p, "name")).await?;
+    Ok(json_response(StatusCode::OK, views::model(&model)))
 }
 
 async fn update_model(
     State(service): State<RegistryClient>,
     params: Params,
     request: Result<Json<views::Update>, JsonRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let u = body(request)?;
-            let model = service
-                .update_model(pb::UpdateModelRequest {
-                    name: param(&p, "name"),
-                    description: u.description,
-                    set_tags: u.set_tags,
-                    remove_tags: u.remove_tags,
-                })
-                .await?;
-            Ok(json_response(StatusCode::OK, views::model(&model)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let u = body(request)?;
+    let model = service
+        .update_model(pb::UpdateModelRequest {
+            name: param(&p, "name"),
+            description: u.description,
+            set_tags: u.set_tags,
+            remove_tags: u.remove_tags,
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, views::model(&model)))
 }
 
-async fn delete_model(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            service.delete_model(&param(&p, "name")).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
+async fn delete_model(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    service.delete_model(&param(&p, "name")).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_versions(
     State(service): State<RegistryClient>,
     params: Params,
     q: Result<Query<views::ListQuery>, QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let q = query(q)?;
-            let page = service
-                .list_versions(pb::ListVersionsRequest {
-                    name: param(&p, "name"),
-                    page_token: q.page_token,
-                    limit: q.limit,
-                })
-                .await?;
-            Ok(page_response(
-                "versions",
-                &page.versions,
-                views::version,
-                page.next_page_token,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let q = query(q)?;
+    let page = service
+        .list_versions(pb::ListVersionsRequest {
+            name: param(&p, "name"),
+            page_token: q.page_token,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(page_response(
+        "versions",
+        &page.versions,
+        views::version,
+        page.next_page_token,
+    ))
 }
 
-async fn get_version(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let v = service
-                .get_version(&param(&p, "name"), version_param(&p)?)
-                .await?;
-            Ok(json_response(StatusCode::OK, views::version(&v)))
-        }
-        .await,
-    )
+async fn get_version(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    let v = service
+        .get_version(&param(&p, "name"), version_param(&p)?)
+        .await?;
+    Ok(json_response(StatusCode::OK, views::version(&v)))
 }
 
 async fn update_version(
     State(service): State<RegistryClient>,
     params: Params,
     request: Result<Json<views::Update>, JsonRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let u = body(request)?;
-            let v = service
-                .update_version(pb::UpdateVersionRequest {
-                    name: param(&p, "name"),
-                    version: version_param(&p)?,
-                    description: u.description,
-                    set_tags: u.set_tags,
-                    remove_tags: u.remove_tags,
-                })
-                .await?;
-            Ok(json_response(StatusCode::OK, views::version(&v)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let u = body(request)?;
+    let v = service
+        .update_version(pb::UpdateVersionRequest {
+            name: param(&p, "name"),
+            version: version_param(&p)?,
+            description: u.description,
+            set_tags: u.set_tags,
+            remove_tags: u.remove_tags,
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, views::version(&v)))
 }
 
-async fn download(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let (file, stream) = service
-                .download(&param(&p, "name"), version_param(&p)?, &param(&p, "path"))
-                .await?;
-            let mut response = Body::from_stream(stream).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
-            if let Ok(sha) = HeaderValue::from_str(&file.sha256) {
-                headers.insert(SHA256_HEADER, sha);
-            }
-            if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
-                headers.insert(header::ETAG, etag);
-            }
-            Ok(response)
-        }
-        .await,
-    )
+async fn download(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    let (file, stream) = service
+        .download(&param(&p, "name"), version_param(&p)?, &param(&p, "path"))
+        .await?;
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    if let Ok(sha) = HeaderValue::from_str(&file.sha256) {
+        headers.insert(SHA256_HEADER, sha);
+    }
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
+        headers.insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
-async fn list_aliases(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let aliases = service.list_aliases(&param(&p, "name")).await?;
-            let aliases: Vec<Value> = aliases.iter().map(views::alias).collect();
-            Ok(json_response(StatusCode::OK, json!({ "aliases": aliases })))
-        }
-        .await,
-    )
+async fn list_aliases(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    let aliases = service.list_aliases(&param(&p, "name")).await?;
+    let aliases: Vec<Value> = aliases.iter().map(views::alias).collect();
+    Ok(json_response(StatusCode::OK, json!({ "aliases": aliases })))
 }
 
-async fn get_alias(State(service): State<RegistryClient>, params: Params) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let (name, alias) = (param(&p, "name"), param(&p, "alias"));
-            let found = service.get_alias(&name, &alias).await?;
-            let version = service.get_version(&name, found.version).await?;
-            let mut value = views::alias(&found);
-            value["model_version"] = views::version(&version);
-            Ok(json_response(StatusCode::OK, value))
-        }
-        .await,
-    )
+async fn get_alias(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+    let p = path_params(params)?;
+    let (name, alias) = (param(&p, "name"), param(&p, "alias"));
+    let found = service.get_alias(&name, &alias).await?;
+    let version = service.get_version(&name, found.version).await?;
+    let mut value = views::alias(&found);
+    value["model_version"] = views::version(&version);
+    Ok(json_response(StatusCode::OK, value))
 }
 
 async fn set_alias(
@@ -367,70 +308,55 @@ async fn set_alias(
     headers: HeaderMap,
     params: Params,
     request: Result<Json<views::SetAlias>, JsonRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let request = body(request)?;
-            let moved = service
-                .set_alias(pb::SetAliasRequest {
-                    name: param(&p, "name"),
-                    alias: param(&p, "alias"),
-                    version: request.version,
-                    actor: user(&headers),
-                })
-                .await?;
-            Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let request = body(request)?;
+    let moved = service
+        .set_alias(pb::SetAliasRequest {
+            name: param(&p, "name"),
+            alias: param(&p, "alias"),
+            version: request.version,
+            actor: user(&headers),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
 }
 
 async fn delete_alias(
     State(service): State<RegistryClient>,
     headers: HeaderMap,
     params: Params,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let moved = service
-                .delete_alias(pb::DeleteAliasRequest {
-                    name: param(&p, "name"),
-                    alias: param(&p, "alias"),
-                    actor: user(&headers),
-                })
-                .await?;
-            Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let moved = service
+        .delete_alias(pb::DeleteAliasRequest {
+            name: param(&p, "name"),
+            alias: param(&p, "alias"),
+            actor: user(&headers),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
 }
 
 async fn alias_history(
     State(service): State<RegistryClient>,
     params: Params,
     q: Result<Query<views::ListQuery>, QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let q = query(q)?;
-            let page = service
-                .alias_history(pb::AliasHistoryRequest {
-                    name: param(&p, "name"),
-                    alias: q.alias,
-                    page_token: q.page_token,
-                    limit: q.limit,
-                })
-                .await?;
-            Ok(page_response(
-                "moves",
-                &page.moves,
-                views::alias_move,
-                page.next_page_token,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let q = query(q)?;
+    let page = service
+        .alias_history(pb::AliasHistoryRequest {
+            name: param(&p, "name"),
+            alias: q.alias,
+            page_token: q.page_token,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(page_response(
+        "moves",
+        &page.moves,
+        views::alias_move,
+        page.next_page_token,
+    ))
 }

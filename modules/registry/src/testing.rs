@@ -120,28 +120,25 @@ pub async fn local_registry() -> (Arc<LocalRegistry>, Artifacts, PathBuf) {
     let db = testing::sqlite(&dir).await;
     let config = RegistryConfig::default();
     let artifacts = Artifacts::from_config(&config, &dir).expect("local store");
-    let registry = LocalRegistry::new(
+    (registry_over(db, &artifacts), artifacts, dir)
+}
+
+/// A registry with the test limits, no events and no fault.
+fn registry_over(db: mlserve_common::Database, artifacts: &Artifacts) -> Arc<LocalRegistry> {
+    Arc::new(LocalRegistry::new(
         Store::new(db),
         artifacts.clone(),
         None,
         TEST_LIMITS,
         RegistryFault::None,
-    );
-    (Arc::new(registry), artifacts, dir)
+    ))
 }
 
 /// A registry over PostgreSQL and `s3`.
 pub async fn postgres_s3_registry(s3: &S3Server, prefix: &str) -> (Arc<LocalRegistry>, Artifacts) {
     let db = testing::postgres().await;
     let artifacts = s3.artifacts(prefix);
-    let registry = LocalRegistry::new(
-        Store::new(db),
-        artifacts.clone(),
-        None,
-        TEST_LIMITS,
-        RegistryFault::None,
-    );
-    (Arc::new(registry), artifacts)
+    (registry_over(db, &artifacts), artifacts)
 }
 
 /// Appends a protobuf varint.

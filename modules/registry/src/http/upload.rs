@@ -9,13 +9,12 @@ use std::collections::HashMap;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use mlserve_proto::registry::{pb, RegistryClient, UploadItem};
 use mlserve_proto::{ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{json_response, param, path_params, respond, user, views, Params};
+use super::{json_response, param, path_params, user, views, ApiResult, Params};
 
 /// Most bytes drained from a refused upload before the connection is dropped.
 const DRAIN_CAP_BYTES: u64 = 256 * 1024 * 1024;
@@ -117,43 +116,38 @@ pub(super) async fn create_version(
     headers: HeaderMap,
     params: Params,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Response {
-    respond(
-        async {
-            let p = path_params(params)?;
-            let multipart = multipart.map_err(|e| {
-                ServiceError::bad_request(format!(
-                    "a version upload is multipart/form-data: {}",
-                    e.body_text()
-                ))
-            })?;
-            let (metadata_tx, metadata_rx) = oneshot::channel();
-            let (tx, rx) = mpsc::channel(4);
-            let reader = tokio::spawn(read_parts(multipart, metadata_tx, tx));
-            let metadata = metadata_rx
-                .await
-                .map_err(|_| ServiceError::internal("upload reader ended early"))??;
-            let request = pb::CreateVersionRequest {
-                name: param(&p, "name"),
-                description: metadata.description,
-                lineage: Some(pb::Lineage {
-                    training_run: metadata.lineage.training_run,
-                    dataset_snapshot: metadata.lineage.dataset_snapshot,
-                    code_version: metadata.lineage.code_version,
-                }),
-                metrics: metadata.metrics,
-                tags: metadata.tags,
-                created_by: user(&headers),
-            };
-            let result = service
-                .create_version(request, Box::pin(ReceiverStream::new(rx)))
-                .await;
-            if result.is_err() {
-                // Let the reader drain the rest of the body first.
-                let _ = reader.await;
-            }
-            Ok(json_response(StatusCode::CREATED, views::version(&result?)))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let p = path_params(params)?;
+    let multipart = multipart.map_err(|e| {
+        ServiceError::bad_request(format!(
+            "a version upload is multipart/form-data: {}",
+            e.body_text()
+        ))
+    })?;
+    let (metadata_tx, metadata_rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel(4);
+    let reader = tokio::spawn(read_parts(multipart, metadata_tx, tx));
+    let metadata = metadata_rx
+        .await
+        .map_err(|_| ServiceError::internal("upload reader ended early"))??;
+    let request = pb::CreateVersionRequest {
+        name: param(&p, "name"),
+        description: metadata.description,
+        lineage: Some(pb::Lineage {
+            training_run: metadata.lineage.training_run,
+            dataset_snapshot: metadata.lineage.dataset_snapshot,
+            code_version: metadata.lineage.code_version,
+        }),
+        metrics: metadata.metrics,
+        tags: metadata.tags,
+        created_by: user(&headers),
+    };
+    let result = service
+        .create_version(request, Box::pin(ReceiverStream::new(rx)))
+        .await;
+    if result.is_err() {
+        // Let the reader drain the rest of the body first.
+        let _ = reader.await;
+    }
+    Ok(json_response(StatusCode::CREATED, views::version(&result?)))
 }
