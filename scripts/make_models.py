@@ -364,11 +364,14 @@ def write_spec(out, spec):
                 (stage / name).write_bytes(data)
             os.chmod(stage, 0o755)
             os.rename(stage, dst)
-        except BaseException:
+        except BaseException as err:
             for p in sorted(stage.rglob("*"), reverse=True):
                 p.rmdir() if p.is_dir() else p.unlink()
             stage.rmdir()
-            raise
+            # Another process made the same model meanwhile (the output is
+            # deterministic): keep its directory, never replace it.
+            if not (isinstance(err, OSError) and (dst / "1" / "model.onnx").is_file()):
+                raise
     return len(model_bytes)
 
 

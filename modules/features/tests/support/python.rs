@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -57,12 +58,22 @@ pub fn make_images(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The real BERT WordPiece tokenizer.json of all-MiniLM-L6-v2, fetched by
-/// scripts/models/bert.py into the cache if it is not there yet.
+/// scripts/models/bert.py into the cache if it is not there yet. Asked once
+/// per process; bert.py's file lock makes concurrent processes share one fill.
 pub fn minilm_tokenizer() -> PathBuf {
-    let dir = run(Command::new(python())
-        .current_dir(root().join("scripts"))
-        .args(["-c", "from models import bert; print(bert.minilm_dir())"]));
-    let path = PathBuf::from(dir.trim()).join("tokenizer.json");
-    assert!(path.is_file(), "{} missing", path.display());
-    path
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = run(Command::new(python())
+            .current_dir(root().join("scripts"))
+            .args(["-c", "from models import bert; print(bert.minilm_dir())"]));
+        let dir = out.lines().last().unwrap_or_default().trim();
+        let path = PathBuf::from(dir).join("tokenizer.json");
+        assert!(
+            path.is_file(),
+            "{} missing (bert.py printed {out:?})",
+            path.display()
+        );
+        path
+    })
+    .clone()
 }
