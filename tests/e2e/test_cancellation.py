@@ -9,12 +9,15 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from helpers import http_request
+from helpers import http_request, metric_values, parse_metrics, wait_until
 
 
-def slow_body(value):
-    data = np.full((1, 256), value, dtype=np.float32)
-    return json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 256],
+BUSY_ROWS = 4  # slow's max_batch_size: a busy request is a batch of its own
+
+
+def slow_body(value, rows=1):
+    data = np.full((rows, 256), value, dtype=np.float32)
+    return json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, 256],
                                    "data": data.flatten().tolist()}]}).encode()
 
 
@@ -34,15 +37,29 @@ def stats(server):
     return json.loads(resp.body)["model_stats"][0]
 
 
+def queue_depth(server):
+    samples, _ = parse_metrics(http_request(server.metrics_port, "GET", "/metrics").body.decode())
+    return sum(metric_values(samples, "mlserve_inference_queue_depth", model="slow"))
+
+
 def test_abandoned_requests_never_execute(make_server, models_repo):
+    """Ordered by what the server reports, not by sleeps: the abandoned
+    requests are sent once one full busy batch executes and another waits,
+    so a whole execution stands between them and the model however fast it
+    runs; afterwards one more request, queued behind anything left, is the
+    barrier before the count."""
     server = make_server(models_repo)
     port = server.http_port
-    busy = threading.Thread(target=lambda: http_request(port, "POST", "/v2/models/slow/infer",
-                                                        slow_body(0.5), timeout=30))
-    busy.start()
-    # The first request executes for about 200 ms; everything below is sent,
-    # and given up on, well within that time, so it can only have queued.
-    time.sleep(0.03)
+    answers = []
+
+    def busy_request():
+        answers.append(http_request(port, "POST", "/v2/models/slow/infer",
+                                    slow_body(0.5, BUSY_ROWS), timeout=120))
+
+    busy = [threading.Thread(target=busy_request) for _ in range(2)]
+    for t in busy:
+        t.start()
+    wait_until(lambda: queue_depth(server) >= 1, 60, "a busy batch waiting behind the other")
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
     x = grpcclient.InferInput("INPUT0", [1, 256], "FP32")
     x.set_data_from_numpy(np.zeros((1, 256), dtype=np.float32))
@@ -52,10 +69,12 @@ def test_abandoned_requests_never_execute(make_server, models_repo):
         pass  # deadline exceeded: the client gave up
     for i in range(3):
         abandon_http(port, slow_body(i))
-    busy.join()
-    time.sleep(1.0)  # anything wrongly queued would have run by now
-    after = stats(server)
-    assert after["inference_count"] == 1, f"abandoned requests executed: {after}"
-    assert after["execution_count"] == 1
-    resp = http_request(port, "POST", "/v2/models/slow/infer", slow_body(1.0), timeout=30)
+    for t in busy:
+        t.join()
+    assert [r.status for r in answers] == [200, 200], [str(r) for r in answers]
+    # FIFO: anything wrongly kept in the queue runs before (or with) this one.
+    resp = http_request(port, "POST", "/v2/models/slow/infer", slow_body(1.0), timeout=120)
     assert resp.status == 200
+    after = stats(server)
+    assert after["inference_count"] == 2 * BUSY_ROWS + 1, f"abandoned requests executed: {after}"
+    assert after["execution_count"] == 3, after

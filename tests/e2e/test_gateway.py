@@ -248,12 +248,16 @@ def test_errors_keep_their_codes_through_the_gateway(topo, key):
 
 def test_overload_is_shed_with_503_and_retry_after(topo, key):
     """`slow` queues at most 8 requests per inference process: a burst far
-    above that gets typed 503s with Retry-After, never a hang."""
+    above that gets typed 503s with Retry-After, never a hang. The deadline
+    is far above what the admitted requests take on a slow machine, so every
+    503 is a shed, never an expiry."""
     from concurrent.futures import ThreadPoolExecutor
     body, _ = slow_request(batch=1)
+    deadline_ms = 300_000
 
     def one(_):
-        return post(port(topo), "/v2/models/slow/infer", body, headers=auth(key), timeout=60)
+        return post(port(topo), "/v2/models/slow/infer", body, timeout=deadline_ms / 1000 + 30,
+                    headers={**auth(key), "Mlserve-Timeout-Ms": str(deadline_ms)})
 
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(one, range(64)))

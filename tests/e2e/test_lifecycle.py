@@ -5,7 +5,6 @@ import http.client
 import os
 import shutil
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -149,10 +148,17 @@ def test_sigterm_finishes_in_flight_requests(models_repo, tmp_path, make_server)
     http_futs = [pool.submit(http_call, i) for i in range(6)]
     grpc_futs = [pool.submit(grpc_call, i) for i in range(2)]
     try:
-        # the requests are in once some of them wait in the queue
-        wait_until(lambda: (queue_depth(s, "slow") or 0) >= 1, 10, "slow's queue never filled")
-        time.sleep(0.1)
-        pending = sum(not f.done() for f in http_futs + grpc_futs)
+        # Every request is in the server before SIGTERM, however fast either
+        # side runs: each request is a batch of its own on slow's single
+        # instance, so with some of them queued (the model busy with one
+        # more) queued + answered = 7 means all 8 arrived.
+        futs = http_futs + grpc_futs
+
+        def all_in():
+            depth = queue_depth(s, "slow") or 0
+            return depth >= 1 and depth + sum(f.done() for f in futs) >= len(futs) - 1
+        wait_until(all_in, 60, "the requests never all reached slow's queue")
+        pending = sum(not f.done() for f in futs)
         s.sigterm()
         assert pending >= 2, f"only {pending} requests were in flight at SIGTERM"
 
