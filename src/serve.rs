@@ -28,26 +28,21 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;
-    // A registry role in another process, reached over gRPC.
-    if let (false, endpoint) = (
-        roles.contains(&Role::Registry),
-        node.config.registry.endpoint.trim().to_string(),
-    ) {
-        if !endpoint.is_empty() {
-            let remote =
-                mlserve_proto::registry::connect_registry(&endpoint, Duration::from_secs(5))
-                    .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
-            node.clients.registry = Some(std::sync::Arc::new(remote));
-        }
+    // Services whose roles run in another process, reached over gRPC.
+    let grpc = mlserve_proto::rpc::GrpcOptions::default();
+    let endpoint = node.config.registry.endpoint.trim().to_string();
+    if !roles.contains(&Role::Registry) && !endpoint.is_empty() {
+        let remote = mlserve_proto::registry::RegistryClient::connect_lazy(&endpoint, &grpc)
+            .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
+        node.clients.registry = Some(remote);
     }
-    // A features role in another process, reached over gRPC.
     if let (false, Some(uri)) = (
         roles.contains(&Role::Features),
         node.config.features.endpoint.clone(),
     ) {
-        let remote = mlserve_proto::features::connect_features(&uri, Duration::from_secs(5))
+        let remote = mlserve_proto::features::FeaturesClient::connect_lazy(&uri, &grpc)
             .map_err(|e| anyhow::anyhow!("features.endpoint: {e}"))?;
-        node.clients.features = Some(std::sync::Arc::new(remote));
+        node.clients.features = Some(remote);
     }
     // Role::ALL is the start-up order: the services others call come first,
     // so their local clients exist when the callers start.

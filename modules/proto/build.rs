@@ -1,10 +1,63 @@
-//! Generates the gRPC code for the Open Inference Protocol with a vendored
-//! `protoc`, so a build needs nothing installed beyond the Rust toolchain.
+//! Generates the gRPC code of every contract with a vendored `protoc` (a
+//! build needs nothing installed beyond the Rust toolchain), then each
+//! service's trait, client and adapters from the same descriptors
+//! (`codegen/services.rs`).
+
+#[path = "codegen/services.rs"]
+mod services;
+
+use std::path::PathBuf;
+
+use services::Spec;
+
+/// The services mlserve defines, each once.
+const SERVICES: [Spec; 3] = [
+    Spec {
+        proto: "inference.GRPCInferenceService",
+        messages: "crate::pb",
+        trait_name: "InferenceService",
+        prefix: "Inference",
+        // What Triton offers and mlserve does not (yet): answered UNIMPLEMENTED.
+        optional: &[
+            "SystemSharedMemoryStatus",
+            "SystemSharedMemoryRegister",
+            "SystemSharedMemoryUnregister",
+            "CudaSharedMemoryStatus",
+            "CudaSharedMemoryRegister",
+            "CudaSharedMemoryUnregister",
+            "TraceSetting",
+            "LogSettings",
+        ],
+        out_file: "inference.service.rs",
+    },
+    Spec {
+        proto: "registry.RegistryService",
+        messages: "crate::registry::pb",
+        trait_name: "RegistryService",
+        prefix: "Registry",
+        optional: &[],
+        out_file: "registry.service.rs",
+    },
+    Spec {
+        proto: "features.FeatureService",
+        messages: "crate::features::fpb",
+        trait_name: "FeatureService",
+        prefix: "Features",
+        optional: &[],
+        out_file: "features.service.rs",
+    },
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=codegen");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let core = out.join("core.descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&core)
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
         .bytes(".registry.UploadPart")
@@ -18,7 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let json = "#[serde(with = \"crate::features::json_text\")]";
     let json_map = "#[serde(with = \"crate::features::json_text::map\")]";
     let json_vec = "#[serde(with = \"crate::features::json_text::vec\")]";
+    let features = out.join("features.descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&features)
         .type_attribute(
             ".features",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
@@ -39,5 +94,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::features::json_text::base64\")]",
         )
         .compile_protos(&["proto/features.proto"], &["proto"])?;
+
+    services::generate(&std::fs::read(&core)?, &SERVICES[..2], &out);
+    services::generate(&std::fs::read(&features)?, &SERVICES[2..], &out);
     Ok(())
 }

@@ -2,15 +2,15 @@
 //! role's gRPC API (`--endpoint`, default this configuration's gRPC port on
 //! 127.0.0.1), so it works with every online store.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mlserve_common::Config;
 use mlserve_features::{catalog, export, files, parquet_io, values};
 use mlserve_proto::features::*;
+use mlserve_proto::rpc::GrpcOptions;
+use mlserve_proto::CallContext;
+use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
@@ -96,22 +96,26 @@ pub async fn run(args: FeaturesArgs, config: &Config) -> Result<()> {
     let endpoint = args
         .endpoint
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.server.grpc_port));
-    let client = connect_features(&endpoint, Duration::from_secs(5))?;
+    let client = FeaturesClient::connect_lazy(&endpoint, &GrpcOptions::default())?;
     match args.command {
         FeaturesCommand::Apply { path } => {
             let request = read_definitions(&path).await?;
-            for line in client.apply(request).await?.changes {
+            for line in client.apply(ctx(), request).await?.changes {
                 println!("{line}");
             }
         }
         FeaturesCommand::List => {
-            for e in client.list_entities().await? {
+            for e in client.list_entities(ctx(), ListRequest {}).await?.entities {
                 println!(
                     "entity {} (v{}) join_keys={:?} {}",
                     e.name, e.version, e.join_keys, e.value_type
                 );
             }
-            for v in client.list_feature_views().await? {
+            for v in client
+                .list_feature_views(ctx(), ListRequest {})
+                .await?
+                .feature_views
+            {
                 let fields: Vec<String> = v
                     .fields
                     .iter()
@@ -172,7 +176,7 @@ pub async fn run(args: FeaturesArgs, config: &Config) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let response = client
-                .get_online_features(GetOnlineFeaturesRequest { features, entities })
+                .get_online_features(ctx(), GetOnlineFeaturesRequest { features, entities })
                 .await?;
             println!("{}", serde_json::to_string_pretty(&response)?);
         }
@@ -184,6 +188,11 @@ pub async fn run(args: FeaturesArgs, config: &Config) -> Result<()> {
         } => history(&client, features, &entities, &timestamp_column, &out).await?,
     }
     Ok(())
+}
+
+/// A CLI call's context: no deadline, id or caller.
+fn ctx() -> CallContext {
+    CallContext::new()
 }
 
 async fn read_definitions(path: &Path) -> Result<ApplyRequest> {
@@ -226,18 +235,21 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 async fn ingest(
-    client: &RemoteFeatures,
+    client: &FeaturesClient,
     view: &str,
     file: &Path,
     ts_column: &str,
     batch: usize,
 ) -> Result<()> {
-    let views = client.list_feature_views().await?;
+    let views = client
+        .list_feature_views(ctx(), ListRequest {})
+        .await?
+        .feature_views;
     let definition = views
         .iter()
         .find(|v| v.name == view)
         .with_context(|| format!("unknown feature view '{view}'"))?;
-    let entities = client.list_entities().await?;
+    let entities = client.list_entities(ctx(), ListRequest {}).await?.entities;
     let rows = if file.extension().is_some_and(|e| e == "parquet") {
         let data = tokio::fs::read(file)
             .await
@@ -260,7 +272,7 @@ async fn ingest(
             feature_view: view.to_string(),
             rows: chunk.to_vec(),
         };
-        total += client.ingest(request).await?.offline_rows;
+        total += client.ingest(ctx(), request).await?.offline_rows;
         progress.inc(chunk.len() as u64);
     }
     progress.finish();
@@ -268,11 +280,12 @@ async fn ingest(
     Ok(())
 }
 
-async fn materialize(client: &RemoteFeatures, request: MaterializeRequest) -> Result<()> {
+async fn materialize(client: &FeaturesClient, request: MaterializeRequest) -> Result<()> {
     let views = if request.feature_views.is_empty() {
         client
-            .list_feature_views()
+            .list_feature_views(ctx(), ListRequest {})
             .await?
+            .feature_views
             .into_iter()
             .filter(|v| v.online)
             .map(|v| v.name)
@@ -287,7 +300,7 @@ async fn materialize(client: &RemoteFeatures, request: MaterializeRequest) -> Re
             feature_views: vec![view],
             ..request.clone()
         };
-        for done in client.materialize(one).await?.views {
+        for done in client.materialize(ctx(), one).await?.views {
             progress.suspend(|| {
                 println!(
                     "{}: {} rows written to the online store ({} .. {})",
@@ -302,7 +315,7 @@ async fn materialize(client: &RemoteFeatures, request: MaterializeRequest) -> Re
 }
 
 async fn history(
-    client: &RemoteFeatures,
+    client: &FeaturesClient,
     features: Vec<String>,
     entities: &Path,
     ts_column: &str,
@@ -351,10 +364,13 @@ async fn history(
     );
     let progress = bar(rows.len() as u64, "history");
     let mut stream = client
-        .get_historical_features(GetHistoricalFeaturesRequest {
-            features: features.clone(),
-            entities: rows,
-        })
+        .get_historical_features(
+            ctx(),
+            GetHistoricalFeaturesRequest {
+                features: features.clone(),
+                entities: rows,
+            },
+        )
         .await?;
     let Some(format) = format else {
         let columns = parquet_columns(client, &keys, &features).await?;
@@ -398,12 +414,15 @@ async fn history(
 /// Parquet column types of a training set: the time, the join keys (their
 /// entities' types), the features (their fields' types).
 async fn parquet_columns(
-    client: &RemoteFeatures,
+    client: &FeaturesClient,
     keys: &[String],
     features: &[String],
 ) -> Result<Vec<(String, String)>> {
-    let entities = client.list_entities().await?;
-    let views = client.list_feature_views().await?;
+    let entities = client.list_entities(ctx(), ListRequest {}).await?.entities;
+    let views = client
+        .list_feature_views(ctx(), ListRequest {})
+        .await?
+        .feature_views;
     let mut columns = vec![("event_ts".to_string(), "timestamp".to_string())];
     for key in keys {
         let dtype = entities

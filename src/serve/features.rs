@@ -11,7 +11,7 @@ use mlserve_common::{db, Database};
 use mlserve_features::online::{MemoryStore, OnlineStore, RedisStore};
 use mlserve_features::transform::PipelineSpec;
 use mlserve_features::{LocalFeatures, Options};
-use mlserve_proto::features::{features_grpc_server, FeaturesClient};
+use mlserve_proto::features::{features_grpc_server, FeatureService, FeaturesClient};
 
 use super::Node;
 
@@ -75,15 +75,16 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let local = local(&node.config).await?;
     tracing::info!(online_store = local.online_store(), "features role started");
     let stats = Arc::new(mlserve_features::metrics::Stats::default());
-    let client: FeaturesClient = Arc::new(mlserve_features::metrics::Metered::new(
+    let metered: Arc<dyn FeatureService> = Arc::new(mlserve_features::metrics::Metered::new(
         local,
         stats.clone(),
     ));
     node.metrics.push(Arc::new(move || stats.render()));
     let max_body = node.config.server.http_max_body_bytes;
+    let client = FeaturesClient::from_arc(metered.clone());
     node.add_routes(mlserve_features::http::routes(client.clone(), max_body));
     node.grpc
-        .add_service(features_grpc_server(client.clone(), max_body));
+        .add_service(features_grpc_server(metered, max_body));
     node.clients.features = Some(client);
     Ok(())
 }

@@ -50,7 +50,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     ));
     let follower = follower(node, &manager).await?;
     let local = Arc::new(LocalInference::new(manager.clone()));
-    let client: InferenceClient = local.clone();
+    let client = InferenceClient::from_arc(local.clone());
     node.clients.inference = Some(client.clone());
 
     node.add_routes(v2_routes(
@@ -59,8 +59,10 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
             max_body_bytes: server.http_max_body_bytes,
         },
     ));
-    node.grpc
-        .add_service(inference_grpc_server(client, server.http_max_body_bytes));
+    node.grpc.add_service(inference_grpc_server(
+        local.clone(),
+        server.http_max_body_bytes,
+    ));
     node.readiness_owned = true;
     let health = node.health.clone();
     health

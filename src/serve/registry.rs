@@ -40,13 +40,15 @@ pub async fn start(node: &mut Node) -> Result<()> {
         limits,
         settings.fault,
     ));
-    let client: RegistryClient = local.clone();
+    let client = RegistryClient::from_arc(local.clone());
     let counters = local.clone();
     node.metrics
         .push(Arc::new(move || counters.metrics().render()));
     node.clients.registry = Some(client.clone());
     node.add_routes(mlserve_registry::http::routes(client.clone()));
-    node.grpc.add_service(registry_grpc_server(client));
+    let max_message_bytes = node.config.server.http_max_body_bytes;
+    node.grpc
+        .add_service(registry_grpc_server(local.clone(), max_message_bytes));
 
     let grace = Duration::from_secs_f64(settings.gc_grace_secs.max(0.0));
     let every = settings.gc_interval_secs;

@@ -55,3 +55,52 @@ def make_server():
     yield make
     for s in started:
         s.stop()
+
+
+# The conformance suites (tritonclient HTTP and gRPC, input validation) run
+# against the node itself and through the gateway in both topologies: the
+# gateway must pass the whole protocol through unchanged.
+CONFORMANCE_TARGETS = ["node", "gateway_all_in_one", "gateway_split"]
+
+
+class GatewayFront:
+    """The gateway of a topology, with the node's attribute names, so a suite
+    written against the node runs against the gateway unchanged."""
+
+    def __init__(self, topology):
+        self.topology = topology
+
+    @property
+    def http_port(self):
+        return self.topology.gateway.gateway_http_port
+
+    @property
+    def grpc_port(self):
+        return self.topology.gateway.gateway_grpc_port
+
+    @property
+    def http_url(self):
+        return self.topology.http_url
+
+    @property
+    def grpc_url(self):
+        return self.topology.grpc_url
+
+
+_fronts = {}
+
+
+@pytest.fixture(scope="session", params=CONFORMANCE_TARGETS)
+def conformance_target(request, models_repo, tmp_path_factory):
+    """The node's own ports, or a gateway in front of it (all-in-one, or a
+    gateway process routing to one inference process over gRPC)."""
+    if request.param == "node":
+        return request.getfixturevalue("server")
+    if request.param not in _fronts:
+        from topology import Topology
+        kind = request.param.removeprefix("gateway_")
+        topo = Topology(kind, models_repo, tmp_path_factory.mktemp(f"conformance_{kind}"),
+                        inference_count=1).start()
+        request.session.config.add_cleanup(topo.stop)
+        _fronts[request.param] = GatewayFront(topo)
+    return _fronts[request.param]

@@ -15,6 +15,14 @@ from helpers import (binary_request, check_simple, copy_models, decode_response,
                      simple_json)
 from server import start_server
 
+
+@pytest.fixture(scope="module")
+def server(conformance_target):
+    """This suite runs against the node and through the gateway, all-in-one
+    and split (see conftest.conformance_target)."""
+    return conformance_target
+
+
 MiB = 1024 * 1024
 
 

@@ -15,6 +15,13 @@ from helpers import (IDENTITY_TYPES, assert_matches, copy_models, identity_input
                      identity_or_skip, ort_reference, simple_inputs, wait_until)
 from server import start_server
 
+
+@pytest.fixture(scope="module")
+def server(conformance_target):
+    """This suite runs against the node and through the gateway, all-in-one
+    and split (see conftest.conformance_target)."""
+    return conformance_target
+
 TIMEOUT = 60.0
 
 

@@ -12,6 +12,13 @@ from server import start_server
 
 
 @pytest.fixture(scope="module")
+def server(conformance_target):
+    """This suite runs against the node and through the gateway, all-in-one
+    and split (see conftest.conformance_target)."""
+    return conformance_target
+
+
+@pytest.fixture(scope="module")
 def client(server):
     c = httpclient.InferenceServerClient(server.http_url, network_timeout=60.0)
     yield c

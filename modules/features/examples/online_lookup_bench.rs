@@ -16,6 +16,7 @@ use mlserve_features::catalog::parse_definitions;
 use mlserve_features::online::{OnlineStore, RedisOptions, RedisStore};
 use mlserve_features::{LocalFeatures, Options};
 use mlserve_proto::features::*;
+use mlserve_proto::CallContext;
 
 const ENTITIES: i64 = 100_000;
 
@@ -58,7 +59,10 @@ online = true
 fields = [{ name = "a", dtype = "float64" }, { name = "b", dtype = "int64" }, { name = "c", dtype = "string" }]
 "#;
     service
-        .apply(parse_definitions(defs, "bench").unwrap())
+        .apply(
+            CallContext::new(),
+            parse_definitions(defs, "bench").unwrap(),
+        )
         .await
         .unwrap();
     eprintln!("loading {ENTITIES} entities into redis ({url}, prefix {prefix}) ...");
@@ -78,11 +82,14 @@ fields = [{ name = "a", dtype = "float64" }, { name = "b", dtype = "int64" }, { 
             })
             .collect();
         service
-            .push(PushRequest {
-                feature_view: "user_stats".into(),
-                rows,
-                to: "online".into(),
-            })
+            .push(
+                CallContext::new(),
+                PushRequest {
+                    feature_view: "user_stats".into(),
+                    rows,
+                    to: "online".into(),
+                },
+            )
             .await
             .unwrap();
         eprint!("\r  {} / {ENTITIES}", start + 5000);
@@ -128,7 +135,10 @@ fields = [{ name = "a", dtype = "float64" }, { name = "b", dtype = "int64" }, { 
                                     })
                                     .collect(),
                             };
-                            let got = service.get_online_features(request).await.unwrap();
+                            let got = service
+                                .get_online_features(CallContext::new(), request)
+                                .await
+                                .unwrap();
                             assert!(got.rows.iter().all(|r| r.values[0].status == PRESENT));
                         }
                         done.fetch_add(1, Ordering::Relaxed);

@@ -1,24 +1,19 @@
 //! REST under `/v1/features/`: the same operations as the gRPC service, with
 //! `{"error": "..."}` bodies and the shared status codes.
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{middleware, Json, Router};
 use futures_util::StreamExt;
 use mlserve_proto::features::*;
-use mlserve_proto::http::error_response;
-use mlserve_proto::{ServiceError, ServiceResult};
+use mlserve_proto::http::with_call_context;
+use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::export::{self, Format};
-
-type Shared = Arc<dyn FeatureService>;
 
 /// The REST routes (no fallbacks) over `service`.
 pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
@@ -37,6 +32,7 @@ pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
         .route("/v1/features/transform", post(transform))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(service)
+        .layer(middleware::from_fn(with_call_context))
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ServiceResult<T> {
@@ -44,97 +40,109 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> ServiceResult<T> {
         .map_err(|e| ServiceError::bad_request(format!("invalid request body: {e}")))
 }
 
-fn reply<T: Serialize>(result: ServiceResult<T>) -> Response {
-    match result {
-        Ok(value) => match serde_json::to_vec(&value) {
-            Ok(body) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(e) => error_response(&ServiceError::internal(e.to_string())),
-        },
-        Err(err) => error_response(&err),
-    }
+async fn apply(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<ApplyResponse>, ServiceError> {
+    Ok(Json(s.apply(ctx, parse(&body)?).await?))
 }
 
-async fn apply(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.apply(parse(&body)?).await }.await)
+async fn entities(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+) -> Result<Json<ListEntitiesResponse>, ServiceError> {
+    Ok(Json(s.list_entities(ctx, ListRequest {}).await?))
 }
 
-async fn entities(State(s): State<Shared>) -> Response {
-    reply(
-        s.list_entities()
-            .await
-            .map(|entities| serde_json::json!({ "entities": entities })),
-    )
+async fn entity(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    Path(name): Path<String>,
+) -> Result<Json<Entity>, ServiceError> {
+    s.list_entities(ctx, ListRequest {})
+        .await?
+        .entities
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(Json)
+        .ok_or_else(|| ServiceError::not_found(format!("entity '{name}' not found")))
 }
 
-async fn entity(State(s): State<Shared>, Path(name): Path<String>) -> Response {
-    reply(
-        async {
-            s.list_entities()
-                .await?
-                .into_iter()
-                .find(|e| e.name == name)
-                .ok_or_else(|| ServiceError::not_found(format!("entity '{name}' not found")))
-        }
-        .await,
-    )
+async fn views(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+) -> Result<Json<ListFeatureViewsResponse>, ServiceError> {
+    Ok(Json(s.list_feature_views(ctx, ListRequest {}).await?))
 }
 
-async fn views(State(s): State<Shared>) -> Response {
-    reply(
-        s.list_feature_views()
-            .await
-            .map(|views| serde_json::json!({ "feature_views": views })),
-    )
+async fn view(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    Path(name): Path<String>,
+) -> Result<Json<FeatureView>, ServiceError> {
+    s.list_feature_views(ctx, ListRequest {})
+        .await?
+        .feature_views
+        .into_iter()
+        .find(|v| v.name == name)
+        .map(Json)
+        .ok_or_else(|| ServiceError::not_found(format!("feature view '{name}' not found")))
 }
 
-async fn view(State(s): State<Shared>, Path(name): Path<String>) -> Response {
-    reply(
-        async {
-            s.list_feature_views()
-                .await?
-                .into_iter()
-                .find(|v| v.name == name)
-                .ok_or_else(|| ServiceError::not_found(format!("feature view '{name}' not found")))
-        }
-        .await,
-    )
+async fn ingest(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<WriteResponse>, ServiceError> {
+    Ok(Json(s.ingest(ctx, parse(&body)?).await?))
 }
 
-async fn ingest(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.ingest(parse(&body)?).await }.await)
+async fn push(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<WriteResponse>, ServiceError> {
+    Ok(Json(s.push(ctx, parse(&body)?).await?))
 }
 
-async fn push(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.push(parse(&body)?).await }.await)
+async fn materialize(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<MaterializeResponse>, ServiceError> {
+    Ok(Json(s.materialize(ctx, parse(&body)?).await?))
 }
 
-async fn materialize(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.materialize(parse(&body)?).await }.await)
+async fn online(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<GetOnlineFeaturesResponse>, ServiceError> {
+    Ok(Json(s.get_online_features(ctx, parse(&body)?).await?))
 }
 
-async fn online(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.get_online_features(parse(&body)?).await }.await)
+async fn pipelines(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+) -> Result<Json<ListPipelinesResponse>, ServiceError> {
+    Ok(Json(s.list_pipelines(ctx, ListRequest {}).await?))
 }
 
-async fn pipelines(State(s): State<Shared>) -> Response {
-    reply(
-        s.list_pipelines()
-            .await
-            .map(|pipelines| serde_json::json!({ "pipelines": pipelines })),
-    )
+async fn put_pipeline(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<ApplyResponse>, ServiceError> {
+    Ok(Json(s.put_pipeline(ctx, parse(&body)?).await?))
 }
 
-async fn put_pipeline(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.put_pipeline(parse(&body)?).await }.await)
-}
-
-async fn transform(State(s): State<Shared>, body: Bytes) -> Response {
-    reply(async { s.transform(parse(&body)?).await }.await)
+async fn transform(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    body: Bytes,
+) -> Result<Json<TransformResponse>, ServiceError> {
+    Ok(Json(s.transform(ctx, parse(&body)?).await?))
 }
 
 /// `?format=ndjson|csv`.
@@ -145,20 +153,18 @@ struct FormatQuery {
 }
 
 async fn historical(
-    State(s): State<Shared>,
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
     Query(query): Query<FormatQuery>,
     body: Bytes,
-) -> Response {
-    let Some(format) = Format::parse(&query.format) else {
-        return error_response(&ServiceError::bad_request(format!(
+) -> Result<Response, ServiceError> {
+    let format = Format::parse(&query.format).ok_or_else(|| {
+        ServiceError::bad_request(format!(
             "format must be ndjson or csv, not '{}'",
             query.format
-        )));
-    };
-    let request: GetHistoricalFeaturesRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return error_response(&e),
-    };
+        ))
+    })?;
+    let request: GetHistoricalFeaturesRequest = parse(&body)?;
     let features = request.features.clone();
     let keys = export::key_columns(
         request
@@ -170,10 +176,7 @@ async fn historical(
             })
             .as_ref(),
     );
-    let rows = match s.get_historical_features(request).await {
-        Ok(rows) => rows,
-        Err(e) => return error_response(&e),
-    };
+    let rows = s.get_historical_features(ctx, request).await?;
     let header = match format {
         Format::Csv => Some(Ok::<Bytes, std::io::Error>(Bytes::from(
             export::csv_header(&keys, &features),
@@ -188,10 +191,10 @@ async fn historical(
         Err(e) => Err(std::io::Error::other(e.message)),
     });
     let body = futures_util::stream::iter(header).chain(lines);
-    (
+    Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, format.content_type())],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }

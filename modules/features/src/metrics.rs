@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use mlserve_proto::features::*;
-use mlserve_proto::ServiceResult;
+use mlserve_proto::{CallContext, ServiceResult};
 
 /// Calls and seconds per (operation, outcome).
 type Calls = BTreeMap<(&'static str, &'static str), (u64, f64)>;
@@ -67,13 +67,13 @@ impl Stats {
 
 /// A [`FeatureService`] that counts and times every call of `inner`.
 pub struct Metered {
-    inner: FeaturesClient,
+    inner: Arc<dyn FeatureService>,
     stats: Arc<Stats>,
 }
 
 impl Metered {
     /// Wraps `inner`; the counters go to `stats`.
-    pub fn new(inner: FeaturesClient, stats: Arc<Stats>) -> Metered {
+    pub fn new(inner: Arc<dyn FeatureService>, stats: Arc<Stats>) -> Metered {
         Metered { inner, stats }
     }
 }
@@ -89,33 +89,50 @@ macro_rules! metered {
 
 #[async_trait]
 impl FeatureService for Metered {
-    async fn apply(&self, r: ApplyRequest) -> ServiceResult<ApplyResponse> {
-        metered!(self, "apply", self.inner.apply(r))
+    async fn apply(&self, ctx: CallContext, r: ApplyRequest) -> ServiceResult<ApplyResponse> {
+        metered!(self, "apply", self.inner.apply(ctx, r))
     }
-    async fn list_entities(&self) -> ServiceResult<Vec<Entity>> {
-        metered!(self, "list_entities", self.inner.list_entities())
+    async fn list_entities(
+        &self,
+        ctx: CallContext,
+        r: ListRequest,
+    ) -> ServiceResult<ListEntitiesResponse> {
+        metered!(self, "list_entities", self.inner.list_entities(ctx, r))
     }
-    async fn list_feature_views(&self) -> ServiceResult<Vec<FeatureView>> {
-        metered!(self, "list_feature_views", self.inner.list_feature_views())
+    async fn list_feature_views(
+        &self,
+        ctx: CallContext,
+        r: ListRequest,
+    ) -> ServiceResult<ListFeatureViewsResponse> {
+        metered!(
+            self,
+            "list_feature_views",
+            self.inner.list_feature_views(ctx, r)
+        )
     }
-    async fn ingest(&self, r: IngestRequest) -> ServiceResult<WriteResponse> {
-        metered!(self, "ingest", self.inner.ingest(r))
+    async fn ingest(&self, ctx: CallContext, r: IngestRequest) -> ServiceResult<WriteResponse> {
+        metered!(self, "ingest", self.inner.ingest(ctx, r))
     }
-    async fn push(&self, r: PushRequest) -> ServiceResult<WriteResponse> {
-        metered!(self, "push", self.inner.push(r))
+    async fn push(&self, ctx: CallContext, r: PushRequest) -> ServiceResult<WriteResponse> {
+        metered!(self, "push", self.inner.push(ctx, r))
     }
-    async fn materialize(&self, r: MaterializeRequest) -> ServiceResult<MaterializeResponse> {
-        metered!(self, "materialize", self.inner.materialize(r))
+    async fn materialize(
+        &self,
+        ctx: CallContext,
+        r: MaterializeRequest,
+    ) -> ServiceResult<MaterializeResponse> {
+        metered!(self, "materialize", self.inner.materialize(ctx, r))
     }
     async fn get_online_features(
         &self,
+        ctx: CallContext,
         r: GetOnlineFeaturesRequest,
     ) -> ServiceResult<GetOnlineFeaturesResponse> {
         let entities = r.entities.len() as u64;
         let result = metered!(
             self,
             "get_online_features",
-            self.inner.get_online_features(r)
+            self.inner.get_online_features(ctx, r)
         );
         self.stats
             .online_entities
@@ -124,22 +141,31 @@ impl FeatureService for Metered {
     }
     async fn get_historical_features(
         &self,
+        ctx: CallContext,
         r: GetHistoricalFeaturesRequest,
     ) -> ServiceResult<HistoricalStream> {
         metered!(
             self,
             "get_historical_features",
-            self.inner.get_historical_features(r)
+            self.inner.get_historical_features(ctx, r)
         )
     }
-    async fn put_pipeline(&self, p: Pipeline) -> ServiceResult<ApplyResponse> {
-        metered!(self, "put_pipeline", self.inner.put_pipeline(p))
+    async fn put_pipeline(&self, ctx: CallContext, p: Pipeline) -> ServiceResult<ApplyResponse> {
+        metered!(self, "put_pipeline", self.inner.put_pipeline(ctx, p))
     }
-    async fn list_pipelines(&self) -> ServiceResult<Vec<Pipeline>> {
-        metered!(self, "list_pipelines", self.inner.list_pipelines())
+    async fn list_pipelines(
+        &self,
+        ctx: CallContext,
+        r: ListRequest,
+    ) -> ServiceResult<ListPipelinesResponse> {
+        metered!(self, "list_pipelines", self.inner.list_pipelines(ctx, r))
     }
-    async fn transform(&self, r: TransformRequest) -> ServiceResult<TransformResponse> {
-        metered!(self, "transform", self.inner.transform(r))
+    async fn transform(
+        &self,
+        ctx: CallContext,
+        r: TransformRequest,
+    ) -> ServiceResult<TransformResponse> {
+        metered!(self, "transform", self.inner.transform(ctx, r))
     }
 }
 
@@ -156,12 +182,18 @@ mod tests {
             crate::LocalFeatures::new(db, Arc::new(MemoryStore::default()), Default::default());
         let stats = Arc::new(Stats::default());
         let metered = Metered::new(Arc::new(local), stats.clone());
-        metered.list_entities().await.unwrap();
+        metered
+            .list_entities(CallContext::new(), ListRequest {})
+            .await
+            .unwrap();
         let request = GetOnlineFeaturesRequest {
             features: vec!["nope:x".into()],
             entities: vec![EntityRow::default(); 3],
         };
-        assert!(metered.get_online_features(request).await.is_err());
+        assert!(metered
+            .get_online_features(CallContext::new(), request)
+            .await
+            .is_err());
         let text = stats.render();
         assert!(
             text.contains("mlserve_features_requests_total{op=\"list_entities\",outcome=\"ok\"} 1"),

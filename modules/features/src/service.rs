@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mlserve_common::Database;
 use mlserve_proto::features::*;
-use mlserve_proto::ServiceResult;
+use mlserve_proto::{CallContext, ServiceResult};
 
 use crate::catalog::{self, Catalog, PIPELINE};
 use crate::error::{invalid, FeaturesError, Result};
@@ -169,7 +169,11 @@ impl LocalFeatures {
 
 #[async_trait]
 impl FeatureService for LocalFeatures {
-    async fn apply(&self, request: ApplyRequest) -> ServiceResult<ApplyResponse> {
+    async fn apply(
+        &self,
+        _ctx: CallContext,
+        request: ApplyRequest,
+    ) -> ServiceResult<ApplyResponse> {
         self.invalidate();
         let (current, stored) = self.catalog().await?;
         let in_use: Vec<String> = self
@@ -207,21 +211,35 @@ impl FeatureService for LocalFeatures {
         Ok(ApplyResponse { changes: lines })
     }
 
-    async fn list_entities(&self) -> ServiceResult<Vec<Entity>> {
+    async fn list_entities(
+        &self,
+        _ctx: CallContext,
+        _request: ListRequest,
+    ) -> ServiceResult<ListEntitiesResponse> {
         let (catalog, _) = self.catalog().await?;
         let mut list: Vec<Entity> = catalog.entities.values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(list)
+        Ok(ListEntitiesResponse { entities: list })
     }
 
-    async fn list_feature_views(&self) -> ServiceResult<Vec<FeatureView>> {
+    async fn list_feature_views(
+        &self,
+        _ctx: CallContext,
+        _request: ListRequest,
+    ) -> ServiceResult<ListFeatureViewsResponse> {
         let (catalog, _) = self.catalog().await?;
         let mut list: Vec<FeatureView> = catalog.views.values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(list)
+        Ok(ListFeatureViewsResponse {
+            feature_views: list,
+        })
     }
 
-    async fn ingest(&self, request: IngestRequest) -> ServiceResult<WriteResponse> {
+    async fn ingest(
+        &self,
+        _ctx: CallContext,
+        request: IngestRequest,
+    ) -> ServiceResult<WriteResponse> {
         let (_, rows) = self
             .validated_rows(&request.feature_view, &request.rows, None)
             .await?;
@@ -232,7 +250,7 @@ impl FeatureService for LocalFeatures {
         })
     }
 
-    async fn push(&self, request: PushRequest) -> ServiceResult<WriteResponse> {
+    async fn push(&self, _ctx: CallContext, request: PushRequest) -> ServiceResult<WriteResponse> {
         let (to_online, to_offline) = match request.to.as_str() {
             "" | "online" => (true, false),
             "offline" => (false, true),
@@ -267,7 +285,11 @@ impl FeatureService for LocalFeatures {
         Ok(response)
     }
 
-    async fn materialize(&self, request: MaterializeRequest) -> ServiceResult<MaterializeResponse> {
+    async fn materialize(
+        &self,
+        _ctx: CallContext,
+        request: MaterializeRequest,
+    ) -> ServiceResult<MaterializeResponse> {
         let (catalog, _) = self.catalog().await?;
         let names: Vec<String> = if request.feature_views.is_empty() {
             let mut names: Vec<String> = catalog
@@ -331,6 +353,7 @@ impl FeatureService for LocalFeatures {
 
     async fn get_online_features(
         &self,
+        _ctx: CallContext,
         request: GetOnlineFeaturesRequest,
     ) -> ServiceResult<GetOnlineFeaturesResponse> {
         let (catalog, _) = self.catalog().await?;
@@ -346,13 +369,18 @@ impl FeatureService for LocalFeatures {
 
     async fn get_historical_features(
         &self,
+        _ctx: CallContext,
         request: GetHistoricalFeaturesRequest,
     ) -> ServiceResult<HistoricalStream> {
         let (catalog, _) = self.catalog().await?;
         Ok(history::start(&self.db, &catalog, &request.features, request.entities).await?)
     }
 
-    async fn put_pipeline(&self, pipeline: Pipeline) -> ServiceResult<ApplyResponse> {
+    async fn put_pipeline(
+        &self,
+        _ctx: CallContext,
+        pipeline: Pipeline,
+    ) -> ServiceResult<ApplyResponse> {
         let value = crate::values::parse_json(&pipeline.spec_json, "spec_json")?;
         let spec = PipelineSpec::from_json(value, &pipeline.model)?;
         if !pipeline.kind.is_empty() && pipeline.kind != spec.kind() {
@@ -386,9 +414,14 @@ impl FeatureService for LocalFeatures {
         })
     }
 
-    async fn list_pipelines(&self) -> ServiceResult<Vec<Pipeline>> {
+    async fn list_pipelines(
+        &self,
+        _ctx: CallContext,
+        _request: ListRequest,
+    ) -> ServiceResult<ListPipelinesResponse> {
         let (_, stored) = self.catalog().await?;
-        self.all_pipelines(&stored)
+        let pipelines = self
+            .all_pipelines(&stored)
             .into_iter()
             .map(|(model, (_, spec))| {
                 Ok(Pipeline {
@@ -398,10 +431,15 @@ impl FeatureService for LocalFeatures {
                         .map_err(|e| FeaturesError::Internal(e.to_string()))?,
                 })
             })
-            .collect()
+            .collect::<ServiceResult<Vec<_>>>()?;
+        Ok(ListPipelinesResponse { pipelines })
     }
 
-    async fn transform(&self, request: TransformRequest) -> ServiceResult<TransformResponse> {
+    async fn transform(
+        &self,
+        _ctx: CallContext,
+        request: TransformRequest,
+    ) -> ServiceResult<TransformResponse> {
         let (_, stored) = self.catalog().await?;
         let (version, spec) = match stored.get(&request.model) {
             Some(found) => found.clone(),

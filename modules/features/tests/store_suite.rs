@@ -9,7 +9,8 @@ use mlserve_common::db::testing;
 use mlserve_features::online::{MemoryStore, OnlineStore, RedisOptions, RedisStore};
 use mlserve_features::{LocalFeatures, Options};
 use mlserve_proto::features::*;
-use mlserve_proto::ErrorCode;
+use mlserve_proto::rpc::GrpcOptions;
+use mlserve_proto::{CallContext, ErrorCode};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
@@ -47,7 +48,7 @@ async fn redis() -> Arc<dyn OnlineStore> {
 
 async fn sqlite_memory(name: &str) -> FeaturesClient {
     let db = testing::sqlite(&scratch(name)).await;
-    Arc::new(LocalFeatures::new(
+    FeaturesClient::local(LocalFeatures::new(
         db,
         Arc::new(MemoryStore::default()),
         Options::default(),
@@ -56,7 +57,7 @@ async fn sqlite_memory(name: &str) -> FeaturesClient {
 
 async fn postgres_redis() -> FeaturesClient {
     let db = testing::postgres().await;
-    Arc::new(LocalFeatures::new(db, redis().await, Options::default()))
+    FeaturesClient::local(LocalFeatures::new(db, redis().await, Options::default()))
 }
 
 async fn through_grpc(local: FeaturesClient) -> FeaturesClient {
@@ -64,10 +65,21 @@ async fn through_grpc(local: FeaturesClient) -> FeaturesClient {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(features_grpc_server(local, 16 << 20))
+            .add_service(features_grpc_server(Arc::new(local), 16 << 20))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    Arc::new(connect_features(&format!("http://{addr}"), Duration::from_secs(5)).unwrap())
+    let options = GrpcOptions {
+        connect_timeout: Duration::from_secs(5),
+        max_message_bytes: 16 << 20,
+    };
+    let client = FeaturesClient::connect_lazy(&format!("http://{addr}"), &options).unwrap();
+    assert!(client.is_remote());
+    client
+}
+
+/// A call with no deadline, id or caller.
+fn ctx() -> CallContext {
+    CallContext::new()
 }
 
 fn definitions() -> ApplyRequest {
@@ -98,10 +110,13 @@ fn entity(driver: i64, ts: i64) -> EntityRow {
 
 async fn ingest(client: &FeaturesClient, rows: Vec<Row>) -> i64 {
     client
-        .ingest(IngestRequest {
-            feature_view: "driver_stats".into(),
-            rows,
-        })
+        .ingest(
+            ctx(),
+            IngestRequest {
+                feature_view: "driver_stats".into(),
+                rows,
+            },
+        )
         .await
         .unwrap()
         .offline_rows
@@ -138,10 +153,13 @@ async fn point_in_time(client: &FeaturesClient) {
         entity(1, T0 + 89 * MIN),     // T0+30 is 59 min old: within TTL
     ];
     let mut stream = client
-        .get_historical_features(GetHistoricalFeaturesRequest {
-            features: vec!["driver_stats:rate".into(), "driver_stats:tier".into()],
-            entities,
-        })
+        .get_historical_features(
+            ctx(),
+            GetHistoricalFeaturesRequest {
+                features: vec!["driver_stats:rate".into(), "driver_stats:tier".into()],
+                entities,
+            },
+        )
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -168,10 +186,13 @@ async fn point_in_time(client: &FeaturesClient) {
 
 async fn online_values(client: &FeaturesClient, drivers: &[i64]) -> Vec<Vec<(String, String)>> {
     let response = client
-        .get_online_features(GetOnlineFeaturesRequest {
-            features: vec!["driver_stats:rate".into(), "driver_stats:tier".into()],
-            entities: drivers.iter().map(|d| entity(*d, 0)).collect(),
-        })
+        .get_online_features(
+            ctx(),
+            GetOnlineFeaturesRequest {
+                features: vec!["driver_stats:rate".into(), "driver_stats:tier".into()],
+                entities: drivers.iter().map(|d| entity(*d, 0)).collect(),
+            },
+        )
         .await
         .unwrap();
     response
@@ -196,7 +217,7 @@ async fn materialize_2023(client: &FeaturesClient) -> MaterializeResponse {
         end_ts: T0 + 120 * MIN,
         ..Default::default()
     };
-    client.materialize(range).await.unwrap()
+    client.materialize(ctx(), range).await.unwrap()
 }
 
 /// Materialize, push and lookups with every status.
@@ -219,11 +240,14 @@ async fn online(client: &FeaturesClient) {
     let mut fresh = row(1, now, 0.9, 5, "x");
     fresh.values.insert("tier".into(), "null".into());
     let pushed = client
-        .push(PushRequest {
-            feature_view: "driver_stats".into(),
-            rows: vec![fresh],
-            to: "online".into(),
-        })
+        .push(
+            ctx(),
+            PushRequest {
+                feature_view: "driver_stats".into(),
+                rows: vec![fresh],
+                to: "online".into(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!((pushed.online_rows, pushed.offline_rows), (1, 0));
@@ -236,21 +260,27 @@ async fn online(client: &FeaturesClient) {
     // Incremental: the first run takes everything up to its end, the next
     // one only what is newer.
     let first = client
-        .materialize(MaterializeRequest {
-            end_ts: T0 + 120 * MIN,
-            incremental: true,
-            ..Default::default()
-        })
+        .materialize(
+            ctx(),
+            MaterializeRequest {
+                end_ts: T0 + 120 * MIN,
+                incremental: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(first.views[0].end_ts, T0 + 120 * MIN);
     ingest(client, vec![row(2, now - 1, 0.7, 7, "n")]).await;
     let second = client
-        .materialize(MaterializeRequest {
-            end_ts: now,
-            incremental: true,
-            ..Default::default()
-        })
+        .materialize(
+            ctx(),
+            MaterializeRequest {
+                end_ts: now,
+                incremental: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(second.views[0].start_ts, T0 + 120 * MIN + 1);
@@ -271,23 +301,37 @@ async fn transform(client: &FeaturesClient) {
         ]
     });
     client
-        .put_pipeline(Pipeline {
-            model: "fraud".into(),
-            kind: "tabular".into(),
-            spec_json: spec.to_string(),
-        })
+        .put_pipeline(
+            ctx(),
+            Pipeline {
+                model: "fraud".into(),
+                kind: "tabular".into(),
+                spec_json: spec.to_string(),
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(client.list_pipelines().await.unwrap()[0].model, "fraud");
+    assert_eq!(
+        client
+            .list_pipelines(ctx(), ListRequest {})
+            .await
+            .unwrap()
+            .pipelines[0]
+            .model,
+        "fraud"
+    );
     let response = client
-        .transform(TransformRequest {
-            model: "fraud".into(),
-            rows_json: vec![
-                r#"{"driver_id": 1, "amount": 3}"#.into(),
-                r#"{"driver_id": 99, "amount": 4}"#.into(),
-            ],
-            ..Default::default()
-        })
+        .transform(
+            ctx(),
+            TransformRequest {
+                model: "fraud".into(),
+                rows_json: vec![
+                    r#"{"driver_id": 1, "amount": 3}"#.into(),
+                    r#"{"driver_id": 99, "amount": 4}"#.into(),
+                ],
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let tensor = &response.tensors[0];
@@ -313,7 +357,7 @@ async fn errors(client: &FeaturesClient) {
     let code = |r: Result<_, mlserve_proto::ServiceError>| r.map(|_: ()| ()).unwrap_err().code;
     let mut retyped = definitions();
     retyped.feature_views[0].fields[0].dtype = "string".into();
-    let err = client.apply(retyped).await.unwrap_err();
+    let err = client.apply(ctx(), retyped).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert!(
         err.message.contains("cannot change type"),
@@ -325,7 +369,7 @@ async fn errors(client: &FeaturesClient) {
         rows: vec![row(1, T0, 0.1, 1, "a")],
     };
     assert_eq!(
-        code(client.ingest(unknown).await.map(|_| ())),
+        code(client.ingest(ctx(), unknown).await.map(|_| ())),
         ErrorCode::NotFound
     );
     let mut bad = row(1, T0, 0.1, 1, "a");
@@ -335,7 +379,7 @@ async fn errors(client: &FeaturesClient) {
         rows: vec![bad],
     };
     assert_eq!(
-        code(client.ingest(bad).await.map(|_| ())),
+        code(client.ingest(ctx(), bad).await.map(|_| ())),
         ErrorCode::BadRequest
     );
     let missing = TransformRequest {
@@ -343,7 +387,7 @@ async fn errors(client: &FeaturesClient) {
         ..Default::default()
     };
     assert_eq!(
-        code(client.transform(missing).await.map(|_| ())),
+        code(client.transform(ctx(), missing).await.map(|_| ())),
         ErrorCode::NotFound
     );
     let bad_ref = GetOnlineFeaturesRequest {
@@ -351,13 +395,13 @@ async fn errors(client: &FeaturesClient) {
         entities: vec![entity(1, 0)],
     };
     assert_eq!(
-        code(client.get_online_features(bad_ref).await.map(|_| ())),
+        code(client.get_online_features(ctx(), bad_ref).await.map(|_| ())),
         ErrorCode::BadRequest
     );
 }
 
 async fn suite(client: FeaturesClient) {
-    let applied = client.apply(definitions()).await.unwrap();
+    let applied = client.apply(ctx(), definitions()).await.unwrap();
     assert_eq!(
         applied.changes,
         vec![
@@ -370,11 +414,24 @@ async fn suite(client: FeaturesClient) {
         name: "extra".into(),
         dtype: "bool".into(),
     });
-    let again = client.apply(more).await.unwrap();
+    let again = client.apply(ctx(), more).await.unwrap();
     assert_eq!(again.changes[1], "updated feature view driver_stats (v2)");
-    assert_eq!(client.list_feature_views().await.unwrap()[0].version, 2);
     assert_eq!(
-        client.list_entities().await.unwrap()[0].join_keys,
+        client
+            .list_feature_views(ctx(), ListRequest {})
+            .await
+            .unwrap()
+            .feature_views[0]
+            .version,
+        2
+    );
+    assert_eq!(
+        client
+            .list_entities(ctx(), ListRequest {})
+            .await
+            .unwrap()
+            .entities[0]
+            .join_keys,
         vec!["driver_id"]
     );
     point_in_time(&client).await;

@@ -16,6 +16,7 @@ use mlserve_features::transform::text::{TextSpec, TextTransform};
 use mlserve_features::transform::PipelineSpec;
 use mlserve_features::{LocalFeatures, Options};
 use mlserve_proto::features::*;
+use mlserve_proto::CallContext;
 use mlserve_proto::ErrorCode;
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -48,20 +49,26 @@ async fn image_pipeline_returns_the_image_transform_output() {
     let features = service(BTreeMap::new()).await;
     let spec = serde_json::json!({"kind": "image", "output": "pixels", "image": {}});
     features
-        .put_pipeline(Pipeline {
-            model: "resnet".into(),
-            kind: "image".into(),
-            spec_json: spec.to_string(),
-        })
+        .put_pipeline(
+            CallContext::new(),
+            Pipeline {
+                model: "resnet".into(),
+                kind: "image".into(),
+                spec_json: spec.to_string(),
+            },
+        )
         .await
         .unwrap();
     let images = vec![png(300, 260), png(256, 256)];
     let response = features
-        .transform(TransformRequest {
-            model: "resnet".into(),
-            images: images.clone(),
-            ..Default::default()
-        })
+        .transform(
+            CallContext::new(),
+            TransformRequest {
+                model: "resnet".into(),
+                images: images.clone(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let tensor = &response.tensors[0];
@@ -78,11 +85,14 @@ async fn image_pipeline_returns_the_image_transform_output() {
     );
 
     let bad = features
-        .transform(TransformRequest {
-            model: "resnet".into(),
-            images: vec![b"not an image".to_vec()],
-            ..Default::default()
-        })
+        .transform(
+            CallContext::new(),
+            TransformRequest {
+                model: "resnet".into(),
+                images: vec![b"not an image".to_vec()],
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(bad.code, ErrorCode::BadRequest, "{}", bad.message);
@@ -99,11 +109,14 @@ async fn configured_text_pipeline_returns_the_tokenizer_output() {
     let features = service([("minilm".to_string(), spec)].into_iter().collect()).await;
     let texts = vec!["Hello, world!".to_string(), "feature stores".to_string()];
     let response = features
-        .transform(TransformRequest {
-            model: "minilm".into(),
-            texts: texts.clone(),
-            ..Default::default()
-        })
+        .transform(
+            CallContext::new(),
+            TransformRequest {
+                model: "minilm".into(),
+                texts: texts.clone(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let want = TextTransform::load(TextSpec {
@@ -125,7 +138,11 @@ async fn configured_text_pipeline_returns_the_tokenizer_output() {
             .collect();
         assert_eq!(values, expected.data);
     }
-    let listed = features.list_pipelines().await.unwrap();
+    let listed = features
+        .list_pipelines(CallContext::new(), ListRequest {})
+        .await
+        .unwrap()
+        .pipelines;
     assert_eq!(
         (listed[0].model.as_str(), listed[0].kind.as_str()),
         ("minilm", "text")
@@ -144,11 +161,14 @@ async fn invalid_pipelines_are_refused() {
         serde_json::json!({"kind": "tabular", "features": [{"name": "nope:x"}]}),
     ] {
         let err = features
-            .put_pipeline(Pipeline {
-                model: "m".into(),
-                kind: String::new(),
-                spec_json: spec.to_string(),
-            })
+            .put_pipeline(
+                CallContext::new(),
+                Pipeline {
+                    model: "m".into(),
+                    kind: String::new(),
+                    spec_json: spec.to_string(),
+                },
+            )
             .await
             .unwrap_err();
         assert!(

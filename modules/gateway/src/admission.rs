@@ -3,14 +3,23 @@
 //! request context (deadline, request id, trace) it is served under.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use mlserve_proto::{CallContext, Caller};
 
-use crate::context::{RequestContext, MODEL_VERSION_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::ratelimit::Decision;
+
+/// What admission grants a request: who it is (for its call context) and
+/// its rate-limit decision (for the answer's headers).
+pub struct Admitted {
+    /// The authenticated caller, if any.
+    pub caller: Option<Arc<Caller>>,
+    /// The rate-limit decision, when the caller is limited.
+    pub decision: Option<Decision>,
+}
 
 /// Authenticates and rate-limits a request; the decision (when limited)
 /// feeds the rate-limit headers.
@@ -18,7 +27,7 @@ pub async fn admit(
     gateway: &Gateway,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
-) -> Result<Option<Decision>, (GatewayError, Option<Decision>)> {
+) -> Result<Admitted, (GatewayError, Option<Decision>)> {
     let identity = gateway
         .auth
         .identify(headers, peer)
@@ -36,28 +45,23 @@ pub async fn admit(
             },
             Some(d),
         )),
-        other => Ok(other),
+        decision => Ok(Admitted {
+            caller: identity.caller,
+            decision,
+        }),
     }
 }
 
-/// The context of a request: `timeout` (already parsed from the transport's
-/// header) or the default deadline, the request id and the trace context.
-pub fn context(
-    gateway: &Gateway,
-    headers: &HeaderMap,
-    timeout: Option<Duration>,
-) -> RequestContext {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+/// The call context of an admitted request: `ctx` as the transport read it
+/// (deadline, request id, trace), the default deadline when it names none,
+/// and the authenticated caller.
+pub fn context(gateway: &Gateway, ctx: CallContext, admitted: Option<&Admitted>) -> CallContext {
+    let mut ctx = match ctx.deadline {
+        Some(_) => ctx,
+        None => ctx.with_timeout(gateway.default_timeout()),
     };
-    RequestContext {
-        request_id: text(REQUEST_ID_HEADER),
-        traceparent: text(TRACEPARENT_HEADER),
-        ..RequestContext::with_timeout(timeout.unwrap_or_else(|| gateway.default_timeout()))
-    }
+    ctx.caller = admitted.and_then(|a| a.caller.clone());
+    ctx
 }
 
 /// Adds `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (and
@@ -74,20 +78,11 @@ pub fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
-/// Adds what a served request answers with: the serving model version (when
-/// the router recorded one) and the rate-limit headers (when limited).
-pub fn response_headers(
-    headers: &mut HeaderMap,
-    served: &RequestContext,
-    decision: Option<&Decision>,
-) {
-    if let Some(version) = served
-        .served_version()
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-    {
-        headers.insert(MODEL_VERSION_HEADER, version);
-    }
-    if let Some(d) = decision {
+/// Adds what a served request answers with: its reply notes (the serving
+/// model version) and the rate-limit headers (when limited).
+pub fn response_headers(headers: &mut HeaderMap, ctx: &CallContext, admitted: Option<&Admitted>) {
+    ctx.write_reply(headers);
+    if let Some(d) = admitted.and_then(|a| a.decision.as_ref()) {
         rate_limit_headers(headers, d);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use mlserve_common::config::{AuthMode, RateLimitConfig};
+use mlserve_proto::Caller;
 
 use crate::error::GatewayError;
 use crate::jwt::JwtVerifier;
@@ -23,6 +24,9 @@ pub struct Identity {
     pub bucket: String,
     /// Its limit.
     pub limit: Limit,
+    /// The authenticated caller (none when anonymous), handed to every
+    /// service the request reaches through its call context.
+    pub caller: Option<Arc<Caller>>,
 }
 
 /// Checks credentials.
@@ -84,6 +88,7 @@ impl Authenticator {
                 peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
             ),
             limit: Limit::new(self.limits.anonymous_rate, self.limits.anonymous_burst),
+            caller: None,
         };
         if self.mode == AuthMode::Off {
             return Ok(anonymous());
@@ -104,6 +109,10 @@ impl Authenticator {
             return Ok(Identity {
                 bucket: format!("key:{}", key.id),
                 limit: Limit::new(key.rate, key.burst),
+                caller: Some(Arc::new(Caller {
+                    identity: format!("key:{}", key.name),
+                    scopes: Vec::new(),
+                })),
             });
         }
         if !self.jwt.enabled() {
@@ -113,6 +122,10 @@ impl Authenticator {
         Ok(Identity {
             bucket: format!("jwt:{}", claims.subject),
             limit: Limit::new(self.limits.jwt_rate, self.limits.jwt_burst),
+            caller: Some(Arc::new(Caller {
+                identity: format!("jwt:{}", claims.subject),
+                scopes: Vec::new(),
+            })),
         })
     }
 }

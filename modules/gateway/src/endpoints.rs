@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use mlserve_proto::inference::{connect_inference, InferenceClient, MAX_GRPC_MESSAGE_BYTES};
-use mlserve_proto::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlserve_proto::inference::{InferenceClient, MAX_GRPC_MESSAGE_BYTES};
+use mlserve_proto::rpc::GrpcOptions;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
 use crate::error::GatewayError;
 
@@ -29,11 +28,8 @@ pub struct EndpointOptions {
 pub struct Endpoint {
     /// Its URI, or `local` for the in-process service.
     pub name: String,
-    /// The service, for every call but remote inference.
+    /// The service: in-process or over gRPC, called the same way.
     pub client: InferenceClient,
-    /// The raw gRPC client of a remote endpoint: inference goes through it to
-    /// carry the deadline and trace context as metadata.
-    pub grpc: Option<GrpcInferenceServiceClient<Channel>>,
     outstanding: AtomicUsize,
     ejected_until: Mutex<Option<Instant>>,
     slots: Arc<Semaphore>,
@@ -42,40 +38,28 @@ pub struct Endpoint {
 impl Endpoint {
     /// The in-process inference service.
     pub fn local(client: InferenceClient, max_concurrency: usize) -> Endpoint {
-        Endpoint::new("local".into(), client, None, max_concurrency)
+        Endpoint::new("local".into(), client, max_concurrency)
     }
 
     /// A remote endpoint at `uri` (connected lazily).
     pub fn remote(uri: &str, options: &EndpointOptions) -> Result<Endpoint, GatewayError> {
-        let client = connect_inference(uri, options.connect_timeout)
+        let grpc = GrpcOptions {
+            connect_timeout: options.connect_timeout,
+            max_message_bytes: MAX_GRPC_MESSAGE_BYTES,
+        };
+        let client = InferenceClient::connect_lazy(uri, &grpc)
             .map_err(|e| GatewayError::BadRequest(e.message))?;
-        let channel = TonicEndpoint::from_shared(uri.to_string())
-            .map_err(|e| GatewayError::BadRequest(format!("invalid endpoint '{uri}': {e}")))?
-            .connect_timeout(options.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true)
-            .connect_lazy();
-        let grpc = GrpcInferenceServiceClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         Ok(Endpoint::new(
             uri.to_string(),
-            Arc::new(client),
-            Some(grpc),
+            client,
             options.max_concurrency,
         ))
     }
 
-    fn new(
-        name: String,
-        client: InferenceClient,
-        grpc: Option<GrpcInferenceServiceClient<Channel>>,
-        max_concurrency: usize,
-    ) -> Endpoint {
+    fn new(name: String, client: InferenceClient, max_concurrency: usize) -> Endpoint {
         Endpoint {
             name,
             client,
-            grpc,
             outstanding: AtomicUsize::new(0),
             ejected_until: Mutex::new(None),
             slots: Arc::new(Semaphore::new(max_concurrency.max(1))),

@@ -10,7 +10,8 @@ fn options(max: usize) -> EndpointOptions {
 }
 
 fn local(name: &str, max: usize) -> Arc<Endpoint> {
-    let mut e = Endpoint::local(Arc::new(FakeInference::new(name)), max);
+    let client = InferenceClient::local(FakeInference::new(name));
+    let mut e = Endpoint::local(client, max);
     e.name = name.into();
     Arc::new(e)
 }

@@ -30,6 +30,10 @@ pub enum GatewayError {
     /// Something inside the gateway failed.
     #[error("{0}")]
     Internal(String),
+    /// A service the gateway called refused or failed: passed on with its
+    /// own code (a 409, 413, 429 or 501 stays itself).
+    #[error("{0}")]
+    Downstream(#[from] ServiceError),
 }
 
 impl GatewayError {
@@ -43,13 +47,17 @@ impl GatewayError {
             GatewayError::NotFound(_) => ErrorCode::NotFound,
             GatewayError::Unavailable(_) => ErrorCode::Unavailable,
             GatewayError::Internal(_) => ErrorCode::Internal,
+            GatewayError::Downstream(err) => err.code,
         }
     }
 }
 
 impl From<GatewayError> for ServiceError {
     fn from(err: GatewayError) -> Self {
-        ServiceError::new(err.code(), err.to_string())
+        match err {
+            GatewayError::Downstream(err) => err,
+            other => ServiceError::new(other.code(), other.to_string()),
+        }
     }
 }
 
@@ -78,6 +86,13 @@ mod tests {
             (GatewayError::NotFound("x".into()), 404),
             (GatewayError::Unavailable("x".into()), 503),
             (GatewayError::Internal("x".into()), 500),
+            (ServiceError::conflict("x").into(), 409),
+            (
+                ServiceError::new(ErrorCode::PayloadTooLarge, "x").into(),
+                413,
+            ),
+            (ServiceError::new(ErrorCode::RateLimited, "x").into(), 429),
+            (ServiceError::unimplemented("x").into(), 501),
         ];
         for (err, status) in cases {
             let service: ServiceError = err.into();

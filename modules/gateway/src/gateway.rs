@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mlserve_common::config::{AuthMode, GatewayConfig, RateLimitBackend};
 use mlserve_common::{Config, Database, ShutdownSignal};
-use mlserve_proto::features::{connect_features, FeaturesClient};
+use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
 use mlserve_proto::registry::RegistryClient;
 
@@ -124,19 +124,11 @@ impl Gateway {
                 .map_err(anyhow::Error::msg)?,
             RateLimitBackend::Local => RateLimiter::local(),
         };
-        let features = match &settings.features_endpoint {
-            Some(uri) => {
-                let remote = connect_features(uri, options.connect_timeout)
-                    .map_err(|e| anyhow::anyhow!("gateway.features_endpoint: {}", e.message))?;
-                Some(Arc::new(remote) as FeaturesClient)
-            }
-            None => features,
-        };
         let pipelines = Pipelines::new(settings.pipelines.clone(), registry);
         Ok(Gateway {
             pipelines,
             features,
-            inference: router.clone(),
+            inference: InferenceClient::from_arc(router.clone()),
             router,
             canary,
             auth,

@@ -1,8 +1,8 @@
 //! The gateway's external gRPC side: a tower layer in front of the Open
-//! Inference Protocol service that authenticates, rate-limits, and runs each
-//! call under its request context (deadline from `grpc-timeout`, request
-//! id, `traceparent`); the serving version comes back as the
-//! `x-mlserve-model-version` response metadata.
+//! Inference Protocol service that authenticates, rate-limits, and hands
+//! each call its context (deadline from `grpc-timeout`, request id,
+//! `traceparent`, the caller) through the request's extensions; the serving
+//! version comes back as the `x-mlserve-model-version` response metadata.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use mlserve_proto::ServiceError;
+use mlserve_proto::{CallContext, ServiceError};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::admission::{admit, context, rate_limit_headers, response_headers};
-use crate::context::parse_grpc_timeout;
 use crate::gateway::Gateway;
 
 /// Paths served without credentials (probes).
@@ -77,7 +76,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gateway = self.gateway.clone();
         Box::pin(async move {
-            let mut decision = None;
+            let mut admitted = None;
             if !public(request.uri().path()) {
                 let peer = request
                     .extensions()
@@ -85,7 +84,7 @@ where
                     .and_then(|info| info.remote_addr())
                     .map(|addr| addr.ip());
                 match admit(&gateway, request.headers(), peer).await {
-                    Ok(d) => decision = d,
+                    Ok(a) => admitted = Some(a),
                     Err((err, d)) => {
                         let code = err.code().http_status();
                         gateway.metrics.request(code);
@@ -98,15 +97,13 @@ where
                     }
                 }
             }
-            let timeout = request
-                .headers()
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout);
-            let ctx = context(&gateway, request.headers(), timeout);
-            let served = ctx.clone();
-            let mut response = ctx.scope(inner.call(request)).await?;
-            response_headers(response.headers_mut(), &served, decision.as_ref());
+            // The service adapter takes this context from the extensions.
+            let ctx = CallContext::from_grpc(request.headers());
+            let ctx = context(&gateway, ctx, admitted.as_ref());
+            let mut request = request;
+            request.extensions_mut().insert(ctx.clone());
+            let mut response = inner.call(request).await?;
+            response_headers(response.headers_mut(), &ctx, admitted.as_ref());
             // A failed unary call answers "trailers only": grpc-status in the headers.
             let status = response
                 .headers()

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -13,12 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use mlserve_proto::http::{error_response, v2_routes, HttpOptions};
-use mlserve_proto::ServiceError;
+use mlserve_proto::{CallContext, ServiceError};
 
 use crate::admission::{admit, context, rate_limit_headers, response_headers};
 use crate::auth::CHALLENGE;
 use crate::canary::CanaryAction;
-use crate::context::TIMEOUT_HEADER;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
@@ -42,16 +40,16 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
         .layer(middleware::from_fn_with_state(gateway, gate))
 }
 
-async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+async fn gate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let public = PUBLIC.contains(&request.uri().path());
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let mut decision = None;
+    let mut admitted = None;
     if !public {
         match admit(&gateway, request.headers(), peer).await {
-            Ok(d) => decision = d,
+            Ok(a) => admitted = Some(a),
             Err((err, d)) => {
                 let mut response = error_response(&ServiceError::from(err));
                 if let Some(d) = d {
@@ -61,27 +59,13 @@ async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next)
             }
         }
     }
-    let timeout = match request.headers().get(TIMEOUT_HEADER) {
-        None => None,
-        Some(v) => match v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-        {
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => {
-                let err = GatewayError::BadRequest(format!(
-                    "{TIMEOUT_HEADER} must be a positive number of milliseconds"
-                ));
-                return finish(&gateway, error_response(&ServiceError::from(err)));
-            }
-        },
+    let ctx = match CallContext::from_http(request.headers()) {
+        Ok(ctx) => context(&gateway, ctx, admitted.as_ref()),
+        Err(err) => return finish(&gateway, error_response(&err)),
     };
-    let ctx = context(&gateway, request.headers(), timeout);
-    let served = ctx.clone();
-    let mut response = ctx.scope(next.run(request)).await;
-    response_headers(response.headers_mut(), &served, decision.as_ref());
+    request.extensions_mut().insert(ctx.clone());
+    let mut response = next.run(request).await;
+    response_headers(response.headers_mut(), &ctx, admitted.as_ref());
     finish(&gateway, response)
 }
 

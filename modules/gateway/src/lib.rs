@@ -12,7 +12,6 @@
 pub mod admission;
 pub mod auth;
 pub mod canary;
-pub mod context;
 pub mod endpoints;
 pub mod error;
 pub mod gateway;

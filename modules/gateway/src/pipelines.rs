@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mlserve_common::config::PipelineConfig;
-use mlserve_proto::registry::RegistryClient;
+use mlserve_proto::registry::{pb, RegistryClient, RegistryService};
+use mlserve_proto::CallContext;
 use mlserve_proto::ErrorCode;
 
 use crate::error::GatewayError;
@@ -59,7 +60,10 @@ impl Pipelines {
                 }
             }
         }
-        let found = match registry.get_model(model).await {
+        let request = pb::GetModelRequest {
+            name: model.to_string(),
+        };
+        let found = match registry.get_model(CallContext::new(), request).await {
             Ok(registered) => match registered.tags.get(PIPELINE_TAG) {
                 Some(json) => Some(serde_json::from_str::<PipelineConfig>(json).map_err(|e| {
                     GatewayError::Internal(format!(

@@ -16,12 +16,11 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use mlserve_proto::features::TransformRequest;
-use mlserve_proto::http::error_response;
-use mlserve_proto::pb;
+use mlserve_proto::features::{FeatureService, TransformRequest};
+use mlserve_proto::inference::InferenceService;
+use mlserve_proto::{pb, CallContext, ServiceError};
 use serde_json::{json, Value};
 
-use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::multipart::parse_multipart;
@@ -30,24 +29,24 @@ use crate::postprocess::{postprocess, Output};
 /// Handles `POST /v1/models/{model}:predict`.
 pub async fn predict(
     State(gateway): State<Arc<Gateway>>,
+    ctx: CallContext,
     Path(spec): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ServiceError> {
     let Some(model) = spec.strip_suffix(":predict") else {
         let err = GatewayError::NotFound(format!(
             "no route POST /v1/models/{spec}: use /v1/models/<model>:predict"
         ));
-        return error_response(&err.into());
+        return Err(err.into());
     };
-    match run(&gateway, model, &headers, &body).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => error_response(&err.into()),
-    }
+    let answer = run(&gateway, ctx, model, &headers, &body).await?;
+    Ok(axum::Json(answer).into_response())
 }
 
 async fn run(
     gateway: &Gateway,
+    ctx: CallContext,
     model: &str,
     headers: &HeaderMap,
     body: &[u8],
@@ -81,13 +80,17 @@ async fn run(
         ));
     }
     // The features call spends from the same deadline as inference.
-    let deadline = RequestContext::current()
-        .and_then(|ctx| ctx.deadline)
-        .unwrap_or_else(|| Instant::now() + gateway.default_timeout());
-    let tensors = tokio::time::timeout_at(deadline.into(), features.transform(transform))
+    let ctx = match ctx.deadline {
+        Some(_) => ctx,
+        None => ctx.with_timeout(gateway.default_timeout()),
+    };
+    let deadline = ctx.deadline.unwrap_or_else(Instant::now);
+    let transformed = features.transform(ctx.clone(), transform);
+    let tensors = tokio::time::timeout_at(deadline.into(), transformed)
         .await
-        .map_err(|_| GatewayError::Unavailable("deadline exceeded in the features role".into()))?
-        .map_err(service)?;
+        .map_err(|_| {
+            GatewayError::Unavailable("deadline exceeded in the features role".into())
+        })??;
     let mut request = tensors.into_infer_request(model);
     if let Some(output) = &pipeline.output {
         request
@@ -97,11 +100,7 @@ async fn run(
                 ..Default::default()
             });
     }
-    let response = gateway
-        .inference
-        .model_infer(request)
-        .await
-        .map_err(service)?;
+    let response = gateway.inference.model_infer(ctx, request).await?;
     let output = Output::find(&response, pipeline.output.as_deref())?;
     let predictions = postprocess(pipeline, &output)?;
     Ok(json!({
@@ -109,18 +108,6 @@ async fn run(
         "model_version": response.model_version,
         "predictions": predictions,
     }))
-}
-
-/// Keeps a downstream service's code (404 stays 404, 503 stays 503).
-fn service(err: mlserve_proto::ServiceError) -> GatewayError {
-    use mlserve_proto::ErrorCode as C;
-    match err.code {
-        C::BadRequest | C::PayloadTooLarge | C::Conflict => GatewayError::BadRequest(err.message),
-        C::NotFound => GatewayError::NotFound(err.message),
-        C::Unavailable | C::RateLimited => GatewayError::Unavailable(err.message),
-        C::Unauthenticated => GatewayError::Unauthenticated(err.message),
-        C::Unimplemented | C::Internal => GatewayError::Internal(err.message),
-    }
 }
 
 fn one_or_many<'a>(body: &'a Value, one: &str, many: &str) -> Result<Vec<&'a Value>, GatewayError> {

@@ -1,9 +1,9 @@
 //! The gateway's inference client: an [`InferenceService`] that routes every
 //! call to one of the inference endpoints (least outstanding requests,
 //! health-aware), applies the canary split, enforces the request deadline
-//! (handed down as the request's `timeout` parameter and as `grpc-timeout`),
-//! and retries on another endpoint only when the request cannot have
-//! reached a model.
+//! (carried by the call context: `grpc-timeout` to a remote endpoint, the
+//! queue timeout where the model runs), and retries on another endpoint
+//! only when the transport failure says the request was never sent.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,70 +11,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mlserve_common::ShutdownSignal;
-use mlserve_proto::inference::{InferenceService, LoadParameters, ModelIndex};
-use mlserve_proto::pb;
-use mlserve_proto::pb::infer_parameter::ParameterChoice;
-use mlserve_proto::{ErrorCode, ServiceError, ServiceResult};
+use mlserve_proto::context::{DEADLINE_SLACK, MODEL_VERSION_HEADER};
+use mlserve_proto::inference::{infer_each, InferenceClient, InferenceService};
+use mlserve_proto::rpc::ServiceStream;
+use mlserve_proto::{pb, CallContext, ErrorCode, ServiceError, ServiceResult, Transport};
 
 use crate::canary::CanaryTable;
-use crate::context::RequestContext;
 use crate::endpoints::{resolve, EndpointSet, NoEndpoint, Slot, Target};
 use crate::metrics::GatewayMetrics;
 
-/// How a failed attempt may be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
-    /// The request never left: another endpoint may take it.
-    NotSent,
-    /// The request may have reached a model: never retried.
-    MaybeSent,
-}
-
-/// Classifies a gRPC failure. A status that carries mlserve's error code came
-/// from the server (its answer is final); an UNAVAILABLE without it is a
-/// transport failure, and one that happened while connecting never sent the
-/// request.
-fn classify(status: &tonic::Status) -> (Attempt, bool) {
-    let from_server = status
-        .metadata()
-        .contains_key(mlserve_proto::error::ERROR_CODE_METADATA);
-    // Without mlserve's code the failure is the transport's: the connection
-    // was refused, reset or broken (tonic reports those as UNAVAILABLE,
-    // UNKNOWN "transport error", INTERNAL h2 errors or CANCELLED).
-    let transport_codes = [
-        tonic::Code::Unavailable,
-        tonic::Code::Unknown,
-        tonic::Code::Internal,
-        tonic::Code::Cancelled,
-    ];
-    // A GOAWAY (e.g. ENHANCE_YOUR_CALM after many cancelled streams) ends
-    // the connection: tonic reports it as RESOURCE_EXHAUSTED "h2 protocol
-    // error", which is the transport's failure, not the caller's rate.
-    let goaway = status.code() == tonic::Code::ResourceExhausted
-        && status.message().starts_with("h2 protocol error");
-    if from_server || !(transport_codes.contains(&status.code()) || goaway) {
-        return (Attempt::MaybeSent, false);
-    }
-    let message = status.message().to_ascii_lowercase();
-    let connect = [
-        "connect error",
-        "error trying to connect",
-        "connection refused",
-        "failed to connect",
-    ]
-    .iter()
-    .any(|m| message.contains(m));
-    (
-        if connect {
-            Attempt::NotSent
-        } else {
-            Attempt::MaybeSent
-        },
-        true,
-    )
-}
-
 /// Routes inference calls over an [`EndpointSet`].
+#[derive(Clone)]
 pub struct RoutingInference {
     endpoints: Arc<EndpointSet>,
     canary: Arc<CanaryTable>,
@@ -116,12 +63,18 @@ impl RoutingInference {
         }
     }
 
-    /// Runs `call` on endpoints in turn until one answers or the failure may
-    /// have reached a model.
-    async fn with_retries<T, F, Fut>(&self, call: F) -> ServiceResult<T>
+    /// Runs `call` on endpoints in turn until one answers. A transport
+    /// failure ejects the endpoint; the call moves on to another endpoint
+    /// only when the failure never sent it (or `retry` says the answer may
+    /// be asked again elsewhere).
+    async fn with_retries<T, F, Fut>(
+        &self,
+        retry: fn(&ServiceError) -> bool,
+        call: F,
+    ) -> ServiceResult<T>
     where
-        F: Fn(Arc<crate::endpoints::Endpoint>) -> Fut,
-        Fut: Future<Output = Result<T, (ServiceError, Attempt, bool)>>,
+        F: Fn(InferenceClient) -> Fut,
+        Fut: Future<Output = ServiceResult<T>>,
     {
         let mut tried: Vec<String> = Vec::new();
         loop {
@@ -133,170 +86,152 @@ impl RoutingInference {
                 }
             })?;
             let endpoint = slot.endpoint.clone();
-            match call(endpoint.clone()).await {
+            let err = match call(endpoint.client.clone()).await {
                 Ok(value) => return Ok(value),
-                Err((err, attempt, transport)) => {
-                    if transport {
-                        endpoint.eject(self.endpoints.options.eject_for, &err.message);
-                    }
-                    let can_retry =
-                        attempt == Attempt::NotSent && (tried.len() as u32) < self.max_retries;
-                    if !can_retry {
-                        return Err(err);
-                    }
-                    tracing::debug!(endpoint = %endpoint.name, error = %err, "retrying on another endpoint");
-                    self.metrics.retried();
-                    tried.push(endpoint.name.clone());
+                Err(err) => err,
+            };
+            let err = match err.transport {
+                Some(transport) => {
+                    endpoint.eject(self.endpoints.options.eject_for, &err.message);
+                    // A lost connection is an outage of that endpoint: 503.
+                    let message = format!(
+                        "inference endpoint {} failed: {}",
+                        endpoint.name, err.message
+                    );
+                    ServiceError::transport(transport, message)
                 }
+                None => err,
+            };
+            let can_retry = retry(&err) && (tried.len() as u32) < self.max_retries;
+            if !can_retry {
+                return Err(err);
             }
+            tracing::debug!(endpoint = %endpoint.name, error = %err, "retrying on another endpoint");
+            self.metrics.retried();
+            tried.push(endpoint.name.clone());
         }
     }
 
-    /// Runs a read-only call (metadata, readiness...) with the same routing.
+    /// Runs a read-only call (metadata, readiness...) with the same routing:
+    /// any unavailable endpoint may be retried on another one.
     async fn routed<T, F, Fut>(&self, call: F) -> ServiceResult<T>
     where
-        F: Fn(Arc<crate::endpoints::Endpoint>) -> Fut,
+        F: Fn(InferenceClient) -> Fut,
         Fut: Future<Output = ServiceResult<T>>,
     {
-        self.with_retries(|endpoint| {
-            let fut = call(endpoint);
-            async move {
-                // These calls only read, so any unavailable endpoint may be
-                // retried on another one.
-                fut.await.map_err(|err| {
-                    let attempt = if err.code == ErrorCode::Unavailable {
-                        Attempt::NotSent
-                    } else {
-                        Attempt::MaybeSent
-                    };
-                    (err, attempt, false)
-                })
-            }
-        })
-        .await
-    }
-}
-
-/// Sets the request's `timeout` parameter (microseconds) to at most `remaining`.
-fn hand_down_timeout(request: &mut pb::ModelInferRequest, remaining: Duration) {
-    let micros = remaining.as_micros().min(i64::MAX as u128) as i64;
-    let current = request
-        .parameters
-        .get("timeout")
-        .and_then(|p| match p.parameter_choice {
-            Some(ParameterChoice::Int64Param(v)) => Some(v),
-            Some(ParameterChoice::Uint64Param(v)) => i64::try_from(v).ok(),
-            _ => None,
-        });
-    let value = current.map_or(micros, |c| if c > 0 { c.min(micros) } else { micros });
-    request.parameters.insert(
-        "timeout".into(),
-        pb::InferParameter {
-            parameter_choice: Some(ParameterChoice::Int64Param(value)),
-        },
-    );
-}
-
-async fn infer_on(
-    endpoint: Arc<crate::endpoints::Endpoint>,
-    request: pb::ModelInferRequest,
-    remaining: Duration,
-    traceparent: Option<&str>,
-) -> Result<pb::ModelInferResponse, (ServiceError, Attempt, bool)> {
-    let Some(grpc) = &endpoint.grpc else {
-        return endpoint
-            .client
-            .model_infer(request)
+        self.with_retries(|err| err.code == ErrorCode::Unavailable, call)
             .await
-            .map_err(|e| (e, Attempt::MaybeSent, false));
-    };
-    let mut call = tonic::Request::new(request);
-    call.set_timeout(remaining);
-    if let Some(value) = traceparent.and_then(|t| t.parse().ok()) {
-        call.metadata_mut()
-            .insert(crate::context::TRACEPARENT_HEADER, value);
     }
-    match grpc.clone().model_infer(call).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) => {
-            let (attempt, transport) = classify(&status);
-            let err = if transport {
-                // A lost connection is an outage of that endpoint: 503.
-                ServiceError::unavailable(format!(
-                    "inference endpoint {} failed: {}",
-                    endpoint.name,
-                    status.message()
-                ))
-            } else {
-                ServiceError::from(status)
-            };
-            Err((err, attempt, transport))
-        }
-    }
+}
+
+/// Inference is retried only when the request cannot have reached a model.
+fn never_sent(err: &ServiceError) -> bool {
+    err.transport == Some(Transport::NotSent)
 }
 
 #[async_trait]
 impl InferenceService for RoutingInference {
-    async fn server_live(&self) -> ServiceResult<bool> {
-        Ok(true)
+    async fn server_live(
+        &self,
+        _: CallContext,
+        _: pb::ServerLiveRequest,
+    ) -> ServiceResult<pb::ServerLiveResponse> {
+        Ok(pb::ServerLiveResponse { live: true })
     }
 
-    async fn server_ready(&self) -> ServiceResult<bool> {
+    async fn server_ready(
+        &self,
+        ctx: CallContext,
+        _: pb::ServerReadyRequest,
+    ) -> ServiceResult<pb::ServerReadyResponse> {
         let endpoints = self.endpoints.snapshot();
         for endpoint in endpoints.iter().filter(|e| e.healthy()) {
-            if let Ok(Ok(true)) = tokio::time::timeout(
-                self.endpoints.options.connect_timeout * 2,
-                endpoint.client.server_ready(),
-            )
-            .await
-            {
-                return Ok(true);
+            let check = endpoint
+                .client
+                .server_ready(ctx.clone(), pb::ServerReadyRequest {});
+            let timeout = self.endpoints.options.connect_timeout * 2;
+            if let Ok(Ok(answer)) = tokio::time::timeout(timeout, check).await {
+                if answer.ready {
+                    return Ok(answer);
+                }
             }
         }
-        Ok(false)
+        Ok(pb::ServerReadyResponse { ready: false })
     }
 
-    async fn server_metadata(&self) -> ServiceResult<pb::ServerMetadataResponse> {
-        self.routed(|e| async move { e.client.server_metadata().await })
-            .await
+    async fn server_metadata(
+        &self,
+        ctx: CallContext,
+        request: pb::ServerMetadataRequest,
+    ) -> ServiceResult<pb::ServerMetadataResponse> {
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.server_metadata(ctx, request).await }
+        })
+        .await
     }
 
-    async fn model_ready(&self, name: &str, version: &str) -> ServiceResult<bool> {
-        self.routed(|e| async move { e.client.model_ready(name, version).await })
-            .await
+    async fn model_ready(
+        &self,
+        ctx: CallContext,
+        request: pb::ModelReadyRequest,
+    ) -> ServiceResult<pb::ModelReadyResponse> {
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.model_ready(ctx, request).await }
+        })
+        .await
     }
 
     async fn model_metadata(
         &self,
-        name: &str,
-        version: &str,
+        ctx: CallContext,
+        request: pb::ModelMetadataRequest,
     ) -> ServiceResult<pb::ModelMetadataResponse> {
-        self.routed(|e| async move { e.client.model_metadata(name, version).await })
-            .await
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.model_metadata(ctx, request).await }
+        })
+        .await
     }
 
-    async fn model_config(&self, name: &str, version: &str) -> ServiceResult<pb::ModelConfig> {
-        self.routed(|e| async move { e.client.model_config(name, version).await })
-            .await
+    async fn model_config(
+        &self,
+        ctx: CallContext,
+        request: pb::ModelConfigRequest,
+    ) -> ServiceResult<pb::ModelConfigResponse> {
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.model_config(ctx, request).await }
+        })
+        .await
     }
 
     async fn model_statistics(
         &self,
-        name: &str,
-        version: &str,
+        ctx: CallContext,
+        request: pb::ModelStatisticsRequest,
     ) -> ServiceResult<pb::ModelStatisticsResponse> {
-        self.routed(|e| async move { e.client.model_statistics(name, version).await })
-            .await
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.model_statistics(ctx, request).await }
+        })
+        .await
     }
 
+    /// Applies the canary split, then runs the request on an endpoint under
+    /// the caller's deadline (or the default one): the deadline travels with
+    /// the call and becomes the request's queue timeout where the model runs.
     async fn model_infer(
         &self,
+        ctx: CallContext,
         mut request: pb::ModelInferRequest,
     ) -> ServiceResult<pb::ModelInferResponse> {
-        let ctx = RequestContext::current().unwrap_or_default();
-        let deadline = ctx
-            .deadline
-            .unwrap_or_else(|| Instant::now() + self.default_timeout);
+        let ctx = match ctx.deadline {
+            Some(_) => ctx,
+            None => ctx.with_timeout(self.default_timeout),
+        };
+        let deadline = ctx.deadline.unwrap_or_else(Instant::now);
         if request.model_version.is_empty() {
             let id = ctx
                 .request_id
@@ -306,20 +241,19 @@ impl InferenceService for RoutingInference {
                 request.model_version = version;
             }
         }
-        let traceparent = ctx.traceparent.clone();
-        let attempts = self.with_retries(|endpoint| {
-            let mut request = request.clone();
-            let traceparent = traceparent.clone();
+        let attempts = self.with_retries(never_sent, |client| {
+            let (ctx, request) = (ctx.clone(), request.clone());
             async move {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Err((deadline_exceeded(), Attempt::MaybeSent, false));
+                if ctx.expired() {
+                    return Err(deadline_exceeded());
                 }
-                hand_down_timeout(&mut request, remaining);
-                infer_on(endpoint, request, remaining, traceparent.as_deref()).await
+                client.model_infer(ctx, request).await
             }
         });
-        let response = match tokio::time::timeout_at(deadline.into(), attempts).await {
+        // The model's side expires the request at the deadline and answers
+        // why; this is the backstop for an endpoint that does not answer.
+        let backstop = deadline + DEADLINE_SLACK;
+        let response = match tokio::time::timeout_at(backstop.into(), attempts).await {
             Ok(result) => result?,
             Err(_) => return Err(deadline_exceeded()),
         };
@@ -329,28 +263,59 @@ impl InferenceService for RoutingInference {
             &response.model_version
         };
         if !version.is_empty() {
-            ctx.set_served_version(version);
+            ctx.note_reply(MODEL_VERSION_HEADER, version.clone());
         }
         Ok(response)
     }
 
-    async fn repository_index(&self, ready_only: bool) -> ServiceResult<Vec<ModelIndex>> {
-        self.routed(|e| async move { e.client.repository_index(ready_only).await })
-            .await
+    async fn model_stream_infer(
+        &self,
+        ctx: CallContext,
+        requests: ServiceStream<pb::ModelInferRequest>,
+    ) -> ServiceResult<ServiceStream<pb::ModelStreamInferResponse>> {
+        Ok(infer_each(Arc::new(self.clone()), ctx, requests))
     }
 
-    async fn load_model(&self, name: &str, parameters: LoadParameters) -> ServiceResult<()> {
-        for endpoint in self.endpoints.snapshot().iter() {
-            endpoint.client.load_model(name, parameters.clone()).await?;
-        }
-        Ok(())
+    async fn repository_index(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryIndexRequest,
+    ) -> ServiceResult<pb::RepositoryIndexResponse> {
+        self.routed(|c| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move { c.repository_index(ctx, request).await }
+        })
+        .await
     }
 
-    async fn unload_model(&self, name: &str) -> ServiceResult<()> {
+    /// Loads the model on every endpoint.
+    async fn repository_model_load(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryModelLoadRequest,
+    ) -> ServiceResult<pb::RepositoryModelLoadResponse> {
         for endpoint in self.endpoints.snapshot().iter() {
-            endpoint.client.unload_model(name).await?;
+            endpoint
+                .client
+                .repository_model_load(ctx.clone(), request.clone())
+                .await?;
         }
-        Ok(())
+        Ok(pb::RepositoryModelLoadResponse {})
+    }
+
+    /// Unloads the model on every endpoint.
+    async fn repository_model_unload(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryModelUnloadRequest,
+    ) -> ServiceResult<pb::RepositoryModelUnloadResponse> {
+        for endpoint in self.endpoints.snapshot().iter() {
+            endpoint
+                .client
+                .repository_model_unload(ctx.clone(), request.clone())
+                .await?;
+        }
+        Ok(pb::RepositoryModelUnloadResponse {})
     }
 }
 
@@ -386,9 +351,13 @@ async fn check_health(endpoints: &EndpointSet) {
     let timeout = endpoints.options.connect_timeout * 2;
     let snapshot = endpoints.snapshot();
     let checks = snapshot.iter().cloned().map(|endpoint| async move {
-        match tokio::time::timeout(timeout, endpoint.client.server_ready()).await {
-            Ok(Ok(true)) => endpoint.restore(),
-            Ok(Ok(false)) => endpoint.eject(endpoints.options.eject_for, "not ready"),
+        let check = endpoint.client.server_ready(
+            CallContext::new().with_timeout(timeout),
+            pb::ServerReadyRequest {},
+        );
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(answer)) if answer.ready => endpoint.restore(),
+            Ok(Ok(_)) => endpoint.eject(endpoints.options.eject_for, "not ready"),
             Ok(Err(err)) => endpoint.eject(endpoints.options.eject_for, &err.message),
             Err(_) => endpoint.eject(endpoints.options.eject_for, "readiness check timed out"),
         }

@@ -8,11 +8,11 @@ use super::*;
 use crate::endpoints::{Endpoint, EndpointOptions};
 
 /// A fake inference role: answers every inference with its own name as the
-/// request id and records the last request.
+/// request id and records the last request and its context.
 pub(crate) struct FakeInference {
     name: String,
     pub calls: AtomicUsize,
-    pub last: Mutex<Option<pb::ModelInferRequest>>,
+    pub last: Mutex<Option<(CallContext, pb::ModelInferRequest)>>,
     pub delay: Duration,
 }
 
@@ -27,49 +27,60 @@ impl FakeInference {
     }
 }
 
+fn not_here<T>() -> ServiceResult<T> {
+    Err(ServiceError::unimplemented("not in the fake"))
+}
+
 #[async_trait]
 impl InferenceService for FakeInference {
-    async fn server_live(&self) -> ServiceResult<bool> {
-        Ok(true)
+    async fn server_live(
+        &self,
+        _: CallContext,
+        _: pb::ServerLiveRequest,
+    ) -> ServiceResult<pb::ServerLiveResponse> {
+        Ok(pb::ServerLiveResponse { live: true })
     }
-    async fn server_ready(&self) -> ServiceResult<bool> {
-        Ok(true)
+    async fn server_ready(
+        &self,
+        _: CallContext,
+        _: pb::ServerReadyRequest,
+    ) -> ServiceResult<pb::ServerReadyResponse> {
+        Ok(pb::ServerReadyResponse { ready: true })
     }
-    async fn server_metadata(&self) -> ServiceResult<pb::ServerMetadataResponse> {
+    async fn model_ready(
+        &self,
+        _: CallContext,
+        _: pb::ModelReadyRequest,
+    ) -> ServiceResult<pb::ModelReadyResponse> {
+        Ok(pb::ModelReadyResponse { ready: true })
+    }
+    async fn server_metadata(
+        &self,
+        _: CallContext,
+        _: pb::ServerMetadataRequest,
+    ) -> ServiceResult<pb::ServerMetadataResponse> {
         Ok(pb::ServerMetadataResponse {
             name: self.name.clone(),
             ..Default::default()
         })
     }
-    async fn model_ready(&self, _: &str, _: &str) -> ServiceResult<bool> {
-        Ok(true)
-    }
     async fn model_metadata(
         &self,
-        name: &str,
-        _: &str,
+        _: CallContext,
+        request: pb::ModelMetadataRequest,
     ) -> ServiceResult<pb::ModelMetadataResponse> {
         Ok(pb::ModelMetadataResponse {
-            name: name.into(),
+            name: request.name,
             ..Default::default()
         })
     }
-    async fn model_config(&self, _: &str, _: &str) -> ServiceResult<pb::ModelConfig> {
-        Ok(Default::default())
-    }
-    async fn model_statistics(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> ServiceResult<pb::ModelStatisticsResponse> {
-        Ok(Default::default())
-    }
     async fn model_infer(
         &self,
+        ctx: CallContext,
         request: pb::ModelInferRequest,
     ) -> ServiceResult<pb::ModelInferResponse> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        *self.last.lock().unwrap() = Some(request.clone());
+        *self.last.lock().unwrap() = Some((ctx, request.clone()));
         if request.model_name == "missing" {
             return Err(ServiceError::not_found("unknown model 'missing'"));
         }
@@ -84,14 +95,47 @@ impl InferenceService for FakeInference {
             ..Default::default()
         })
     }
-    async fn repository_index(&self, _: bool) -> ServiceResult<Vec<ModelIndex>> {
-        Ok(vec![])
+    async fn model_stream_infer(
+        &self,
+        _: CallContext,
+        _: ServiceStream<pb::ModelInferRequest>,
+    ) -> ServiceResult<ServiceStream<pb::ModelStreamInferResponse>> {
+        not_here()
     }
-    async fn load_model(&self, _: &str, _: LoadParameters) -> ServiceResult<()> {
-        Ok(())
+    async fn model_config(
+        &self,
+        _: CallContext,
+        _: pb::ModelConfigRequest,
+    ) -> ServiceResult<pb::ModelConfigResponse> {
+        Ok(Default::default())
     }
-    async fn unload_model(&self, _: &str) -> ServiceResult<()> {
-        Ok(())
+    async fn model_statistics(
+        &self,
+        _: CallContext,
+        _: pb::ModelStatisticsRequest,
+    ) -> ServiceResult<pb::ModelStatisticsResponse> {
+        Ok(Default::default())
+    }
+    async fn repository_index(
+        &self,
+        _: CallContext,
+        _: pb::RepositoryIndexRequest,
+    ) -> ServiceResult<pb::RepositoryIndexResponse> {
+        Ok(Default::default())
+    }
+    async fn repository_model_load(
+        &self,
+        _: CallContext,
+        _: pb::RepositoryModelLoadRequest,
+    ) -> ServiceResult<pb::RepositoryModelLoadResponse> {
+        Ok(pb::RepositoryModelLoadResponse {})
+    }
+    async fn repository_model_unload(
+        &self,
+        _: CallContext,
+        _: pb::RepositoryModelUnloadRequest,
+    ) -> ServiceResult<pb::RepositoryModelUnloadResponse> {
+        Ok(pb::RepositoryModelUnloadResponse {})
     }
 }
 
@@ -155,7 +199,7 @@ async fn refused_connections_are_retried_on_another_endpoint() {
     let routing = router(&[dead.clone(), uri], CanaryTable::default());
     for _ in 0..6 {
         let response = routing
-            .model_infer(infer("m"))
+            .model_infer(CallContext::new(), infer("m"))
             .await
             .expect("retried on the live endpoint");
         assert_eq!(response.id, "live");
@@ -176,9 +220,15 @@ async fn server_answers_are_final_and_keep_their_code() {
     let (ua, _sa) = serve(a.clone()).await;
     let (ub, _sb) = serve(b.clone()).await;
     let routing = router(&[ua, ub], CanaryTable::default());
-    let err = routing.model_infer(infer("missing")).await.unwrap_err();
+    let err = routing
+        .model_infer(CallContext::new(), infer("missing"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
-    let err = routing.model_infer(infer("full")).await.unwrap_err();
+    let err = routing
+        .model_infer(CallContext::new(), infer("full"))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.code,
         ErrorCode::Unavailable,
@@ -195,33 +245,37 @@ async fn deadlines_are_handed_down_and_enforced() {
     let slow = Arc::new(slow);
     let (uri, _server) = serve(slow.clone()).await;
     let routing = router(&[uri], CanaryTable::default());
-    let ctx = RequestContext::with_timeout(Duration::from_millis(300));
-    let err = ctx
-        .scope(routing.model_infer(infer("m")))
+    let ctx = CallContext {
+        request_id: Some("req-7".into()),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        ..CallContext::default()
+    }
+    .with_timeout(Duration::from_millis(300));
+    let err = routing
+        .model_infer(ctx.clone(), infer("m"))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
-    let sent = slow
+    let (seen, _) = slow
         .last
         .lock()
         .unwrap()
         .clone()
         .expect("the request reached the model");
-    match sent
-        .parameters
-        .get("timeout")
-        .and_then(|p| p.parameter_choice.clone())
-    {
-        Some(ParameterChoice::Int64Param(us)) => assert!(us > 0 && us <= 300_000, "{us}"),
-        other => panic!("no timeout parameter: {other:?}"),
-    }
+    let left = seen.remaining().expect("the deadline crossed the hop");
+    assert!(left <= Duration::from_millis(300), "{left:?}");
+    assert_eq!(seen.request_id, ctx.request_id);
+    assert_eq!(seen.traceparent, ctx.traceparent);
 }
 
 #[tokio::test]
 async fn the_canary_split_picks_the_version_and_reports_it() {
     let fake = Arc::new(FakeInference::new("x"));
     let local = Arc::new(EndpointSet::new(
-        vec![Arc::new(Endpoint::local(fake, 8))],
+        vec![Arc::new(Endpoint::local(
+            InferenceClient::from_arc(fake),
+            8,
+        ))],
         options(),
     ));
     let canary = CanaryTable::default();
@@ -244,44 +298,27 @@ async fn the_canary_split_picks_the_version_and_reports_it() {
     );
     let mut seen = std::collections::HashSet::new();
     for i in 0..64 {
-        let ctx = RequestContext {
+        let ctx = CallContext {
             request_id: Some(format!("r{i}")),
             ..Default::default()
         };
-        let slot = ctx.clone();
-        let response = ctx.scope(routing.model_infer(infer("m"))).await.unwrap();
-        assert_eq!(slot.served_version(), Some(response.model_version.clone()));
+        let response = routing.model_infer(ctx.clone(), infer("m")).await.unwrap();
+        assert_eq!(
+            ctx.reply_note(MODEL_VERSION_HEADER),
+            Some(response.model_version.clone())
+        );
         seen.insert(response.model_version);
     }
     assert_eq!(seen.len(), 2, "both versions served");
     let mut pinned = infer("m");
     pinned.model_version = "1".into();
     assert_eq!(
-        routing.model_infer(pinned).await.unwrap().model_version,
+        routing
+            .model_infer(CallContext::new(), pinned)
+            .await
+            .unwrap()
+            .model_version,
         "1",
         "an explicit version is kept"
     );
-}
-
-#[test]
-fn connect_failures_are_not_sent_and_others_may_be() {
-    let refused =
-        tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
-    assert_eq!(classify(&refused), (Attempt::NotSent, true));
-    let reset = tonic::Status::unavailable("error reading a body from connection");
-    assert_eq!(classify(&reset), (Attempt::MaybeSent, true));
-    let broken = tonic::Status::unknown("transport error");
-    assert_eq!(classify(&broken), (Attempt::MaybeSent, true));
-    let from_server: tonic::Status = ServiceError::unavailable("exceeds maximum queue size").into();
-    assert_eq!(classify(&from_server), (Attempt::MaybeSent, false));
-    let goaway = tonic::Status::resource_exhausted(
-        "h2 protocol error: connection error received: not a result of an error",
-    );
-    assert_eq!(
-        classify(&goaway),
-        (Attempt::MaybeSent, true),
-        "a GOAWAY is the connection's failure (503), not a rate limit (429)"
-    );
-    let rate_limited: tonic::Status = ServiceError::new(ErrorCode::RateLimited, "slow down").into();
-    assert_eq!(classify(&rate_limited), (Attempt::MaybeSent, false));
 }

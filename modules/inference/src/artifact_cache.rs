@@ -14,7 +14,8 @@ use std::path::{Component, Path, PathBuf};
 
 use futures_util::StreamExt;
 use mlserve_proto::registry::pb::{ModelVersion, VersionFile};
-use mlserve_proto::registry::RegistryClient;
+use mlserve_proto::registry::{RegistryCalls, RegistryClient};
+use mlserve_proto::CallContext;
 use sha2::{Digest, Sha256};
 
 use crate::follow_error::SyncError;
@@ -101,7 +102,7 @@ impl ArtifactCache {
             .await
             .map_err(|e| SyncError::Io(format!("cannot create {}: {e}", tmp_dir.display())))?;
         let (header, mut stream) = registry
-            .download(model, version, &file.path)
+            .download_file(CallContext::new(), model, version, &file.path)
             .await
             .map_err(SyncError::Registry)?;
         if header.sha256 != file.sha256 || header.size != file.size {

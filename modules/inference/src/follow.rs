@@ -21,7 +21,8 @@ use mlserve_common::config::FollowedModel;
 use mlserve_common::events::{handler, Event, EventBus, Handler};
 use mlserve_common::ShutdownSignal;
 use mlserve_proto::registry::pb::ModelVersion;
-use mlserve_proto::registry::RegistryClient;
+use mlserve_proto::registry::{pb, RegistryClient, RegistryService};
+use mlserve_proto::CallContext;
 
 use crate::artifact_cache::{ArtifactCache, Fetched};
 pub use crate::follow_error::SyncError;
@@ -129,8 +130,22 @@ impl Follower {
             None => return Ok(Synced::Unchanged),
         };
         let resolved = match (&model.alias, model.version) {
-            (Some(alias), _) => self.registry.resolve_alias(model.registered(), alias).await,
-            (None, Some(version)) => self.registry.get_version(model.registered(), version).await,
+            (Some(alias), _) => {
+                let request = pb::GetAliasRequest {
+                    name: model.registered().to_string(),
+                    alias: alias.clone(),
+                };
+                self.registry
+                    .resolve_alias(CallContext::new(), request)
+                    .await
+            }
+            (None, Some(version)) => {
+                let request = pb::GetVersionRequest {
+                    name: model.registered().to_string(),
+                    version,
+                };
+                self.registry.get_version(CallContext::new(), request).await
+            }
             (None, None) => return Ok(Synced::Unchanged),
         };
         let target = match resolved {

@@ -12,8 +12,9 @@ use mlserve_common::config::{EventsConfig, FollowedModel, ModelControlMode};
 use mlserve_common::events::memory::MemoryBus;
 use mlserve_common::events::{Event, EventBus, MODELS_TOPIC};
 use mlserve_proto::registry::pb::{self, ModelVersion, VersionFile};
-use mlserve_proto::registry::{ByteStream, RegistryService, UploadStream};
-use mlserve_proto::{ServiceError, ServiceResult};
+use mlserve_proto::registry::{download_parts, RegistryClient, RegistryService};
+use mlserve_proto::rpc::ServiceStream;
+use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -196,31 +197,8 @@ fn unsupported<T>() -> ServiceResult<T> {
     ))
 }
 
-#[async_trait]
-impl RegistryService for FakeRegistry {
-    async fn create_model(&self, _: pb::CreateModelRequest) -> ServiceResult<pb::RegisteredModel> {
-        unsupported()
-    }
-    async fn get_model(&self, _: &str) -> ServiceResult<pb::RegisteredModel> {
-        unsupported()
-    }
-    async fn list_models(&self, _: pb::ListModelsRequest) -> ServiceResult<pb::ListModelsResponse> {
-        unsupported()
-    }
-    async fn update_model(&self, _: pb::UpdateModelRequest) -> ServiceResult<pb::RegisteredModel> {
-        unsupported()
-    }
-    async fn delete_model(&self, _: &str) -> ServiceResult<()> {
-        unsupported()
-    }
-    async fn create_version(
-        &self,
-        _: pb::CreateVersionRequest,
-        _: UploadStream,
-    ) -> ServiceResult<ModelVersion> {
-        unsupported()
-    }
-    async fn get_version(&self, name: &str, version: u64) -> ServiceResult<ModelVersion> {
+impl FakeRegistry {
+    fn version(&self, name: &str, version: u64) -> ServiceResult<ModelVersion> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ServiceError::unavailable("registry unreachable"));
         }
@@ -240,48 +218,127 @@ impl RegistryService for FakeRegistry {
             ..Default::default()
         })
     }
+}
+
+#[async_trait]
+impl RegistryService for FakeRegistry {
+    async fn create_model(
+        &self,
+        _: CallContext,
+        _: pb::CreateModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        unsupported()
+    }
+    async fn get_model(
+        &self,
+        _: CallContext,
+        _: pb::GetModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        unsupported()
+    }
+    async fn list_models(
+        &self,
+        _: CallContext,
+        _: pb::ListModelsRequest,
+    ) -> ServiceResult<pb::ListModelsResponse> {
+        unsupported()
+    }
+    async fn update_model(
+        &self,
+        _: CallContext,
+        _: pb::UpdateModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        unsupported()
+    }
+    async fn delete_model(
+        &self,
+        _: CallContext,
+        _: pb::DeleteModelRequest,
+    ) -> ServiceResult<pb::DeleteModelResponse> {
+        unsupported()
+    }
+    async fn create_version(
+        &self,
+        _: CallContext,
+        _: ServiceStream<pb::UploadPart>,
+    ) -> ServiceResult<ModelVersion> {
+        unsupported()
+    }
+    async fn get_version(
+        &self,
+        _: CallContext,
+        request: pb::GetVersionRequest,
+    ) -> ServiceResult<ModelVersion> {
+        self.version(&request.name, request.version)
+    }
     async fn list_versions(
         &self,
+        _: CallContext,
         _: pb::ListVersionsRequest,
     ) -> ServiceResult<pb::ListVersionsResponse> {
         unsupported()
     }
-    async fn update_version(&self, _: pb::UpdateVersionRequest) -> ServiceResult<ModelVersion> {
+    async fn update_version(
+        &self,
+        _: CallContext,
+        _: pb::UpdateVersionRequest,
+    ) -> ServiceResult<ModelVersion> {
         unsupported()
     }
     async fn download(
         &self,
-        name: &str,
-        version: u64,
-        _path: &str,
-    ) -> ServiceResult<(VersionFile, ByteStream)> {
-        let file = self.get_version(name, version).await?.files.remove(0);
-        let served = self.versions.lock().unwrap()[&version].served.clone();
+        _: CallContext,
+        request: pb::DownloadRequest,
+    ) -> ServiceResult<ServiceStream<pb::DownloadPart>> {
+        let file = self
+            .version(&request.name, request.version)?
+            .files
+            .remove(0);
+        let served = self.versions.lock().unwrap()[&request.version]
+            .served
+            .clone();
         let chunks: Vec<ServiceResult<Bytes>> = served
             .chunks(7)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        Ok((file, Box::pin(tokio_stream::iter(chunks))))
+        Ok(download_parts(file, Box::pin(tokio_stream::iter(chunks))))
     }
-    async fn set_alias(&self, _: pb::SetAliasRequest) -> ServiceResult<pb::AliasMove> {
+    async fn set_alias(
+        &self,
+        _: CallContext,
+        _: pb::SetAliasRequest,
+    ) -> ServiceResult<pb::AliasMove> {
         unsupported()
     }
-    async fn get_alias(&self, _: &str, _: &str) -> ServiceResult<pb::Alias> {
+    async fn get_alias(&self, _: CallContext, _: pb::GetAliasRequest) -> ServiceResult<pb::Alias> {
         unsupported()
     }
-    async fn resolve_alias(&self, name: &str, alias: &str) -> ServiceResult<ModelVersion> {
-        let version = self.aliases.lock().unwrap().get(alias).copied();
+    async fn resolve_alias(
+        &self,
+        _: CallContext,
+        request: pb::GetAliasRequest,
+    ) -> ServiceResult<ModelVersion> {
+        let version = self.aliases.lock().unwrap().get(&request.alias).copied();
         let version = version.ok_or_else(|| ServiceError::not_found("no such alias"))?;
-        self.get_version(name, version).await
+        self.version(&request.name, version)
     }
-    async fn delete_alias(&self, _: pb::DeleteAliasRequest) -> ServiceResult<pb::AliasMove> {
+    async fn delete_alias(
+        &self,
+        _: CallContext,
+        _: pb::DeleteAliasRequest,
+    ) -> ServiceResult<pb::AliasMove> {
         unsupported()
     }
-    async fn list_aliases(&self, _: &str) -> ServiceResult<Vec<pb::Alias>> {
+    async fn list_aliases(
+        &self,
+        _: CallContext,
+        _: pb::ListAliasesRequest,
+    ) -> ServiceResult<pb::ListAliasesResponse> {
         unsupported()
     }
     async fn alias_history(
         &self,
+        _: CallContext,
         _: pb::AliasHistoryRequest,
     ) -> ServiceResult<pb::AliasHistoryResponse> {
         unsupported()
@@ -320,7 +377,7 @@ fn follower(
     };
     Follower::new(
         manager,
-        registry.clone(),
+        RegistryClient::from_arc(registry.clone()),
         ArtifactCache::new(cache.to_path_buf()),
         vec![model],
         bus,

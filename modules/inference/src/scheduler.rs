@@ -82,6 +82,15 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Holds the request to the caller's own `deadline` too, when that is
+    /// earlier: it applies whatever the queue policy lets a request ask for.
+    pub fn until(mut self, deadline: Option<Instant>) -> Ticket {
+        if let Some(deadline) = deadline {
+            self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        self
+    }
+
     /// Waits for the answer. A request still queued at its deadline is
     /// abandoned and answered with [`InferenceError::Timeout`]; one that
     /// started by then runs to the end.

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use mlserve_common::config::ModelControlMode;
-use mlserve_proto::inference::{InferenceService, LoadParameters, ModelIndex};
+use mlserve_proto::inference::{infer_each, InferenceService, LoadParameters, ModelIndex};
 use mlserve_proto::pb;
 use mlserve_proto::pb::model_repository_parameter::ParameterChoice;
-use mlserve_proto::{ServiceError, ServiceResult};
+use mlserve_proto::rpc::ServiceStream;
+use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 
 use crate::error::InferenceError;
 use crate::manager::{ModelManager, ServedVersion};
@@ -25,10 +26,11 @@ pub const EXTENSIONS: [&str; 5] = [
     "schedule_policy",
 ];
 
-/// The inference role's service implementation.
+/// The inference role's service implementation; clones share everything.
+#[derive(Clone)]
 pub struct LocalInference {
     manager: Arc<ModelManager>,
-    ready: AtomicBool,
+    ready: Arc<AtomicBool>,
 }
 
 impl LocalInference {
@@ -36,7 +38,7 @@ impl LocalInference {
     pub fn new(manager: Arc<ModelManager>) -> Self {
         LocalInference {
             manager,
-            ready: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -190,15 +192,29 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
 
 #[async_trait]
 impl InferenceService for LocalInference {
-    async fn server_live(&self) -> ServiceResult<bool> {
-        Ok(true)
+    async fn server_live(
+        &self,
+        _: CallContext,
+        _: pb::ServerLiveRequest,
+    ) -> ServiceResult<pb::ServerLiveResponse> {
+        Ok(pb::ServerLiveResponse { live: true })
     }
 
-    async fn server_ready(&self) -> ServiceResult<bool> {
-        Ok(self.ready.load(Ordering::SeqCst))
+    async fn server_ready(
+        &self,
+        _: CallContext,
+        _: pb::ServerReadyRequest,
+    ) -> ServiceResult<pb::ServerReadyResponse> {
+        Ok(pb::ServerReadyResponse {
+            ready: self.ready.load(Ordering::SeqCst),
+        })
     }
 
-    async fn server_metadata(&self) -> ServiceResult<pb::ServerMetadataResponse> {
+    async fn server_metadata(
+        &self,
+        _: CallContext,
+        _: pb::ServerMetadataRequest,
+    ) -> ServiceResult<pb::ServerMetadataResponse> {
         Ok(pb::ServerMetadataResponse {
             name: "mlserve".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -206,23 +222,29 @@ impl InferenceService for LocalInference {
         })
     }
 
-    async fn model_ready(&self, name: &str, version: &str) -> ServiceResult<bool> {
-        match self.manager.get(name, version) {
-            Ok(_) => Ok(self.ready.load(Ordering::SeqCst)),
-            Err(InferenceError::ModelUnavailable(_)) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+    /// Not ready (rather than an error) for a model it does not know, as Triton.
+    async fn model_ready(
+        &self,
+        _: CallContext,
+        request: pb::ModelReadyRequest,
+    ) -> ServiceResult<pb::ModelReadyResponse> {
+        let ready = match self.manager.get(&request.name, &request.version) {
+            Ok(_) => self.ready.load(Ordering::SeqCst),
+            Err(InferenceError::ModelUnavailable(_) | InferenceError::ModelNotFound(_)) => false,
+            Err(err) => return Err(err.into()),
+        };
+        Ok(pb::ModelReadyResponse { ready })
     }
 
     async fn model_metadata(
         &self,
-        name: &str,
-        version: &str,
+        _: CallContext,
+        request: pb::ModelMetadataRequest,
     ) -> ServiceResult<pb::ModelMetadataResponse> {
-        let served = self.manager.get(name, version)?;
+        let served = self.manager.get(&request.name, &request.version)?;
         let versions = self
             .manager
-            .versions(name)?
+            .versions(&request.name)?
             .iter()
             .map(|v| v.label.clone())
             .collect();
@@ -236,16 +258,23 @@ impl InferenceService for LocalInference {
         })
     }
 
-    async fn model_config(&self, name: &str, version: &str) -> ServiceResult<pb::ModelConfig> {
-        let served = self.manager.get(name, version)?;
-        Ok(model_config(&served))
+    async fn model_config(
+        &self,
+        _: CallContext,
+        request: pb::ModelConfigRequest,
+    ) -> ServiceResult<pb::ModelConfigResponse> {
+        let served = self.manager.get(&request.name, &request.version)?;
+        Ok(pb::ModelConfigResponse {
+            config: Some(model_config(&served)),
+        })
     }
 
     async fn model_statistics(
         &self,
-        name: &str,
-        version: &str,
+        _: CallContext,
+        request: pb::ModelStatisticsRequest,
     ) -> ServiceResult<pb::ModelStatisticsResponse> {
+        let (name, version) = (&request.name, &request.version);
         let stats = if name.is_empty() {
             let loaded = self.manager.loaded_models();
             self.manager
@@ -267,8 +296,12 @@ impl InferenceService for LocalInference {
         Ok(pb::ModelStatisticsResponse { model_stats: stats })
     }
 
+    /// Runs the request through the model's scheduler. The caller's deadline
+    /// is the queue timeout (with the request's own `timeout`, the earlier
+    /// wins): a request still queued at its deadline never runs.
     async fn model_infer(
         &self,
+        ctx: CallContext,
         mut request: pb::ModelInferRequest,
     ) -> ServiceResult<pb::ModelInferResponse> {
         let started = Instant::now();
@@ -277,12 +310,15 @@ impl InferenceService for LocalInference {
             .get(&request.model_name, &request.model_version)?;
         let outcome = async {
             let validated = validate(&served.spec, &mut request)?;
+            if ctx.expired() {
+                return Err(InferenceError::Timeout);
+            }
             let ticket = served.scheduler.enqueue(
                 validated.inputs,
                 validated.priority,
                 validated.timeout,
             )?;
-            let outputs = ticket.wait().await?;
+            let outputs = ticket.until(ctx.deadline).wait().await?;
             Ok::<_, InferenceError>((outputs, validated.outputs))
         }
         .await;
@@ -321,25 +357,44 @@ impl InferenceService for LocalInference {
             response.raw_output_contents.push(output.data);
         }
         served.stats.record_success(started.elapsed());
+        tracing::debug!(model = %response.model_name, version = %response.model_version, "inference answered");
         Ok(response)
     }
 
-    async fn repository_index(&self, ready_only: bool) -> ServiceResult<Vec<ModelIndex>> {
+    async fn model_stream_infer(
+        &self,
+        ctx: CallContext,
+        requests: ServiceStream<pb::ModelInferRequest>,
+    ) -> ServiceResult<ServiceStream<pb::ModelStreamInferResponse>> {
+        Ok(infer_each(Arc::new(self.clone()), ctx, requests))
+    }
+
+    async fn repository_index(
+        &self,
+        _: CallContext,
+        request: pb::RepositoryIndexRequest,
+    ) -> ServiceResult<pb::RepositoryIndexResponse> {
         let rows = self.blocking(|m| m.index()).await?;
-        Ok(rows
+        let models = rows
             .into_iter()
-            .filter(|r| !ready_only || r.state == "READY")
+            .filter(|r| !request.ready || r.state == "READY")
             .map(|r| ModelIndex {
                 name: r.name,
                 version: r.version,
                 state: r.state.to_string(),
                 reason: r.reason,
             })
-            .collect())
+            .collect();
+        Ok(pb::RepositoryIndexResponse { models })
     }
 
-    async fn load_model(&self, name: &str, parameters: LoadParameters) -> ServiceResult<()> {
+    async fn repository_model_load(
+        &self,
+        _: CallContext,
+        request: pb::RepositoryModelLoadRequest,
+    ) -> ServiceResult<pb::RepositoryModelLoadResponse> {
         self.require_explicit("load")?;
+        let parameters: &LoadParameters = &request.parameters;
         let config = match parameters
             .get("config")
             .and_then(|p| p.parameter_choice.as_ref())
@@ -357,12 +412,18 @@ impl InferenceService for LocalInference {
                 "loading model files through the load request is not supported",
             ));
         }
-        let name = name.to_string();
-        self.blocking(move |m| m.load(&name, config)).await
+        let name = request.model_name;
+        self.blocking(move |m| m.load(&name, config)).await?;
+        Ok(pb::RepositoryModelLoadResponse {})
     }
 
-    async fn unload_model(&self, name: &str) -> ServiceResult<()> {
+    async fn repository_model_unload(
+        &self,
+        _: CallContext,
+        request: pb::RepositoryModelUnloadRequest,
+    ) -> ServiceResult<pb::RepositoryModelUnloadResponse> {
         self.require_explicit("unload")?;
-        Ok(self.manager.unload(name)?)
+        self.manager.unload(&request.model_name)?;
+        Ok(pb::RepositoryModelUnloadResponse {})
     }
 }

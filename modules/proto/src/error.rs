@@ -14,6 +14,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Missing or invalid credentials (HTTP 401, gRPC UNAUTHENTICATED).
     Unauthenticated,
+    /// Valid credentials without the scope the call needs (HTTP 403, gRPC PERMISSION_DENIED).
+    PermissionDenied,
     /// Unknown model, version or resource (HTTP 404, gRPC NOT_FOUND).
     NotFound,
     /// The resource exists already or is in a conflicting state (HTTP 409, gRPC ALREADY_EXISTS).
@@ -32,9 +34,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for round-trip tests and metadata parsing.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
@@ -49,6 +52,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -64,6 +68,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Conflict => tonic::Code::AlreadyExists,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
@@ -78,6 +83,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -99,9 +105,8 @@ impl ErrorCode {
             tonic::Code::InvalidArgument
             | tonic::Code::OutOfRange
             | tonic::Code::FailedPrecondition => ErrorCode::BadRequest,
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                ErrorCode::Unauthenticated
-            }
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
             tonic::Code::NotFound => ErrorCode::NotFound,
             tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorCode::Conflict,
             tonic::Code::ResourceExhausted => ErrorCode::RateLimited,
@@ -120,6 +125,18 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// How far a call got before its transport failed, read from the error's
+/// kind (never from its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The connection was never made (or the peer refused the stream before
+    /// reading it): the request was not sent, so another endpoint may take it.
+    NotSent,
+    /// The connection failed after the request may have left: it may have
+    /// reached a model, so it must not be retried.
+    MaybeSent,
+}
+
 /// An error as it crosses a service boundary: a code and a message for humans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -128,6 +145,8 @@ pub struct ServiceError {
     pub code: ErrorCode,
     /// What went wrong, naming the offending input where there is one.
     pub message: String,
+    /// Set when the transport failed rather than the service answering.
+    pub transport: Option<Transport>,
 }
 
 /// Result alias for service calls.
@@ -139,7 +158,23 @@ impl ServiceError {
         ServiceError {
             code,
             message: message.into(),
+            transport: None,
         }
+    }
+    /// A transport failure: 503, with how far the call got.
+    pub fn transport(transport: Transport, message: impl Into<String>) -> Self {
+        ServiceError {
+            transport: Some(transport),
+            ..Self::new(ErrorCode::Unavailable, message)
+        }
+    }
+    /// HTTP 409 / ALREADY_EXISTS.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    /// HTTP 501 / UNIMPLEMENTED.
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unimplemented, message)
     }
     /// HTTP 400 / INVALID_ARGUMENT.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -170,15 +205,55 @@ impl From<ServiceError> for tonic::Status {
 }
 
 impl From<tonic::Status> for ServiceError {
+    /// A status as a remote client sees it: the server's own code when it
+    /// sent one; otherwise a transport failure when the status came from the
+    /// connection (classified by the error kinds in its source chain); else
+    /// the code the bare gRPC status means.
     fn from(status: tonic::Status) -> Self {
-        let code = status
+        let sent = status
             .metadata()
             .get(ERROR_CODE_METADATA)
             .and_then(|v| v.to_str().ok())
-            .and_then(ErrorCode::from_name)
-            .unwrap_or_else(|| ErrorCode::from_grpc(status.code()));
-        ServiceError::new(code, status.message())
+            .and_then(ErrorCode::from_name);
+        if let Some(code) = sent {
+            return ServiceError::new(code, status.message());
+        }
+        if let Some(transport) = transport_failure(&status) {
+            return ServiceError::transport(
+                transport,
+                format!("transport failure: {}", status.message()),
+            );
+        }
+        ServiceError::new(ErrorCode::from_grpc(status.code()), status.message())
     }
+}
+
+/// Whether `status` stands for a failed connection, and how far the call got:
+/// a connect error anywhere in the chain (or a stream the peer refused
+/// unread) never sent the request; an HTTP/2, hyper or I/O error may have.
+fn transport_failure(status: &tonic::Status) -> Option<Transport> {
+    use std::error::Error;
+    let mut found = None;
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return Some(Transport::NotSent);
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(Transport::NotSent);
+            }
+            found = Some(Transport::MaybeSent);
+        }
+        if err.is::<hyper::Error>()
+            || err.is::<std::io::Error>()
+            || err.is::<tonic::transport::Error>()
+        {
+            found = Some(Transport::MaybeSent);
+        }
+        source = err.source();
+    }
+    found
 }
 
 #[cfg(test)]
@@ -193,6 +268,37 @@ mod tests {
             assert_eq!(back.code, code);
             assert_eq!(back.message, "boom");
         }
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_transport_failure_that_sent_nothing() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let status = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        let err = ServiceError::from(status);
+        assert_eq!(err.transport, Some(Transport::NotSent));
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let status = tonic::Status::from_error(Box::new(hyper_like(reset)));
+        assert_eq!(
+            ServiceError::from(status).transport,
+            None,
+            "an unknown error is no transport failure"
+        );
+        let answered: tonic::Status = ServiceError::unavailable("queue full").into();
+        assert_eq!(ServiceError::from(answered).transport, None);
+    }
+
+    /// An error type the classifier does not know, wrapping an I/O error.
+    fn hyper_like(inner: std::io::Error) -> impl std::error::Error + Send + Sync + 'static {
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "wrapped: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {}
+        Wrapped(inner)
     }
 
     #[test]

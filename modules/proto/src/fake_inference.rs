@@ -1,22 +1,24 @@
 //! A fake [`InferenceService`] for the protocol tests (REST router and gRPC
 //! adapters): it echoes its inputs.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::inference::{InferenceService, LoadParameters, ModelIndex};
-use crate::pb;
-use crate::{ServiceError, ServiceResult};
+use crate::inference::{infer_each, InferenceService, LoadParameters, ModelIndex};
+use crate::rpc::ServiceStream;
+use crate::{pb, CallContext, ServiceError, ServiceResult};
 
 /// Knows model `echo` (ready; one FP32 input `IN` [-1, 3]; batching) and
 /// model `sleepy` (not ready). Inference echoes every input as an output of
 /// the same name, honouring the requested outputs.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Echo {
     pub(crate) not_ready: bool,
-    pub(crate) loads: Mutex<Vec<(String, LoadParameters)>>,
-    pub(crate) requests: Mutex<Vec<pb::ModelInferRequest>>,
+    pub(crate) loads: Arc<Mutex<Vec<(String, LoadParameters)>>>,
+    pub(crate) requests: Arc<Mutex<Vec<pb::ModelInferRequest>>>,
+    /// The context of every call, in order.
+    pub(crate) contexts: Arc<Mutex<Vec<CallContext>>>,
 }
 
 fn known(name: &str) -> ServiceResult<()> {
@@ -26,74 +28,80 @@ fn known(name: &str) -> ServiceResult<()> {
     }
 }
 
+impl Echo {
+    fn seen(&self, ctx: &CallContext) {
+        self.contexts.lock().unwrap().push(ctx.clone());
+    }
+}
+
 #[async_trait]
 impl InferenceService for Echo {
-    async fn server_live(&self) -> ServiceResult<bool> {
-        Ok(true)
+    async fn server_live(
+        &self,
+        ctx: CallContext,
+        _: pb::ServerLiveRequest,
+    ) -> ServiceResult<pb::ServerLiveResponse> {
+        self.seen(&ctx);
+        Ok(pb::ServerLiveResponse { live: true })
     }
-    async fn server_ready(&self) -> ServiceResult<bool> {
-        Ok(!self.not_ready)
+    async fn server_ready(
+        &self,
+        ctx: CallContext,
+        _: pb::ServerReadyRequest,
+    ) -> ServiceResult<pb::ServerReadyResponse> {
+        self.seen(&ctx);
+        Ok(pb::ServerReadyResponse {
+            ready: !self.not_ready,
+        })
     }
-    async fn server_metadata(&self) -> ServiceResult<pb::ServerMetadataResponse> {
+    async fn model_ready(
+        &self,
+        ctx: CallContext,
+        request: pb::ModelReadyRequest,
+    ) -> ServiceResult<pb::ModelReadyResponse> {
+        self.seen(&ctx);
+        Ok(pb::ModelReadyResponse {
+            ready: request.name == "echo",
+        })
+    }
+    async fn server_metadata(
+        &self,
+        ctx: CallContext,
+        _: pb::ServerMetadataRequest,
+    ) -> ServiceResult<pb::ServerMetadataResponse> {
+        self.seen(&ctx);
         Ok(pb::ServerMetadataResponse {
             name: "mlserve".into(),
             version: "0.1.0".into(),
             extensions: vec!["binary_tensor_data".into()],
         })
     }
-    async fn model_ready(&self, name: &str, _version: &str) -> ServiceResult<bool> {
-        known(name)?;
-        Ok(name == "echo")
-    }
     async fn model_metadata(
         &self,
-        name: &str,
-        _version: &str,
+        ctx: CallContext,
+        request: pb::ModelMetadataRequest,
     ) -> ServiceResult<pb::ModelMetadataResponse> {
-        known(name)?;
+        self.seen(&ctx);
+        known(&request.name)?;
         let t = |n: &str| pb::model_metadata_response::TensorMetadata {
             name: n.into(),
             datatype: "FP32".into(),
             shape: vec![-1, 3],
         };
         Ok(pb::ModelMetadataResponse {
-            name: name.into(),
+            name: request.name,
             versions: vec!["1".into()],
             platform: "onnxruntime_onnx".into(),
             inputs: vec![t("IN")],
             outputs: vec![t("IN")],
         })
     }
-    async fn model_config(&self, name: &str, _version: &str) -> ServiceResult<pb::ModelConfig> {
-        known(name)?;
-        Ok(pb::ModelConfig {
-            name: name.into(),
-            max_batch_size: 4,
-            ..Default::default()
-        })
-    }
-    async fn model_statistics(
-        &self,
-        name: &str,
-        _version: &str,
-    ) -> ServiceResult<pb::ModelStatisticsResponse> {
-        if !name.is_empty() {
-            known(name)?;
-        }
-        let stat = pb::ModelStatistics {
-            name: "echo".into(),
-            version: "1".into(),
-            inference_count: 3,
-            ..Default::default()
-        };
-        Ok(pb::ModelStatisticsResponse {
-            model_stats: vec![stat],
-        })
-    }
     async fn model_infer(
         &self,
+        ctx: CallContext,
         request: pb::ModelInferRequest,
     ) -> ServiceResult<pb::ModelInferResponse> {
+        self.seen(&ctx);
         known(&request.model_name)?;
         self.requests.lock().unwrap().push(request.clone());
         let wanted =
@@ -117,30 +125,91 @@ impl InferenceService for Echo {
                 response.raw_output_contents.push(raw.clone());
             }
         }
+        ctx.note_reply(crate::context::MODEL_VERSION_HEADER, "1");
         Ok(response)
     }
-    async fn repository_index(&self, ready_only: bool) -> ServiceResult<Vec<ModelIndex>> {
+    async fn model_stream_infer(
+        &self,
+        ctx: CallContext,
+        request: ServiceStream<pb::ModelInferRequest>,
+    ) -> ServiceResult<ServiceStream<pb::ModelStreamInferResponse>> {
+        Ok(infer_each(Arc::new(self.clone()), ctx, request))
+    }
+    async fn model_config(
+        &self,
+        ctx: CallContext,
+        request: pb::ModelConfigRequest,
+    ) -> ServiceResult<pb::ModelConfigResponse> {
+        self.seen(&ctx);
+        known(&request.name)?;
+        Ok(pb::ModelConfigResponse {
+            config: Some(pb::ModelConfig {
+                name: request.name,
+                max_batch_size: 4,
+                ..Default::default()
+            }),
+        })
+    }
+    async fn model_statistics(
+        &self,
+        ctx: CallContext,
+        request: pb::ModelStatisticsRequest,
+    ) -> ServiceResult<pb::ModelStatisticsResponse> {
+        self.seen(&ctx);
+        if !request.name.is_empty() {
+            known(&request.name)?;
+        }
+        let stat = pb::ModelStatistics {
+            name: "echo".into(),
+            version: "1".into(),
+            inference_count: 3,
+            ..Default::default()
+        };
+        Ok(pb::ModelStatisticsResponse {
+            model_stats: vec![stat],
+        })
+    }
+    async fn repository_index(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryIndexRequest,
+    ) -> ServiceResult<pb::RepositoryIndexResponse> {
+        self.seen(&ctx);
         let mut models = vec![ModelIndex {
             name: "echo".into(),
             version: "1".into(),
             state: "READY".into(),
             reason: String::new(),
         }];
-        if !ready_only {
+        if !request.ready {
             models.push(ModelIndex {
                 name: "sleepy".into(),
                 state: "UNAVAILABLE".into(),
                 ..Default::default()
             });
         }
-        Ok(models)
+        Ok(pb::RepositoryIndexResponse { models })
     }
-    async fn load_model(&self, name: &str, parameters: LoadParameters) -> ServiceResult<()> {
-        known(name)?;
-        self.loads.lock().unwrap().push((name.into(), parameters));
-        Ok(())
+    async fn repository_model_load(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryModelLoadRequest,
+    ) -> ServiceResult<pb::RepositoryModelLoadResponse> {
+        self.seen(&ctx);
+        known(&request.model_name)?;
+        self.loads
+            .lock()
+            .unwrap()
+            .push((request.model_name, request.parameters));
+        Ok(pb::RepositoryModelLoadResponse {})
     }
-    async fn unload_model(&self, name: &str) -> ServiceResult<()> {
-        known(name)
+    async fn repository_model_unload(
+        &self,
+        ctx: CallContext,
+        request: pb::RepositoryModelUnloadRequest,
+    ) -> ServiceResult<pb::RepositoryModelUnloadResponse> {
+        self.seen(&ctx);
+        known(&request.model_name)?;
+        Ok(pb::RepositoryModelUnloadResponse {})
     }
 }

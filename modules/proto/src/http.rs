@@ -27,14 +27,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::Path;
+use axum::extract::{FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::inference::InferenceClient;
-use crate::ServiceError;
+use crate::{CallContext, ServiceError};
 
 /// The default limit on a request body, before and after decompression: 64 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -117,6 +119,39 @@ pub fn v2_routes(service: InferenceClient, options: HttpOptions) -> Router {
             post(handlers::unload_model),
         )
         .with_state(state)
+        .layer(middleware::from_fn(with_call_context))
+}
+
+/// Gives every request its [`CallContext`]: the one an outer layer (the
+/// gateway) put in the extensions, or one read from the headers (a
+/// malformed deadline is a 400). The context's reply notes become headers
+/// of the answer, errors included.
+pub async fn with_call_context(mut request: Request, next: Next) -> Response {
+    let ctx = match request.extensions().get::<CallContext>() {
+        Some(ctx) => ctx.clone(),
+        None => match CallContext::from_http(request.headers()) {
+            Ok(ctx) => ctx,
+            Err(err) => return err.into_response(),
+        },
+    };
+    request.extensions_mut().insert(ctx.clone());
+    let mut response = next.run(request).await;
+    ctx.write_reply(response.headers_mut());
+    response
+}
+
+/// A handler takes the request's context as an argument: the one
+/// [`with_call_context`] (or an outer layer) set, else one read from the
+/// headers.
+impl<S: Send + Sync> FromRequestParts<S> for CallContext {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<CallContext>() {
+            Some(ctx) => Ok(ctx.clone()),
+            None => CallContext::from_http(&parts.headers),
+        }
+    }
 }
 
 /// The protocol's error response: the status of `err.code`, the body
@@ -149,11 +184,6 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 /// A 200 response with `value` as its JSON body.
 fn json_ok(value: &serde_json::Value) -> Response {
     json_bytes(StatusCode::OK, value.to_string().into_bytes())
-}
-
-/// Turns a handler's result into the response, errors included.
-fn respond(result: Result<Response, ServiceError>) -> Response {
-    result.unwrap_or_else(|err| error_response(&err))
 }
 
 /// The path parameters of a route, or axum's rejection of them (for example a

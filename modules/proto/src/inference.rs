@@ -1,18 +1,25 @@
-//! The inference service contract: one trait, reached in-process or over gRPC.
-
-mod grpc_client;
-mod grpc_server;
+//! The inference service contract (Triton's `GRPCInferenceService`): the
+//! trait, its client (local or gRPC) and the gRPC adapters, all generated
+//! from `proto/grpc_service.proto`.
+//!
+//! Versions are strings as on the wire; an empty version means "the
+//! default" (the highest ready version). `ModelReady` answers `ready: false`
+//! for a model the server does not know, as Triton does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
-use crate::pb;
-use crate::ServiceResult;
+use crate::rpc::ServiceStream;
+use crate::{pb, CallContext};
 
-pub use grpc_client::{connect_inference, RemoteInference};
-pub use grpc_server::{inference_grpc_server, InferenceGrpcAdapter, MAX_GRPC_MESSAGE_BYTES};
+include!(concat!(env!("OUT_DIR"), "/inference.service.rs"));
+
+/// Largest gRPC message accepted or sent, matching the HTTP body limit default.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = crate::rpc::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// One entry of the model repository index.
 pub type ModelIndex = pb::repository_index_response::ModelIndex;
@@ -20,50 +27,52 @@ pub type ModelIndex = pb::repository_index_response::ModelIndex;
 /// Parameters of a repository load request (`config` override and the like).
 pub type LoadParameters = HashMap<String, pb::ModelRepositoryParameter>;
 
-/// What the inference role offers: the Open Inference Protocol, transport-free.
-///
-/// Versions are strings as on the wire; an empty version means "the default"
-/// (the highest ready version).
-#[async_trait]
-pub trait InferenceService: Send + Sync + 'static {
-    /// True while the process serves.
-    async fn server_live(&self) -> ServiceResult<bool>;
-    /// True once the models that must load have loaded, false again at shutdown.
-    async fn server_ready(&self) -> ServiceResult<bool>;
-    /// Server name, version and protocol extensions.
-    async fn server_metadata(&self) -> ServiceResult<pb::ServerMetadataResponse>;
-    /// Whether a model (version) can take requests; unknown models are `NotFound`.
-    async fn model_ready(&self, name: &str, version: &str) -> ServiceResult<bool>;
-    /// Inputs, outputs, platform and versions of a model.
-    async fn model_metadata(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> ServiceResult<pb::ModelMetadataResponse>;
-    /// The effective model configuration, in Triton's shape.
-    async fn model_config(&self, name: &str, version: &str) -> ServiceResult<pb::ModelConfig>;
-    /// Statistics of one model (version), or of all when `name` is empty.
-    async fn model_statistics(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> ServiceResult<pb::ModelStatisticsResponse>;
-    /// Runs one inference request through the model's scheduler.
-    async fn model_infer(
-        &self,
-        request: pb::ModelInferRequest,
-    ) -> ServiceResult<pb::ModelInferResponse>;
-    /// The models in the repository and their states.
-    async fn repository_index(&self, ready_only: bool) -> ServiceResult<Vec<ModelIndex>>;
-    /// Loads (or reloads) a model.
-    async fn load_model(&self, name: &str, parameters: LoadParameters) -> ServiceResult<()>;
-    /// Unloads a model once its in-flight requests finish.
-    async fn unload_model(&self, name: &str) -> ServiceResult<()>;
-}
+/// How many stream responses may wait for the client before the stream stops
+/// reading new requests (backpressure instead of an unbounded buffer).
+const STREAM_BUFFER: usize = 64;
 
-/// A cloneable handle on an inference service: the local implementation when
-/// the role runs in this process, a [`RemoteInference`] when it does not.
-pub type InferenceClient = Arc<dyn InferenceService>;
+/// `ModelStreamInfer` as Triton serves it: each request of the stream is
+/// run through `service`'s `ModelInfer` under the stream's context, and its
+/// answer (or its error, as `error_message`) is sent as it completes. A slow
+/// reader slows the stream down: no new request starts while
+/// [`STREAM_BUFFER`] answers wait.
+pub fn infer_each(
+    service: Arc<dyn InferenceService>,
+    ctx: CallContext,
+    mut requests: ServiceStream<pb::ModelInferRequest>,
+) -> ServiceStream<pb::ModelStreamInferResponse> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        while let Some(next) = requests.next().await {
+            let request = match next {
+                Ok(request) => request,
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    break;
+                }
+            };
+            let Ok(permit) = tx.clone().reserve_owned().await else {
+                break;
+            };
+            let service = service.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let message = match service.model_infer(ctx, request).await {
+                    Ok(response) => pb::ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(response),
+                    },
+                    Err(err) => pb::ModelStreamInferResponse {
+                        error_message: err.message,
+                        infer_response: None,
+                    },
+                };
+                permit.send(Ok(message));
+            });
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
 
 #[cfg(test)]
 #[path = "inference/adapter_tests.rs"]

@@ -4,11 +4,15 @@
 //!   generated from `proto/`, field-for-field compatible with Triton.
 //! - [`ErrorCode`] and [`ServiceError`]: the one error-code mapping. An
 //!   `ErrorCode` alone decides the HTTP status and the gRPC code.
-//! - [`inference`]: the `InferenceService` trait, its cloneable client (local or
-//!   gRPC), and the gRPC server adapter that exposes any implementation.
+//! - [`inference`], [`registry`], [`features`]: each service's trait, its
+//!   cloneable client (local or gRPC) and its gRPC adapters, generated from
+//!   the service's .proto by `build.rs`; [`rpc`] is what that code stands on.
+//! - [`CallContext`]: what every call carries (deadline, request id, trace
+//!   context, caller), across the process boundary as gRPC metadata.
 //! - [`http`]: the v2 REST protocol (JSON and the binary tensor extension) over
 //!   any `InferenceService`.
 
+pub mod context;
 pub mod datatype;
 pub mod error;
 #[cfg(test)]
@@ -17,9 +21,11 @@ pub mod features;
 pub mod http;
 pub mod inference;
 pub mod registry;
+pub mod rpc;
 
+pub use context::{CallContext, Caller};
 pub use datatype::DataType;
-pub use error::{ErrorCode, ServiceError, ServiceResult};
+pub use error::{ErrorCode, ServiceError, ServiceResult, Transport};
 
 /// Generated protobuf messages and gRPC stubs of package `inference`.
 #[allow(missing_docs, clippy::all)]

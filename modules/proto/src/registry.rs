@@ -1,29 +1,30 @@
 //! The registry service contract: registered models, versions with their
-//! files, aliases and alias history; one trait reached in-process or over gRPC.
+//! files, aliases and alias history. The trait, its client (local or gRPC)
+//! and the gRPC adapters are generated from `proto/registry.proto`. Only
+//! `READY` versions are visible: a version being uploaded, or one whose
+//! upload failed, is `NotFound` to every call.
 //!
 //! Uploads and downloads are streams of chunks, so a large artifact is never
 //! held in memory on either side of the boundary.
 
-mod grpc_client;
-mod grpc_server;
-
 use std::pin::Pin;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 
-use crate::ServiceResult;
+use crate::rpc::ServiceStream;
+use crate::{CallContext, ServiceError, ServiceResult};
 
-pub use grpc_client::{connect_registry, RemoteRegistry};
-pub use grpc_server::{registry_grpc_server, RegistryGrpcAdapter};
+use pb::{download_part, upload_part};
 
 /// Generated protobuf messages and gRPC stubs of package `registry`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("registry");
 }
+
+include!(concat!(env!("OUT_DIR"), "/registry.service.rs"));
 
 /// Size of the chunks uploads and downloads are cut into on the wire.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -46,79 +47,130 @@ pub type UploadStream = Pin<Box<dyn Stream<Item = ServiceResult<UploadItem>> + S
 /// The bytes of one file, streamed in chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = ServiceResult<Bytes>> + Send>>;
 
-/// What the registry role offers, transport-free. Only `READY` versions are
-/// visible: a version being uploaded, or one whose upload failed, is
-/// `NotFound` to every call.
+/// The `CreateVersion` stream of a new version: its header, then its files.
+pub fn upload_parts(
+    request: pb::CreateVersionRequest,
+    files: UploadStream,
+) -> ServiceStream<pb::UploadPart> {
+    let header = pb::UploadPart {
+        part: Some(upload_part::Part::Header(request)),
+    };
+    let parts = files.map(|item| {
+        let part = match item? {
+            UploadItem::File(file) => upload_part::Part::File(file),
+            UploadItem::Chunk(chunk) => upload_part::Part::Chunk(chunk),
+        };
+        Ok(pb::UploadPart { part: Some(part) })
+    });
+    Box::pin(tokio_stream::once(Ok(header)).chain(parts))
+}
+
+/// A `CreateVersion` stream taken apart: the header, then the files.
+pub async fn split_upload(
+    mut parts: ServiceStream<pb::UploadPart>,
+) -> ServiceResult<(pb::CreateVersionRequest, UploadStream)> {
+    let header = match parts.next().await.transpose()? {
+        Some(pb::UploadPart {
+            part: Some(upload_part::Part::Header(header)),
+        }) => header,
+        _ => {
+            return Err(ServiceError::bad_request(
+                "an upload must start with the version header",
+            ))
+        }
+    };
+    let files = parts.map(|part| match part?.part {
+        Some(upload_part::Part::File(file)) => Ok(UploadItem::File(file)),
+        Some(upload_part::Part::Chunk(chunk)) => Ok(UploadItem::Chunk(chunk)),
+        _ => Err(ServiceError::bad_request(
+            "an upload carries one header, then files and chunks",
+        )),
+    });
+    Ok((header, Box::pin(files)))
+}
+
+/// The `Download` stream of one file: its description, then its bytes.
+pub fn download_parts(file: pb::VersionFile, bytes: ByteStream) -> ServiceStream<pb::DownloadPart> {
+    let head = pb::DownloadPart {
+        part: Some(download_part::Part::File(file)),
+    };
+    let chunks = bytes.map(|chunk| {
+        Ok(pb::DownloadPart {
+            part: Some(download_part::Part::Chunk(chunk?)),
+        })
+    });
+    Box::pin(tokio_stream::once(Ok(head)).chain(chunks))
+}
+
+/// A `Download` stream taken apart: the file's description, then its bytes.
+pub async fn split_download(
+    mut parts: ServiceStream<pb::DownloadPart>,
+) -> ServiceResult<(pb::VersionFile, ByteStream)> {
+    let file = match parts.next().await.transpose()? {
+        Some(pb::DownloadPart {
+            part: Some(download_part::Part::File(file)),
+        }) => file,
+        _ => {
+            return Err(ServiceError::internal(
+                "download stream did not start with the file",
+            ))
+        }
+    };
+    let chunks = parts.map(|part| match part?.part {
+        Some(download_part::Part::Chunk(chunk)) => Ok(chunk),
+        _ => Err(ServiceError::internal(
+            "download stream sent something other than a chunk",
+        )),
+    });
+    Ok((file, Box::pin(chunks)))
+}
+
+/// The registry calls as a caller writes them: the streaming ones in their
+/// natural shapes, the lookups by name.
 #[async_trait]
-pub trait RegistryService: Send + Sync + 'static {
-    /// Registers a new model; `Conflict` when the name is taken.
-    async fn create_model(
+pub trait RegistryCalls: RegistryService {
+    /// Uploads a new version's files (see `CreateVersion`).
+    async fn upload(
         &self,
-        request: pb::CreateModelRequest,
-    ) -> ServiceResult<pb::RegisteredModel>;
-    /// One registered model.
-    async fn get_model(&self, name: &str) -> ServiceResult<pb::RegisteredModel>;
-    /// Registered models by name, filtered (search) and paginated.
-    async fn list_models(
-        &self,
-        request: pb::ListModelsRequest,
-    ) -> ServiceResult<pb::ListModelsResponse>;
-    /// Changes a model's description and tags.
-    async fn update_model(
-        &self,
-        request: pb::UpdateModelRequest,
-    ) -> ServiceResult<pb::RegisteredModel>;
-    /// Deletes a model with its versions, aliases and artifacts.
-    async fn delete_model(&self, name: &str) -> ServiceResult<()>;
-    /// Creates the next version of a model from streamed files: every file is
-    /// written under an immutable key, hashed as it streams, checked against
-    /// the expected sha256 and validated before the version commits `READY`.
-    async fn create_version(
-        &self,
+        ctx: CallContext,
         request: pb::CreateVersionRequest,
         files: UploadStream,
-    ) -> ServiceResult<pb::ModelVersion>;
-    /// One ready version, with its files (path, sha256, size).
-    async fn get_version(&self, name: &str, version: u64) -> ServiceResult<pb::ModelVersion>;
-    /// A model's ready versions, newest first, paginated.
-    async fn list_versions(
+    ) -> ServiceResult<pb::ModelVersion> {
+        self.create_version(ctx, upload_parts(request, files)).await
+    }
+
+    /// Streams one file of a ready version, its description first.
+    async fn download_file(
         &self,
-        request: pb::ListVersionsRequest,
-    ) -> ServiceResult<pb::ListVersionsResponse>;
-    /// Changes a version's description and tags (its files never change).
-    async fn update_version(
-        &self,
-        request: pb::UpdateVersionRequest,
-    ) -> ServiceResult<pb::ModelVersion>;
-    /// Streams one file of a ready version; the [`pb::VersionFile`] comes first
-    /// so the caller can verify the bytes against its sha256 and size.
-    async fn download(
-        &self,
+        ctx: CallContext,
         name: &str,
         version: u64,
         path: &str,
-    ) -> ServiceResult<(pb::VersionFile, ByteStream)>;
-    /// Points an alias at a ready version (creating or moving it atomically)
-    /// and records the move.
-    async fn set_alias(&self, request: pb::SetAliasRequest) -> ServiceResult<pb::AliasMove>;
-    /// An alias and the version it points at.
-    async fn get_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::Alias>;
+    ) -> ServiceResult<(pb::VersionFile, ByteStream)> {
+        let request = pb::DownloadRequest {
+            name: name.into(),
+            version,
+            path: path.into(),
+        };
+        split_download(self.download(ctx, request).await?).await
+    }
+
     /// The version an alias points at.
-    async fn resolve_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::ModelVersion>;
-    /// Deletes an alias and records the move (to version 0).
-    async fn delete_alias(&self, request: pb::DeleteAliasRequest) -> ServiceResult<pb::AliasMove>;
-    /// Every alias of a model.
-    async fn list_aliases(&self, name: &str) -> ServiceResult<Vec<pb::Alias>>;
-    /// The recorded moves of a model's aliases (or one alias), oldest first.
-    async fn alias_history(
+    async fn resolve(
         &self,
-        request: pb::AliasHistoryRequest,
-    ) -> ServiceResult<pb::AliasHistoryResponse>;
+        ctx: CallContext,
+        name: &str,
+        alias: &str,
+    ) -> ServiceResult<pb::ModelVersion> {
+        let request = pb::GetAliasRequest {
+            name: name.into(),
+            alias: alias.into(),
+        };
+        self.resolve_alias(ctx, request).await
+    }
 }
 
-/// A cloneable handle on a registry: the local implementation when the role
-/// runs in this process, a [`RemoteRegistry`] when it does not.
-pub type RegistryClient = Arc<dyn RegistryService>;
+impl<T: RegistryService + ?Sized> RegistryCalls for T {}
 
 /// The stable lowercase name of a version status (`pending_upload`, `ready`, `failed`).
 pub fn status_name(status: pb::VersionStatus) -> &'static str {

@@ -19,7 +19,9 @@
 //! `metadata` (JSON: description, lineage, metrics, tags, and `sha256`, the
 //! expected digest per file path), then one part named `file` per file whose
 //! filename is its path inside the version. Parts stream to the object store.
-//! The caller's name comes from the `X-Mlserve-User` header ("anonymous").
+//! The caller's name comes from the `X-Mlserve-User` header ("anonymous"),
+//! unless the call's context carries an authenticated caller (the service
+//! then records that identity instead).
 
 mod upload;
 pub mod views;
@@ -33,8 +35,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mlserve_proto::registry::{pb, RegistryClient, ANONYMOUS};
-use mlserve_proto::ServiceError;
+use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, RegistryService, ANONYMOUS};
+use mlserve_proto::{CallContext, ServiceError};
 use serde_json::{json, Value};
 
 /// The header naming the caller (until the gateway authenticates callers).
@@ -152,31 +154,39 @@ type Params = Result<Path<HashMap<String, String>>, PathRejection>;
 
 async fn create_model(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     request: Result<Json<views::CreateModel>, JsonRejection>,
 ) -> ApiResult {
     let request = body(request)?;
     let model = service
-        .create_model(pb::CreateModelRequest {
-            name: request.name,
-            description: request.description,
-            tags: request.tags,
-        })
+        .create_model(
+            ctx,
+            pb::CreateModelRequest {
+                name: request.name,
+                description: request.description,
+                tags: request.tags,
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::CREATED, views::model(&model)))
 }
 
 async fn list_models(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     q: Result<Query<views::ListQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
     let page = service
-        .list_models(pb::ListModelsRequest {
-            query: q.query,
-            tags: tag_filter(&q.tags)?,
-            page_token: q.page_token,
-            limit: q.limit,
-        })
+        .list_models(
+            ctx,
+            pb::ListModelsRequest {
+                query: q.query,
+                tags: tag_filter(&q.tags)?,
+                page_token: q.page_token,
+                limit: q.limit,
+            },
+        )
         .await?;
     Ok(page_response(
         "models",
@@ -186,49 +196,69 @@ async fn list_models(
     ))
 }
 
-async fn get_model(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn get_model(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
-    let model = service.get_model(&param(&p, "name")).await?;
+    let name = param(&p, "name");
+    let model = service.get_model(ctx, pb::GetModelRequest { name }).await?;
     Ok(json_response(StatusCode::OK, views::model(&model)))
 }
 
 async fn update_model(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     params: Params,
     request: Result<Json<views::Update>, JsonRejection>,
 ) -> ApiResult {
     let p = path_params(params)?;
     let u = body(request)?;
     let model = service
-        .update_model(pb::UpdateModelRequest {
-            name: param(&p, "name"),
-            description: u.description,
-            set_tags: u.set_tags,
-            remove_tags: u.remove_tags,
-        })
+        .update_model(
+            ctx,
+            pb::UpdateModelRequest {
+                name: param(&p, "name"),
+                description: u.description,
+                set_tags: u.set_tags,
+                remove_tags: u.remove_tags,
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::OK, views::model(&model)))
 }
 
-async fn delete_model(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn delete_model(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
-    service.delete_model(&param(&p, "name")).await?;
+    let name = param(&p, "name");
+    service
+        .delete_model(ctx, pb::DeleteModelRequest { name })
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_versions(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     params: Params,
     q: Result<Query<views::ListQuery>, QueryRejection>,
 ) -> ApiResult {
     let p = path_params(params)?;
     let q = query(q)?;
     let page = service
-        .list_versions(pb::ListVersionsRequest {
-            name: param(&p, "name"),
-            page_token: q.page_token,
-            limit: q.limit,
-        })
+        .list_versions(
+            ctx,
+            pb::ListVersionsRequest {
+                name: param(&p, "name"),
+                page_token: q.page_token,
+                limit: q.limit,
+            },
+        )
         .await?;
     Ok(page_response(
         "versions",
@@ -238,37 +268,52 @@ async fn list_versions(
     ))
 }
 
-async fn get_version(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn get_version(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
-    let v = service
-        .get_version(&param(&p, "name"), version_param(&p)?)
-        .await?;
+    let request = pb::GetVersionRequest {
+        name: param(&p, "name"),
+        version: version_param(&p)?,
+    };
+    let v = service.get_version(ctx, request).await?;
     Ok(json_response(StatusCode::OK, views::version(&v)))
 }
 
 async fn update_version(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     params: Params,
     request: Result<Json<views::Update>, JsonRejection>,
 ) -> ApiResult {
     let p = path_params(params)?;
     let u = body(request)?;
     let v = service
-        .update_version(pb::UpdateVersionRequest {
-            name: param(&p, "name"),
-            version: version_param(&p)?,
-            description: u.description,
-            set_tags: u.set_tags,
-            remove_tags: u.remove_tags,
-        })
+        .update_version(
+            ctx,
+            pb::UpdateVersionRequest {
+                name: param(&p, "name"),
+                version: version_param(&p)?,
+                description: u.description,
+                set_tags: u.set_tags,
+                remove_tags: u.remove_tags,
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::OK, views::version(&v)))
 }
 
-async fn download(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn download(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
+    let version = version_param(&p)?;
     let (file, stream) = service
-        .download(&param(&p, "name"), version_param(&p)?, &param(&p, "path"))
+        .download_file(ctx, &param(&p, "name"), version, &param(&p, "path"))
         .await?;
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
@@ -286,18 +331,41 @@ async fn download(State(service): State<RegistryClient>, params: Params) -> ApiR
     Ok(response)
 }
 
-async fn list_aliases(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn list_aliases(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
-    let aliases = service.list_aliases(&param(&p, "name")).await?;
-    let aliases: Vec<Value> = aliases.iter().map(views::alias).collect();
+    let name = param(&p, "name");
+    let listed = service
+        .list_aliases(ctx, pb::ListAliasesRequest { name })
+        .await?;
+    let aliases: Vec<Value> = listed.aliases.iter().map(views::alias).collect();
     Ok(json_response(StatusCode::OK, json!({ "aliases": aliases })))
 }
 
-async fn get_alias(State(service): State<RegistryClient>, params: Params) -> ApiResult {
+async fn get_alias(
+    State(service): State<RegistryClient>,
+    ctx: CallContext,
+    params: Params,
+) -> ApiResult {
     let p = path_params(params)?;
     let (name, alias) = (param(&p, "name"), param(&p, "alias"));
-    let found = service.get_alias(&name, &alias).await?;
-    let version = service.get_version(&name, found.version).await?;
+    let found = service
+        .get_alias(
+            ctx.clone(),
+            pb::GetAliasRequest {
+                name: name.clone(),
+                alias,
+            },
+        )
+        .await?;
+    let request = pb::GetVersionRequest {
+        name,
+        version: found.version,
+    };
+    let version = service.get_version(ctx, request).await?;
     let mut value = views::alias(&found);
     value["model_version"] = views::version(&version);
     Ok(json_response(StatusCode::OK, value))
@@ -305,6 +373,7 @@ async fn get_alias(State(service): State<RegistryClient>, params: Params) -> Api
 
 async fn set_alias(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     headers: HeaderMap,
     params: Params,
     request: Result<Json<views::SetAlias>, JsonRejection>,
@@ -312,46 +381,57 @@ async fn set_alias(
     let p = path_params(params)?;
     let request = body(request)?;
     let moved = service
-        .set_alias(pb::SetAliasRequest {
-            name: param(&p, "name"),
-            alias: param(&p, "alias"),
-            version: request.version,
-            actor: user(&headers),
-        })
+        .set_alias(
+            ctx,
+            pb::SetAliasRequest {
+                name: param(&p, "name"),
+                alias: param(&p, "alias"),
+                version: request.version,
+                actor: user(&headers),
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
 }
 
 async fn delete_alias(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     headers: HeaderMap,
     params: Params,
 ) -> ApiResult {
     let p = path_params(params)?;
     let moved = service
-        .delete_alias(pb::DeleteAliasRequest {
-            name: param(&p, "name"),
-            alias: param(&p, "alias"),
-            actor: user(&headers),
-        })
+        .delete_alias(
+            ctx,
+            pb::DeleteAliasRequest {
+                name: param(&p, "name"),
+                alias: param(&p, "alias"),
+                actor: user(&headers),
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::OK, views::alias_move(&moved)))
 }
 
 async fn alias_history(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     params: Params,
     q: Result<Query<views::ListQuery>, QueryRejection>,
 ) -> ApiResult {
     let p = path_params(params)?;
     let q = query(q)?;
     let page = service
-        .alias_history(pb::AliasHistoryRequest {
-            name: param(&p, "name"),
-            alias: q.alias,
-            page_token: q.page_token,
-            limit: q.limit,
-        })
+        .alias_history(
+            ctx,
+            pb::AliasHistoryRequest {
+                name: param(&p, "name"),
+                alias: q.alias,
+                page_token: q.page_token,
+                limit: q.limit,
+            },
+        )
         .await?;
     Ok(page_response(
         "moves",

@@ -8,8 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mlserve_common::config::RegistryFault;
 use mlserve_common::events::{Event, EventBus};
-use mlserve_proto::registry::{pb, ByteStream, RegistryService, UploadStream, ANONYMOUS};
-use mlserve_proto::{ServiceError, ServiceResult};
+use mlserve_proto::registry::{
+    download_parts, pb, split_upload, RegistryService, UploadStream, ANONYMOUS,
+};
+use mlserve_proto::rpc::ServiceStream;
+use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use tokio_stream::StreamExt;
 
 use crate::artifacts::Artifacts;
@@ -29,8 +32,13 @@ pub struct LocalRegistry {
     metrics: Arc<RegistryMetrics>,
 }
 
-fn actor(name: &str) -> String {
-    let name = name.trim();
+/// Who makes a change: the caller the edge authenticated, else the name the
+/// request gives, else anonymous.
+fn actor(ctx: &CallContext, claimed: &str) -> String {
+    if let Some(caller) = &ctx.caller {
+        return caller.identity.clone();
+    }
+    let name = claimed.trim();
     if name.is_empty() {
         ANONYMOUS.to_string()
     } else {
@@ -175,7 +183,7 @@ impl LocalRegistry {
             lineage: request.lineage.unwrap_or_default(),
             metrics: request.metrics,
             tags: request.tags,
-            created_by: actor(&request.created_by),
+            created_by: request.created_by.clone(),
         };
         let upload_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let pending = self.store.begin_version(&name, &new, &upload_id).await?;
@@ -236,6 +244,7 @@ impl LocalRegistry {
 impl RegistryService for LocalRegistry {
     async fn create_model(
         &self,
+        _: CallContext,
         request: pb::CreateModelRequest,
     ) -> ServiceResult<pb::RegisteredModel> {
         names::model_name(&request.name)?;
@@ -247,13 +256,18 @@ impl RegistryService for LocalRegistry {
         Ok(self.store.get_model(&request.name).await?)
     }
 
-    async fn get_model(&self, name: &str) -> ServiceResult<pb::RegisteredModel> {
-        names::model_name(name)?;
-        Ok(self.store.get_model(name).await?)
+    async fn get_model(
+        &self,
+        _: CallContext,
+        request: pb::GetModelRequest,
+    ) -> ServiceResult<pb::RegisteredModel> {
+        names::model_name(&request.name)?;
+        Ok(self.store.get_model(&request.name).await?)
     }
 
     async fn list_models(
         &self,
+        _: CallContext,
         request: pb::ListModelsRequest,
     ) -> ServiceResult<pb::ListModelsResponse> {
         let limit = page_size(request.limit);
@@ -275,6 +289,7 @@ impl RegistryService for LocalRegistry {
 
     async fn update_model(
         &self,
+        _: CallContext,
         request: pb::UpdateModelRequest,
     ) -> ServiceResult<pb::RegisteredModel> {
         names::model_name(&request.name)?;
@@ -290,7 +305,12 @@ impl RegistryService for LocalRegistry {
         Ok(self.store.get_model(&request.name).await?)
     }
 
-    async fn delete_model(&self, name: &str) -> ServiceResult<()> {
+    async fn delete_model(
+        &self,
+        ctx: CallContext,
+        request: pb::DeleteModelRequest,
+    ) -> ServiceResult<pb::DeleteModelResponse> {
+        let name = request.name.as_str();
         names::model_name(name)?;
         let aliases = self.store.delete_model(name).await?;
         tracing::info!(model = %name, "registered model deleted");
@@ -301,7 +321,7 @@ impl RegistryService for LocalRegistry {
                 alias,
                 from: Some(version as i64),
                 to: None,
-                by: ANONYMOUS.to_string(),
+                by: actor(&ctx, ""),
                 at: now,
             })
             .await;
@@ -312,14 +332,16 @@ impl RegistryService for LocalRegistry {
         {
             tracing::warn!(model = %name, error = %err, "artifacts left for the collector");
         }
-        Ok(())
+        Ok(pb::DeleteModelResponse {})
     }
 
     async fn create_version(
         &self,
-        request: pb::CreateVersionRequest,
-        files: UploadStream,
+        ctx: CallContext,
+        parts: ServiceStream<pb::UploadPart>,
     ) -> ServiceResult<pb::ModelVersion> {
+        let (mut request, files) = split_upload(parts).await?;
+        request.created_by = actor(&ctx, &request.created_by);
         let result = self.create_version_inner(request, files).await;
         if let Err(err) = &result {
             self.metrics.upload_refused(err.code());
@@ -327,13 +349,21 @@ impl RegistryService for LocalRegistry {
         Ok(result?)
     }
 
-    async fn get_version(&self, name: &str, version: u64) -> ServiceResult<pb::ModelVersion> {
-        names::model_name(name)?;
-        Ok(self.store.get_version(name, version).await?)
+    async fn get_version(
+        &self,
+        _: CallContext,
+        request: pb::GetVersionRequest,
+    ) -> ServiceResult<pb::ModelVersion> {
+        names::model_name(&request.name)?;
+        Ok(self
+            .store
+            .get_version(&request.name, request.version)
+            .await?)
     }
 
     async fn list_versions(
         &self,
+        _: CallContext,
         request: pb::ListVersionsRequest,
     ) -> ServiceResult<pb::ListVersionsResponse> {
         names::model_name(&request.name)?;
@@ -352,6 +382,7 @@ impl RegistryService for LocalRegistry {
 
     async fn update_version(
         &self,
+        _: CallContext,
         request: pb::UpdateVersionRequest,
     ) -> ServiceResult<pb::ModelVersion> {
         names::model_name(&request.name)?;
@@ -373,10 +404,14 @@ impl RegistryService for LocalRegistry {
 
     async fn download(
         &self,
-        name: &str,
-        version: u64,
-        path: &str,
-    ) -> ServiceResult<(pb::VersionFile, ByteStream)> {
+        _: CallContext,
+        request: pb::DownloadRequest,
+    ) -> ServiceResult<ServiceStream<pb::DownloadPart>> {
+        let (name, version, path) = (
+            request.name.as_str(),
+            request.version,
+            request.path.as_str(),
+        );
         names::model_name(name)?;
         names::file_path(path)?;
         let row = self.store.file(name, version, path).await?;
@@ -396,13 +431,17 @@ impl RegistryService for LocalRegistry {
             sha256: row.sha256,
             size: row.size,
         };
-        Ok((file, Box::pin(stream)))
+        Ok(download_parts(file, Box::pin(stream)))
     }
 
-    async fn set_alias(&self, request: pb::SetAliasRequest) -> ServiceResult<pb::AliasMove> {
+    async fn set_alias(
+        &self,
+        ctx: CallContext,
+        request: pb::SetAliasRequest,
+    ) -> ServiceResult<pb::AliasMove> {
         names::model_name(&request.name)?;
         names::alias_name(&request.alias)?;
-        let by = actor(&request.actor);
+        let by = actor(&ctx, &request.actor);
         let moved = self
             .store
             .set_alias(&request.name, &request.alias, request.version, &by)
@@ -412,37 +451,58 @@ impl RegistryService for LocalRegistry {
         Ok(moved)
     }
 
-    async fn get_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::Alias> {
-        names::model_name(name)?;
-        names::alias_name(alias)?;
-        Ok(self.store.get_alias(name, alias).await?)
-    }
-
-    async fn resolve_alias(&self, name: &str, alias: &str) -> ServiceResult<pb::ModelVersion> {
-        let found = self.get_alias(name, alias).await?;
-        Ok(self.store.get_version(name, found.version).await?)
-    }
-
-    async fn delete_alias(&self, request: pb::DeleteAliasRequest) -> ServiceResult<pb::AliasMove> {
+    async fn get_alias(
+        &self,
+        _: CallContext,
+        request: pb::GetAliasRequest,
+    ) -> ServiceResult<pb::Alias> {
         names::model_name(&request.name)?;
         names::alias_name(&request.alias)?;
+        Ok(self.store.get_alias(&request.name, &request.alias).await?)
+    }
+
+    async fn resolve_alias(
+        &self,
+        ctx: CallContext,
+        request: pb::GetAliasRequest,
+    ) -> ServiceResult<pb::ModelVersion> {
+        let name = request.name.clone();
+        let found = self.get_alias(ctx, request).await?;
+        Ok(self.store.get_version(&name, found.version).await?)
+    }
+
+    async fn delete_alias(
+        &self,
+        ctx: CallContext,
+        request: pb::DeleteAliasRequest,
+    ) -> ServiceResult<pb::AliasMove> {
+        names::model_name(&request.name)?;
+        names::alias_name(&request.alias)?;
+        let by = actor(&ctx, &request.actor);
         let moved = self
             .store
-            .delete_alias(&request.name, &request.alias, &actor(&request.actor))
+            .delete_alias(&request.name, &request.alias, &by)
             .await?;
         tracing::info!(model = %moved.name, alias = %moved.alias, from = moved.from_version, by = %moved.actor, "alias deleted");
         self.publish_move(&moved).await;
         Ok(moved)
     }
 
-    async fn list_aliases(&self, name: &str) -> ServiceResult<Vec<pb::Alias>> {
-        names::model_name(name)?;
-        self.store.model_exists(name).await?;
-        Ok(self.store.aliases(name).await?)
+    async fn list_aliases(
+        &self,
+        _: CallContext,
+        request: pb::ListAliasesRequest,
+    ) -> ServiceResult<pb::ListAliasesResponse> {
+        names::model_name(&request.name)?;
+        self.store.model_exists(&request.name).await?;
+        Ok(pb::ListAliasesResponse {
+            aliases: self.store.aliases(&request.name).await?,
+        })
     }
 
     async fn alias_history(
         &self,
+        _: CallContext,
         request: pb::AliasHistoryRequest,
     ) -> ServiceResult<pb::AliasHistoryResponse> {
         names::model_name(&request.name)?;

@@ -4,25 +4,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlserve_proto::registry::{pb, RegistryClient};
+use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, RegistryService};
 use mlserve_proto::ErrorCode;
 
 use super::tests::{download, files, header};
-use crate::testing::{local_registry, onnx_bytes};
+use crate::testing::{ctx, local_registry, onnx_bytes};
 
 #[tokio::test]
 async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
     let (registry, artifacts, dir) = local_registry().await;
-    let client: RegistryClient = registry.clone();
+    let client = RegistryClient::from_arc(registry.clone());
     client
-        .create_model(pb::CreateModelRequest {
-            name: "m".into(),
-            ..Default::default()
-        })
+        .create_model(
+            ctx(),
+            pb::CreateModelRequest {
+                name: "m".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let kept = client
-        .create_version(header("m"), files(&[("model.onnx", &onnx_bytes(None), "")]))
+        .upload(
+            ctx(),
+            header("m"),
+            files(&[("model.onnx", &onnx_bytes(None), "")]),
+        )
         .await
         .unwrap();
     // A crash between the artifact write and the commit leaves a pending row
@@ -45,7 +52,13 @@ async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
     stray.finish().await.unwrap();
     assert_eq!(
         client
-            .get_version("m", pending.version)
+            .get_version(
+                ctx(),
+                pb::GetVersionRequest {
+                    name: "m".into(),
+                    version: pending.version,
+                },
+            )
             .await
             .unwrap_err()
             .code,
@@ -78,17 +91,23 @@ async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
         .is_err());
     // Deleting a model leaves other models' uploads in progress alone.
     client
-        .create_model(pb::CreateModelRequest {
-            name: "other".into(),
-            ..Default::default()
-        })
+        .create_model(
+            ctx(),
+            pb::CreateModelRequest {
+                name: "other".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let uploading = store
         .begin_version("other", &crate::store::NewVersion::default(), "busy")
         .await
         .unwrap();
-    client.delete_model("m").await.unwrap();
+    client
+        .delete_model(ctx(), pb::DeleteModelRequest { name: "m".into() })
+        .await
+        .unwrap();
     assert!(store
         .live_prefixes()
         .await
@@ -133,17 +152,24 @@ async fn versions_and_alias_moves_are_published_on_the_bus() {
         crate::testing::TEST_LIMITS,
         RegistryFault::None,
     );
-    let client: RegistryClient = Arc::new(registry);
+    let client = RegistryClient::local(registry);
     client
-        .create_model(pb::CreateModelRequest {
-            name: "m".into(),
-            ..Default::default()
-        })
+        .create_model(
+            ctx(),
+            pb::CreateModelRequest {
+                name: "m".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     for _ in 0..2 {
         client
-            .create_version(header("m"), files(&[("model.onnx", &onnx_bytes(None), "")]))
+            .upload(
+                ctx(),
+                header("m"),
+                files(&[("model.onnx", &onnx_bytes(None), "")]),
+            )
             .await
             .unwrap();
     }
@@ -153,9 +179,12 @@ async fn versions_and_alias_moves_are_published_on_the_bus() {
         version,
         actor: "ann".into(),
     };
-    client.set_alias(set(1)).await.unwrap();
-    client.set_alias(set(2)).await.unwrap();
-    client.delete_model("m").await.unwrap();
+    client.set_alias(ctx(), set(1)).await.unwrap();
+    client.set_alias(ctx(), set(2)).await.unwrap();
+    client
+        .delete_model(ctx(), pb::DeleteModelRequest { name: "m".into() })
+        .await
+        .unwrap();
     let mut events = Vec::new();
     while events.len() < 5 {
         let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -193,5 +222,49 @@ async fn versions_and_alias_moves_are_published_on_the_bus() {
             "moved m@production Some(2)->None by anonymous",
         ]
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_authenticated_caller_is_the_actor_over_the_claimed_name() {
+    use mlserve_proto::{CallContext, Caller};
+
+    let (registry, _artifacts, dir) = local_registry().await;
+    let client = RegistryClient::from_arc(registry);
+    let authenticated = || CallContext {
+        caller: Some(Arc::new(Caller {
+            identity: "key-7".into(),
+            scopes: vec![],
+        })),
+        ..CallContext::new()
+    };
+    let model = pb::CreateModelRequest {
+        name: "m".into(),
+        ..Default::default()
+    };
+    client.create_model(ctx(), model).await.unwrap();
+    let onnx = onnx_bytes(None);
+    let upload = files(&[("model.onnx", &onnx, "")]);
+    let claimed = client.upload(ctx(), header("m"), upload).await.unwrap();
+    assert_eq!(claimed.created_by, "ci");
+    let upload = files(&[("model.onnx", &onnx, "")]);
+    let version = client
+        .upload(authenticated(), header("m"), upload)
+        .await
+        .unwrap();
+    assert_eq!(version.created_by, "key-7");
+    let moved = client
+        .set_alias(
+            authenticated(),
+            pb::SetAliasRequest {
+                name: "m".into(),
+                alias: "production".into(),
+                version: version.version,
+                actor: "ann".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.actor, "key-7");
     let _ = std::fs::remove_dir_all(dir);
 }

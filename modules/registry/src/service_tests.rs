@@ -7,28 +7,37 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mlserve_proto::registry::{
-    connect_registry, pb, registry_grpc_server, RegistryClient, UploadItem, UploadStream,
+    pb, registry_grpc_server, RegistryCalls, RegistryClient, RegistryService, UploadItem,
+    UploadStream,
 };
-use mlserve_proto::{ErrorCode, ServiceError};
+use mlserve_proto::rpc::{GrpcOptions, DEFAULT_MAX_MESSAGE_BYTES};
+use mlserve_proto::ErrorCode;
 use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
-use crate::testing::{local_registry, onnx_bytes, postgres_s3_registry, S3Server};
+use crate::testing::{ctx, local_registry, onnx_bytes, postgres_s3_registry, S3Server};
+use crate::LocalRegistry;
 
-async fn over_grpc(local: RegistryClient) -> RegistryClient {
+#[path = "service_refusal_tests.rs"]
+mod refusals;
+
+async fn over_grpc(local: Arc<LocalRegistry>) -> RegistryClient {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(registry_grpc_server(local))
+            .add_service(registry_grpc_server(local, DEFAULT_MAX_MESSAGE_BYTES))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    Arc::new(connect_registry(&format!("http://{addr}"), Duration::from_secs(5)).unwrap())
+    let options = GrpcOptions {
+        connect_timeout: Duration::from_secs(5),
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+    };
+    let client = RegistryClient::connect_lazy(&format!("http://{addr}"), &options).unwrap();
+    assert!(client.is_remote());
+    client
 }
-
-/// A file of an upload: path, bytes, expected sha256 ("" = none).
-type FileSpec<'a> = (&'a str, &'a [u8], &'a str);
 
 /// Files as an upload stream, cut into 1000-byte chunks.
 pub(super) fn files(list: &[(&str, &[u8], &str)]) -> UploadStream {
@@ -58,24 +67,16 @@ pub(super) fn header(name: &str) -> pb::CreateVersionRequest {
     }
 }
 
-async fn refused(
-    client: &RegistryClient,
-    name: &str,
-    list: &[(&str, &[u8], &str)],
-) -> ServiceError {
-    client
-        .create_version(header(name), files(list))
-        .await
-        .expect_err("upload accepted")
-}
-
 pub(super) async fn download(
     client: &RegistryClient,
     name: &str,
     version: u64,
     path: &str,
 ) -> Vec<u8> {
-    let (file, mut stream) = client.download(name, version, path).await.unwrap();
+    let (file, mut stream) = client
+        .download_file(ctx(), name, version, path)
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.unwrap());
@@ -83,6 +84,13 @@ pub(super) async fn download(
     assert_eq!(out.len() as u64, file.size);
     assert_eq!(hex::encode(Sha256::digest(&out)), file.sha256);
     out
+}
+
+fn alias_request(alias: &str) -> pb::GetAliasRequest {
+    pb::GetAliasRequest {
+        name: "resnet".into(),
+        alias: alias.into(),
+    }
 }
 
 async fn suite(client: &RegistryClient) {
@@ -93,16 +101,16 @@ async fn suite(client: &RegistryClient) {
             .into_iter()
             .collect(),
     };
-    client.create_model(model.clone()).await.unwrap();
+    client.create_model(ctx(), model.clone()).await.unwrap();
     assert_eq!(
-        client.create_model(model).await.unwrap_err().code,
+        client.create_model(ctx(), model).await.unwrap_err().code,
         ErrorCode::Conflict
     );
     let bad_name = pb::CreateModelRequest {
         name: "../etc".into(),
         ..Default::default()
     };
-    let err = client.create_model(bad_name).await.unwrap_err();
+    let err = client.create_model(ctx(), bad_name).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::BadRequest);
     assert!(
         err.message.contains("invalid model name"),
@@ -115,7 +123,8 @@ async fn suite(client: &RegistryClient) {
     let weights = vec![7u8; 5000];
     let sha = hex::encode(Sha256::digest(&weights));
     let v1 = client
-        .create_version(
+        .upload(
+            ctx(),
             header("resnet"),
             files(&[
                 ("model.onnx", &onnx, ""),
@@ -133,171 +142,83 @@ async fn suite(client: &RegistryClient) {
     assert_eq!(download(client, "resnet", 1, "weights.bin").await, weights);
     assert_eq!(download(client, "resnet", 1, "model.onnx").await, onnx);
 
-    // Refusals: each names the problem and leaves no version behind.
+    refusals::refused_uploads_leave_nothing(client).await;
     let plain = onnx_bytes(None);
-    let zeros = "0".repeat(64);
-    let escaping = onnx_bytes(Some("../../etc/passwd"));
-    let dangling = onnx_bytes(Some("missing.bin"));
-    let big = vec![1u8; 1024 * 1024 + 1];
-    let cases: Vec<(Vec<FileSpec>, ErrorCode, &str)> = vec![
-        (
-            vec![("model.onnx", &plain, &zeros)],
-            ErrorCode::BadRequest,
-            "checksum mismatch",
-        ),
-        (
-            vec![("model.onnx", b"garbage bytes", "")],
-            ErrorCode::BadRequest,
-            "not a valid ONNX model",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("../x.bin", b"x", "")],
-            ErrorCode::BadRequest,
-            "path traversal",
-        ),
-        (
-            vec![("model.onnx", &escaping, "")],
-            ErrorCode::BadRequest,
-            "escapes the version",
-        ),
-        (
-            vec![("model.onnx", &dangling, "")],
-            ErrorCode::BadRequest,
-            "not part of the upload",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("model.pkl", b"x", "")],
-            ErrorCode::BadRequest,
-            "pickle",
-        ),
-        (
-            vec![
-                ("model.onnx", &plain, ""),
-                ("data.bin", b"\x80\x04\x95....", ""),
-            ],
-            ErrorCode::BadRequest,
-            "pickle",
-        ),
-        (
-            vec![
-                ("model.onnx", &plain, ""),
-                ("tool", b"\x7fELF\x02\x01\x01", ""),
-            ],
-            ErrorCode::BadRequest,
-            "ELF",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("run", b"#!/bin/sh\n", "")],
-            ErrorCode::BadRequest,
-            "shebang",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("w.tar.gz", b"\x1f\x8b", "")],
-            ErrorCode::BadRequest,
-            "archives",
-        ),
-        (
-            vec![("labels.txt", b"a", "")],
-            ErrorCode::BadRequest,
-            "must contain 'model.onnx'",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("model.onnx", &plain, "")],
-            ErrorCode::BadRequest,
-            "appears twice",
-        ),
-        (
-            vec![("model.onnx", &plain, ""), ("big.bin", &big, "")],
-            ErrorCode::PayloadTooLarge,
-            "exceeds the limit",
-        ),
-    ];
-    for (list, code, text) in cases {
-        let err = refused(client, "resnet", &list).await;
-        assert_eq!(err.code, code, "{text}: {}", err.message);
-        assert!(
-            err.message.contains(text),
-            "expected '{text}' in '{}'",
-            err.message
-        );
-    }
-    let err = client
-        .create_version(header("nope"), files(&[("model.onnx", &plain, "")]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
-    // A failing client stream aborts the upload instead of ending it short.
-    let broken: UploadStream = Box::pin(tokio_stream::iter(vec![
-        Ok(UploadItem::File(pb::FileHeader {
-            path: "model.onnx".into(),
-            sha256: String::new(),
-        })),
-        Ok(UploadItem::Chunk(Bytes::from(plain.clone()))),
-        Err(ServiceError::unavailable("client disk failed")),
-    ]));
-    let err = client
-        .create_version(header("resnet"), broken)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unavailable, "{}", err.message);
-    let listed = client
-        .list_versions(pb::ListVersionsRequest {
-            name: "resnet".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        listed
-            .versions
-            .iter()
-            .map(|v| v.version)
-            .collect::<Vec<_>>(),
-        [1]
-    );
 
     let v2 = client
-        .create_version(header("resnet"), files(&[("model.onnx", &plain, "")]))
+        .upload(
+            ctx(),
+            header("resnet"),
+            files(&[("model.onnx", &plain, "")]),
+        )
         .await
         .unwrap();
     assert!(v2.version > 1);
     assert_eq!(
-        client.get_version("resnet", 2).await.unwrap_err().code,
+        client
+            .get_version(
+                ctx(),
+                pb::GetVersionRequest {
+                    name: "resnet".into(),
+                    version: 2,
+                },
+            )
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::NotFound
     );
     assert_eq!(
-        client.get_model("resnet").await.unwrap().latest_version,
+        client
+            .get_model(
+                ctx(),
+                pb::GetModelRequest {
+                    name: "resnet".into(),
+                },
+            )
+            .await
+            .unwrap()
+            .latest_version,
         v2.version
     );
     let page = client
-        .list_versions(pb::ListVersionsRequest {
-            name: "resnet".into(),
-            limit: 1,
-            ..Default::default()
-        })
+        .list_versions(
+            ctx(),
+            pb::ListVersionsRequest {
+                name: "resnet".into(),
+                limit: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.versions[0].version, v2.version);
     let next = client
-        .list_versions(pb::ListVersionsRequest {
-            name: "resnet".into(),
-            limit: 1,
-            page_token: page.next_page_token,
-        })
+        .list_versions(
+            ctx(),
+            pb::ListVersionsRequest {
+                name: "resnet".into(),
+                limit: 1,
+                page_token: page.next_page_token,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(next.versions[0].version, 1);
     assert!(next.next_page_token.is_empty());
     let updated = client
-        .update_version(pb::UpdateVersionRequest {
-            name: "resnet".into(),
-            version: 1,
-            description: Some("baseline".into()),
-            set_tags: [("approved".to_string(), "yes".to_string())]
-                .into_iter()
-                .collect(),
-            remove_tags: vec![],
-        })
+        .update_version(
+            ctx(),
+            pb::UpdateVersionRequest {
+                name: "resnet".into(),
+                version: 1,
+                description: Some("baseline".into()),
+                set_tags: [("approved".to_string(), "yes".to_string())]
+                    .into_iter()
+                    .collect(),
+                remove_tags: vec![],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(updated.description, "baseline");
@@ -306,7 +227,7 @@ async fn suite(client: &RegistryClient) {
         b"cat\ndog\n"
     );
     let err = client
-        .download("resnet", 1, "nope.txt")
+        .download_file(ctx(), "resnet", 1, "nope.txt")
         .await
         .err()
         .unwrap();
@@ -320,7 +241,7 @@ async fn suite(client: &RegistryClient) {
         actor: actor.into(),
     };
     let err = client
-        .set_alias(set("production", 99, "ann"))
+        .set_alias(ctx(), set("production", 99, "ann"))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
@@ -329,15 +250,18 @@ async fn suite(client: &RegistryClient) {
         "{}",
         err.message
     );
-    client.set_alias(set("production", 1, "ann")).await.unwrap();
+    client
+        .set_alias(ctx(), set("production", 1, "ann"))
+        .await
+        .unwrap();
     let moved = client
-        .set_alias(set("production", v2.version, "bob"))
+        .set_alias(ctx(), set("production", v2.version, "bob"))
         .await
         .unwrap();
     assert_eq!((moved.from_version, moved.to_version), (1, v2.version));
     assert_eq!(
         client
-            .resolve_alias("resnet", "production")
+            .resolve(ctx(), "resnet", "production")
             .await
             .unwrap()
             .version,
@@ -345,46 +269,71 @@ async fn suite(client: &RegistryClient) {
     );
     assert_eq!(
         client
-            .get_alias("resnet", "production")
+            .get_alias(ctx(), alias_request("production"))
             .await
             .unwrap()
             .updated_by,
         "bob"
     );
-    client.set_alias(set("staging", 1, "")).await.unwrap();
-    assert_eq!(client.list_aliases("resnet").await.unwrap().len(), 2);
+    client
+        .set_alias(ctx(), set("staging", 1, ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .list_aliases(
+                ctx(),
+                pb::ListAliasesRequest {
+                    name: "resnet".into(),
+                },
+            )
+            .await
+            .unwrap()
+            .aliases
+            .len(),
+        2
+    );
     let deleted = client
-        .delete_alias(pb::DeleteAliasRequest {
-            name: "resnet".into(),
-            alias: "staging".into(),
-            actor: "cy".into(),
-        })
+        .delete_alias(
+            ctx(),
+            pb::DeleteAliasRequest {
+                name: "resnet".into(),
+                alias: "staging".into(),
+                actor: "cy".into(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!((deleted.from_version, deleted.to_version), (1, 0));
     assert_eq!(
         client
-            .get_alias("resnet", "staging")
+            .get_alias(ctx(), alias_request("staging"))
             .await
             .unwrap_err()
             .code,
         ErrorCode::NotFound
     );
     let history = client
-        .alias_history(pb::AliasHistoryRequest {
-            name: "resnet".into(),
-            limit: 2,
-            ..Default::default()
-        })
+        .alias_history(
+            ctx(),
+            pb::AliasHistoryRequest {
+                name: "resnet".into(),
+                limit: 2,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(history.moves.len(), 2);
     let rest = client
-        .alias_history(pb::AliasHistoryRequest {
-            name: "resnet".into(),
-            page_token: history.next_page_token,
-            ..Default::default()
-        })
+        .alias_history(
+            ctx(),
+            pb::AliasHistoryRequest {
+                name: "resnet".into(),
+                page_token: history.next_page_token,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(rest.moves.len(), 2);
@@ -393,50 +342,79 @@ async fn suite(client: &RegistryClient) {
 
     // Search, update, delete.
     client
-        .create_model(pb::CreateModelRequest {
-            name: "bert".into(),
-            ..Default::default()
-        })
+        .create_model(
+            ctx(),
+            pb::CreateModelRequest {
+                name: "bert".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let found = client
-        .list_models(pb::ListModelsRequest {
-            query: "VISION".into(),
-            ..Default::default()
-        })
+        .list_models(
+            ctx(),
+            pb::ListModelsRequest {
+                query: "VISION".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(found.models.len(), 1);
     assert_eq!(found.models[0].aliases["production"], v2.version);
     let first = client
-        .list_models(pb::ListModelsRequest {
-            limit: 1,
-            ..Default::default()
-        })
+        .list_models(
+            ctx(),
+            pb::ListModelsRequest {
+                limit: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(first.models[0].name, "bert");
     assert_eq!(first.next_page_token, "bert");
     let model = client
-        .update_model(pb::UpdateModelRequest {
-            name: "bert".into(),
-            description: Some("text".into()),
-            set_tags: [("lang".to_string(), "en".to_string())]
-                .into_iter()
-                .collect(),
-            remove_tags: vec![],
-        })
+        .update_model(
+            ctx(),
+            pb::UpdateModelRequest {
+                name: "bert".into(),
+                description: Some("text".into()),
+                set_tags: [("lang".to_string(), "en".to_string())]
+                    .into_iter()
+                    .collect(),
+                remove_tags: vec![],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(model.tags["lang"], "en");
-    client.delete_model("resnet").await.unwrap();
+    client
+        .delete_model(
+            ctx(),
+            pb::DeleteModelRequest {
+                name: "resnet".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        client.get_model("resnet").await.unwrap_err().code,
+        client
+            .get_model(
+                ctx(),
+                pb::GetModelRequest {
+                    name: "resnet".into(),
+                },
+            )
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::NotFound
     );
     assert_eq!(
         client
-            .download("resnet", 1, "model.onnx")
+            .download_file(ctx(), "resnet", 1, "model.onnx")
             .await
             .err()
             .unwrap()
@@ -453,7 +431,7 @@ async fn no_objects_left(artifacts: &crate::artifacts::Artifacts) {
 #[tokio::test]
 async fn local_and_grpc_on_sqlite_and_local_files() {
     let (local, artifacts, dir) = local_registry().await;
-    suite(&(local.clone() as RegistryClient)).await;
+    suite(&RegistryClient::from_arc(local.clone())).await;
     no_objects_left(&artifacts).await;
     let (local, artifacts, dir2) = local_registry().await;
     suite(&over_grpc(local).await).await;
@@ -466,7 +444,7 @@ async fn local_and_grpc_on_sqlite_and_local_files() {
 async fn local_and_grpc_on_postgres_and_s3() {
     let s3 = S3Server::start();
     let (local, artifacts) = postgres_s3_registry(&s3, "local").await;
-    suite(&(local as RegistryClient)).await;
+    suite(&RegistryClient::from_arc(local)).await;
     no_objects_left(&artifacts).await;
     let (local, artifacts) = postgres_s3_registry(&s3, "grpc").await;
     suite(&over_grpc(local).await).await;

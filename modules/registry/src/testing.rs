@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use mlserve_common::config::{RegistryConfig, RegistryFault};
 use mlserve_common::db::testing;
+use mlserve_proto::CallContext;
 
 use crate::artifacts::Artifacts;
 use crate::store::Store;
@@ -106,6 +107,11 @@ impl S3Server {
             .expect("s3 store");
         Artifacts::new(Arc::new(store), prefix)
     }
+}
+
+/// The context of a test's call: no deadline, no caller.
+pub fn ctx() -> CallContext {
+    CallContext::new()
 }
 
 /// Limits used by the tests: 1 MiB per version, 16 files.

@@ -9,126 +9,158 @@ use serde_json::Value;
 use super::body::read_body;
 use super::model_config::model_config_json;
 use super::params::{kind_of, load_parameters};
-use super::{error_response, json_ok, model_ref, respond, views, PathParams, SharedState};
-use crate::{ErrorCode, ServiceError, ServiceResult};
+use super::{error_response, json_ok, model_ref, views, PathParams, SharedState};
+use crate::inference::InferenceService;
+use crate::{pb, CallContext, ErrorCode, ServiceError};
 
 /// 200 with an empty body when true, 400 with an empty body when false (as
-/// Triton answers health and readiness), the error response on failure.
-fn yes_no(answer: ServiceResult<bool>) -> Response {
-    match answer {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
-        Err(err) => error_response(&err),
+/// Triton answers health and readiness).
+fn yes_no(answer: bool) -> Response {
+    if answer {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::BAD_REQUEST.into_response()
     }
 }
 
+type Answer = Result<Response, ServiceError>;
+
 /// `GET /v2/health/live`.
-pub(super) async fn server_live(State(state): State<SharedState>) -> Response {
-    yes_no(state.service.server_live().await)
+pub(super) async fn server_live(State(state): State<SharedState>, ctx: CallContext) -> Answer {
+    let live = state
+        .service
+        .server_live(ctx, pb::ServerLiveRequest {})
+        .await?;
+    Ok(yes_no(live.live))
 }
 
 /// `GET /v2/health/ready`.
-pub(super) async fn server_ready(State(state): State<SharedState>) -> Response {
-    yes_no(state.service.server_ready().await)
+pub(super) async fn server_ready(State(state): State<SharedState>, ctx: CallContext) -> Answer {
+    let ready = state
+        .service
+        .server_ready(ctx, pb::ServerReadyRequest {})
+        .await?;
+    Ok(yes_no(ready.ready))
 }
 
 /// `GET /v2`.
-pub(super) async fn server_metadata(State(state): State<SharedState>) -> Response {
-    respond(
-        state
-            .service
-            .server_metadata()
-            .await
-            .map(|md| json_ok(&views::server_metadata(&md))),
-    )
+pub(super) async fn server_metadata(State(state): State<SharedState>, ctx: CallContext) -> Answer {
+    let md = state
+        .service
+        .server_metadata(ctx, pb::ServerMetadataRequest {})
+        .await?;
+    Ok(json_ok(&views::server_metadata(&md)))
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]`.
 pub(super) async fn model_metadata(
     State(state): State<SharedState>,
+    ctx: CallContext,
     params: PathParams,
-) -> Response {
-    respond(
-        async {
-            let model = model_ref(params)?;
-            let md = state
-                .service
-                .model_metadata(&model.name, &model.version)
-                .await?;
-            Ok(json_ok(&views::model_metadata(&md)))
-        }
-        .await,
-    )
+) -> Answer {
+    let model = model_ref(params)?;
+    let request = pb::ModelMetadataRequest {
+        name: model.name,
+        version: model.version,
+    };
+    let md = state.service.model_metadata(ctx, request).await?;
+    Ok(json_ok(&views::model_metadata(&md)))
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/ready`: 200 when ready, 400 with an
-/// empty body when known but not ready, the error (404) when unknown.
-pub(super) async fn model_ready(State(state): State<SharedState>, params: PathParams) -> Response {
-    match model_ref(params) {
-        Ok(model) => yes_no(state.service.model_ready(&model.name, &model.version).await),
-        Err(err) => error_response(&err),
+/// empty body when known but not ready, the error (404) when unknown (the
+/// service answers `ready: false` for an unknown model, as Triton's gRPC
+/// does; only then is the model looked up).
+pub(super) async fn model_ready(
+    State(state): State<SharedState>,
+    ctx: CallContext,
+    params: PathParams,
+) -> Answer {
+    let model = model_ref(params)?;
+    let request = pb::ModelReadyRequest {
+        name: model.name.clone(),
+        version: model.version.clone(),
+    };
+    if state.service.model_ready(ctx.clone(), request).await?.ready {
+        return Ok(yes_no(true));
+    }
+    let request = pb::ModelMetadataRequest {
+        name: model.name,
+        version: model.version,
+    };
+    match state.service.model_metadata(ctx, request).await {
+        Err(err) if err.code == ErrorCode::NotFound => Err(err),
+        _ => Ok(yes_no(false)),
     }
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/config`.
-pub(super) async fn model_config(State(state): State<SharedState>, params: PathParams) -> Response {
-    respond(
-        async {
-            let model = model_ref(params)?;
-            let config = state
-                .service
-                .model_config(&model.name, &model.version)
-                .await?;
-            Ok(json_ok(&model_config_json(&config)))
-        }
-        .await,
-    )
+pub(super) async fn model_config(
+    State(state): State<SharedState>,
+    ctx: CallContext,
+    params: PathParams,
+) -> Answer {
+    let model = model_ref(params)?;
+    let config = model_config_of(&state, ctx, &model).await?;
+    Ok(json_ok(&model_config_json(&config)))
+}
+
+/// The configuration of `model`, as the service answers it.
+pub(super) async fn model_config_of(
+    state: &SharedState,
+    ctx: CallContext,
+    model: &super::ModelRef,
+) -> Result<pb::ModelConfig, ServiceError> {
+    let request = pb::ModelConfigRequest {
+        name: model.name.clone(),
+        version: model.version.clone(),
+    };
+    state
+        .service
+        .model_config(ctx, request)
+        .await?
+        .config
+        .ok_or_else(|| ServiceError::internal("model config response without a config"))
 }
 
 /// `GET /v2/models/stats`: every model's statistics.
-pub(super) async fn all_statistics(State(state): State<SharedState>) -> Response {
-    respond(
-        state
-            .service
-            .model_statistics("", "")
-            .await
-            .map(|stats| json_ok(&views::statistics(&stats))),
-    )
+pub(super) async fn all_statistics(State(state): State<SharedState>, ctx: CallContext) -> Answer {
+    let stats = state
+        .service
+        .model_statistics(ctx, pb::ModelStatisticsRequest::default())
+        .await?;
+    Ok(json_ok(&views::statistics(&stats)))
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/stats`.
 pub(super) async fn model_statistics(
     State(state): State<SharedState>,
+    ctx: CallContext,
     params: PathParams,
-) -> Response {
-    respond(
-        async {
-            let model = model_ref(params)?;
-            let stats = state
-                .service
-                .model_statistics(&model.name, &model.version)
-                .await?;
-            Ok(json_ok(&views::statistics(&stats)))
-        }
-        .await,
-    )
+) -> Answer {
+    let model = model_ref(params)?;
+    let request = pb::ModelStatisticsRequest {
+        name: model.name,
+        version: model.version,
+    };
+    let stats = state.service.model_statistics(ctx, request).await?;
+    Ok(json_ok(&views::statistics(&stats)))
 }
 
 /// `POST /v2/repository/index`, with an optional body `{"ready": bool}`.
 pub(super) async fn repository_index(
     State(state): State<SharedState>,
+    ctx: CallContext,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let body = read_body(&headers, body, state.options.max_body_bytes).await?;
-            let ready = index_ready_flag(&body)?;
-            let models = state.service.repository_index(ready).await?;
-            Ok(json_ok(&views::repository_index(&models)))
-        }
-        .await,
-    )
+) -> Answer {
+    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let request = pb::RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready: index_ready_flag(&body)?,
+    };
+    let index = state.service.repository_index(ctx, request).await?;
+    Ok(json_ok(&views::repository_index(&index.models)))
 }
 
 /// The `ready` flag of a repository index request body (empty = false).
@@ -158,42 +190,40 @@ fn index_ready_flag(body: &[u8]) -> Result<bool, ServiceError> {
 /// `{"parameters": {...}}`; 200 with an empty body once loaded.
 pub(super) async fn load_model(
     State(state): State<SharedState>,
+    ctx: CallContext,
     params: PathParams,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let model = model_ref(params)?;
-            let body = read_body(&headers, body, state.options.max_body_bytes).await?;
-            let parameters = load_parameters(&model.name, &body)?;
-            state.service.load_model(&model.name, parameters).await?;
-            Ok(StatusCode::OK.into_response())
-        }
-        .await,
-    )
+) -> Answer {
+    let model = model_ref(params)?;
+    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let request = pb::RepositoryModelLoadRequest {
+        repository_name: String::new(),
+        parameters: load_parameters(&model.name, &body)?,
+        model_name: model.name,
+    };
+    state.service.repository_model_load(ctx, request).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /v2/repository/models/{m}/unload`; 200 with an empty body. The
-/// optional body's parameters are checked like a load's, then not used: the
-/// service's unload takes none (Triton's `unload_dependents` has no meaning
-/// without ensembles).
+/// optional body's parameters are checked like a load's and passed on.
 pub(super) async fn unload_model(
     State(state): State<SharedState>,
+    ctx: CallContext,
     params: PathParams,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let model = model_ref(params)?;
-            let body = read_body(&headers, body, state.options.max_body_bytes).await?;
-            load_parameters(&model.name, &body)?;
-            state.service.unload_model(&model.name).await?;
-            Ok(StatusCode::OK.into_response())
-        }
-        .await,
-    )
+) -> Answer {
+    let model = model_ref(params)?;
+    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let request = pb::RepositoryModelUnloadRequest {
+        repository_name: String::new(),
+        parameters: load_parameters(&model.name, &body)?,
+        model_name: model.name,
+    };
+    state.service.repository_model_unload(ctx, request).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Any path no route matches: 404, except that a model path with an empty

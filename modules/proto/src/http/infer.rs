@@ -7,24 +7,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{accepted_coding, compress, offload, read_body};
+use super::handlers::model_config_of;
 use super::infer_request::{decode, decode_raw, header_length, ResponsePlan, HEADER_LENGTH};
 use super::infer_response::encode;
-use super::{model_ref, respond, PathParams, SharedState};
-use crate::pb;
-use crate::ServiceError;
+use super::{model_ref, PathParams, SharedState};
+use crate::inference::InferenceService;
+use crate::{pb, CallContext, ServiceError};
 
 /// The infer handler.
 pub(super) async fn model_infer(
     State(state): State<SharedState>,
-    params: PathParams,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(infer(state, params, headers, body).await)
-}
-
-async fn infer(
-    state: SharedState,
+    ctx: CallContext,
     params: PathParams,
     headers: HeaderMap,
     body: Body,
@@ -34,10 +27,11 @@ async fn infer(
     let body = read_body(&headers, body, state.options.max_body_bytes).await?;
     let mut decoded = match header_len {
         Some(0) => {
-            let metadata = state
-                .service
-                .model_metadata(&model.name, &model.version)
-                .await?;
+            let request = pb::ModelMetadataRequest {
+                name: model.name.clone(),
+                version: model.version.clone(),
+            };
+            let metadata = state.service.model_metadata(ctx.clone(), request).await?;
             decode_raw(body, &metadata)?
         }
         _ => {
@@ -47,16 +41,13 @@ async fn infer(
         }
     };
     if decoded.plan.classifies() {
-        let config = state
-            .service
-            .model_config(&model.name, &model.version)
-            .await?;
+        let config = model_config_of(&state, ctx.clone(), &model).await?;
         decoded.plan.batched = config.max_batch_size > 0;
     }
     decoded.request.model_name = model.name;
     decoded.request.model_version = model.version;
 
-    let response = state.service.model_infer(decoded.request).await?;
+    let response = state.service.model_infer(ctx, decoded.request).await?;
     let plan = decoded.plan;
     let coding = accepted_coding(&headers);
     let work = encode_work(&response, &plan, coding.is_some());

@@ -37,7 +37,8 @@ impl Reply {
 }
 
 async fn send_to(service: Arc<Echo>, options: HttpOptions, request: Request<Body>) -> Reply {
-    let response = v2_router(service, options).oneshot(request).await.unwrap();
+    let client = crate::inference::InferenceClient::from_arc(service);
+    let response = v2_router(client, options).oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
-use mlserve_proto::registry::{pb, RegistryClient, UploadItem};
-use mlserve_proto::{ServiceError, ServiceResult};
+use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, UploadItem};
+use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -113,6 +113,7 @@ async fn read_parts(
 
 pub(super) async fn create_version(
     State(service): State<RegistryClient>,
+    ctx: CallContext,
     headers: HeaderMap,
     params: Params,
     multipart: Result<Multipart, MultipartRejection>,
@@ -143,7 +144,7 @@ pub(super) async fn create_version(
         created_by: user(&headers),
     };
     let result = service
-        .create_version(request, Box::pin(ReceiverStream::new(rx)))
+        .upload(ctx, request, Box::pin(ReceiverStream::new(rx)))
         .await;
     if result.is_err() {
         // Let the reader drain the rest of the body first.
