@@ -236,6 +236,10 @@ fn transport_failure(status: &tonic::Status) -> Option<Transport> {
     let mut found = None;
     let mut source = status.source();
     while let Some(err) = source {
+        // The call's own deadline passed: the endpoint is not at fault.
+        if err.is::<tonic::TimeoutExpired>() {
+            return None;
+        }
         if err.is::<tonic::ConnectError>() {
             return Some(Transport::NotSent);
         }
