@@ -14,7 +14,8 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from helpers import copy_models, get, post, slow_request, wait_until
+from helpers import (copy_models, get, http_request, metric_values, parse_metrics, post,
+                     slow_request, wait_until)
 from topology import start_topology
 
 # The inference process logs each answered request inside the span of its
@@ -45,29 +46,43 @@ def slow_stats(t):
     return stats["execution_count"], inference["success"]["count"], inference["fail"]["count"]
 
 
+def queue_depth(t):
+    r = http_request(t.inference[0].metrics_port, "GET", "/metrics")
+    samples, _ = parse_metrics(r.body.decode())
+    return sum(metric_values(samples, "mlserve_inference_queue_depth", model="slow"))
+
+
 def test_a_gateway_deadline_expires_in_the_remote_queue_without_running(split):
+    """Ordered by what the server reports, not by sleeps: two full batches
+    are sent (one executes, one waits in the queue), then the late request,
+    which queues behind them and expires there."""
     gateway = split.gateway.gateway_http_port
     executions, successes, failures = slow_stats(split)
-    blocker, _ = slow_request(seed=1, batch=4)  # one full batch: the instance is busy for a while
     answers = queue.Queue()
-    busy = threading.Thread(target=lambda: answers.put(
-        post(gateway, "/v2/models/slow/infer", blocker, timeout=REQUEST_TIMEOUT)))
-    busy.start()
-    wait_until(lambda: slow_stats(split)[0] > executions or not busy.is_alive(), 30,
-               "the blocking request never started")
-    doc, _ = slow_request(seed=2, batch=4)
+
+    def blocker(seed):
+        doc, _ = slow_request(seed=seed, batch=4)  # one full batch each
+        answers.put(post(gateway, "/v2/models/slow/infer", doc, timeout=REQUEST_TIMEOUT))
+
+    busy = [threading.Thread(target=blocker, args=(seed,)) for seed in (1, 2)]
+    for t in busy:
+        t.start()
+    wait_until(lambda: queue_depth(split) >= 1 or not any(t.is_alive() for t in busy), 30,
+               "no blocking request ever waited in the queue")
+    doc, _ = slow_request(seed=3, batch=4)
     r = post(gateway, "/v2/models/slow/infer", doc, timeout=REQUEST_TIMEOUT,
              headers={"Mlserve-Timeout-Ms": "150", "X-Request-Id": "late-1"})
     assert r.status == 503, r
     message = r.error().lower()
     assert "timeout expired" in message or "deadline" in message, message
     assert r.headers.get("x-request-id") == "late-1"
-    busy.join(timeout=REQUEST_TIMEOUT)
-    assert answers.get_nowait().status == 200
+    for t in busy:
+        t.join(timeout=REQUEST_TIMEOUT)
+    assert [answers.get_nowait().status for _ in busy] == [200, 200]
     # The expired request failed in the inference process's queue and never ran.
     now = slow_stats(split)
-    assert now[0] == executions + 1, f"executions {executions} -> {now[0]}: the late request ran"
-    assert now[1] == successes + 1
+    assert now[0] == executions + 2, f"executions {executions} -> {now[0]}: the late request ran"
+    assert now[1] == successes + 2
     assert now[2] == failures + 1, "the inference process did not record the expiry"
 
 
