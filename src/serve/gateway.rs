@@ -49,9 +49,23 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let service = inference_grpc_server(gateway.router.clone(), settings.max_body_bytes);
     let signal = node.shutdown.signal();
     let layer = GatewayLayer::new(gateway.clone());
+    // grpc.health.v1 on the gateway's own port too (probes, load balancers):
+    // serving while the process runs, not serving from the shutdown signal.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    node.on_shutdown.push(Box::new(move || {
+        tokio::spawn(async move {
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await
+        });
+    }));
     node.servers.spawn(async move {
         grpc_server()
             .layer(layer)
+            .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
             .await

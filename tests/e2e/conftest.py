@@ -35,11 +35,17 @@ def models_repo(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(models_repo):
+def node_server(models_repo):
     """One server with every test model loaded, shared by the session."""
     s = start_server(models_repo)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def server(node_server):
+    """The shared server (the conformance suites override this name)."""
+    return node_server
 
 
 @pytest.fixture
@@ -95,7 +101,7 @@ def conformance_target(request, models_repo, tmp_path_factory):
     """The node's own ports, or a gateway in front of it (all-in-one, or a
     gateway process routing to one inference process over gRPC)."""
     if request.param == "node":
-        return request.getfixturevalue("server")
+        return request.getfixturevalue("node_server")
     if request.param not in _fronts:
         from topology import Topology
         kind = request.param.removeprefix("gateway_")
