@@ -16,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== cargo clippy (check only) =="
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (release: binaries and tests, one feature resolution) =="
 cargo build --release --workspace --all-targets
 echo "== cargo test (release, nothing left to compile) =="

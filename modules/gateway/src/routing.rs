@@ -165,7 +165,7 @@ impl InferenceService for RoutingInference {
         request: pb::ServerMetadataRequest,
     ) -> ServiceResult<pb::ServerMetadataResponse> {
         self.routed(|c| {
-            let (ctx, request) = (ctx.clone(), request.clone());
+            let ctx = ctx.clone();
             async move { c.server_metadata(ctx, request).await }
         })
         .await
