@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
+use axum::ServiceExt;
+use mlserve_proto::http::with_call_context;
 use mlserve_common::ShutdownSignal;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -20,18 +22,21 @@ pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpLis
 }
 
 /// Serves an axum router until shutdown, then finishes in-flight requests.
-/// Nagle is off on every connection: small responses leave at once.
+/// Every request gets its call context ([`with_call_context`], once around
+/// the whole router). Nagle is off on every connection: small responses
+/// leave at once.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     signal: ShutdownSignal,
 ) -> Result<()> {
+    let service = with_call_context(router);
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
+    axum::serve(listener, service.into_make_service())
         .with_graceful_shutdown(signal.wait())
         .await
         .context("http server failed")

@@ -6,10 +6,9 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use futures_util::StreamExt;
 use mlserve_proto::features::*;
-use mlserve_proto::http::with_call_context;
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use serde::de::DeserializeOwned;
 
@@ -32,7 +31,6 @@ pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
         .route("/v1/features/transform", post(transform))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(service)
-        .layer(middleware::from_fn(with_call_context))
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ServiceResult<T> {

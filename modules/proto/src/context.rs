@@ -44,6 +44,19 @@ pub const SCOPES_HEADER: &str = "x-mlserve-scopes";
 /// Reply note naming the model version that served a request.
 pub const MODEL_VERSION_HEADER: &str = "x-mlserve-model-version";
 
+/// The header names above, parsed once (a `&str` lookup parses the name on
+/// every call).
+mod names {
+    use http::HeaderName;
+    pub const TIMEOUT: HeaderName = HeaderName::from_static(super::TIMEOUT_HEADER);
+    pub const TIMEOUT_US: HeaderName = HeaderName::from_static(super::TIMEOUT_US_HEADER);
+    pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(super::GRPC_TIMEOUT_HEADER);
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT_HEADER);
+    pub const CALLER: HeaderName = HeaderName::from_static(super::CALLER_HEADER);
+    pub const SCOPES: HeaderName = HeaderName::from_static(super::SCOPES_HEADER);
+}
+
 /// The reply notes a remote client copies back from a response.
 pub const REPLY_NOTES: [&str; 1] = [MODEL_VERSION_HEADER];
 
@@ -131,7 +144,7 @@ impl CallContext {
             .as_deref()
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
-            headers.insert(REQUEST_ID_HEADER, id);
+            headers.insert(names::REQUEST_ID, id);
         }
         let Ok(notes) = self.notes.0.lock() else {
             return;
@@ -157,7 +170,7 @@ impl CallContext {
     /// from their headers. No caller: only an authenticating layer sets one.
     pub fn from_http(headers: &HeaderMap) -> Result<CallContext, ServiceError> {
         let mut ctx = CallContext::from_common_headers(headers);
-        if let Some(value) = headers.get(TIMEOUT_HEADER) {
+        if let Some(value) = headers.get(names::TIMEOUT) {
             let ms = value
                 .to_str()
                 .ok()
@@ -178,20 +191,20 @@ impl CallContext {
     /// the caller an mlserve peer forwarded.
     pub fn from_grpc(metadata: &HeaderMap) -> CallContext {
         let mut ctx = CallContext::from_common_headers(metadata);
-        let exact = text(metadata, TIMEOUT_US_HEADER)
+        let exact = text(metadata, &names::TIMEOUT_US)
             .and_then(|us| us.parse::<u64>().ok())
             .map(Duration::from_micros);
         let timeout = exact.or_else(|| {
             metadata
-                .get(GRPC_TIMEOUT_HEADER)
+                .get(names::GRPC_TIMEOUT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout)
         });
         if let Some(timeout) = timeout {
             ctx = ctx.with_timeout(timeout);
         }
-        if let Some(identity) = text(metadata, CALLER_HEADER) {
-            let scopes = text(metadata, SCOPES_HEADER)
+        if let Some(identity) = text(metadata, &names::CALLER) {
+            let scopes = text(metadata, &names::SCOPES)
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
             ctx.caller = Some(Arc::new(Caller { identity, scopes }));
@@ -201,8 +214,8 @@ impl CallContext {
 
     fn from_common_headers(headers: &HeaderMap) -> CallContext {
         CallContext {
-            request_id: text(headers, REQUEST_ID_HEADER),
-            traceparent: text(headers, TRACEPARENT_HEADER),
+            request_id: text(headers, &names::REQUEST_ID),
+            traceparent: text(headers, &names::TRACEPARENT),
             ..CallContext::default()
         }
     }
@@ -240,7 +253,7 @@ impl CallContext {
     }
 }
 
-fn text(headers: &HeaderMap, name: &str) -> Option<String> {
+fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@
 //! [`ErrorCode`](crate::ErrorCode) and the body `{"error": "<message>"}`.
 
 mod body;
+mod call_context;
 mod classification;
 mod handlers;
 mod infer;
@@ -27,13 +28,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Request};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+
+pub use call_context::{with_call_context, ContextFuture, WithCallContext};
 
 use crate::inference::InferenceClient;
 use crate::{CallContext, ServiceError};
@@ -72,8 +74,10 @@ type SharedState = Arc<AppState>;
 /// model readiness, configuration and statistics, inference, and the model
 /// repository (index, load, unload). Anything else answers 404, and a known
 /// path with the wrong method 405, both as `{"error": ...}`.
-pub fn v2_router(service: InferenceClient, options: HttpOptions) -> Router {
-    with_error_fallbacks(v2_routes(service, options))
+/// Requests get their [`CallContext`] from [`with_call_context`], as in a
+/// served process.
+pub fn v2_router(service: InferenceClient, options: HttpOptions) -> WithCallContext<Router> {
+    with_call_context(with_error_fallbacks(v2_routes(service, options)))
 }
 
 /// Answers unknown paths with 404 and known paths with the wrong method with
@@ -119,30 +123,11 @@ pub fn v2_routes(service: InferenceClient, options: HttpOptions) -> Router {
             post(handlers::unload_model),
         )
         .with_state(state)
-        .layer(middleware::from_fn(with_call_context))
-}
-
-/// Gives every request its [`CallContext`]: the one an outer layer (the
-/// gateway) put in the extensions, or one read from the headers (a
-/// malformed deadline is a 400). The context's reply notes become headers
-/// of the answer, errors included.
-pub async fn with_call_context(mut request: Request, next: Next) -> Response {
-    let ctx = match request.extensions().get::<CallContext>() {
-        Some(ctx) => ctx.clone(),
-        None => match CallContext::from_http(request.headers()) {
-            Ok(ctx) => ctx,
-            Err(err) => return err.into_response(),
-        },
-    };
-    request.extensions_mut().insert(ctx.clone());
-    let mut response = next.run(request).await;
-    ctx.write_reply(response.headers_mut());
-    response
 }
 
 /// A handler takes the request's context as an argument: the one
-/// [`with_call_context`] (or an outer layer) set, else one read from the
-/// headers.
+/// [`with_call_context`] (or the gateway) put in the extensions, else one
+/// read from the headers.
 impl<S: Send + Sync> FromRequestParts<S> for CallContext {
     type Rejection = ServiceError;
 
