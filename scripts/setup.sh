@@ -11,19 +11,28 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 ORT_VERSION=1.31.1
 
-# The features role decodes JPEG with the system libjpeg-turbo (TurboJPEG
-# API), the decoder Pillow ships, so its pixels equal Pillow's bit for bit.
-if ! pkg-config --exists libturbojpeg 2>/dev/null; then
+# Debian packages: installs PACKAGE (apt, as root; `apt-get update` first
+# when the lists are stale) unless CHECK succeeds; elsewhere says what to install.
+need_deb() {
+  local package=$1 hint=$2; shift 2
+  "$@" >/dev/null 2>&1 && return 0
   if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-    echo "setup: installing libturbojpeg0-dev (apt)"
-    apt-get install -y -q libturbojpeg0-dev >/dev/null \
-      || { apt-get update -q >/dev/null && apt-get install -y -q libturbojpeg0-dev >/dev/null; }
+    echo "setup: installing $package (apt)"
+    apt-get install -y -q --no-install-recommends "$package" >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$package" >/dev/null; }
   else
-    echo "setup: libturbojpeg is missing: install libturbojpeg0-dev (Debian/Ubuntu)" \
-      "or libjpeg-turbo-devel (Fedora), then rerun" >&2
+    echo "setup: $package is missing: install $hint, then rerun" >&2
     exit 1
   fi
-fi
+}
+
+# The features role decodes JPEG with the system libjpeg-turbo (TurboJPEG
+# API), the decoder Pillow ships, so its pixels equal Pillow's bit for bit.
+need_deb libturbojpeg0-dev "libturbojpeg0-dev (Debian/Ubuntu) or libjpeg-turbo-devel (Fedora)" \
+  pkg-config --exists libturbojpeg
+# Prometheus: the end-to-end suite scrapes both topologies with a real one
+# (started by the test on a free port; the package's service is not used).
+need_deb prometheus "Prometheus 2.x on PATH (Debian: prometheus)" command -v prometheus
 
 if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"

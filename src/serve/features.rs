@@ -79,7 +79,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
         local,
         stats.clone(),
     ));
-    node.metrics.push(Arc::new(move || stats.render()));
+    node.metrics.register_collector(Box::new(stats));
     let max_body = node.config.server.http_max_body_bytes;
     let client = FeaturesClient::from_arc(metered.clone());
     node.add_routes(mlserve_features::http::routes(client.clone(), max_body));

@@ -72,10 +72,11 @@ pub async fn start(node: &mut Node) -> Result<()> {
             .context("gateway grpc server failed")
     });
 
-    let metrics = gateway.clone();
-    node.metrics.push(Arc::new(move || {
-        metrics.metrics.render(Some(metrics.router.endpoints()))
-    }));
+    node.metrics
+        .register_collector(Box::new(mlserve_gateway::metrics::GatewayCollector::new(
+            gateway.metrics.clone(),
+            gateway.router.endpoints().clone(),
+        )));
     let endpoints: Vec<String> = gateway
         .router
         .endpoints()

@@ -70,8 +70,9 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         .await;
 
     let stats = manager.stats().clone();
-    node.metrics
-        .push(Arc::new(move || mlserve_inference::metrics::render(&stats)));
+    node.metrics.register_collector(Box::new(
+        mlserve_inference::metrics::InferenceCollector::new(stats),
+    ));
 
     let ready_flag = local.clone();
     let health_off = health.clone();
@@ -176,8 +177,8 @@ async fn follower(
         .subscribe(MODELS_TOPIC, &group, follower.handler())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to model events: {e}"))?;
-    let metrics = follower.metrics().clone();
-    node.metrics.push(Arc::new(move || metrics.render()));
+    node.metrics
+        .register_collector(Box::new(follower.metrics().clone()));
     tracing::info!(models = follower.models().len(), group = %group, "following models in the registry");
     Ok(Some((follower, subscription)))
 }

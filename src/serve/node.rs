@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::{Config, Shutdown};
+use mlserve_common::metrics::{self, Registry};
 use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
@@ -23,8 +24,6 @@ use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
 /// other request on the connection. Still bounded, so the guard stays.
 const GRPC_MAX_PENDING_RESETS: usize = 4096;
 
-/// Renders one role's Prometheus metrics (text exposition format).
-pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A process under construction: each role adds its routes, services,
 /// metrics, background tasks and shutdown hooks, then [`Node::serve`] binds
@@ -40,8 +39,9 @@ pub struct Node {
     pub grpc: tonic::service::RoutesBuilder,
     /// `grpc.health.v1` statuses; service "" is the process's readiness.
     pub health: tonic_health::server::HealthReporter,
-    /// Sources of `/metrics` on the metrics port, concatenated.
-    pub metrics: Vec<MetricsRenderer>,
+    /// The process's one metrics registry: every role registers its
+    /// metrics and collectors here; `/metrics` on the metrics port encodes it.
+    pub metrics: Registry,
     /// Long-running servers whose end the shutdown waits for (drain).
     pub servers: JoinSet<Result<()>>,
     /// Run first on shutdown (readiness off), before listeners stop.
@@ -70,7 +70,7 @@ impl Node {
             http: axum::Router::new(),
             grpc,
             health,
-            metrics: Vec::new(),
+            metrics: Registry::default(),
             servers: JoinSet::new(),
             on_shutdown: Vec::new(),
             clients: Clients::default(),
@@ -113,20 +113,12 @@ impl Node {
         });
 
         let metrics = bind(&server.host, server.metrics_port, "metrics").await?;
-        let sources = std::mem::take(&mut self.metrics);
+        let registry = Arc::new(std::mem::take(&mut self.metrics));
         let metrics_router = axum::Router::new().route(
             "/metrics",
             get(move || {
-                let text: String = sources.iter().map(|render| render()).collect();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
+                let text = metrics::encode(&registry);
+                async move { ([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text) }
             }),
         );
         self.servers

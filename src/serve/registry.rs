@@ -41,9 +41,8 @@ pub async fn start(node: &mut Node) -> Result<()> {
         settings.fault,
     ));
     let client = RegistryClient::from_arc(local.clone());
-    let counters = local.clone();
     node.metrics
-        .push(Arc::new(move || counters.metrics().render()));
+        .register_collector(Box::new(local.metrics().clone()));
     node.clients.registry = Some(client.clone());
     node.add_routes(mlserve_registry::http::routes(client.clone()));
     let max_message_bytes = node.config.server.http_max_body_bytes;

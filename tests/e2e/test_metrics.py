@@ -24,7 +24,9 @@ def scrape(s):
         r = conn.getresponse()
         body = r.read().decode()
         assert r.status == 200, body[:300]
-        assert r.getheader("Content-Type", "").startswith("text/plain"), r.getheader("Content-Type")
+        assert r.getheader("Content-Type", "").startswith("application/openmetrics-text"), \
+            r.getheader("Content-Type")
+        assert body.endswith("# EOF\n"), body[-200:]
         return parse_metrics(body)
     finally:
         conn.close()
@@ -130,3 +132,22 @@ def test_metric_families_are_typed(used_server):
         assert types.get(family) == "counter" or types.get(family + "_total") == "counter", \
             (family, {k: v for k, v in types.items() if k.startswith("mlserve_")})
 
+
+
+def test_latency_histograms_count_every_request(used_server):
+    """The request histogram counts the successful requests, the queue one
+    every request that ran, the compute one every batch; buckets are
+    cumulative, in seconds, from 25 us."""
+    samples, types = scrape(used_server)
+    n_ok = len(HTTP_BATCHES) + len(GRPC_BATCHES)
+    for name in ["request", "queue", "compute"]:
+        family = f"mlserve_inference_{name}_duration_seconds"
+        assert types.get(family) == "histogram", (family, types.get(family))
+        count = one(samples, f"{family}_count", **MODEL)
+        assert count == n_ok, (family, count)
+        assert one(samples, f"{family}_sum", **MODEL) > 0
+        buckets = sorted(((float(lab["le"]), v) for n, lab, v in samples
+                          if n == f"{family}_bucket" and lab.get("model") == "simple"))
+        assert buckets[0][0] == 0.000025 and buckets[-1] == (float("inf"), count), buckets
+        values = [v for _, v in buckets]
+        assert values == sorted(values), buckets

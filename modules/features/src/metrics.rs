@@ -5,9 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::fmt;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use mlserve_common::metrics::{
+    counter, counter_family, histogram_family, latency_histogram, Collector, DescriptorEncoder,
+    Histogram, Label,
+};
 use mlserve_proto::features::*;
 use mlserve_proto::{CallContext, ServiceResult};
 
@@ -15,10 +20,21 @@ use mlserve_proto::{CallContext, ServiceResult};
 type Calls = BTreeMap<(&'static str, &'static str), (u64, f64)>;
 
 /// Counters per (operation, outcome).
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Stats {
     calls: Mutex<Calls>,
     online_entities: AtomicU64,
+    lookup: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            calls: Mutex::default(),
+            online_entities: AtomicU64::new(0),
+            lookup: latency_histogram(),
+        }
+    }
 }
 
 impl Stats {
@@ -34,34 +50,39 @@ impl Stats {
         }
     }
 
-    /// The Prometheus text exposition of these counters.
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP mlserve_features_requests_total Feature service calls by operation and outcome.\n\
-             # TYPE mlserve_features_requests_total counter\n",
-        );
+}
+
+/// Encoded at scrape time.
+impl Collector for Stats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
-        for ((op, outcome), (count, _)) in &calls {
-            out.push_str(&format!(
-                "mlserve_features_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {count}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP mlserve_features_request_seconds_total Time spent in feature service calls.\n\
-             # TYPE mlserve_features_request_seconds_total counter\n",
-        );
-        for ((op, outcome), (_, secs)) in &calls {
-            out.push_str(&format!(
-                "mlserve_features_request_seconds_total{{op=\"{op}\",outcome=\"{outcome}\"}} {secs}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP mlserve_features_online_entities_total Entities asked of the online store.\n\
-             # TYPE mlserve_features_online_entities_total counter\n\
-             mlserve_features_online_entities_total {}\n",
-            self.online_entities.load(Ordering::Relaxed)
-        ));
-        out
+        let labels = |op: &'static str, outcome: &'static str| {
+            [("op", Label(op)), ("outcome", Label(outcome))]
+        };
+        counter_family(
+            &mut encoder,
+            "mlserve_features_requests_total",
+            "Feature service calls by operation and outcome.",
+            calls.iter().map(|((op, outcome), (n, _))| (labels(op, outcome), *n)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "mlserve_features_request_seconds_total",
+            "Time spent in feature service calls (seconds).",
+            calls.iter().map(|((op, outcome), (_, secs))| (labels(op, outcome), *secs)),
+        )?;
+        counter(
+            &mut encoder,
+            "mlserve_features_online_entities_total",
+            "Entities asked of the online store.",
+            self.online_entities.load(Ordering::Relaxed),
+        )?;
+        histogram_family(
+            &mut encoder,
+            "mlserve_features_lookup_duration_seconds",
+            "Online feature lookups (get_online_features), any outcome (seconds).",
+            [([("op", Label("get_online_features"))], &self.lookup)],
+        )
     }
 }
 
@@ -129,6 +150,7 @@ impl FeatureService for Metered {
         r: GetOnlineFeaturesRequest,
     ) -> ServiceResult<GetOnlineFeaturesResponse> {
         let entities = r.entities.len() as u64;
+        let started = Instant::now();
         let result = metered!(
             self,
             "get_online_features",
@@ -137,6 +159,7 @@ impl FeatureService for Metered {
         self.stats
             .online_entities
             .fetch_add(entities, Ordering::Relaxed);
+        self.stats.lookup.observe(started.elapsed().as_secs_f64());
         result
     }
     async fn get_historical_features(
@@ -194,7 +217,9 @@ mod tests {
             .get_online_features(CallContext::new(), request)
             .await
             .is_err());
-        let text = stats.render();
+        let mut registry = mlserve_common::metrics::Registry::default();
+        registry.register_collector(Box::new(stats.clone()));
+        let text = mlserve_common::metrics::encode(&registry);
         assert!(
             text.contains("mlserve_features_requests_total{op=\"list_entities\",outcome=\"ok\"} 1"),
             "{text}"

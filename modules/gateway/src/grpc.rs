@@ -8,8 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Request, Response};
+use mlserve_proto::context::{MODEL_HEADER, MODEL_VERSION_HEADER};
 use mlserve_proto::{CallContext, ServiceError};
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -76,6 +78,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gateway = self.gateway.clone();
         Box::pin(async move {
+            let started = Instant::now();
+            let route = request.uri().path().to_string();
             let mut admitted = None;
             if !public(request.uri().path()) {
                 let peer = request
@@ -88,6 +92,9 @@ where
                     Err((err, d)) => {
                         let code = err.code().http_status();
                         gateway.metrics.request(code);
+                        gateway
+                            .metrics
+                            .observe(&route, "", "", code, started.elapsed());
                         let status: tonic::Status = ServiceError::from(err).into();
                         let mut response = status.into_http::<Body>();
                         if let Some(d) = d {
@@ -115,6 +122,14 @@ where
                     mlserve_proto::ErrorCode::from_grpc(tonic::Code::from_i32(code)).http_status()
                 });
             gateway.metrics.request(status);
+            let note = |name| ctx.reply_note(name).unwrap_or_default();
+            gateway.metrics.observe(
+                &route,
+                &note(MODEL_HEADER),
+                &note(MODEL_VERSION_HEADER),
+                status,
+                started.elapsed(),
+            );
             Ok(response)
         })
     }

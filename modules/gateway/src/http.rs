@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use mlserve_proto::http::{error_response, v2_routes, HttpOptions};
+use mlserve_proto::context::MODEL_VERSION_HEADER;
 use mlserve_proto::{CallContext, ServiceError};
 
 use crate::admission::{admit, context, rate_limit_headers, response_headers};
@@ -40,7 +42,60 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
         .layer(middleware::from_fn_with_state(gateway, gate))
 }
 
-async fn gate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+/// Admits, serves and accounts for one request: the counters by class and
+/// the request-duration histogram by route, model and serving version.
+async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path();
+    let (route, model) = (route_of_path(path), model_in_path(path).to_string());
+    let (response, ctx) = admit_and_serve(&gateway, request, next).await;
+    let response = finish(&gateway, response);
+    let version = ctx
+        .and_then(|ctx| ctx.reply_note(MODEL_VERSION_HEADER))
+        .unwrap_or_default();
+    gateway.metrics.observe(
+        &route,
+        &model,
+        &version,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// A path with its model and version segments replaced by `{model}` and
+/// `{version}`: a route label of bounded cardinality.
+fn route_of_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut previous = "";
+    for segment in path.split('/').skip(1) {
+        out.push('/');
+        out.push_str(match previous {
+            "models" | "canary" => "{model}",
+            "versions" => "{version}",
+            _ => segment,
+        });
+        previous = segment;
+    }
+    out
+}
+
+/// The model a path names (`/v2/models/{model}/...`, `/v1/models/{spec}`,
+/// `/v1/gateway/canary/{model}`), else "".
+fn model_in_path(path: &str) -> &str {
+    ["/v2/models/", "/v1/models/", "/v1/gateway/canary/"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .and_then(|rest| rest.split('/').next())
+        .filter(|model| *model != "stats")
+        .unwrap_or("")
+}
+
+async fn admit_and_serve(
+    gateway: &Arc<Gateway>,
+    mut request: Request,
+    next: Next,
+) -> (Response, Option<CallContext>) {
     let public = PUBLIC.contains(&request.uri().path());
     let peer = request
         .extensions()
@@ -48,25 +103,25 @@ async fn gate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: N
         .map(|c| c.0.ip());
     let mut admitted = None;
     if !public {
-        match admit(&gateway, request.headers(), peer).await {
+        match admit(gateway, request.headers(), peer).await {
             Ok(a) => admitted = Some(a),
             Err((err, d)) => {
                 let mut response = error_response(&ServiceError::from(err));
                 if let Some(d) = d {
                     rate_limit_headers(response.headers_mut(), &d);
                 }
-                return finish(&gateway, response);
+                return (response, None);
             }
         }
     }
     let ctx = match CallContext::from_http(request.headers()) {
-        Ok(ctx) => context(&gateway, ctx, admitted.as_ref()),
-        Err(err) => return finish(&gateway, error_response(&err)),
+        Ok(ctx) => context(gateway, ctx, admitted.as_ref()),
+        Err(err) => return (error_response(&err), None),
     };
     request.extensions_mut().insert(ctx.clone());
     let mut response = next.run(request).await;
     response_headers(response.headers_mut(), &ctx, admitted.as_ref());
-    finish(&gateway, response)
+    (response, Some(ctx))
 }
 
 fn finish(gateway: &Gateway, mut response: Response) -> Response {

@@ -1,8 +1,15 @@
 //! The gateway's Prometheus metrics.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mlserve_common::metrics::{
+    counter, counter_family, gauge_family, histogram_family, latency_histogram, Collector,
+    DescriptorEncoder, Histogram, Label,
+};
 
 use crate::endpoints::EndpointSet;
 
@@ -14,6 +21,7 @@ pub struct GatewayMetrics {
     shed: AtomicU64,
     rate_limited: AtomicU64,
     unauthenticated: AtomicU64,
+    durations: Mutex<HashMap<DurationKey, Histogram>>,
 }
 
 /// Response classes counted in `mlserve_gateway_requests_total`.
@@ -49,64 +57,134 @@ impl GatewayMetrics {
     }
 
     /// Renders the text exposition, with the endpoints' gauges.
-    pub fn render(&self, endpoints: Option<&Arc<EndpointSet>>) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP mlserve_gateway_requests_total External requests by response class."
-        );
-        let _ = writeln!(out, "# TYPE mlserve_gateway_requests_total counter");
-        for (i, class) in CLASSES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "mlserve_gateway_requests_total{{class=\"{class}\"}} {}",
-                self.requests[i].load(Ordering::Relaxed)
-            );
+    /// One answered request: its duration by route, model, the version
+    /// that served it, and status class. Label sets are capped: past
+    /// [`MAX_SERIES`] new ones are counted under `model="other"`.
+    pub fn observe(&self, route: &str, model: &str, version: &str, status: u16, took: Duration) {
+        let class = match status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let mut series = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        let known = DurationKey::new(route, model, version, class);
+        let key = if series.len() >= MAX_SERIES && !series.contains_key(&known) {
+            DurationKey::new(route, "other", "", class)
+        } else {
+            known
+        };
+        let histogram = series.entry(key).or_insert_with(latency_histogram).clone();
+        drop(series);
+        histogram.observe(took.as_secs_f64());
+    }
+}
+
+/// The most label sets the request-duration histogram keeps.
+pub const MAX_SERIES: usize = 1000;
+
+/// The labels of one request-duration series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct DurationKey {
+    route: String,
+    model: String,
+    version: String,
+    class: &'static str,
+}
+
+impl DurationKey {
+    fn new(route: &str, model: &str, version: &str, class: &'static str) -> Self {
+        DurationKey {
+            route: route.to_string(),
+            model: model.to_string(),
+            version: version.to_string(),
+            class,
         }
-        for (name, help, value) in [
-            (
-                "mlserve_gateway_retries_total",
-                "Requests retried on another endpoint before reaching a model.",
-                &self.retries,
-            ),
-            (
-                "mlserve_gateway_shed_total",
-                "Requests shed because no endpoint could take them.",
-                &self.shed,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        if let Some(endpoints) = endpoints {
-            let _ = writeln!(out, "# HELP mlserve_gateway_endpoint_outstanding Requests in flight per inference endpoint.");
-            let _ = writeln!(out, "# TYPE mlserve_gateway_endpoint_outstanding gauge");
-            let snapshot = endpoints.snapshot();
-            for e in snapshot.iter() {
-                let _ = writeln!(
-                    out,
-                    "mlserve_gateway_endpoint_outstanding{{endpoint=\"{}\"}} {}",
-                    e.name,
-                    e.outstanding()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP mlserve_gateway_endpoint_healthy 1 when the endpoint is in rotation."
-            );
-            let _ = writeln!(out, "# TYPE mlserve_gateway_endpoint_healthy gauge");
-            for e in snapshot.iter() {
-                let _ = writeln!(
-                    out,
-                    "mlserve_gateway_endpoint_healthy{{endpoint=\"{}\"}} {}",
-                    e.name,
-                    u8::from(e.healthy())
-                );
-            }
-        }
-        out
+    }
+}
+
+/// The gateway's metrics and its endpoints' state, encoded at scrape time.
+pub struct GatewayCollector {
+    metrics: Arc<GatewayMetrics>,
+    endpoints: Arc<EndpointSet>,
+}
+
+impl fmt::Debug for GatewayCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayCollector").finish_non_exhaustive()
+    }
+}
+
+impl GatewayCollector {
+    /// A collector over `metrics` and `endpoints`.
+    pub fn new(metrics: Arc<GatewayMetrics>, endpoints: Arc<EndpointSet>) -> Self {
+        GatewayCollector { metrics, endpoints }
+    }
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let m = &self.metrics;
+        counter_family(
+            &mut encoder,
+            "mlserve_gateway_requests_total",
+            "External requests by response class.",
+            CLASSES
+                .iter()
+                .zip(&m.requests)
+                .map(|(class, n)| ([("class", Label(class))], n.load(Ordering::Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "mlserve_gateway_retries_total",
+            "Requests retried on another endpoint before reaching a model.",
+            m.retries.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "mlserve_gateway_shed_total",
+            "Requests shed because no endpoint could take them.",
+            m.shed.load(Ordering::Relaxed),
+        )?;
+        let snapshot = self.endpoints.snapshot();
+        gauge_family(
+            &mut encoder,
+            "mlserve_gateway_endpoint_outstanding",
+            "Requests in flight per inference endpoint.",
+            snapshot
+                .iter()
+                .map(|e| ([("endpoint", Label(&e.name))], e.outstanding() as i64)),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "mlserve_gateway_endpoint_healthy",
+            "1 when the endpoint is in rotation.",
+            snapshot
+                .iter()
+                .map(|e| ([("endpoint", Label(&e.name))], i64::from(e.healthy()))),
+        )?;
+        let mut series: Vec<(DurationKey, Histogram)> = m
+            .durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        histogram_family(
+            &mut encoder,
+            "mlserve_gateway_request_duration_seconds",
+            "External requests, arrival to answer, by route, model, serving version and status class (seconds).",
+            series.iter().map(|(k, h)| {
+                (
+                    [
+                        ("route", Label(&k.route)),
+                        ("model", Label(&k.model)),
+                        ("version", Label(&k.version)),
+                        ("status_class", Label(k.class)),
+                    ],
+                    h,
+                )
+            }),
+        )
     }
 }

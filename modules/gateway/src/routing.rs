@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mlserve_common::ShutdownSignal;
-use mlserve_proto::context::{DEADLINE_SLACK, MODEL_VERSION_HEADER};
+use mlserve_proto::context::{DEADLINE_SLACK, MODEL_HEADER, MODEL_VERSION_HEADER};
 use mlserve_proto::inference::{infer_each, InferenceClient, InferenceService};
 use mlserve_proto::rpc::ServiceStream;
 use mlserve_proto::{pb, CallContext, ErrorCode, ServiceError, ServiceResult, Transport};
@@ -265,6 +265,7 @@ impl InferenceService for RoutingInference {
         if !version.is_empty() {
             ctx.note_reply(MODEL_VERSION_HEADER, version.clone());
         }
+        ctx.note_reply(MODEL_HEADER, request.model_name.clone());
         Ok(response)
     }
 

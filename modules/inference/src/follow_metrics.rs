@@ -1,13 +1,13 @@
 //! Metrics of the models served from the registry.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::Mutex;
 
-use crate::metrics::escape;
+use mlserve_common::metrics::{counter_family, gauge_family, Collector, DescriptorEncoder, Label};
 
 /// Counters and gauges of the registry follower, by model (and reason).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct FollowMetrics {
     serving: Mutex<BTreeMap<String, u64>>,
     swaps: Mutex<BTreeMap<String, u64>>,
@@ -47,86 +47,87 @@ impl FollowMetrics {
     pub fn failure(&self, model: &str, reason: &str) {
         bump(&self.failures, (model.to_string(), reason.to_string()));
     }
+}
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let per_model = [
-            (
-                "mlserve_inference_registry_serving_version",
-                "gauge",
-                "The registry version each followed model serves.",
-                &self.serving,
-            ),
+/// Encoded at scrape time.
+impl Collector for FollowMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let read = |map: &Mutex<BTreeMap<String, u64>>| {
+            map.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        let serving = read(&self.serving);
+        gauge_family(
+            &mut encoder,
+            "mlserve_inference_registry_serving_version",
+            "The registry version each followed model serves.",
+            serving.iter().map(|(m, v)| ([("model", Label(m))], *v as i64)),
+        )?;
+        for (name, help, map) in [
             (
                 "mlserve_inference_registry_swaps_total",
-                "counter",
                 "Versions switched in (the first load included).",
                 &self.swaps,
             ),
             (
                 "mlserve_inference_registry_downloads_total",
-                "counter",
                 "Artifact files downloaded from the registry.",
                 &self.downloads,
             ),
             (
                 "mlserve_inference_registry_cache_hits_total",
-                "counter",
                 "Artifact files found in the local cache, checksum verified.",
                 &self.cache_hits,
             ),
-        ];
-        for (name, kind, help, map) in per_model {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (model, value) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                let _ = writeln!(out, "{name}{{model=\"{}\"}} {value}", escape(model));
-            }
+        ] {
+            let values = read(map);
+            counter_family(
+                &mut encoder,
+                name,
+                help,
+                values.iter().map(|(m, v)| ([("model", Label(m))], *v)),
+            )?;
         }
-        let name = "mlserve_inference_registry_sync_failures_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Versions refused (the previous one kept serving), by reason.\n# TYPE {name} counter"
-        );
-        for ((model, reason), value) in self
+        let failures = self
             .failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "{name}{{model=\"{}\",reason=\"{}\"}} {value}",
-                escape(model),
-                escape(reason)
-            );
-        }
-        out
+            .clone();
+        counter_family(
+            &mut encoder,
+            "mlserve_inference_registry_sync_failures_total",
+            "Versions refused (the previous one kept serving), by reason.",
+            failures
+                .iter()
+                .map(|((m, r), v)| ([("model", Label(m)), ("reason", Label(r))], *v)),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlserve_common::metrics::{encode, Registry};
+    use std::sync::Arc;
 
     #[test]
-    fn renders_every_series_with_labels() {
-        let metrics = FollowMetrics::default();
+    fn encodes_every_series_with_labels() {
+        let metrics = Arc::new(FollowMetrics::default());
         metrics.serving("m", 2);
         metrics.downloaded("m");
         metrics.cache_hit("m");
         metrics.failure("m", "checksum");
         metrics.failure("m", "checksum");
-        let text = metrics.render();
-        assert!(
-            text.contains("mlserve_inference_registry_serving_version{model=\"m\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("mlserve_inference_registry_swaps_total{model=\"m\"} 1"));
-        assert!(text.contains("mlserve_inference_registry_downloads_total{model=\"m\"} 1"));
-        assert!(text.contains("mlserve_inference_registry_cache_hits_total{model=\"m\"} 1"));
-        assert!(text.contains(
-            "mlserve_inference_registry_sync_failures_total{model=\"m\",reason=\"checksum\"} 2"
-        ));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(metrics));
+        let text = encode(&registry);
+        for line in [
+            "mlserve_inference_registry_serving_version{model=\"m\"} 2",
+            "mlserve_inference_registry_swaps_total{model=\"m\"} 1",
+            "mlserve_inference_registry_downloads_total{model=\"m\"} 1",
+            "mlserve_inference_registry_cache_hits_total{model=\"m\"} 1",
+            "mlserve_inference_registry_sync_failures_total{model=\"m\",reason=\"checksum\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -492,7 +492,7 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
         Synced::Switched(1)
     );
     assert_eq!(served_offset(&f).await, (1.0, 1));
-    let text = f.metrics().render();
+    let text = mlserve_common::metrics::encode_collector(f.metrics().clone());
     for line in [
         "mlserve_inference_registry_serving_version{model=\"m\"} 1",
         "mlserve_inference_registry_downloads_total{model=\"m\"} 3",
@@ -529,7 +529,7 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
         again.sync(m, Trigger::Start).await.unwrap(),
         Synced::Switched(1)
     );
-    let text = again.metrics().render();
+    let text = mlserve_common::metrics::encode_collector(again.metrics().clone());
     assert!(!text.contains("downloads_total{"), "{text}");
     assert!(text.contains("mlserve_inference_registry_cache_hits_total{model=\"m\"} 1"));
 
@@ -541,9 +541,7 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
         Synced::Switched(1)
     );
     assert_eq!(served_offset(&third).await, (1.0, 1));
-    assert!(third
-        .metrics()
-        .render()
+    assert!(mlserve_common::metrics::encode_collector(third.metrics().clone())
         .contains("mlserve_inference_registry_downloads_total{model=\"m\"} 1"));
 
     // The registry unreachable at a restart: the version served last comes

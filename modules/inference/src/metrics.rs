@@ -1,9 +1,16 @@
-//! Prometheus text exposition of the inference statistics.
+//! The inference statistics as metrics: a collector that encodes them at
+//! scrape time into the process's registry.
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use crate::stats::{StatsRegistry, VersionStats};
+use mlserve_common::metrics::{
+    bucket_family, counter_family, gauge_family, histogram_family, Collector, DescriptorEncoder,
+    Histogram, Label,
+};
+
+use crate::stats::{Latency, StatsRegistry, VersionStats, BATCH_BUCKETS};
 
 type Getter = fn(&VersionStats) -> u64;
 
@@ -55,107 +62,129 @@ const COUNTERS: [(&str, &str, Getter); 9] = [
     ),
 ];
 
-fn labels(s: &VersionStats) -> String {
-    format!(
-        "model=\"{}\",version=\"{}\"",
-        escape(&s.model),
-        escape(&s.version)
-    )
+/// The `model` and `version` labels of a version.
+fn labels(s: &VersionStats) -> [(&'static str, Label<'_>); 2] {
+    [("model", Label(&s.model)), ("version", Label(&s.version))]
 }
 
-/// Escapes a Prometheus label value.
-pub(crate) fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+type LatencyOf = fn(&Latency) -> &Histogram;
+
+const HISTOGRAMS: [(&str, &str, LatencyOf); 3] = [
+    (
+        "mlserve_inference_request_duration_seconds",
+        "Successful requests' time in the server, arrival to answer (seconds).",
+        |l| &l.request,
+    ),
+    (
+        "mlserve_inference_queue_duration_seconds",
+        "Requests' wait in the queue (seconds).",
+        |l| &l.queue,
+    ),
+    (
+        "mlserve_inference_compute_duration_seconds",
+        "Executed batches' compute time: input, ONNX Runtime, output (seconds).",
+        |l| &l.compute,
+    ),
+];
+
+/// Encodes every model version's statistics at scrape time.
+#[derive(Debug)]
+pub struct InferenceCollector {
+    stats: Arc<StatsRegistry>,
 }
 
-/// Renders every model version's metrics in the Prometheus text format.
-pub fn render(registry: &StatsRegistry) -> String {
-    let all = registry.all();
-    let mut out = String::with_capacity(4096);
-    for (name, help, get) in COUNTERS {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for s in &all {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(s), get(s));
+impl InferenceCollector {
+    /// A collector over `stats`.
+    pub fn new(stats: Arc<StatsRegistry>) -> Self {
+        InferenceCollector { stats }
+    }
+}
+
+impl Collector for InferenceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let all = self.stats.all();
+        for (name, help, get) in COUNTERS {
+            counter_family(&mut encoder, name, help, all.iter().map(|s| (labels(s), get(s))))?;
         }
-    }
-    let name = "mlserve_inference_request_failure_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Failed inference requests by reason.\n# TYPE {name} counter"
-    );
-    for s in &all {
-        for (reason, count) in s.failures() {
-            let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {count}", labels(s));
+        let failures: Vec<_> = all
+            .iter()
+            .flat_map(|s| s.failures().into_iter().map(move |(reason, n)| (s, reason, n)))
+            .collect();
+        counter_family(
+            &mut encoder,
+            "mlserve_inference_request_failure_total",
+            "Failed inference requests by reason.",
+            failures.iter().map(|(s, reason, n)| {
+                let [model, version] = labels(s);
+                ([model, version, ("reason", Label(reason))], *n)
+            }),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "mlserve_inference_queue_depth",
+            "Requests waiting in the queue (up on enqueue, down when execution starts).",
+            all.iter()
+                .map(|s| (labels(s), s.queue_depth.load(Ordering::Relaxed) as i64)),
+        )?;
+        bucket_family(
+            &mut encoder,
+            "mlserve_inference_batch_size",
+            "Rows per executed batch.",
+            all.iter().map(|s| {
+                let (cumulative, sum) = s.batch_histogram();
+                let mut previous = 0;
+                let buckets = cumulative
+                    .iter()
+                    .map(|(bound, count)| {
+                        let own = count - previous;
+                        previous = *count;
+                        (bound.map_or(f64::MAX, |b| b as f64), own)
+                    })
+                    .collect();
+                (labels(s), buckets, sum as f64)
+            }),
+        )?;
+        for (name, help, get) in HISTOGRAMS {
+            histogram_family(&mut encoder, name, help, all.iter().map(|s| (labels(s), get(&s.latency))))?;
         }
+        debug_assert_eq!(BATCH_BUCKETS.len() + 1, all.first().map_or(BATCH_BUCKETS.len() + 1, |s| s.batch_histogram().0.len()));
+        Ok(())
     }
-    let name = "mlserve_inference_queue_depth";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Requests waiting in the queue (up on enqueue, down when execution starts).\n# TYPE {name} gauge"
-    );
-    for s in &all {
-        let _ = writeln!(
-            out,
-            "{name}{{{}}} {}",
-            labels(s),
-            s.queue_depth.load(Ordering::Relaxed)
-        );
-    }
-    let name = "mlserve_inference_batch_size";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Rows per executed batch.\n# TYPE {name} histogram"
-    );
-    for s in &all {
-        let (buckets, sum) = s.batch_histogram();
-        let l = labels(s);
-        for (bound, count) in &buckets {
-            let le = bound.map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {count}");
-        }
-        let total = buckets.last().map_or(0, |b| b.1);
-        let _ = writeln!(out, "{name}_sum{{{l}}} {sum}\n{name}_count{{{l}}} {total}");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::BatchTimings;
+    use mlserve_common::metrics::{encode, Registry};
     use std::time::Duration;
 
     #[test]
-    fn renders_counters_gauge_and_histogram_with_labels() {
-        let registry = StatsRegistry::default();
-        let s = registry.get("tab\"ular", "1");
+    fn encodes_counters_gauge_and_histograms_with_escaped_labels() {
+        let stats = Arc::new(StatsRegistry::default());
+        let s = stats.get("tab\"ular", "1");
         s.record_success(Duration::from_micros(250));
         s.record_failure("rejected", Duration::from_micros(1));
+        s.record_queue(Duration::from_micros(30));
         s.record_execution(3, 2, &BatchTimings::default());
-        let text = render(&registry);
-        assert!(
-            text.contains(
-                "mlserve_inference_request_success_total{model=\"tab\\\"ular\",version=\"1\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("mlserve_inference_request_failure_total{model=\"tab\\\"ular\",version=\"1\",reason=\"rejected\"} 1"));
-        assert!(
-            text.contains("mlserve_inference_queue_depth{model=\"tab\\\"ular\",version=\"1\"} 0")
-        );
-        assert!(text.contains(
-            "mlserve_inference_batch_size_bucket{model=\"tab\\\"ular\",version=\"1\",le=\"2\"} 0"
-        ));
-        assert!(text.contains(
-            "mlserve_inference_batch_size_bucket{model=\"tab\\\"ular\",version=\"1\",le=\"4\"} 1"
-        ));
-        assert!(text
-            .contains("mlserve_inference_batch_size_count{model=\"tab\\\"ular\",version=\"1\"} 1"));
-        assert!(
-            text.contains("mlserve_inference_count_total{model=\"tab\\\"ular\",version=\"1\"} 3")
-        );
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(InferenceCollector::new(stats)));
+        let text = encode(&registry);
+        let l = "model=\"tab\\\"ular\",version=\"1\"";
+        for line in [
+            format!("mlserve_inference_request_success_total{{{l}}} 1"),
+            format!("mlserve_inference_request_failure_total{{{l},reason=\"rejected\"}} 1"),
+            format!("mlserve_inference_queue_depth{{{l}}} 0"),
+            format!("mlserve_inference_batch_size_bucket{{le=\"2.0\",{l}}} 0"),
+            format!("mlserve_inference_batch_size_bucket{{le=\"4.0\",{l}}} 1"),
+            format!("mlserve_inference_batch_size_count{{{l}}} 1"),
+            format!("mlserve_inference_count_total{{{l}}} 3"),
+            format!("mlserve_inference_request_duration_seconds_bucket{{le=\"0.0004\",{l}}} 1"),
+            format!("mlserve_inference_request_duration_seconds_bucket{{le=\"0.0002\",{l}}} 0"),
+            format!("mlserve_inference_queue_duration_seconds_count{{{l}}} 1"),
+            format!("mlserve_inference_compute_duration_seconds_count{{{l}}} 1"),
+        ] {
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
     }
 }

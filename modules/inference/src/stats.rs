@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mlserve_common::metrics::{latency_histogram, Histogram};
 use mlserve_proto::pb;
 
 /// Upper bounds of the batch-size histogram buckets.
@@ -90,6 +91,29 @@ pub struct VersionStats {
     batches: Mutex<BTreeMap<usize, BatchAggregate>>,
     batch_histogram: [AtomicU64; BATCH_BUCKETS.len() + 1],
     batch_rows_sum: AtomicU64,
+    /// Latency histograms (seconds) of this version.
+    pub latency: Latency,
+}
+
+/// A version's latency histograms, with the shared bucket layout.
+#[derive(Debug)]
+pub struct Latency {
+    /// A successful request's time in the server, arrival to answer.
+    pub request: Histogram,
+    /// A request's wait in the queue.
+    pub queue: Histogram,
+    /// An executed batch's compute time (input, ONNX Runtime, output).
+    pub compute: Histogram,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            request: latency_histogram(),
+            queue: latency_histogram(),
+            compute: latency_histogram(),
+        }
+    }
 }
 
 impl VersionStats {
@@ -112,12 +136,14 @@ impl VersionStats {
             batches: Mutex::new(BTreeMap::new()),
             batch_histogram: Default::default(),
             batch_rows_sum: AtomicU64::new(0),
+            latency: Latency::default(),
         }
     }
 
     /// One request's time in the queue.
     pub fn record_queue(&self, waited: Duration) {
         self.queue.add(1, waited);
+        self.latency.queue.observe(waited.as_secs_f64());
     }
 
     /// One executed batch of `rows` rows from `requests` requests.
@@ -126,6 +152,9 @@ impl VersionStats {
         self.compute_input.add(n, t.input);
         self.compute_infer.add(n, t.infer);
         self.compute_output.add(n, t.output);
+        self.latency
+            .compute
+            .observe((t.input + t.infer + t.output).as_secs_f64());
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +182,7 @@ impl VersionStats {
     /// A request that succeeded after `took` in the server.
     pub fn record_success(&self, took: Duration) {
         self.success.add(1, took);
+        self.latency.request.observe(took.as_secs_f64());
     }
 
     /// A request that failed for `reason` after `took`.

@@ -57,8 +57,12 @@ mod names {
     pub const SCOPES: HeaderName = HeaderName::from_static(super::SCOPES_HEADER);
 }
 
+/// Reply note naming the model that served a request (the gateway's
+/// metrics read it where the path does not name the model, as in gRPC).
+pub const MODEL_HEADER: &str = "x-mlserve-model";
+
 /// The reply notes a remote client copies back from a response.
-pub const REPLY_NOTES: [&str; 1] = [MODEL_VERSION_HEADER];
+pub const REPLY_NOTES: [&str; 2] = [MODEL_VERSION_HEADER, MODEL_HEADER];
 
 /// Who is calling, as authenticated at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

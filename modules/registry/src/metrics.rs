@@ -1,12 +1,19 @@
 //! The registry's Prometheus counters, rendered on the node's metrics port.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlserve_common::metrics::{
+    counter, counter_family, latency_histogram, Collector, DescriptorEncoder,
+    Histogram, Label,
+};
 
 use mlserve_proto::ErrorCode;
 
 /// Counters of one registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RegistryMetrics {
     versions_created: AtomicU64,
     upload_bytes: AtomicU64,
@@ -14,6 +21,23 @@ pub struct RegistryMetrics {
     alias_moves: AtomicU64,
     orphans_collected: AtomicU64,
     refused: [AtomicU64; ErrorCode::ALL.len()],
+    upload: Histogram,
+    download: Histogram,
+}
+
+impl Default for RegistryMetrics {
+    fn default() -> Self {
+        RegistryMetrics {
+            versions_created: AtomicU64::new(0),
+            upload_bytes: AtomicU64::new(0),
+            download_bytes: AtomicU64::new(0),
+            alias_moves: AtomicU64::new(0),
+            orphans_collected: AtomicU64::new(0),
+            refused: Default::default(),
+            upload: latency_histogram(),
+            download: latency_histogram(),
+        }
+    }
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -46,8 +70,39 @@ impl RegistryMetrics {
     }
 
     /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    /// An upload that took `took` (committed or refused).
+    pub fn upload_took(&self, took: Duration) {
+        self.upload.observe(took.as_secs_f64());
+    }
+
+    /// A download stream's life: observed when the stream ends or is dropped.
+    pub fn download_timer(self: &Arc<Self>) -> DownloadTimer {
+        DownloadTimer {
+            metrics: self.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Observes a download's duration when dropped (the stream finished or the
+/// caller went away).
+#[derive(Debug)]
+pub struct DownloadTimer {
+    metrics: Arc<RegistryMetrics>,
+    started: Instant,
+}
+
+impl Drop for DownloadTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .download
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Encoded at scrape time.
+impl Collector for RegistryMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         for (name, help, value) in [
             (
@@ -76,23 +131,33 @@ impl RegistryMetrics {
                 get(&self.orphans_collected),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            counter(&mut encoder, name, help, value)?;
         }
-        let name = "mlserve_registry_uploads_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Version uploads refused, by error code.\n# TYPE {name} counter"
-        );
-        for (code, counter) in ErrorCode::ALL.iter().zip(&self.refused) {
-            let value = get(counter);
-            if value > 0 {
-                let _ = writeln!(out, "{name}{{code=\"{code}\"}} {value}");
-            }
+        counter_family(
+            &mut encoder,
+            "mlserve_registry_uploads_refused_total",
+            "Version uploads refused, by error code.",
+            ErrorCode::ALL
+                .iter()
+                .zip(&self.refused)
+                .filter(|(_, c)| get(c) > 0)
+                .map(|(code, c)| ([("code", Label(code.as_str()))], get(c))),
+        )?;
+        for (name, help, histogram) in [
+            (
+                "mlserve_registry_upload_duration_seconds",
+                "Version uploads, committed or refused (seconds).",
+                &self.upload,
+            ),
+            (
+                "mlserve_registry_download_duration_seconds",
+                "Artifact file downloads, first byte asked to stream end (seconds).",
+                &self.download,
+            ),
+        ] {
+            mlserve_common::metrics::histogram(&mut encoder, name, help, histogram)?;
         }
-        out
+        Ok(())
     }
 }
 
@@ -107,7 +172,14 @@ mod tests {
         m.version_created(5);
         m.upload_refused(ErrorCode::PayloadTooLarge);
         m.alias_moved();
-        let text = m.render();
+        m.upload_took(Duration::from_millis(3));
+        let m = Arc::new(m);
+        drop(m.download_timer());
+        let mut registry = mlserve_common::metrics::Registry::default();
+        registry.register_collector(Box::new(m));
+        let text = mlserve_common::metrics::encode(&registry);
+        assert!(text.contains("mlserve_registry_upload_duration_seconds_count 1\n"), "{text}");
+        assert!(text.contains("mlserve_registry_download_duration_seconds_count 1\n"), "{text}");
         assert!(
             text.contains("mlserve_registry_versions_created_total 2\n"),
             "{text}"

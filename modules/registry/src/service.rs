@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mlserve_common::config::RegistryFault;
@@ -95,8 +95,8 @@ impl LocalRegistry {
         &self.store
     }
 
-    /// The registry's counters.
-    pub fn metrics(&self) -> &RegistryMetrics {
+    /// The registry's metrics.
+    pub fn metrics(&self) -> &Arc<RegistryMetrics> {
         &self.metrics
     }
 
@@ -340,9 +340,11 @@ impl RegistryService for LocalRegistry {
         ctx: CallContext,
         parts: ServiceStream<pb::UploadPart>,
     ) -> ServiceResult<pb::ModelVersion> {
+        let started = Instant::now();
         let (mut request, files) = split_upload(parts).await?;
         request.created_by = actor(&ctx, &request.created_by);
         let result = self.create_version_inner(request, files).await;
+        self.metrics.upload_took(started.elapsed());
         if let Err(err) = &result {
             self.metrics.upload_refused(err.code());
         }
@@ -420,7 +422,9 @@ impl RegistryService for LocalRegistry {
             ServiceError::from(err)
         })?;
         let metrics = self.metrics.clone();
+        let timer = metrics.download_timer();
         let stream = stream.map(move |chunk| {
+            let _ = &timer;
             if let Ok(bytes) = &chunk {
                 metrics.downloaded(bytes.len() as u64);
             }
