@@ -20,14 +20,8 @@ pub mod fpb {
 
 include!(concat!(env!("OUT_DIR"), "/features.service.rs"));
 
-pub use fpb::{
-    ApplyRequest, ApplyResponse, Entity, EntityRow, FeatureValue, FeatureView, Field,
-    GetHistoricalFeaturesRequest, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
-    HistoricalRow, IngestRequest, ListEntitiesResponse, ListFeatureViewsResponse,
-    ListPipelinesResponse, ListRequest, MaterializeRequest, MaterializeResponse, MaterializedView,
-    OnlineFeatureRow, Pipeline, PushRequest, Row, Tensor, TransformRequest, TransformResponse,
-    WriteResponse,
-};
+/// Every message of the contract (a new one needs no edit here).
+pub use fpb::*;
 
 /// Status of a value found in the online store.
 pub const PRESENT: &str = "PRESENT";
