@@ -101,6 +101,11 @@ def cli_and_rest(server, tmp_path):
             {"name": "driver_stats:rate", "missing": "mean"},
             {"name": "amount", "missing": "default", "default": 0}]}}
     ok(post(port, "/v1/features/pipelines", pipeline))
+    stored = ok(get(port, "/v1/features/pipelines/fraud"))
+    assert (stored["model"], stored["kind"]) == ("fraud", "tabular"), stored
+    assert [f["name"] for f in stored["spec_json"]["features"]] == ["driver_stats:rate", "amount"], stored
+    missing = get(port, "/v1/features/pipelines/nope")
+    assert missing.status == 404 and "no pipeline" in missing.json()["error"], missing
     out = ok(post(port, "/v1/features/transform", {
         "model": "fraud", "rows_json": [{"driver_id": 1, "amount": 12.5}, {"driver_id": 7}]}))
     tensor = out["tensors"][0]

@@ -28,6 +28,7 @@ pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
         .route("/v1/features/online", post(online))
         .route("/v1/features/historical", post(historical))
         .route("/v1/features/pipelines", get(pipelines).post(put_pipeline))
+        .route("/v1/features/pipelines/{model}", get(pipeline))
         .route("/v1/features/transform", post(transform))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(service)
@@ -125,6 +126,16 @@ async fn pipelines(
     ctx: CallContext,
 ) -> Result<Json<ListPipelinesResponse>, ServiceError> {
     Ok(Json(s.list_pipelines(ctx, ListRequest {}).await?))
+}
+
+async fn pipeline(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+    Path(model): Path<String>,
+) -> ServiceResult<Json<Pipeline>> {
+    Ok(Json(
+        s.get_pipeline(ctx, GetPipelineRequest { model }).await?,
+    ))
 }
 
 async fn put_pipeline(

@@ -3,9 +3,9 @@
 //! any [`FeatureService`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::fmt;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -49,7 +49,6 @@ impl Stats {
             entry.1 += started.elapsed().as_secs_f64();
         }
     }
-
 }
 
 /// Encoded at scrape time.
@@ -63,13 +62,17 @@ impl Collector for Stats {
             &mut encoder,
             "mlserve_features_requests_total",
             "Feature service calls by operation and outcome.",
-            calls.iter().map(|((op, outcome), (n, _))| (labels(op, outcome), *n)),
+            calls
+                .iter()
+                .map(|((op, outcome), (n, _))| (labels(op, outcome), *n)),
         )?;
         counter_family(
             &mut encoder,
             "mlserve_features_request_seconds_total",
             "Time spent in feature service calls (seconds).",
-            calls.iter().map(|((op, outcome), (_, secs))| (labels(op, outcome), *secs)),
+            calls
+                .iter()
+                .map(|((op, outcome), (_, secs))| (labels(op, outcome), *secs)),
         )?;
         counter(
             &mut encoder,
@@ -182,6 +185,13 @@ impl FeatureService for Metered {
         r: ListRequest,
     ) -> ServiceResult<ListPipelinesResponse> {
         metered!(self, "list_pipelines", self.inner.list_pipelines(ctx, r))
+    }
+    async fn get_pipeline(
+        &self,
+        ctx: CallContext,
+        r: GetPipelineRequest,
+    ) -> ServiceResult<Pipeline> {
+        metered!(self, "get_pipeline", self.inner.get_pipeline(ctx, r))
     }
     async fn transform(
         &self,

@@ -423,16 +423,25 @@ impl FeatureService for LocalFeatures {
         let pipelines = self
             .all_pipelines(&stored)
             .into_iter()
-            .map(|(model, (_, spec))| {
-                Ok(Pipeline {
-                    model,
-                    kind: spec.kind().into(),
-                    spec_json: serde_json::to_string(&spec)
-                        .map_err(|e| FeaturesError::Internal(e.to_string()))?,
-                })
-            })
+            .map(|(model, (_, spec))| pipeline_message(model, &spec))
             .collect::<ServiceResult<Vec<_>>>()?;
         Ok(ListPipelinesResponse { pipelines })
+    }
+
+    async fn get_pipeline(
+        &self,
+        _ctx: CallContext,
+        request: GetPipelineRequest,
+    ) -> ServiceResult<Pipeline> {
+        let (_, stored) = self.catalog().await?;
+        match self.all_pipelines(&stored).remove(&request.model) {
+            Some((_, spec)) => pipeline_message(request.model, &spec),
+            None => Err(FeaturesError::NotFound(format!(
+                "model '{}' has no pipeline",
+                request.model
+            ))
+            .into()),
+        }
     }
 
     async fn transform(
@@ -479,4 +488,14 @@ impl FeatureService for LocalFeatures {
         };
         Ok(TransformResponse { tensors })
     }
+}
+
+/// A pipeline as the service answers it.
+fn pipeline_message(model: String, spec: &PipelineSpec) -> ServiceResult<Pipeline> {
+    Ok(Pipeline {
+        model,
+        kind: spec.kind().into(),
+        spec_json: serde_json::to_string(spec)
+            .map_err(|e| FeaturesError::Internal(e.to_string()))?,
+    })
 }

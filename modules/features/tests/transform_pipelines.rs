@@ -147,6 +147,30 @@ async fn configured_text_pipeline_returns_the_tokenizer_output() {
         (listed[0].model.as_str(), listed[0].kind.as_str()),
         ("minilm", "text")
     );
+    let one = features
+        .get_pipeline(
+            CallContext::new(),
+            GetPipelineRequest {
+                model: "minilm".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(one, listed[0]);
+    let missing = features
+        .get_pipeline(
+            CallContext::new(),
+            GetPipelineRequest {
+                model: "nope".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.code,
+        mlserve_proto::ErrorCode::NotFound,
+        "{missing}"
+    );
     let request = response.into_infer_request("minilm");
     assert_eq!(request.raw_input_contents.len(), 3);
 }
