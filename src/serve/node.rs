@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
-use mlserve_common::{Config, Shutdown};
 use mlserve_common::metrics::{self, Registry};
+use mlserve_common::{Config, Shutdown};
 use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
@@ -23,7 +23,6 @@ use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
 /// burst that is hundreds of legitimate resets, and a GOAWAY would fail every
 /// other request on the connection. Still bounded, so the guard stays.
 const GRPC_MAX_PENDING_RESETS: usize = 4096;
-
 
 /// A process under construction: each role adds its routes, services,
 /// metrics, background tasks and shutdown hooks, then [`Node::serve`] binds
@@ -118,7 +117,12 @@ impl Node {
             "/metrics",
             get(move || {
                 let text = metrics::encode(&registry);
-                async move { ([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text) }
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                        text,
+                    )
+                }
             }),
         );
         self.servers

@@ -103,7 +103,8 @@ pub fn counter_family<L: EncodeLabelSet, V: EncodeCounterValue>(
     help: &str,
     samples: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
-    let mut family = encoder.encode_descriptor(counter_name(name), help, None, MetricType::Counter)?;
+    let mut family =
+        encoder.encode_descriptor(counter_name(name), help, None, MetricType::Counter)?;
     for (labels, value) in samples {
         ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
@@ -168,7 +169,9 @@ pub fn bucket_family<L: EncodeLabelSet>(
         let count = buckets.iter().map(|(_, n)| n).sum();
         family
             .encode_family(&labels)?
-            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum, count, &buckets, None,
+            )?;
     }
     Ok(())
 }
@@ -190,12 +193,21 @@ mod tests {
             )?;
             counter(&mut encoder, "t_plain_total", "Plain.", 2)?;
             gauge_family(&mut encoder, "t_depth", "Depth.", [([("model", "m")], 4)])?;
-            histogram_family(&mut encoder, "t_seconds", "Latency.", [([("model", "m")], &self.0)])?;
+            histogram_family(
+                &mut encoder,
+                "t_seconds",
+                "Latency.",
+                [([("model", "m")], &self.0)],
+            )?;
             bucket_family(
                 &mut encoder,
                 "t_rows",
                 "Rows.",
-                [([("model", "m")], vec![(1.0, 2), (2.0, 1), (f64::MAX, 0)], 4.0)],
+                [(
+                    [("model", "m")],
+                    vec![(1.0, 2), (2.0, 1), (f64::MAX, 0)],
+                    4.0,
+                )],
             )
         }
     }
@@ -208,11 +220,17 @@ mod tests {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(histogram)));
         let text = encode(&registry);
-        assert!(text.contains("t_requests_total{model=\"a\\\"b\\\\c\\nd\"} 3"), "{text}");
+        assert!(
+            text.contains("t_requests_total{model=\"a\\\"b\\\\c\\nd\"} 3"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE t_requests counter"), "{text}");
         assert!(text.contains("t_plain_total 2"), "{text}");
         assert!(text.contains("t_depth{model=\"m\"} 4"), "{text}");
-        assert!(text.contains("t_seconds_bucket{le=\"0.00005\",model=\"m\"} 1"), "{text}");
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.00005\",model=\"m\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("t_seconds_count{model=\"m\"} 2"), "{text}");
         assert!(text.contains("t_rows_count{model=\"m\"} 3"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");

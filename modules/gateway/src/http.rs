@@ -12,8 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use mlserve_proto::http::{error_response, v2_routes, HttpOptions};
 use mlserve_proto::context::MODEL_VERSION_HEADER;
+use mlserve_proto::http::{error_response, v2_routes, HttpOptions};
 use mlserve_proto::{CallContext, ServiceError};
 
 use crate::admission::{admit, context, rate_limit_headers, response_headers};

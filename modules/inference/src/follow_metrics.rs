@@ -60,7 +60,9 @@ impl Collector for FollowMetrics {
             &mut encoder,
             "mlserve_inference_registry_serving_version",
             "The registry version each followed model serves.",
-            serving.iter().map(|(m, v)| ([("model", Label(m))], *v as i64)),
+            serving
+                .iter()
+                .map(|(m, v)| ([("model", Label(m))], *v as i64)),
         )?;
         for (name, help, map) in [
             (

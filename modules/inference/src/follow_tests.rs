@@ -541,8 +541,10 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
         Synced::Switched(1)
     );
     assert_eq!(served_offset(&third).await, (1.0, 1));
-    assert!(mlserve_common::metrics::encode_collector(third.metrics().clone())
-        .contains("mlserve_inference_registry_downloads_total{model=\"m\"} 1"));
+    assert!(
+        mlserve_common::metrics::encode_collector(third.metrics().clone())
+            .contains("mlserve_inference_registry_downloads_total{model=\"m\"} 1")
+    );
 
     // The registry unreachable at a restart: the version served last comes
     // from the cache; an event meanwhile fails (and is retried by the bus).

@@ -104,11 +104,20 @@ impl Collector for InferenceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let all = self.stats.all();
         for (name, help, get) in COUNTERS {
-            counter_family(&mut encoder, name, help, all.iter().map(|s| (labels(s), get(s))))?;
+            counter_family(
+                &mut encoder,
+                name,
+                help,
+                all.iter().map(|s| (labels(s), get(s))),
+            )?;
         }
         let failures: Vec<_> = all
             .iter()
-            .flat_map(|s| s.failures().into_iter().map(move |(reason, n)| (s, reason, n)))
+            .flat_map(|s| {
+                s.failures()
+                    .into_iter()
+                    .map(move |(reason, n)| (s, reason, n))
+            })
             .collect();
         counter_family(
             &mut encoder,
@@ -145,9 +154,18 @@ impl Collector for InferenceCollector {
             }),
         )?;
         for (name, help, get) in HISTOGRAMS {
-            histogram_family(&mut encoder, name, help, all.iter().map(|s| (labels(s), get(&s.latency))))?;
+            histogram_family(
+                &mut encoder,
+                name,
+                help,
+                all.iter().map(|s| (labels(s), get(&s.latency))),
+            )?;
         }
-        debug_assert_eq!(BATCH_BUCKETS.len() + 1, all.first().map_or(BATCH_BUCKETS.len() + 1, |s| s.batch_histogram().0.len()));
+        debug_assert_eq!(
+            BATCH_BUCKETS.len() + 1,
+            all.first()
+                .map_or(BATCH_BUCKETS.len() + 1, |s| s.batch_histogram().0.len())
+        );
         Ok(())
     }
 }

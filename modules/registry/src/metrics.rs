@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlserve_common::metrics::{
-    counter, counter_family, latency_histogram, Collector, DescriptorEncoder,
-    Histogram, Label,
+    counter, counter_family, latency_histogram, Collector, DescriptorEncoder, Histogram, Label,
 };
 
 use mlserve_proto::ErrorCode;
@@ -178,8 +177,14 @@ mod tests {
         let mut registry = mlserve_common::metrics::Registry::default();
         registry.register_collector(Box::new(m));
         let text = mlserve_common::metrics::encode(&registry);
-        assert!(text.contains("mlserve_registry_upload_duration_seconds_count 1\n"), "{text}");
-        assert!(text.contains("mlserve_registry_download_duration_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("mlserve_registry_upload_duration_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mlserve_registry_download_duration_seconds_count 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("mlserve_registry_versions_created_total 2\n"),
             "{text}"
