@@ -1,5 +1,7 @@
-//! `mlserve`: one binary, six services. This file only parses the command
-//! line, sets up logging and the runtime, and hands over to [`serve`].
+//! `mlserve`: one binary holding the platform's services as roles
+//! (inference, registry, features and gateway in this build). This file
+//! only parses the command line, sets up logging and the runtime, and hands
+//! over to [`serve`].
 
 mod cli;
 mod commands;
