@@ -154,15 +154,12 @@ impl FeatureService for Metered {
     ) -> ServiceResult<GetOnlineFeaturesResponse> {
         let entities = r.entities.len() as u64;
         let started = Instant::now();
-        let result = metered!(
-            self,
-            "get_online_features",
-            self.inner.get_online_features(ctx, r)
-        );
+        let result = self.inner.get_online_features(ctx, r).await;
+        self.stats.record("get_online_features", started, &result);
+        self.stats.lookup.observe(started.elapsed().as_secs_f64());
         self.stats
             .online_entities
             .fetch_add(entities, Ordering::Relaxed);
-        self.stats.lookup.observe(started.elapsed().as_secs_f64());
         result
     }
     async fn get_historical_features(

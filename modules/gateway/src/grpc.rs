@@ -91,7 +91,6 @@ where
                     Ok(a) => admitted = Some(a),
                     Err((err, d)) => {
                         let code = err.code().http_status();
-                        gateway.metrics.request(code);
                         gateway
                             .metrics
                             .observe(&route, "", "", code, started.elapsed());
@@ -121,7 +120,6 @@ where
                 .map_or(200, |code| {
                     mlserve_proto::ErrorCode::from_grpc(tonic::Code::from_i32(code)).http_status()
                 });
-            gateway.metrics.request(status);
             let note = |name| ctx.reply_note(name).unwrap_or_default();
             gateway.metrics.observe(
                 &route,

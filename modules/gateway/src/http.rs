@@ -126,7 +126,6 @@ async fn admit_and_serve(
 
 fn finish(gateway: &Gateway, mut response: Response) -> Response {
     let status = response.status();
-    gateway.metrics.request(status.as_u16());
     let headers = response.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(

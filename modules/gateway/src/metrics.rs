@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,7 @@ pub struct GatewayMetrics {
     requests: [AtomicU64; 6],
     retries: AtomicU64,
     shed: AtomicU64,
-    rate_limited: AtomicU64,
-    unauthenticated: AtomicU64,
-    durations: Mutex<HashMap<DurationKey, Histogram>>,
+    durations: Mutex<BTreeMap<DurationKey, Histogram>>,
 }
 
 /// Response classes counted in `mlserve_gateway_requests_total`.
@@ -29,7 +27,7 @@ const CLASSES: [&str; 6] = ["2xx", "4xx", "5xx", "401", "429", "503"];
 
 impl GatewayMetrics {
     /// Counts a finished external request by its status.
-    pub fn request(&self, status: u16) {
+    fn request(&self, status: u16) {
         let class = match status {
             401 => 3,
             429 => 4,
@@ -39,11 +37,6 @@ impl GatewayMetrics {
             _ => 2,
         };
         self.requests[class].fetch_add(1, Ordering::Relaxed);
-        match status {
-            401 => self.unauthenticated.fetch_add(1, Ordering::Relaxed),
-            429 => self.rate_limited.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
     }
 
     /// Counts a retry on another endpoint.
@@ -57,10 +50,12 @@ impl GatewayMetrics {
     }
 
     /// Renders the text exposition, with the endpoints' gauges.
-    /// One answered request: its duration by route, model, the version
-    /// that served it, and status class. Label sets are capped: past
-    /// [`MAX_SERIES`] new ones are counted under `model="other"`.
+    /// One answered request: counted by its status, and its duration
+    /// observed by route, model, the version that served it, and status
+    /// class. Label sets are capped: past [`MAX_SERIES`] new ones are
+    /// counted under `model="other"`.
     pub fn observe(&self, route: &str, model: &str, version: &str, status: u16, took: Duration) {
+        self.request(status);
         let class = match status {
             200..=299 => "2xx",
             400..=499 => "4xx",
@@ -83,7 +78,7 @@ impl GatewayMetrics {
 pub const MAX_SERIES: usize = 1000;
 
 /// The labels of one request-duration series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct DurationKey {
     route: String,
     model: String,
@@ -162,14 +157,13 @@ impl Collector for GatewayCollector {
                 .iter()
                 .map(|e| ([("endpoint", Label(&e.name))], i64::from(e.healthy()))),
         )?;
-        let mut series: Vec<(DurationKey, Histogram)> = m
+        let series: Vec<(DurationKey, Histogram)> = m
             .durations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect();
-        series.sort_by(|a, b| a.0.cmp(&b.0));
         histogram_family(
             &mut encoder,
             "mlserve_gateway_request_duration_seconds",

@@ -10,7 +10,7 @@ use mlserve_common::metrics::{
     Histogram, Label,
 };
 
-use crate::stats::{Latency, StatsRegistry, VersionStats, BATCH_BUCKETS};
+use crate::stats::{Latency, StatsRegistry, VersionStats};
 
 type Getter = fn(&VersionStats) -> u64;
 
@@ -140,16 +140,7 @@ impl Collector for InferenceCollector {
             "mlserve_inference_batch_size",
             "Rows per executed batch.",
             all.iter().map(|s| {
-                let (cumulative, sum) = s.batch_histogram();
-                let mut previous = 0;
-                let buckets = cumulative
-                    .iter()
-                    .map(|(bound, count)| {
-                        let own = count - previous;
-                        previous = *count;
-                        (bound.map_or(f64::MAX, |b| b as f64), own)
-                    })
-                    .collect();
+                let (buckets, sum) = s.batch_histogram();
                 (labels(s), buckets, sum as f64)
             }),
         )?;
@@ -161,11 +152,6 @@ impl Collector for InferenceCollector {
                 all.iter().map(|s| (labels(s), get(&s.latency))),
             )?;
         }
-        debug_assert_eq!(
-            BATCH_BUCKETS.len() + 1,
-            all.first()
-                .map_or(BATCH_BUCKETS.len() + 1, |s| s.batch_histogram().0.len())
-        );
         Ok(())
     }
 }

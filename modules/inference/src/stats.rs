@@ -201,14 +201,18 @@ impl VersionStats {
             .unwrap_or_default()
     }
 
-    /// Cumulative batch-size histogram: (upper bound or None for +Inf, count), then sum.
-    pub fn batch_histogram(&self) -> (Vec<(Option<usize>, u64)>, u64) {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(self.batch_histogram.len());
-        for (i, counter) in self.batch_histogram.iter().enumerate() {
-            cumulative += counter.load(Ordering::Relaxed);
-            buckets.push((BATCH_BUCKETS.get(i).copied(), cumulative));
-        }
+    /// Batch-size histogram: (upper bound, `f64::MAX` for +Inf; batches in
+    /// that bucket alone) per bucket, then the sum of rows.
+    pub fn batch_histogram(&self) -> (Vec<(f64, u64)>, u64) {
+        let buckets = self
+            .batch_histogram
+            .iter()
+            .enumerate()
+            .map(|(i, counter)| {
+                let bound = BATCH_BUCKETS.get(i).map_or(f64::MAX, |&b| b as f64);
+                (bound, counter.load(Ordering::Relaxed))
+            })
+            .collect();
         (buckets, self.batch_rows_sum.load(Ordering::Relaxed))
     }
 

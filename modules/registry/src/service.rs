@@ -424,7 +424,7 @@ impl RegistryService for LocalRegistry {
         let metrics = self.metrics.clone();
         let timer = metrics.download_timer();
         let stream = stream.map(move |chunk| {
-            let _ = &timer;
+            let _ = &timer; // the closure owns the timer: it fires when the stream is dropped
             if let Ok(bytes) = &chunk {
                 metrics.downloaded(bytes.len() as u64);
             }
