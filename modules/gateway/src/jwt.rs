@@ -67,7 +67,7 @@ impl JwtVerifier {
             es256,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
-            leeway: config.leeway_secs,
+            leeway: config.leeway.as_secs(),
         })
     }
 

@@ -81,7 +81,7 @@ fn hs256_valid_expired_early_and_forged() {
 #[test]
 fn leeway_issuer_and_audience() {
     let v = verifier(JwtConfig {
-        leeway_secs: 10,
+        leeway: std::time::Duration::from_secs(10),
         issuer: Some("idp".into()),
         audience: Some("mlserve".into()),
         ..hs_config()
