@@ -3,8 +3,7 @@
 //! is an error that says which unit to add, so `timeout = 500` cannot be
 //! read as seconds by one key and milliseconds by another.
 //!
-//! Used as `#[serde(with = "duration")]` on `Duration` fields and
-//! `#[serde(with = "duration::option")]` on `Option<Duration>` fields.
+//! Used as `#[serde(with = "duration")]` on `Duration` fields.
 
 use std::fmt;
 use std::time::Duration;
@@ -60,33 +59,6 @@ impl Visitor<'_> for DurationVisitor {
 
     fn visit_f64<E: Error>(self, v: f64) -> Result<Duration, E> {
         Err(Self::unitless(v))
-    }
-}
-
-/// The same for `Option<Duration>`: absent or a humantime string.
-pub mod option {
-    use super::*;
-    use serde::Deserialize;
-
-    /// Writes `Some` as a humantime string; `None` is skipped by the field's
-    /// `skip_serializing_if`, or written as none.
-    pub fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => super::serialize(d, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    /// Reads an optional humantime string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(with = "super")] Duration);
-        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
     }
 }
 
