@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::multipart::parse_multipart;
 use crate::postprocess::{postprocess, Output};
 
 /// Handles `POST /v1/models/{model}:predict`.
@@ -40,7 +39,7 @@ pub async fn predict(
         ));
         return Err(err.into());
     };
-    let answer = run(&gateway, ctx, model, &headers, &body).await?;
+    let answer = run(&gateway, ctx, model, &headers, body).await?;
     Ok(axum::Json(answer).into_response())
 }
 
@@ -49,7 +48,7 @@ async fn run(
     ctx: CallContext,
     model: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Value, GatewayError> {
     if body.len() > gateway.settings.max_body_bytes {
         return Err(GatewayError::PayloadTooLarge(
@@ -68,9 +67,9 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mut transform = if content_type.starts_with("multipart/form-data") {
-        transform_from_multipart(content_type, body)?
+        transform_from_multipart(content_type, body).await?
     } else {
-        transform_from_json(body)?
+        transform_from_json(&body)?
     };
     transform.model = model.to_string();
     let batch = transform.rows_json.len() + transform.images.len() + transform.texts.len();
@@ -160,20 +159,35 @@ fn transform_from_json(body: &[u8]) -> Result<TransformRequest, GatewayError> {
     Ok(request)
 }
 
-fn transform_from_multipart(
+fn bad_multipart(error: impl std::fmt::Display) -> GatewayError {
+    GatewayError::BadRequest(format!("invalid multipart body: {error}"))
+}
+
+/// Reads a `multipart/form-data` body (RFC 7578, parsed by `multer`): `image`
+/// file parts, `text` and `row` fields. The body is already in memory and
+/// under the size limit, so it is one chunk of the stream.
+async fn transform_from_multipart(
     content_type: &str,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<TransformRequest, GatewayError> {
+    let boundary = multer::parse_boundary(content_type).map_err(bad_multipart)?;
+    let body = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(body, boundary);
     let mut request = TransformRequest::default();
-    for part in parse_multipart(content_type, body)? {
-        match part.name.as_str() {
-            "image" | "images" => request.images.push(part.data.to_vec()),
+    while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
+        let name = field
+            .name()
+            .ok_or_else(|| bad_multipart("part without a Content-Disposition name"))?
+            .to_string();
+        let data = field.bytes().await.map_err(bad_multipart)?;
+        match name.as_str() {
+            "image" | "images" => request.images.push(data.to_vec()),
             "text" | "texts" => request.texts.push(
-                String::from_utf8(part.data.to_vec())
+                String::from_utf8(data.to_vec())
                     .map_err(|_| GatewayError::BadRequest("text part is not UTF-8".into()))?,
             ),
             "row" | "rows" => request.rows_json.push(
-                String::from_utf8(part.data.to_vec())
+                String::from_utf8(data.to_vec())
                     .map_err(|_| GatewayError::BadRequest("row part is not UTF-8".into()))?,
             ),
             other => {
@@ -210,6 +224,51 @@ mod tests {
         ] {
             let err = transform_from_json(bad).unwrap_err();
             assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest);
+        }
+    }
+
+    #[tokio::test]
+    async fn multipart_parts_are_read() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"row\"\r\n\r\n{\"user_id\": \"7\"}\r\n--XyZ--\r\n";
+        let t = transform_from_multipart(
+            "multipart/form-data; boundary=XyZ",
+            Bytes::from_static(body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.images, vec![b"\x89PNG\r\n\x00\x01".to_vec()]);
+        assert_eq!(t.texts, vec!["hello"]);
+        assert_eq!(t.rows_json, vec![r#"{"user_id": "7"}"#]);
+    }
+
+    #[tokio::test]
+    async fn malformed_multipart_bodies_are_400() {
+        let part =
+            |name: &str| format!("--a\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n");
+        for (ct, body) in [
+            ("multipart/form-data", b"--a\r\n".to_vec()),
+            ("multipart/form-data; boundary=a", b"nothing".to_vec()),
+            (
+                "multipart/form-data; boundary=a",
+                format!("{}no end", part("x")).into_bytes(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                b"--a\r\nX: y\r\n\r\nv\r\n--a--".to_vec(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                format!("{}v\r\n--a--\r\n", part("other")).into_bytes(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                [part("text").as_bytes(), b"\xff\r\n--a--\r\n"].concat(),
+            ),
+        ] {
+            let err = transform_from_multipart(ct, Bytes::from(body.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest, "{body:?}");
         }
     }
 }
