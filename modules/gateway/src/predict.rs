@@ -4,9 +4,11 @@
 //! `[gateway.pipelines.<model>]` → JSON.
 //!
 //! Body (JSON): `{"rows": [{"user_id": "7", "amount": 3.5}, ...]}` (entity
-//! keys and/or raw feature values), `{"images": ["<base64>", ...]}` (or
-//! `"image"`), `{"texts": ["...", ...]}` (or `"text"`); or
-//! `multipart/form-data` with `image` file parts and `text` fields.
+//! keys and/or raw feature values; `"instances"` as in KServe's v1 protocol,
+//! or one `"row"`), `{"images": ["<base64>", ...]}` (or `"image"`),
+//! `{"texts": ["...", ...]}` (or `"text"`); or `multipart/form-data` with
+//! `image` file parts, `text` fields and `row` fields (a JSON object each).
+//! The answer is `{"model_name", "model_version", "predictions": [...]}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +21,8 @@ use base64::Engine as _;
 use mlserve_proto::features::{FeatureService, TransformRequest};
 use mlserve_proto::inference::InferenceService;
 use mlserve_proto::{pb, CallContext, ServiceError};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -109,54 +112,72 @@ async fn run(
     }))
 }
 
-fn one_or_many<'a>(body: &'a Value, one: &str, many: &str) -> Result<Vec<&'a Value>, GatewayError> {
-    match (body.get(one), body.get(many)) {
-        (Some(_), Some(_)) => Err(GatewayError::BadRequest(format!(
-            "give either '{one}' or '{many}', not both"
+/// A predict request's JSON body: one kind of input, under its plural name or
+/// one item under its singular name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictBody {
+    row: Option<Map<String, Value>>,
+    rows: Option<Vec<Map<String, Value>>>,
+    /// KServe v1's name for rows.
+    instances: Option<Vec<Map<String, Value>>>,
+    image: Option<String>,
+    images: Option<Vec<String>>,
+    text: Option<String>,
+    texts: Option<Vec<String>>,
+}
+
+/// The items of the one name given (none given: no items; two: an error).
+fn one_of<T, const N: usize>(given: [(&str, Option<Vec<T>>); N]) -> Result<Vec<T>, GatewayError> {
+    let mut present = given.into_iter().filter_map(|(n, v)| Some((n, v?)));
+    let Some((name, items)) = present.next() else {
+        return Ok(Vec::new());
+    };
+    match present.next() {
+        Some((other, _)) => Err(GatewayError::BadRequest(format!(
+            "give either '{name}' or '{other}', not both"
         ))),
-        (Some(v), None) => Ok(vec![v]),
-        (None, Some(Value::Array(items))) => Ok(items.iter().collect()),
-        (None, Some(_)) => Err(GatewayError::BadRequest(format!(
-            "'{many}' must be an array"
-        ))),
-        (None, None) => Ok(Vec::new()),
+        None => Ok(items),
     }
 }
 
 fn transform_from_json(body: &[u8]) -> Result<TransformRequest, GatewayError> {
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-    if !body.is_object() {
-        return Err(GatewayError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    let mut request = TransformRequest::default();
-    for row in one_or_many(&body, "row", "rows")? {
-        if !row.is_object() {
-            return Err(GatewayError::BadRequest(
-                "each row must be an object of entity keys and feature values".into(),
-            ));
-        }
-        request.rows_json.push(row.to_string());
-    }
-    for image in one_or_many(&body, "image", "images")? {
-        let text = image
-            .as_str()
-            .ok_or_else(|| GatewayError::BadRequest("each image must be a base64 string".into()))?;
-        let text = text.split_once(";base64,").map_or(text, |(_, data)| data);
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))?;
-        request.images.push(bytes);
-    }
-    for text in one_or_many(&body, "text", "texts")? {
-        let text = text
-            .as_str()
-            .ok_or_else(|| GatewayError::BadRequest("each text must be a string".into()))?;
-        request.texts.push(text.to_string());
-    }
-    Ok(request)
+    let body: PredictBody = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::BadRequest(format!(
+            "invalid predict body ({e}): expected {{\"rows\": [{{...}}]}} (or \"instances\"), \
+             {{\"images\": [\"<base64>\"]}} or {{\"texts\": [\"...\"]}}"
+        ))
+    })?;
+    let rows = one_of([
+        ("row", body.row.map(|r| vec![r])),
+        ("rows", body.rows),
+        ("instances", body.instances),
+    ])?;
+    let images = one_of([
+        ("image", body.image.map(|i| vec![i])),
+        ("images", body.images),
+    ])?;
+    let texts = one_of([("text", body.text.map(|t| vec![t])), ("texts", body.texts)])?;
+    let images = images
+        .iter()
+        .map(|text| {
+            let data = text
+                .split_once(";base64,")
+                .map_or(&**text, |(_, data)| data);
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TransformRequest {
+        model: String::new(),
+        rows_json: rows
+            .into_iter()
+            .map(|row| Value::Object(row).to_string())
+            .collect(),
+        images,
+        texts,
+    })
 }
 
 fn bad_multipart(error: impl std::fmt::Display) -> GatewayError {
@@ -209,7 +230,22 @@ mod tests {
         let t =
             transform_from_json(br#"{"rows": [{"user_id": "1"}, {"user_id": "2", "amount": 3}]}"#)
                 .unwrap();
-        assert_eq!(t.rows_json.len(), 2);
+        let rows: Vec<Value> = t
+            .rows_json
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                json!({"user_id": "1"}),
+                json!({"user_id": "2", "amount": 3})
+            ]
+        );
+        let t = transform_from_json(br#"{"instances": [{"x": 1}]}"#).unwrap();
+        assert_eq!(t.rows_json, [r#"{"x":1}"#]);
+        let t = transform_from_json(br#"{"row": {"x": 1}}"#).unwrap();
+        assert_eq!(t.rows_json, [r#"{"x":1}"#]);
         let t = transform_from_json(br#"{"image": "data:image/png;base64,AAEC"}"#).unwrap();
         assert_eq!(t.images, vec![vec![0u8, 1, 2]]);
         let t = transform_from_json(br#"{"texts": ["a", "b"]}"#).unwrap();
@@ -220,6 +256,8 @@ mod tests {
             br#"{"text": "a", "texts": ["b"]}"#,
             br#"{"image": "%%%"}"#,
             br#"{"rows": [1]}"#,
+            br#"{"rows": [{}], "instances": [{}]}"#,
+            br#"{"rows_json": [{}]}"#,
             b"not json",
         ] {
             let err = transform_from_json(bad).unwrap_err();
