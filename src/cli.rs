@@ -32,12 +32,12 @@ pub struct Cli {
     /// Metrics port, 0 for any free port (server.metrics_port).
     #[arg(long)]
     pub metrics_port: Option<u16>,
-    /// Tokio worker threads, 0 for half the cores (server.worker_threads).
+    /// Tokio worker threads; unset: half the cores (server.worker_threads).
     #[arg(long)]
     pub worker_threads: Option<usize>,
-    /// Seconds to drain in-flight requests after SIGTERM (server.shutdown_grace_secs).
+    /// Time to drain in-flight requests after SIGTERM, e.g. 30s (server.shutdown_grace).
     #[arg(long)]
-    pub shutdown_grace_secs: Option<f64>,
+    pub shutdown_grace: Option<String>,
     /// Largest request body in bytes (server.http_max_body_bytes).
     #[arg(long)]
     pub http_max_body_bytes: Option<usize>,
@@ -51,25 +51,26 @@ pub struct Cli {
     /// none | poll | explicit (inference.model_control_mode).
     #[arg(long)]
     pub model_control_mode: Option<String>,
-    /// Seconds between repository scans in poll mode (inference.repository_poll_secs).
+    /// Time between repository scans in poll mode, e.g. 5s (inference.repository_poll_interval).
     #[arg(long)]
-    pub repository_poll_secs: Option<f64>,
+    pub repository_poll_interval: Option<String>,
     /// Model to load at start in explicit mode, repeatable; "*" for all (inference.load_models).
     #[arg(long = "load-model")]
     pub load_models: Vec<String>,
     /// Path of libonnxruntime.so (inference.onnxruntime_library).
     #[arg(long)]
     pub onnxruntime_library: Option<PathBuf>,
-    /// Cores for ONNX Runtime across all instances, 0 for the rest (inference.cpu_threads).
+    /// Cores for ONNX Runtime across all instances; unset: the rest (inference.cpu_threads).
     #[arg(long)]
     pub cpu_threads: Option<usize>,
     /// gRPC endpoint of the registry the inference role follows, when the
     /// registry role is not in this process (registry.endpoint).
     #[arg(long)]
     pub registry_endpoint: Option<String>,
-    /// Seconds between checks of followed aliases, 0 for events only (inference.registry_poll_secs).
+    /// Time between checks of followed aliases, e.g. 30s; 0s for events
+    /// only (inference.registry_poll_interval).
     #[arg(long)]
-    pub registry_poll_secs: Option<f64>,
+    pub registry_poll_interval: Option<String>,
     /// memory | redis: the event bus (events.backend).
     #[arg(long)]
     pub events_backend: Option<String>,
@@ -92,6 +93,25 @@ pub struct Cli {
     /// Log filter such as info or debug (log.level).
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Removed flags: each sets its removed key, whose error names the
+    /// replacement (see mlserve_common's config::removed).
+    #[command(flatten)]
+    pub removed: RemovedFlags,
+}
+
+/// Flags that were replaced by duration flags. Hidden; giving one fails
+/// start-up with an error that names what to use instead.
+#[derive(Debug, clap::Args)]
+pub struct RemovedFlags {
+    /// Replaced by --shutdown-grace.
+    #[arg(long, hide = true)]
+    shutdown_grace_secs: Option<String>,
+    /// Replaced by --repository-poll-interval.
+    #[arg(long, hide = true)]
+    repository_poll_secs: Option<String>,
+    /// Replaced by --registry-poll-interval.
+    #[arg(long, hide = true)]
+    registry_poll_secs: Option<String>,
 }
 
 impl Cli {
@@ -113,16 +133,22 @@ impl Cli {
         set!("server.grpc_port", self.grpc_port);
         set!("server.metrics_port", self.metrics_port);
         set!("server.worker_threads", self.worker_threads);
-        set!("server.shutdown_grace_secs", self.shutdown_grace_secs);
+        set!("server.shutdown_grace", self.shutdown_grace);
         set!("server.http_max_body_bytes", self.http_max_body_bytes);
         set!("server.data_dir", self.data_dir);
         set!("inference.model_repository", self.model_repository);
         set!("inference.model_control_mode", self.model_control_mode);
-        set!("inference.repository_poll_secs", self.repository_poll_secs);
+        set!(
+            "inference.repository_poll_interval",
+            self.repository_poll_interval
+        );
         set!("inference.onnxruntime_library", self.onnxruntime_library);
         set!("inference.cpu_threads", self.cpu_threads);
         set!("registry.endpoint", self.registry_endpoint);
-        set!("inference.registry_poll_secs", self.registry_poll_secs);
+        set!(
+            "inference.registry_poll_interval",
+            self.registry_poll_interval
+        );
         set!("events.backend", self.events_backend);
         set!("log.level", self.log_level);
         set!("gateway.http_port", self.gateway_http_port);
@@ -132,6 +158,18 @@ impl Cli {
         if !self.inference_endpoints.is_empty() {
             f = f.merge(("gateway.inference_endpoints", &self.inference_endpoints));
         }
+        set!(
+            "server.shutdown_grace_secs",
+            self.removed.shutdown_grace_secs
+        );
+        set!(
+            "inference.repository_poll_secs",
+            self.removed.repository_poll_secs
+        );
+        set!(
+            "inference.registry_poll_secs",
+            self.removed.registry_poll_secs
+        );
         if !self.load_models.is_empty() {
             f = f.merge(("inference.load_models", &self.load_models));
         }

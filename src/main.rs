@@ -46,10 +46,10 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = match config.server.worker_threads {
-        0 => (cores / 2).max(1),
-        n => n,
-    };
+    let workers = config
+        .server
+        .worker_threads
+        .map_or((cores / 2).max(1), |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

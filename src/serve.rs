@@ -14,8 +14,6 @@ mod node;
 #[cfg(feature = "registry")]
 mod registry;
 
-use std::time::Duration;
-
 use anyhow::Result;
 use mlserve_common::{Config, Role};
 
@@ -23,15 +21,17 @@ pub use node::Node;
 
 /// Runs `roles` until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<()> {
-    let grace = Duration::from_secs_f64(config.server.shutdown_grace_secs.max(0.0));
+    let grace = config.server.shutdown_grace;
     let mut node = Node::new(config);
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;
     // Services whose roles run in another process, reached over gRPC.
     let grpc = mlserve_proto::rpc::GrpcOptions::default();
-    let endpoint = node.config.registry.endpoint.trim().to_string();
-    if !roles.contains(&Role::Registry) && !endpoint.is_empty() {
+    if let (false, Some(endpoint)) = (
+        roles.contains(&Role::Registry),
+        node.config.registry.endpoint.clone(),
+    ) {
         let remote = mlserve_proto::registry::RegistryClient::connect_lazy(&endpoint, &grpc)
             .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
         node.clients.registry = Some(remote);

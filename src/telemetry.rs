@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use mlserve_common::config::LogConfig;
+use mlserve_common::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber.
@@ -15,12 +15,11 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = match config.format.as_str() {
-        "text" => builder
+    let result = match config.format {
+        LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
-        "json" => builder.json().try_init(),
-        other => return Err(format!("log.format must be text or json, not '{other}'")),
+        LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }

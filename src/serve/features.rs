@@ -34,9 +34,11 @@ pub async fn online_store(settings: &FeaturesConfig) -> Result<Arc<dyn OnlineSto
             RedisStore::connect(mlserve_features::online::RedisOptions {
                 url: settings.redis_url.clone(),
                 prefix: settings.redis_key_prefix.clone(),
-                command_timeout: Duration::from_millis(settings.redis_command_timeout_ms.max(1)),
-                connect_timeout: Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
-                reconnect_delay_ms: settings.redis_reconnect_delay_ms.max(1),
+                command_timeout: settings.redis_command_timeout.max(Duration::from_millis(1)),
+                connect_timeout: settings.redis_connect_timeout.max(Duration::from_millis(1)),
+                reconnect_delay_ms: u32::try_from(settings.redis_reconnect_delay.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
             })
             .await
             .map_err(|e| anyhow::anyhow!("features: {e}"))?,
@@ -62,7 +64,7 @@ pub async fn local(config: &mlserve_common::Config) -> Result<Arc<LocalFeatures>
     let settings = &config.features;
     let options = Options {
         max_entities: settings.max_entities_per_request.max(1),
-        mean_refresh: Duration::from_secs(settings.mean_refresh_secs),
+        mean_refresh: settings.mean_refresh,
         pipelines: configured_pipelines(settings)?,
     };
     let db = database(config).await?;

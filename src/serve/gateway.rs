@@ -46,7 +46,10 @@ pub async fn start(node: &mut Node) -> Result<()> {
 
     let grpc = bind(&host, settings.grpc_port, "gateway-grpc").await?;
     let grpc_addr = grpc.local_addr()?;
-    let service = inference_grpc_server(gateway.router.clone(), settings.max_body_bytes);
+    let service = inference_grpc_server(
+        gateway.router.clone(),
+        node.config.server.http_max_body_bytes,
+    );
     let signal = node.shutdown.signal();
     let layer = GatewayLayer::new(gateway.clone());
     // grpc.health.v1 on the gateway's own port too (probes, load balancers):

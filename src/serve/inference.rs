@@ -24,11 +24,7 @@ use super::Node;
 pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     let settings = node.config.inference.clone();
     let server = node.config.server.clone();
-    let cpu_threads = if settings.cpu_threads == 0 {
-        ort_cores
-    } else {
-        settings.cpu_threads
-    };
+    let cpu_threads = settings.cpu_threads.map_or(ort_cores, |n| n.get());
     let library = settings.onnxruntime_library.as_deref();
     let env = mlserve_inference::ort_env::environment(library, cpu_threads)
         .map_err(anyhow::Error::msg)?;
@@ -87,7 +83,9 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
 
     let mode = settings.model_control_mode;
     let load_models = settings.load_models.clone();
-    let poll_every = Duration::from_secs_f64(settings.repository_poll_secs.max(0.05));
+    let poll_every = settings
+        .repository_poll_interval
+        .max(Duration::from_millis(50));
     let signal = node.shutdown.signal();
     tokio::spawn(async move {
         let loader = manager.clone();
@@ -108,10 +106,9 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
             .await;
         tracing::info!(models = ?manager.loaded_models(), "server ready");
         if let Some((follower, _subscription)) = follower {
-            let every = settings.registry_poll_secs;
-            if every > 0.0 {
-                let poller =
-                    follower.poll(Duration::from_secs_f64(every.max(0.05)), signal.clone());
+            let every = settings.registry_poll_interval;
+            if !every.is_zero() {
+                let poller = follower.poll(every.max(Duration::from_millis(50)), signal.clone());
                 tokio::spawn(poller);
             }
             if mode != ModelControlMode::Poll {
@@ -154,11 +151,10 @@ async fn follower(
             "inference.models needs the registry: run the registry role in this process or set registry.endpoint"
         );
     };
-    let cache_dir = if settings.artifact_cache_dir.as_os_str().is_empty() {
-        node.config.server.data_dir.join("cache")
-    } else {
-        settings.artifact_cache_dir.clone()
-    };
+    let cache_dir = settings
+        .artifact_cache_dir
+        .clone()
+        .unwrap_or_else(|| node.config.server.data_dir.join("cache"));
     let follower = Arc::new(
         Follower::new(
             manager.clone(),

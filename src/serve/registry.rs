@@ -3,7 +3,6 @@
 //! node's bus, the orphan collector, and the local client for other roles.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mlserve_common::{db, Database};
@@ -19,9 +18,9 @@ use super::Node;
 pub async fn start(node: &mut Node) -> Result<()> {
     let settings = node.config.registry.clone();
     let data_dir = node.config.server.data_dir.clone();
-    let url = match settings.database_url.trim() {
-        "" => db::default_url(&data_dir),
-        url => url.to_string(),
+    let url = match &settings.database_url {
+        Some(url) => url.clone(),
+        None => db::default_url(&data_dir),
     };
     let database = Database::connect(&url)
         .await
@@ -33,13 +32,15 @@ pub async fn start(node: &mut Node) -> Result<()> {
         max_bytes: settings.max_upload_bytes,
         max_files: settings.max_files_per_version.max(1),
     };
-    let local = Arc::new(LocalRegistry::new(
-        Store::new(database),
-        artifacts,
-        Some(node.events.clone()),
-        limits,
-        settings.fault,
-    ));
+    let local = Arc::new(
+        LocalRegistry::new(
+            Store::new(database),
+            artifacts,
+            Some(node.events.clone()),
+            limits,
+        )
+        .with_test_hooks(&settings),
+    );
     let client = RegistryClient::from_arc(local.clone());
     node.metrics
         .register_collector(Box::new(local.metrics().clone()));
@@ -49,19 +50,19 @@ pub async fn start(node: &mut Node) -> Result<()> {
     node.grpc
         .add_service(registry_grpc_server(local.clone(), max_message_bytes));
 
-    let grace = Duration::from_secs_f64(settings.gc_grace_secs.max(0.0));
-    let every = settings.gc_interval_secs;
+    let grace = settings.gc_grace;
+    let every = settings.gc_interval;
     let signal = node.shutdown.signal();
     tokio::spawn(async move {
         loop {
             if let Err(err) = local.collect_garbage(grace).await {
                 tracing::warn!(error = %err, "registry orphan collection failed");
             }
-            if every <= 0.0 {
+            if every.is_zero() {
                 return;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs_f64(every)) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = signal.clone().wait() => return,
             }
         }

@@ -62,3 +62,31 @@ def test_missing_model_repository_is_an_error(tmp_path):
                  "--grpc-port", "0", "--metrics-port", "0")
     assert result.returncode != 0
     assert "is not a directory" in result.stderr
+
+
+def test_a_removed_key_names_its_replacement(tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text('[gateway]\nfeatures_endpoint = "http://f:8001"\n')
+    result = run("--config", str(config))
+    assert result.returncode != 0
+    assert "gateway.features_endpoint was removed" in result.stderr
+    assert "features.endpoint" in result.stderr
+    result = run(env_extra={"MLSERVE_GATEWAY__MAX_BODY_BYTES": "10"})
+    assert result.returncode != 0
+    assert "server.http_max_body_bytes" in result.stderr
+
+
+def test_a_removed_flag_names_its_replacement():
+    result = run("--shutdown-grace-secs", "5")
+    assert result.returncode != 0
+    assert "server.shutdown_grace_secs was removed" in result.stderr
+    assert "server.shutdown_grace instead" in result.stderr
+
+
+def test_durations_need_a_unit():
+    result = run(env_extra={"MLSERVE_SERVER__SHUTDOWN_GRACE": "30"})
+    assert result.returncode != 0
+    assert 'a duration needs a unit: write "30s"' in result.stderr
+    result = run("--shutdown-grace", "1m 30s", "config")
+    assert result.returncode == 0, result.stderr
+    assert '"shutdown_grace": "1m 30s"' in result.stdout

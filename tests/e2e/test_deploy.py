@@ -69,6 +69,7 @@ def test_configmap_is_accepted_by_the_binary(tmp_path):
     assert effective["features"]["online_store"] == "redis"
     assert effective["events"]["backend"] == "redis"
     assert effective["registry"]["endpoint"] == "http://mlserve-registry:8001"
+    assert effective["features"]["endpoint"] == "http://mlserve-features:8001"
 
 
 def test_autoscaler_metric_is_one_the_binary_exports():

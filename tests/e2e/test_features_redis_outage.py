@@ -20,8 +20,8 @@ def test_lookups_survive_a_redis_outage(tmp_path):
         server = features_server(tmp_path, env={
             "MLSERVE_FEATURES__ONLINE_STORE": "redis",
             "MLSERVE_FEATURES__REDIS_URL": f"redis://127.0.0.1:{redis.port}",
-            "MLSERVE_FEATURES__REDIS_COMMAND_TIMEOUT_MS": str(COMMAND_TIMEOUT_MS),
-            "MLSERVE_FEATURES__REDIS_RECONNECT_DELAY_MS": "100",
+            "MLSERVE_FEATURES__REDIS_COMMAND_TIMEOUT": f"{COMMAND_TIMEOUT_MS}ms",
+            "MLSERVE_FEATURES__REDIS_RECONNECT_DELAY": "100ms",
         })
         port = server.http_port
         ok(post(port, "/v1/features/apply", apply_json(port)))

@@ -44,7 +44,7 @@ def gateway_repo(models_repo, tmp_path_factory):
 @pytest.fixture(scope="module", params=TOPOLOGIES)
 def topo(request, gateway_repo, tmp_path_factory):
     env = {"MLSERVE_GATEWAY__JWT__HS256_SECRET": JWT_SECRET,
-           "MLSERVE_GATEWAY__MAX_BODY_BYTES": str(MAX_BODY)}
+           "MLSERVE_SERVER__HTTP_MAX_BODY_BYTES": str(MAX_BODY)}
     t = start_topology(request.param, gateway_repo, tmp_path_factory.mktemp("gw_data"),
                        "--auth", "on", env=env)
     yield t

@@ -56,7 +56,7 @@ def queue_depth(s, model):
 # ------------------------------------------------------------- (a) polling
 def test_poll_switches_to_new_version_without_failures(models_repo, tmp_path, make_server):
     repo = copy_models(models_repo, tmp_path / "repo", ["simple"])
-    s = make_server(repo, "--model-control-mode", "poll", "--repository-poll-secs", "0.5")
+    s = make_server(repo, "--model-control-mode", "poll", "--repository-poll-interval", "500ms")
     stop = threading.Event()
     lock = threading.Lock()
     failures, seen = [], {"1": 0, "2": 0}
@@ -111,7 +111,7 @@ def test_poll_switches_to_new_version_without_failures(models_repo, tmp_path, ma
 
 def test_poll_adds_and_removes_models(models_repo, tmp_path, make_server):
     repo = copy_models(models_repo, tmp_path / "repo", ["simple"])
-    s = make_server(repo, "--model-control-mode", "poll", "--repository-poll-secs", "0.5")
+    s = make_server(repo, "--model-control-mode", "poll", "--repository-poll-interval", "500ms")
     assert get(s.http_port, "/v2/models/identity_int32/ready").status != 200
     copy_models(models_repo, tmp_path / "stage", ["identity_int32"])
     os.rename(tmp_path / "stage" / "identity_int32", repo / "identity_int32")
@@ -132,7 +132,7 @@ def test_poll_adds_and_removes_models(models_repo, tmp_path, make_server):
 def test_sigterm_finishes_in_flight_requests(models_repo, tmp_path, make_server):
     repo = copy_models(models_repo, tmp_path / "repo", ["slow", "simple"])
     grace = 30
-    s = make_server(repo, "--shutdown-grace-secs", str(grace))
+    s = make_server(repo, "--shutdown-grace", f"{grace}s")
     doc, x = slow_request(seed=1, batch=4)  # one full batch per request: long in flight
     expected = ort_reference(repo, "slow", {"INPUT0": x})["OUTPUT0"]
 
@@ -187,7 +187,7 @@ def test_sigterm_finishes_in_flight_requests(models_repo, tmp_path, make_server)
 
 
 def test_sigterm_idle_server_exits_zero(models_repo, tmp_path, make_server):
-    s = make_server(copy_models(models_repo, tmp_path / "repo", ["simple"]), "--shutdown-grace-secs", "10")
+    s = make_server(copy_models(models_repo, tmp_path / "repo", ["simple"]), "--shutdown-grace", "10s")
     s.sigterm()
     assert s.wait(timeout=20) == 0, s.describe(40)
     with pytest.raises(ConnectionError):

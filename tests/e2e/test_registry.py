@@ -352,7 +352,7 @@ def test_a_crash_between_write_and_commit_leaves_no_version_and_the_orphan_is_co
     written = backend.objects()
     assert len(written) == 2, written
 
-    restarted = backend.start(env={"MLSERVE_REGISTRY__GC_GRACE_SECS": "0"})
+    restarted = backend.start(env={"MLSERVE_REGISTRY__GC_GRACE": "0s"})
     try:
         port = restarted.http_port
         assert versions(port, "m") == []

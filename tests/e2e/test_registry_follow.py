@@ -3,7 +3,7 @@ process with the in-process event bus; split registry and inference
 processes with events over Redis Streams), a corrupted artifact refused while
 the old version keeps serving, and a restart that reuses the artifact cache.
 
-Polling is off in these servers (`registry_poll_secs = 0`), so every swap
+Polling is off in these servers (`registry_poll_interval = "0s"`), so every swap
 here is driven by an alias-moved event."""
 
 import json
@@ -67,24 +67,30 @@ def registry_set_alias(port, name, alias, version):
 
 
 # ------------------------------------------------------------------ servers
-def write_config(path, data_dir, events, registry_endpoint="", poll_secs=0.0):
+def duration(secs):
+    """A configuration duration ("200ms") of `secs` seconds."""
+    return f"{round(secs * 1000)}ms"
+
+
+def write_config(path, data_dir, events, registry_endpoint=None, poll_secs=0.0):
     """A config file following MODEL's production alias (polling off by default)."""
     lines = ["[server]", f'data_dir = "{data_dir}"', "", "[inference]",
              f'models = [{{ name = "{MODEL}", source = "registry", alias = "production" }}]',
-             f"registry_poll_secs = {poll_secs}", "",
-             "[registry]", f'endpoint = "{registry_endpoint}"', "",
-             "[events]"]
+             f'registry_poll_interval = "{duration(poll_secs)}"', ""]
+    if registry_endpoint:
+        lines += ["[registry]", f'endpoint = "{registry_endpoint}"', ""]
+    lines += ["[events]"]
     lines += [f'{k} = {json.dumps(v)}' for k, v in events.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def memory_events():
-    return {"backend": "memory", "retry_secs": 0.2}
+    return {"backend": "memory", "retry_delay": "200ms"}
 
 
 def redis_events():
-    return {"backend": "redis", "redis_url": REDIS_URL, "retry_secs": 0.2, "block_ms": 200,
+    return {"backend": "redis", "redis_url": REDIS_URL, "retry_delay": "200ms", "block": "200ms",
             "stream_prefix": f"mlserve-e2e:{uuid.uuid4().hex}:"}
 
 
@@ -268,7 +274,7 @@ def split(tmp_path, events, poll_secs=0.0):
         return registry, start_server(
             repo, "--config", inf_config, "--role", "inference",
             "--registry-endpoint", f"http://127.0.0.1:{registry.grpc_port}",
-            "--registry-poll-secs", str(poll_secs))
+            "--registry-poll-interval", duration(poll_secs))
     except BaseException:
         registry.stop()
         raise

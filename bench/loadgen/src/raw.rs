@@ -68,7 +68,7 @@ pub fn run(plan: &RawPlan, label: String, show_progress: bool) -> Result<(Record
         device_id: 0,
         intra_op_threads: 0,
         inter_op_threads: 1,
-        optimization_level: "all".into(),
+        optimization_level: mlserve_inference::graph_level::GraphOptimizationLevel::All,
     };
     let mut session = open_session(environment, &plan.model_file, &options)
         .map_err(|e| anyhow!("cannot load {}: {e}", plan.model_file.display()))?;

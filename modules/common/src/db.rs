@@ -169,7 +169,8 @@ fn create_sqlite_directory(url: &str) -> Result<(), DbError> {
 /// Test databases: a fresh SQLite file, or a fresh schema in the PostgreSQL
 /// `test` database on this machine (`MLSERVE_TEST_POSTGRES_URL` overrides
 /// `postgres://postgres@127.0.0.1:5432/test`). Each call is isolated from the
-/// others, so tests can run in parallel.
+/// others, so tests can run in parallel. Only with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::*;
 

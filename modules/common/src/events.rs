@@ -7,7 +7,7 @@
 //!   group per subscriber, acknowledged after the handler succeeds.
 //!
 //! Delivery is at-least-once in both: a handler that fails sees its event
-//! again after `events.retry_secs`, so handlers must be idempotent (the
+//! again after `events.retry_delay`, so handlers must be idempotent (the
 //! inference role re-resolves the alias on every event, for instance). Each
 //! consumer group receives every event of its topic once it exists; events
 //! published before a group was created are not replayed to it.
@@ -221,13 +221,15 @@ pub fn default_consumer_name() -> String {
 
 /// The consumer name `config` sets, or [`default_consumer_name`].
 pub fn consumer_name(config: &EventsConfig) -> String {
-    if config.consumer.trim().is_empty() {
-        default_consumer_name()
-    } else {
-        config.consumer.trim().to_string()
+    match config.consumer.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => default_consumer_name(),
     }
 }
 
 fn retry_delay(config: &EventsConfig) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(config.retry_secs.clamp(0.01, 3600.0))
+    config.retry_delay.clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(3600),
+    )
 }

@@ -41,12 +41,22 @@ pub struct Gateway {
     pub pipelines: Pipelines,
     /// The `[gateway]` settings.
     pub settings: GatewayConfig,
+    /// Largest request body in bytes (`server.http_max_body_bytes`, the
+    /// same limit as the node's listeners): 413 above it.
+    pub max_body_bytes: usize,
 }
 
 impl Gateway {
     /// The deadline of a request that names none.
     pub fn default_timeout(&self) -> Duration {
-        Duration::from_millis(self.settings.default_timeout_ms.max(1))
+        self.settings.default_timeout.max(Duration::from_millis(1))
+    }
+
+    /// `Retry-After` of a shed (503) response in whole seconds, rounded up
+    /// and at least one.
+    pub fn retry_after_secs(&self) -> u64 {
+        let after = self.settings.retry_after;
+        (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)
     }
 
     /// Builds the gateway of `config`. `local` is the in-process inference
@@ -64,8 +74,8 @@ impl Gateway {
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
         let options = EndpointOptions {
-            connect_timeout: Duration::from_secs_f64(settings.connect_timeout_secs.max(0.01)),
-            eject_for: Duration::from_secs_f64(settings.eject_secs.max(0.0)),
+            connect_timeout: settings.connect_timeout.max(Duration::from_millis(10)),
+            eject_for: settings.eject_for,
             max_concurrency: settings.max_concurrency_per_endpoint.max(1),
         };
         let targets = settings
@@ -88,8 +98,12 @@ impl Gateway {
             set.replace(&resolve(&targets).await);
             set
         };
-        let health_every = Duration::from_secs_f64(settings.health_check_secs.max(0.05));
-        let dns_every = Duration::from_secs_f64(settings.dns_refresh_secs.max(0.1));
+        let health_every = settings
+            .health_check_interval
+            .max(Duration::from_millis(50));
+        let dns_every = settings
+            .dns_refresh_interval
+            .max(Duration::from_millis(100));
         tokio::spawn(maintain(
             endpoints.clone(),
             targets,
@@ -103,7 +117,7 @@ impl Gateway {
         let router = Arc::new(RoutingInference::new(
             endpoints,
             canary.clone(),
-            Duration::from_millis(settings.default_timeout_ms.max(1)),
+            settings.default_timeout.max(Duration::from_millis(1)),
             settings.max_retries,
             metrics.clone(),
         ));
@@ -135,6 +149,7 @@ impl Gateway {
             limiter,
             metrics,
             settings,
+            max_body_bytes: config.server.http_max_body_bytes,
         })
     }
 }

@@ -28,7 +28,7 @@ const PUBLIC: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 /// The gateway's HTTP routes (no fallbacks; the caller adds them).
 pub fn routes(gateway: Arc<Gateway>) -> Router {
     let options = HttpOptions {
-        max_body_bytes: gateway.settings.max_body_bytes,
+        max_body_bytes: gateway.max_body_bytes,
     };
     let admin = Router::new()
         .route(
@@ -136,7 +136,7 @@ fn finish(gateway: &Gateway, mut response: Response) -> Response {
     if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
         headers.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(gateway.settings.retry_after_secs),
+            HeaderValue::from(gateway.retry_after_secs()),
         );
     }
     response

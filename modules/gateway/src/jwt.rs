@@ -32,7 +32,7 @@ fn unauthenticated(message: impl Into<String>) -> GatewayError {
 /// The checks for tokens signed with `alg`, from the configuration.
 fn validation(alg: Algorithm, config: &JwtConfig) -> Validation {
     let mut validation = Validation::new(alg);
-    validation.leeway = config.leeway_secs;
+    validation.leeway = config.leeway.as_secs();
     validation.validate_nbf = true;
     let mut required = vec!["exp"];
     if let Some(issuer) = &config.issuer {

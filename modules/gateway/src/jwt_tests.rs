@@ -90,7 +90,7 @@ fn hs256_valid_expired_early_and_forged() {
 fn leeway_issuer_and_audience() {
     let now = now();
     let v = verifier(JwtConfig {
-        leeway_secs: 10,
+        leeway: std::time::Duration::from_secs(10),
         issuer: Some("idp".into()),
         audience: Some("mlserve".into()),
         ..hs_config()

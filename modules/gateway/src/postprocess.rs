@@ -2,7 +2,7 @@
 //! and top-k with labels, top-k over probabilities, a regression value, or an
 //! L2-normalised embedding.
 
-use mlserve_common::config::PipelineConfig;
+use mlserve_common::config::{PipelineConfig, Postprocess};
 use mlserve_proto::pb;
 use serde_json::{json, Value};
 
@@ -125,20 +125,20 @@ fn softmax(logits: &[f64]) -> Vec<f64> {
 /// The predictions, one JSON value per batch row.
 pub fn postprocess(pipeline: &PipelineConfig, output: &Output) -> Result<Vec<Value>, GatewayError> {
     let each = |f: &dyn Fn(&[f64]) -> Value| output.rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    Ok(match pipeline.postprocess.as_str() {
-        "softmax_topk" => each(&|row| top_k(pipeline, &softmax(row))),
-        "probabilities_topk" => each(&|row| top_k(pipeline, row)),
-        "regression" => each(&|row| json!({ "value": row.first().copied().unwrap_or(f64::NAN) })),
-        "embedding" => each(&|row| {
+    Ok(match pipeline.postprocess {
+        Postprocess::SoftmaxTopk => each(&|row| top_k(pipeline, &softmax(row))),
+        Postprocess::ProbabilitiesTopk => each(&|row| top_k(pipeline, row)),
+        Postprocess::Regression => {
+            each(&|row| json!({ "value": row.first().copied().unwrap_or(f64::NAN) }))
+        }
+        Postprocess::Embedding => each(&|row| {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let scaled: Vec<f64> = row.iter().map(|v| if norm > 0.0 { v / norm } else { 0.0 }).collect();
+            let scaled: Vec<f64> = row
+                .iter()
+                .map(|v| if norm > 0.0 { v / norm } else { 0.0 })
+                .collect();
             json!({ "embedding": scaled })
         }),
-        other => {
-            return Err(GatewayError::Internal(format!(
-                "unknown postprocess '{other}': use softmax_topk, probabilities_topk, regression or embedding"
-            )))
-        }
     })
 }
 
@@ -146,12 +146,12 @@ pub fn postprocess(pipeline: &PipelineConfig, output: &Output) -> Result<Vec<Val
 mod tests {
     use super::*;
 
-    fn pipeline(kind: &str, k: usize, labels: &[&str]) -> PipelineConfig {
+    fn pipeline(kind: Postprocess, k: usize, labels: &[&str]) -> PipelineConfig {
         PipelineConfig {
-            postprocess: kind.into(),
+            output: None,
+            postprocess: kind,
             top_k: k,
             labels: labels.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
         }
     }
 
@@ -160,7 +160,11 @@ mod tests {
         let out = Output {
             rows: vec![vec![1.0, 3.0, 2.0]],
         };
-        let p = postprocess(&pipeline("softmax_topk", 2, &["cat", "dog", "fox"]), &out).unwrap();
+        let p = postprocess(
+            &pipeline(Postprocess::SoftmaxTopk, 2, &["cat", "dog", "fox"]),
+            &out,
+        )
+        .unwrap();
         let top = p[0]["top_k"].as_array().unwrap();
         assert_eq!(top.len(), 2);
         assert_eq!(top[0]["label"], "dog");
@@ -175,12 +179,15 @@ mod tests {
         let out = Output {
             rows: vec![vec![3.0, 4.0], vec![0.0, 0.0]],
         };
-        let e = postprocess(&pipeline("embedding", 0, &[]), &out).unwrap();
+        let e = postprocess(&pipeline(Postprocess::Embedding, 0, &[]), &out).unwrap();
         assert_eq!(e[0]["embedding"], json!([0.6, 0.8]));
         assert_eq!(e[1]["embedding"], json!([0.0, 0.0]));
-        let r = postprocess(&pipeline("regression", 0, &[]), &out).unwrap();
+        let r = postprocess(&pipeline(Postprocess::Regression, 0, &[]), &out).unwrap();
         assert_eq!(r[0]["value"], 3.0);
-        assert!(postprocess(&pipeline("bogus", 0, &[]), &out).is_err());
+        let bogus = serde_json::from_str::<PipelineConfig>(r#"{"postprocess": "bogus"}"#);
+        let message = bogus.unwrap_err().to_string();
+        assert!(message.contains("unknown variant `bogus`"), "{message}");
+        assert!(message.contains("softmax_topk"), "{message}");
     }
 
     #[test]

@@ -53,10 +53,8 @@ async fn run(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Value, GatewayError> {
-    if body.len() > gateway.settings.max_body_bytes {
-        return Err(GatewayError::PayloadTooLarge(
-            gateway.settings.max_body_bytes,
-        ));
+    if body.len() > gateway.max_body_bytes {
+        return Err(GatewayError::PayloadTooLarge(gateway.max_body_bytes));
     }
     let pipeline = &gateway.pipelines.get(model).await?;
     let features = gateway.features.as_ref().ok_or_else(|| {

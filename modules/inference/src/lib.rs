@@ -6,6 +6,7 @@ pub mod error;
 pub mod follow;
 mod follow_error;
 pub mod follow_metrics;
+pub mod graph_level;
 pub mod manager;
 pub mod metrics;
 pub mod model_config;

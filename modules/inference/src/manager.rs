@@ -13,6 +13,7 @@ use mlserve_common::config::ModelControlMode;
 use ort::environment::Environment;
 
 use crate::error::{InferenceError, Result};
+use crate::graph_level::GraphOptimizationLevel;
 use crate::model_config::{resolve, ModelConfigFile, ModelSpec};
 use crate::ort_runner::{open_session, signature, OrtRunner, SessionOptions};
 use crate::repository::{
@@ -318,7 +319,11 @@ impl ModelManager {
         stamp: VersionStamp,
     ) -> Result<ServedVersion> {
         let path = model_file(dir, version, config.model_filename());
-        let probe = open_session(self.env, &path, &self.session_options(0, 0, "all"))?;
+        let probe = open_session(
+            self.env,
+            &path,
+            &self.session_options(0, 0, GraphOptimizationLevel::All),
+        )?;
         let spec = Arc::new(resolve(
             name,
             config,
@@ -334,7 +339,7 @@ impl ModelManager {
                 let mut options = self.session_options(
                     intra,
                     spec.inter_op_threads,
-                    &spec.graph_optimization_level,
+                    spec.graph_optimization_level,
                 );
                 options.kind = *kind;
                 options.device_id = if gpus.is_empty() {
@@ -365,13 +370,18 @@ impl ModelManager {
         })
     }
 
-    fn session_options(&self, intra: usize, inter: usize, level: &str) -> SessionOptions {
+    fn session_options(
+        &self,
+        intra: usize,
+        inter: usize,
+        level: GraphOptimizationLevel,
+    ) -> SessionOptions {
         SessionOptions {
             kind: crate::model_config::InstanceKind::Cpu,
             device_id: 0,
             intra_op_threads: intra,
             inter_op_threads: inter.max(1),
-            optimization_level: level.to_string(),
+            optimization_level: level,
         }
     }
 

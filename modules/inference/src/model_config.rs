@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{InferenceError, Result};
+use crate::graph_level::GraphOptimizationLevel;
 use mlserve_common::DataType;
 
 /// `config.toml` as written by users. Every section is optional.
@@ -162,7 +163,7 @@ pub struct OptimizationConfig {
     /// Inter-op threads per instance (default 1).
     pub inter_op_threads: usize,
     /// disable | basic | extended | all (default all).
-    pub graph_optimization_level: Option<String>,
+    pub graph_optimization_level: Option<GraphOptimizationLevel>,
 }
 
 /// Where an instance runs.
@@ -237,8 +238,8 @@ pub struct ModelSpec {
     pub intra_op_threads: usize,
     /// Inter-op threads per instance.
     pub inter_op_threads: usize,
-    /// Graph optimization level name.
-    pub graph_optimization_level: String,
+    /// How much ONNX Runtime optimizes the graph.
+    pub graph_optimization_level: GraphOptimizationLevel,
     /// Model file name inside the version directory.
     pub model_filename: String,
 }
@@ -364,14 +365,7 @@ pub fn resolve(
         instance_groups.push((InstanceKind::Cpu, 1, Vec::new()));
     }
     let optimization = file.optimization.clone().unwrap_or_default();
-    let level = optimization
-        .graph_optimization_level
-        .unwrap_or_else(|| "all".into());
-    if !["disable", "basic", "extended", "all"].contains(&level.as_str()) {
-        return Err(bad(format!(
-            "graph_optimization_level '{level}' is not one of disable, basic, extended, all"
-        )));
-    }
+    let level = optimization.graph_optimization_level.unwrap_or_default();
     Ok(ModelSpec {
         name: name.to_string(),
         max_batch_size,

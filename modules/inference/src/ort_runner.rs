@@ -6,11 +6,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use ort::environment::Environment;
 use ort::ep;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType, ValueType};
 
 use crate::error::{InferenceError, Result};
+use crate::graph_level::GraphOptimizationLevel;
 use crate::model_config::{InstanceKind, ModelSpec, OnnxSignature};
 use crate::scheduler::ModelRunner;
 use crate::stats::BatchTimings;
@@ -30,8 +30,8 @@ pub struct SessionOptions {
     pub intra_op_threads: usize,
     /// Inter-op threads.
     pub inter_op_threads: usize,
-    /// disable | basic | extended | all.
-    pub optimization_level: String,
+    /// How much ONNX Runtime optimizes the graph.
+    pub optimization_level: GraphOptimizationLevel,
 }
 
 /// Opens a session on `path`. A GPU instance asks for CUDA (with TensorRT
@@ -67,15 +67,9 @@ fn build_session(
     let fail = |e: ort::Error<ort::session::builder::SessionBuilder>| {
         InferenceError::InvalidModel(e.to_string())
     };
-    let level = match options.optimization_level.as_str() {
-        "disable" => GraphOptimizationLevel::Disable,
-        "basic" => GraphOptimizationLevel::Level1,
-        "extended" => GraphOptimizationLevel::Level2,
-        _ => GraphOptimizationLevel::Level3,
-    };
     let mut builder = Session::builder(env)
         .map_err(|e| InferenceError::Backend(e.to_string()))?
-        .with_optimization_level(level)
+        .with_optimization_level(options.optimization_level.to_ort())
         .map_err(fail)?;
     if options.intra_op_threads > 0 {
         builder = builder

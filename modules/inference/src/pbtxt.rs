@@ -345,12 +345,8 @@ mod tests {
             })
         );
         assert_eq!(
-            config
-                .optimization
-                .unwrap()
-                .graph_optimization_level
-                .as_deref(),
-            Some("extended")
+            config.optimization.unwrap().graph_optimization_level,
+            Some(crate::graph_level::GraphOptimizationLevel::Extended)
         );
     }
 

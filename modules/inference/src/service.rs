@@ -178,12 +178,7 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
         }),
         optimization: Some(pb::ModelOptimizationPolicy {
             graph: Some(pb::model_optimization_policy::Graph {
-                level: match spec.graph_optimization_level.as_str() {
-                    "disable" => -1,
-                    "basic" => 1,
-                    "extended" => 2,
-                    _ => 0,
-                },
+                level: spec.graph_optimization_level.triton_level(),
             }),
         }),
         parameters: Default::default(),

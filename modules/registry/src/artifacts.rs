@@ -81,17 +81,20 @@ impl Artifacts {
                 Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
             }
             ArtifactBackend::S3 => {
-                if config.s3_bucket.trim().is_empty() {
-                    return Err(RegistryError::Invalid(
-                        "registry.s3_bucket must be set for the s3 artifact backend".into(),
-                    ));
-                }
+                let bucket = match config.s3_bucket.as_deref().map(str::trim) {
+                    Some(bucket) if !bucket.is_empty() => bucket,
+                    _ => {
+                        return Err(RegistryError::Invalid(
+                            "registry.s3_bucket must be set for the s3 artifact backend".into(),
+                        ))
+                    }
+                };
                 let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(&config.s3_bucket)
+                    .with_bucket_name(bucket)
                     .with_region(&config.s3_region)
                     .with_allow_http(config.s3_allow_http);
-                if !config.s3_endpoint.trim().is_empty() {
-                    builder = builder.with_endpoint(&config.s3_endpoint);
+                if let Some(endpoint) = &config.s3_endpoint {
+                    builder = builder.with_endpoint(endpoint);
                 }
                 Arc::new(builder.build()?)
             }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mlserve_common::config::RegistryConfig;
+#[cfg(feature = "testing")]
 use mlserve_common::config::RegistryFault;
 use mlserve_common::events::{Event, EventBus};
 use mlserve_proto::registry::{
@@ -28,6 +30,8 @@ pub struct LocalRegistry {
     artifacts: Artifacts,
     events: Option<Arc<dyn EventBus>>,
     limits: Limits,
+    /// Test-only fault injection (`registry.fault`), in `testing` builds.
+    #[cfg(feature = "testing")]
     fault: RegistryFault,
     metrics: Arc<RegistryMetrics>,
 }
@@ -78,16 +82,28 @@ impl LocalRegistry {
         artifacts: Artifacts,
         events: Option<Arc<dyn EventBus>>,
         limits: Limits,
-        fault: RegistryFault,
     ) -> LocalRegistry {
         LocalRegistry {
             store,
             artifacts,
             events,
             limits,
-            fault,
+            #[cfg(feature = "testing")]
+            fault: RegistryFault::None,
             metrics: Arc::default(),
         }
+    }
+
+    /// Takes the test-only hooks of `config` (`registry.fault`) in builds
+    /// with the `testing` feature; a shipped build has none and this does
+    /// nothing.
+    #[cfg_attr(not(feature = "testing"), allow(unused_mut, unused_variables))]
+    pub fn with_test_hooks(mut self, config: &RegistryConfig) -> LocalRegistry {
+        #[cfg(feature = "testing")]
+        {
+            self.fault = config.fault;
+        }
+        self
     }
 
     /// The SQL store.
@@ -191,6 +207,7 @@ impl LocalRegistry {
         let received = upload.receive(files).await;
         let outcome = match received {
             Ok(rows) => {
+                #[cfg(feature = "testing")]
                 if self.fault == RegistryFault::CrashBeforeCommit {
                     tracing::error!(model = %name, version = pending.version, "fault injection: crashing between artifact write and commit");
                     std::process::abort();

@@ -123,7 +123,7 @@ async fn the_collector_fails_abandoned_uploads_and_deletes_their_objects() {
 
 #[tokio::test]
 async fn versions_and_alias_moves_are_published_on_the_bus() {
-    use mlserve_common::config::{EventsConfig, RegistryFault};
+    use mlserve_common::config::EventsConfig;
     use mlserve_common::events::{handler, memory::MemoryBus, Event, EventBus, MODELS_TOPIC};
 
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(&EventsConfig::default()));
@@ -150,7 +150,6 @@ async fn versions_and_alias_moves_are_published_on_the_bus() {
         artifacts,
         Some(bus),
         crate::testing::TEST_LIMITS,
-        RegistryFault::None,
     );
     let client = RegistryClient::local(registry);
     client

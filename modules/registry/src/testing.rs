@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlserve_common::config::{RegistryConfig, RegistryFault};
+use mlserve_common::config::RegistryConfig;
 use mlserve_common::db::testing;
 use mlserve_proto::CallContext;
 
@@ -136,7 +136,6 @@ fn registry_over(db: mlserve_common::Database, artifacts: &Artifacts) -> Arc<Loc
         artifacts.clone(),
         None,
         TEST_LIMITS,
-        RegistryFault::None,
     ))
 }
 

@@ -1,6 +1,10 @@
 //! The event bus (alias moves, model versions, data arrival): configuration section `[events]`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use super::duration;
 
 /// Where events travel.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,17 +31,21 @@ pub struct EventsConfig {
     pub stream_prefix: String,
     /// Approximate length each stream is trimmed to on publish (`MAXLEN ~`).
     pub max_len: u64,
-    /// Consumer name of this process inside its groups; empty means
+    /// Consumer name of this process inside its groups; unset means
     /// `<hostname>-<pid>`.
-    pub consumer: String,
-    /// Milliseconds one blocking read waits for new events.
-    pub block_ms: u64,
-    /// Seconds after which an event delivered to a consumer of the same group
-    /// but never acknowledged (that consumer died) is claimed and redelivered.
-    pub claim_idle_secs: f64,
-    /// Seconds before an event whose handler failed is delivered again, and
+    pub consumer: Option<String>,
+    /// How long one blocking read waits for new events.
+    #[serde(with = "duration")]
+    pub block: Duration,
+    /// Idle time after which an event delivered to a consumer of the same
+    /// group but never acknowledged (that consumer died) is claimed and
+    /// redelivered.
+    #[serde(with = "duration")]
+    pub claim_idle: Duration,
+    /// Delay before an event whose handler failed is delivered again, and
     /// between reconnection attempts.
-    pub retry_secs: f64,
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
 }
 
 impl Default for EventsConfig {
@@ -47,10 +55,10 @@ impl Default for EventsConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             stream_prefix: "mlserve:events:".into(),
             max_len: 10_000,
-            consumer: String::new(),
-            block_ms: 2_000,
-            claim_idle_secs: 30.0,
-            retry_secs: 1.0,
+            consumer: None,
+            block: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
         }
     }
 }

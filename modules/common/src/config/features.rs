@@ -1,8 +1,11 @@
 //! The features role: configuration section `[features]`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::duration;
 
 /// Which online store serves get-online-features.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -28,20 +31,25 @@ pub struct FeaturesConfig {
     pub redis_url: String,
     /// Prefix of every online-store key in Redis.
     pub redis_key_prefix: String,
-    /// Milliseconds a Redis command may take (queued while reconnecting
+    /// How long a Redis command may take (queued while reconnecting
     /// included) before the lookup fails with 503.
-    pub redis_command_timeout_ms: u64,
-    /// Milliseconds to wait for a Redis connection to open.
-    pub redis_connect_timeout_ms: u64,
-    /// Milliseconds between reconnection attempts while Redis is down.
-    pub redis_reconnect_delay_ms: u32,
+    #[serde(with = "duration")]
+    pub redis_command_timeout: Duration,
+    /// How long to wait for a Redis connection to open.
+    #[serde(with = "duration")]
+    pub redis_connect_timeout: Duration,
+    /// Delay between reconnection attempts while Redis is down.
+    #[serde(with = "duration")]
+    pub redis_reconnect_delay: Duration,
     /// Most entities one get-online-features or transform call may ask for.
     pub max_entities_per_request: usize,
-    /// Seconds a feature mean (the `mean` missing policy) computed from the
+    /// How long a feature mean (the `mean` missing policy) computed from the
     /// offline store is reused before it is computed again.
-    pub mean_refresh_secs: u64,
+    #[serde(with = "duration")]
+    pub mean_refresh: Duration,
     /// gRPC endpoint of a features role in another process (e.g.
-    /// `http://features:8001`), used when this process does not run the role.
+    /// `http://features:8001`), used when this process does not run the role
+    /// (the gateway's predict pipeline reaches the features role through it).
     pub endpoint: Option<String>,
     /// Preprocessing pipelines by model name (`[features.pipelines.<model>]`,
     /// with `kind = "tabular" | "image" | "text"` and the kind's keys);
@@ -56,11 +64,11 @@ impl Default for FeaturesConfig {
             online_store: OnlineStoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_key_prefix: "mlserve".into(),
-            redis_command_timeout_ms: 500,
-            redis_connect_timeout_ms: 1000,
-            redis_reconnect_delay_ms: 200,
+            redis_command_timeout: Duration::from_millis(500),
+            redis_connect_timeout: Duration::from_secs(1),
+            redis_reconnect_delay: Duration::from_millis(200),
             max_entities_per_request: 10_000,
-            mean_refresh_secs: 60,
+            mean_refresh: Duration::from_secs(60),
             endpoint: None,
             pipelines: BTreeMap::new(),
         }

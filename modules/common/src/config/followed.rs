@@ -21,8 +21,8 @@ pub struct FollowedModel {
     pub name: String,
     /// Where it comes from (only `registry`).
     pub source: ModelSource,
-    /// The registered model's name in the registry; empty means `name`.
-    pub registered_model: String,
+    /// The registered model's name in the registry; unset means `name`.
+    pub registered_model: Option<String>,
     /// The alias followed: every move is served without downtime. Exactly one
     /// of `alias` and `version` is set.
     pub alias: Option<String>,
@@ -33,11 +33,7 @@ pub struct FollowedModel {
 impl FollowedModel {
     /// The registered model's name in the registry.
     pub fn registered(&self) -> &str {
-        if self.registered_model.is_empty() {
-            &self.name
-        } else {
-            &self.registered_model
-        }
+        self.registered_model.as_deref().unwrap_or(&self.name)
     }
 
     /// Checks that exactly one of alias and version is set and names are given.

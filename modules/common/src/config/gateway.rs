@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::duration;
 
 /// The gateway role: the external entry point (own HTTP and gRPC listeners),
 /// routing to inference, auth, rate limits, canary splits and pipelines.
@@ -15,22 +18,23 @@ pub struct GatewayConfig {
     /// External gRPC port (Open Inference Protocol). 0 picks a free port.
     pub grpc_port: u16,
     /// gRPC URIs of inference roles (`http://host:port`), or `dns:///name:port`
-    /// resolved every `dns_refresh_secs` to all its addresses (a headless
-    /// Service). Empty: the in-process inference role.
+    /// resolved every `dns_refresh_interval` to all its addresses (a headless
+    /// Service). Empty: the in-process inference role. (The predict
+    /// pipeline's features role is `features.endpoint`.)
     pub inference_endpoints: Vec<String>,
-    /// gRPC URI of the features role for the predict pipeline; unset: the
-    /// features client of this process (`features.endpoint`, or the
-    /// in-process role).
-    pub features_endpoint: Option<String>,
-    /// Seconds between DNS resolutions of `dns:///` endpoints.
-    pub dns_refresh_secs: f64,
-    /// Seconds to wait for a TCP connection to an inference endpoint.
-    pub connect_timeout_secs: f64,
-    /// Seconds between readiness checks of each inference endpoint.
-    pub health_check_secs: f64,
-    /// Seconds an endpoint stays out of rotation after a failed check or a
+    /// Time between DNS resolutions of `dns:///` endpoints.
+    #[serde(with = "duration")]
+    pub dns_refresh_interval: Duration,
+    /// How long to wait for a TCP connection to an inference endpoint.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time between readiness checks of each inference endpoint.
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+    /// How long an endpoint stays out of rotation after a failed check or a
     /// transport failure.
-    pub eject_secs: f64,
+    #[serde(with = "duration")]
+    pub eject_for: Duration,
     /// Requests in flight per inference endpoint; beyond it the request goes
     /// to another endpoint or is shed with 503.
     pub max_concurrency_per_endpoint: usize,
@@ -38,12 +42,14 @@ pub struct GatewayConfig {
     /// reached a model (connection refused, endpoint at capacity).
     pub max_retries: u32,
     /// Deadline of a request that names none (`Mlserve-Timeout-Ms` header,
-    /// `grpc-timeout`), in milliseconds; handed down as the queue timeout.
-    pub default_timeout_ms: u64,
-    /// Largest request body in bytes (413 above it).
-    pub max_body_bytes: usize,
-    /// Seconds in `Retry-After` of a shed (503) response.
-    pub retry_after_secs: u64,
+    /// `grpc-timeout`); handed down as the queue timeout. (The largest
+    /// request body is `server.http_max_body_bytes`.)
+    #[serde(with = "duration")]
+    pub default_timeout: Duration,
+    /// `Retry-After` of a shed (503) response, sent in whole seconds
+    /// (rounded up, at least one).
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
     /// `off` or `on`: API keys or JWTs required on every external request
     /// except health checks.
     pub auth: AuthMode,
@@ -66,16 +72,14 @@ impl Default for GatewayConfig {
             http_port: 8080,
             grpc_port: 8081,
             inference_endpoints: Vec::new(),
-            features_endpoint: None,
-            dns_refresh_secs: 5.0,
-            connect_timeout_secs: 1.0,
-            health_check_secs: 1.0,
-            eject_secs: 5.0,
+            dns_refresh_interval: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            health_check_interval: Duration::from_secs(1),
+            eject_for: Duration::from_secs(5),
             max_concurrency_per_endpoint: 512,
             max_retries: 2,
-            default_timeout_ms: 30_000,
-            max_body_bytes: 64 * 1024 * 1024,
-            retry_after_secs: 1,
+            default_timeout: Duration::from_secs(30),
+            retry_after: Duration::from_secs(1),
             auth: AuthMode::Off,
             database_url: None,
             jwt: JwtConfig::default(),
@@ -111,8 +115,9 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Required `aud` claim, when set.
     pub audience: Option<String>,
-    /// Seconds of clock skew tolerated on `exp` and `nbf`.
-    pub leeway_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf` (whole seconds count).
+    #[serde(with = "duration")]
+    pub leeway: Duration,
 }
 
 /// What happens to requests when Redis (shared counters) is unreachable.
@@ -185,22 +190,36 @@ pub struct CanaryConfig {
     pub weight: f64,
 }
 
-/// How `POST /v1/models/{model}:predict` turns a request into model inputs
-/// and the model's outputs into an answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// What the gateway makes of a model's output in `POST /v1/models/{model}:predict`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Postprocess {
+    /// Softmax over logits, then the `top_k` classes with their labels.
+    SoftmaxTopk,
+    /// The `top_k` classes of an output that already holds probabilities.
+    ProbabilitiesTopk,
+    /// The first value of each output row.
+    Regression,
+    /// The output rows, L2-normalised.
+    Embedding,
+}
+
+/// How `POST /v1/models/{model}:predict` turns the model's outputs into an
+/// answer. The request becomes model inputs through the model's features
+/// pipeline (`features.pipelines.<model>` or one registered with the
+/// features API).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// The feature-store transform that makes the model inputs (e.g. a
-    /// feature service name, `image`, `text`); unset: raw `inputs` only.
-    pub transform: Option<String>,
-    /// Model input the transformed tensor feeds, when the transform names none.
-    pub input: Option<String>,
-    /// Model output that post-processing reads.
+    /// Model output that post-processing reads; unset: the first output.
+    #[serde(default)]
     pub output: Option<String>,
-    /// `softmax_topk`, `probabilities_topk`, `regression` or `embedding`.
-    pub postprocess: String,
+    /// softmax_topk | probabilities_topk | regression | embedding (required).
+    pub postprocess: Postprocess,
     /// How many classes `*_topk` returns.
+    #[serde(default)]
     pub top_k: usize,
     /// Class labels by index, for `*_topk`.
+    #[serde(default)]
     pub labels: Vec<String>,
 }

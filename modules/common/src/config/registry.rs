@@ -1,8 +1,11 @@
 //! The registry role: configuration section `[registry]`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::duration;
 
 /// Where the registry keeps artifacts.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -17,7 +20,9 @@ pub enum ArtifactBackend {
     S3,
 }
 
-/// Test-only fault injection points of the registry.
+/// Test-only fault injection points of the registry (the `testing` feature;
+/// a shipped build has no such key).
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistryFault {
@@ -36,56 +41,63 @@ pub struct RegistryConfig {
     /// gRPC endpoint of a registry role in another process (e.g.
     /// `http://registry:8001`), used by the roles here that need the registry
     /// (inference following aliases, gateway pipelines) when this process
-    /// does not run the registry role; empty: the local one.
-    pub endpoint: String,
+    /// does not run the registry role; unset: the local one.
+    pub endpoint: Option<String>,
     /// SQL database of the metadata: `postgres://...` or `sqlite://PATH`;
-    /// empty means SQLite in `<server.data_dir>/mlserve.db`.
-    pub database_url: String,
+    /// unset means SQLite in `<server.data_dir>/mlserve.db`.
+    pub database_url: Option<String>,
     /// local | s3.
     pub artifact_backend: ArtifactBackend,
-    /// Directory of the local artifact store; empty means
+    /// Directory of the local artifact store; unset means
     /// `<server.data_dir>/artifacts`.
-    pub artifact_dir: String,
-    /// S3 endpoint URL (MinIO, s3s...); empty means AWS itself.
-    pub s3_endpoint: String,
-    /// S3 bucket (must exist).
-    pub s3_bucket: String,
+    pub artifact_dir: Option<PathBuf>,
+    /// S3 endpoint URL (MinIO, s3s...); unset means AWS itself.
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket (must exist; required by the s3 backend).
+    pub s3_bucket: Option<String>,
     /// S3 region.
     pub s3_region: String,
     /// Allow plain `http://` endpoints (local S3 servers).
     pub s3_allow_http: bool,
-    /// Key prefix inside the bucket (or the directory), e.g. `mlserve/`.
+    /// Key prefix inside the bucket (or the directory), e.g. `mlserve/`;
+    /// empty is no prefix.
     pub key_prefix: String,
     /// Largest total size of one version's files in bytes (larger: 413).
     pub max_upload_bytes: u64,
     /// Most files in one version.
     pub max_files_per_version: usize,
-    /// Seconds an upload may stay pending before the collector fails it and
+    /// How long an upload may stay pending before the collector fails it and
     /// deletes its objects; also the minimum age of an orphan object before
     /// it is deleted.
-    pub gc_grace_secs: f64,
-    /// Seconds between orphan collections (one also runs at start); 0 = only at start.
-    pub gc_interval_secs: f64,
-    /// Testing only: a fault to inject (none | crash_before_commit).
+    #[serde(with = "duration")]
+    pub gc_grace: Duration,
+    /// Time between orphan collections (one also runs at start); zero: only
+    /// at start.
+    #[serde(with = "duration")]
+    pub gc_interval: Duration,
+    /// A fault to inject (none | crash_before_commit); only in builds with
+    /// the `testing` feature, which the test suite's build switches on.
+    #[cfg(feature = "testing")]
     pub fault: RegistryFault,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
-            endpoint: String::new(),
-            database_url: String::new(),
+            endpoint: None,
+            database_url: None,
             artifact_backend: ArtifactBackend::Local,
-            artifact_dir: String::new(),
-            s3_endpoint: String::new(),
-            s3_bucket: String::new(),
+            artifact_dir: None,
+            s3_endpoint: None,
+            s3_bucket: None,
             s3_region: "us-east-1".into(),
             s3_allow_http: false,
             key_prefix: String::new(),
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             max_files_per_version: 256,
-            gc_grace_secs: 3600.0,
-            gc_interval_secs: 600.0,
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(600),
+            #[cfg(feature = "testing")]
             fault: RegistryFault::None,
         }
     }
@@ -94,10 +106,8 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     /// The local artifact directory, `data_dir/artifacts` unless set.
     pub fn artifact_dir(&self, data_dir: &Path) -> PathBuf {
-        if self.artifact_dir.trim().is_empty() {
-            data_dir.join("artifacts")
-        } else {
-            PathBuf::from(&self.artifact_dir)
-        }
+        self.artifact_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("artifacts"))
     }
 }

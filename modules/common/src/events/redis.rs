@@ -4,7 +4,7 @@
 //! its own connection and `XACK`s an event only after its handler succeeded.
 //! Unacknowledged events are read again from the group's pending list after
 //! the retry delay, and events left pending by a consumer of the same group
-//! that went away are claimed (`XAUTOCLAIM`) once idle for `claim_idle_secs`.
+//! that went away are claimed (`XAUTOCLAIM`) once idle for `claim_idle`.
 //! Connections reconnect with exponential backoff; a lost group (Redis
 //! restarted empty) is recreated.
 
@@ -100,8 +100,8 @@ impl EventBus for RedisBus {
             consumer: self.consumer.clone(),
             handler,
             retry: retry_delay(&self.config),
-            block_ms: self.config.block_ms.max(1),
-            claim_idle: Duration::from_secs_f64(self.config.claim_idle_secs.max(0.001)),
+            block_ms: (self.config.block.as_millis() as u64).max(1),
+            claim_idle: self.config.claim_idle.max(Duration::from_millis(1)),
         };
         reader.ensure_group().await?;
         let task = tokio::spawn(reader.run());

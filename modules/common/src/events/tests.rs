@@ -65,8 +65,8 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
 }
 
 fn fast(mut config: EventsConfig) -> EventsConfig {
-    config.retry_secs = 0.05;
-    config.block_ms = 100;
+    config.retry_delay = Duration::from_millis(50);
+    config.block = Duration::from_millis(100);
     config
 }
 
@@ -146,7 +146,7 @@ fn redis_config(test: &str, consumer: &str) -> EventsConfig {
         config.redis_url = url;
     }
     config.stream_prefix = format!("mlserve-test:{test}:{}:{nanos}:", std::process::id());
-    config.consumer = consumer.into();
+    config.consumer = Some(consumer.into());
     config
 }
 
@@ -219,7 +219,7 @@ async fn redis_failed_handler_gets_the_event_again_then_acks() {
 #[tokio::test]
 async fn redis_event_left_by_a_dead_consumer_goes_to_another_of_its_group() {
     let mut config = redis_config("claim", "dying");
-    config.claim_idle_secs = 0.2;
+    config.claim_idle = Duration::from_millis(200);
     let dying = redis_bus(&config).await;
     let (tx, mut seen) = mpsc::unbounded_channel();
     let stuck = handler(move |event| {
@@ -236,7 +236,7 @@ async fn redis_event_left_by_a_dead_consumer_goes_to_another_of_its_group() {
     drop(sub); // the consumer dies mid-handler: the event stays pending
 
     let mut survivor_config = config.clone();
-    survivor_config.consumer = "survivor".into();
+    survivor_config.consumer = Some("survivor".into());
     let survivor = redis_bus(&survivor_config).await;
     let (h, mut rx) = forward();
     let _s = survivor.subscribe(MODELS_TOPIC, "g", h).await.unwrap();

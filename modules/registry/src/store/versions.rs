@@ -130,7 +130,7 @@ impl Store {
         .await?;
         if updated.rows_affected() != 1 {
             return Err(RegistryError::Conflict(format!(
-                "version {version} of '{name}' is no longer pending (the upload took longer than registry.gc_grace_secs or the model was deleted)"
+                "version {version} of '{name}' is no longer pending (the upload took longer than registry.gc_grace or the model was deleted)"
             )));
         }
         for file in files {
