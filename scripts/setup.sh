@@ -27,7 +27,9 @@ need_deb() {
 }
 
 # The features role decodes JPEG with the system libjpeg-turbo (TurboJPEG
-# API), the decoder Pillow ships, so its pixels equal Pillow's bit for bit.
+# API), the decoder Pillow ships, so its pixels equal Pillow's bit for bit;
+# the turbojpeg crate's build finds it with pkg-config.
+need_deb pkg-config "pkg-config (or pkgconf)" command -v pkg-config
 need_deb libturbojpeg0-dev "libturbojpeg0-dev (Debian/Ubuntu) or libjpeg-turbo-devel (Fedora)" \
   pkg-config --exists libturbojpeg
 # Prometheus: the end-to-end suite scrapes both topologies with a real one

@@ -66,33 +66,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto/grpc_service.proto", "proto/registry.proto"],
             &["proto"],
         )?;
-    // The feature store: messages double as REST JSON bodies (serde), with
-    // JSON-text fields carried as plain JSON values over REST.
-    let json = "#[serde(with = \"crate::features::json_text\")]";
-    let json_map = "#[serde(with = \"crate::features::json_text::map\")]";
-    let json_vec = "#[serde(with = \"crate::features::json_text::vec\")]";
+    // The feature store. Only the catalog's definitions (entities, feature
+    // views and their fields) derive serde: their definition files (TOML) and
+    // stored specs use this shape. REST bodies are mlserve-features' own types.
     let features = out.join("features.descriptors.bin");
+    let definition = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]";
     tonic_prost_build::configure()
         .file_descriptor_set_path(&features)
-        .type_attribute(
-            ".features",
-            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
-        )
-        .field_attribute(".features.Row.values", json_map)
-        .field_attribute(".features.EntityRow.keys", json_map)
-        .field_attribute(".features.HistoricalRow.keys", json_map)
-        .field_attribute(".features.HistoricalRow.values_json", json_vec)
-        .field_attribute(".features.FeatureValue.value_json", json)
-        .field_attribute(".features.Pipeline.spec_json", json)
-        .field_attribute(".features.TransformRequest.rows_json", json_vec)
-        .field_attribute(
-            ".features.TransformRequest.images",
-            "#[serde(with = \"crate::features::json_text::base64_vec\")]",
-        )
-        .field_attribute(
-            ".features.Tensor.data",
-            "#[serde(with = \"crate::features::json_text::base64\")]",
-        )
+        .type_attribute(".features.Entity", definition)
+        .type_attribute(".features.Field", definition)
+        .type_attribute(".features.FeatureView", definition)
         .compile_protos(&["proto/features.proto"], &["proto"])?;
 
     services::generate(&std::fs::read(&core)?, &SERVICES[..2], &out);

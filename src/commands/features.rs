@@ -178,7 +178,8 @@ pub async fn run(args: FeaturesArgs, config: &Config) -> Result<()> {
             let response = client
                 .get_online_features(ctx(), GetOnlineFeaturesRequest { features, entities })
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&response)?);
+            let body = mlserve_features::http::bodies::OnlineBody::try_from(response)?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
         }
         FeaturesCommand::History {
             features,

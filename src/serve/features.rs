@@ -77,10 +77,8 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let local = local(&node.config).await?;
     tracing::info!(online_store = local.online_store(), "features role started");
     let stats = Arc::new(mlserve_features::metrics::Stats::default());
-    let metered: Arc<dyn FeatureService> = Arc::new(mlserve_features::metrics::Metered::new(
-        local,
-        stats.clone(),
-    ));
+    let metered: Arc<dyn FeatureService> =
+        Arc::new(mlserve_features::metrics::observed(local, stats.clone()));
     node.metrics.register_collector(Box::new(stats));
     let max_body = node.config.server.http_max_body_bytes;
     let client = FeaturesClient::from_arc(metered.clone());

@@ -88,26 +88,26 @@ def cli_and_rest(server, tmp_path):
     body = ok(online(port, [1], ["driver_stats:trips", "driver_stats:rate"]))
     assert body["features"] == ["driver_stats:trips", "driver_stats:rate"]
     assert body["rows"][0]["values"] == [
-        {"value_json": None, "status": "NULL", "event_ts": now},
-        {"value_json": 0.9, "status": "PRESENT", "event_ts": now},
+        {"value": None, "status": "NULL", "event_ts": now},
+        {"value": 0.9, "status": "PRESENT", "event_ts": now},
     ]
 
     view = ok(get(port, "/v1/features/views/driver_stats"))
     assert view["version"] == 1 and view["tags"] == {"team": "risk"}
     assert ok(get(port, "/v1/features/entities"))["entities"][0]["name"] == "driver"
 
-    pipeline = {"model": "fraud", "kind": "tabular", "spec_json": {
+    pipeline = {"model": "fraud", "kind": "tabular", "spec": {
         "kind": "tabular", "features": [
             {"name": "driver_stats:rate", "missing": "mean"},
             {"name": "amount", "missing": "default", "default": 0}]}}
     ok(post(port, "/v1/features/pipelines", pipeline))
     stored = ok(get(port, "/v1/features/pipelines/fraud"))
     assert (stored["model"], stored["kind"]) == ("fraud", "tabular"), stored
-    assert [f["name"] for f in stored["spec_json"]["features"]] == ["driver_stats:rate", "amount"], stored
+    assert [f["name"] for f in stored["spec"]["features"]] == ["driver_stats:rate", "amount"], stored
     missing = get(port, "/v1/features/pipelines/nope")
     assert missing.status == 404 and "no pipeline" in missing.json()["error"], missing
     out = ok(post(port, "/v1/features/transform", {
-        "model": "fraud", "rows_json": [{"driver_id": 1, "amount": 12.5}, {"driver_id": 7}]}))
+        "model": "fraud", "rows": [{"driver_id": 1, "amount": 12.5}, {"driver_id": 7}]}))
     tensor = out["tensors"][0]
     assert tensor["shape"] == [2, 2] and tensor["datatype"] == "FP32"
     values = struct.unpack("<4f", base64.b64decode(tensor["data"]))
@@ -116,7 +116,7 @@ def cli_and_rest(server, tmp_path):
 
     # An image pipeline over REST: base64 PNG in, FP32 NCHW out.
     ok(post(port, "/v1/features/pipelines", {
-        "model": "resnet", "kind": "image", "spec_json": {"kind": "image", "image": {}}}))
+        "model": "resnet", "kind": "image", "spec": {"kind": "image", "image": {}}}))
     png = io.BytesIO()
     Image.new("RGB", (320, 240), (200, 30, 90)).save(png, format="PNG")
     out = ok(post(port, "/v1/features/transform", {
@@ -150,6 +150,8 @@ def bad_input(server, tmp_path):
             "fields": [{"name": "rate", "dtype": "string"}, {"name": "trips", "dtype": "int64"}]}]}),
          409),
         (post(port, "/v1/features/transform", {"model": "nope"}), 404),
+        # The proto's JSON-text names are not REST names: refused, not ignored.
+        (post(port, "/v1/features/transform", {"model": "nope", "rows_json": [{}]}), 400),
         (get(port, "/v1/features/views/nope"), 404),
         (post(port, "/v1/features/historical?format=xml", {"features": []}), 400),
     ]
@@ -175,12 +177,14 @@ features = [
         port = server.http_port
         listed = ok(get(port, "/v1/features/pipelines"))["pipelines"]
         assert [(p["model"], p["kind"]) for p in listed] == [("scorer", "tabular")]
+        assert [f["name"] for f in listed[0]["spec"]["features"]] == ["amount", "age"], listed
+        assert ok(get(port, "/v1/features/pipelines/scorer")) == listed[0]
         out = ok(post(port, "/v1/features/transform", {
-            "model": "scorer", "rows_json": [{"age": 30}, {"amount": 2.5, "age": 41}]}))
+            "model": "scorer", "rows": [{"age": 30}, {"amount": 2.5, "age": 41}]}))
         tensor = out["tensors"][0]
         assert (tensor["datatype"], tensor["shape"]) == ("FP64", [2, 2])
         assert struct.unpack("<4d", base64.b64decode(tensor["data"])) == (-1.0, 30.0, 2.5, 41.0)
-        missing = post(port, "/v1/features/transform", {"model": "scorer", "rows_json": [{"amount": 1}]})
+        missing = post(port, "/v1/features/transform", {"model": "scorer", "rows": [{"amount": 1}]})
         assert missing.status == 400 and "'age' is missing" in missing.error()
     bad = tmp_path / "bad.toml"
     bad.write_text('[features.pipelines.broken]\nkind = "image"\nimage = { resize = "big" }\n')

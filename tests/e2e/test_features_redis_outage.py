@@ -107,7 +107,7 @@ def test_lookups_survive_a_redis_outage(tmp_path):
         done = ok(post(port, "/v1/features/materialize", {"end_ts": now_us + 1}))
         assert done["views"][0]["rows_written"] == 51
         body = ok(online(port, [1, 2]))
-        assert [r["values"][0]["value_json"] for r in body["rows"]] == [0.1, 0.2]
+        assert [r["values"][0]["value"] for r in body["rows"]] == [0.1, 0.2]
     finally:
         if server is not None:
             server.stop()

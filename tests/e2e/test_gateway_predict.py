@@ -123,13 +123,13 @@ def user_rows(topo, predict_repo):
         for uid, v in rows.items()]}))
     features = [{"name": f"user_stats:{f}", "missing": "error"} for f in FROM_VIEW]
     features += [{"name": f, "missing": "default", "default": 0} for f in FEATURES[10:]]
-    ok(post(port, "/v1/features/pipelines", {"model": "tabular", "kind": "tabular", "spec_json": {
+    ok(post(port, "/v1/features/pipelines", {"model": "tabular", "kind": "tabular", "spec": {
         "kind": "tabular", "output": "input", "features": features}}))
-    ok(post(port, "/v1/features/pipelines", {"model": "colors", "kind": "image", "spec_json": {
+    ok(post(port, "/v1/features/pipelines", {"model": "colors", "kind": "image", "spec": {
         "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
-    ok(post(port, "/v1/features/pipelines", {"model": "colors_reg", "kind": "image", "spec_json": {
+    ok(post(port, "/v1/features/pipelines", {"model": "colors_reg", "kind": "image", "spec": {
         "kind": "image", "output": "input", "image": {"resize": 32, "crop": [32, 32]}}}))
-    ok(post(port, "/v1/features/pipelines", {"model": "text_len", "kind": "text", "spec_json": {
+    ok(post(port, "/v1/features/pipelines", {"model": "text_len", "kind": "text", "spec": {
         "kind": "text", "text": {"tokenizer": str(predict_repo / "tokenizer.json"), "max_length": 8}}}))
     return rows
 
@@ -156,6 +156,10 @@ def test_predict_tabular_with_entity_keys_and_request_values(topo, user_rows, pr
         assert top[0]["label"] == ["negative", "positive"][int(np.argmax(p))]
         assert abs(top[0]["score"] - float(np.max(p))) < 1e-5
         assert abs(top[0]["score"] + top[1]["score"] - 1.0) < 1e-5
+
+    # KServe's v1 name for the rows answers the same.
+    same = ok(post(port, "/v1/models/tabular:predict", {"instances": request_rows}))
+    assert same["predictions"] == answer["predictions"]
 
     # An unknown entity with missing="error" is a 400 naming the feature.
     r = post(port, "/v1/models/tabular:predict", {"rows": [{"user_id": 999}]})
@@ -227,6 +231,9 @@ def test_predict_errors(topo, user_rows):
         ("/v1/models/tabular:predict", {}, 400),
         ("/v1/models/tabular:predict", b"{oops", 400),
         ("/v1/models/tabular:explain", {"rows": [{}]}, 404),
+        # An unknown (or misspelt) field is refused, never ignored.
+        ("/v1/models/tabular:predict", {"rows_json": [{}]}, 400),
+        ("/v1/models/tabular:predict", {"rows": [{}], "instances": [{}]}, 400),
     ]:
         r = post(port, path, body, headers={"Content-Type": "application/json"})
         assert r.status == status, f"{path} {body}: {r}"

@@ -1,5 +1,8 @@
 //! REST under `/v1/features/`: the same operations as the gRPC service, with
-//! `{"error": "..."}` bodies and the shared status codes.
+//! `{"error": "..."}` bodies and the shared status codes. The bodies are the
+//! plain JSON types of [`bodies`], mapped to and from the gRPC messages there.
+
+pub mod bodies;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -8,10 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use mlserve_proto::features::*;
+use mlserve_proto::features::{
+    Entity, FeatureService, FeatureView, FeaturesClient, GetHistoricalFeaturesRequest,
+    GetPipelineRequest, HistoricalRow, ListRequest,
+};
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use serde::de::DeserializeOwned;
 
+use self::bodies::*;
 use crate::export::{self, Format};
 
 /// The REST routes (no fallbacks) over `service`.
@@ -43,22 +50,24 @@ async fn apply(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<ApplyResponse>, ServiceError> {
-    Ok(Json(s.apply(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<ChangesBody>> {
+    let request = parse::<ApplyBody>(&body)?.into();
+    Ok(Json(s.apply(ctx, request).await?.into()))
 }
 
 async fn entities(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
-) -> Result<Json<ListEntitiesResponse>, ServiceError> {
-    Ok(Json(s.list_entities(ctx, ListRequest {}).await?))
+) -> ServiceResult<Json<EntitiesBody>> {
+    let entities = s.list_entities(ctx, ListRequest {}).await?.entities;
+    Ok(Json(EntitiesBody { entities }))
 }
 
 async fn entity(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     Path(name): Path<String>,
-) -> Result<Json<Entity>, ServiceError> {
+) -> ServiceResult<Json<Entity>> {
     s.list_entities(ctx, ListRequest {})
         .await?
         .entities
@@ -71,15 +80,19 @@ async fn entity(
 async fn views(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
-) -> Result<Json<ListFeatureViewsResponse>, ServiceError> {
-    Ok(Json(s.list_feature_views(ctx, ListRequest {}).await?))
+) -> ServiceResult<Json<ViewsBody>> {
+    let feature_views = s
+        .list_feature_views(ctx, ListRequest {})
+        .await?
+        .feature_views;
+    Ok(Json(ViewsBody { feature_views }))
 }
 
 async fn view(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     Path(name): Path<String>,
-) -> Result<Json<FeatureView>, ServiceError> {
+) -> ServiceResult<Json<FeatureView>> {
     s.list_feature_views(ctx, ListRequest {})
         .await?
         .feature_views
@@ -93,65 +106,72 @@ async fn ingest(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<WriteResponse>, ServiceError> {
-    Ok(Json(s.ingest(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<WrittenBody>> {
+    let request = parse::<IngestBody>(&body)?.into();
+    Ok(Json(s.ingest(ctx, request).await?.into()))
 }
 
 async fn push(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<WriteResponse>, ServiceError> {
-    Ok(Json(s.push(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<WrittenBody>> {
+    let request = parse::<PushBody>(&body)?.into();
+    Ok(Json(s.push(ctx, request).await?.into()))
 }
 
 async fn materialize(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<MaterializeResponse>, ServiceError> {
-    Ok(Json(s.materialize(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<MaterializedBody>> {
+    let request = parse::<MaterializeBody>(&body)?.into();
+    Ok(Json(s.materialize(ctx, request).await?.into()))
 }
 
 async fn online(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<GetOnlineFeaturesResponse>, ServiceError> {
-    Ok(Json(s.get_online_features(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<OnlineBody>> {
+    let request = parse::<LookupBody>(&body)?.into();
+    Ok(Json(s.get_online_features(ctx, request).await?.try_into()?))
 }
 
 async fn pipelines(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
-) -> Result<Json<ListPipelinesResponse>, ServiceError> {
-    Ok(Json(s.list_pipelines(ctx, ListRequest {}).await?))
+) -> ServiceResult<Json<PipelinesBody>> {
+    Ok(Json(
+        s.list_pipelines(ctx, ListRequest {}).await?.try_into()?,
+    ))
 }
 
 async fn pipeline(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     Path(model): Path<String>,
-) -> ServiceResult<Json<Pipeline>> {
-    Ok(Json(
-        s.get_pipeline(ctx, GetPipelineRequest { model }).await?,
-    ))
+) -> ServiceResult<Json<PipelineBody>> {
+    let pipeline = s.get_pipeline(ctx, GetPipelineRequest { model }).await?;
+    Ok(Json(pipeline.try_into()?))
 }
 
 async fn put_pipeline(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<ApplyResponse>, ServiceError> {
-    Ok(Json(s.put_pipeline(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<ChangesBody>> {
+    let request = parse::<PipelineBody>(&body)?.into();
+    Ok(Json(s.put_pipeline(ctx, request).await?.into()))
 }
 
 async fn transform(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
-) -> Result<Json<TransformResponse>, ServiceError> {
-    Ok(Json(s.transform(ctx, parse(&body)?).await?))
+) -> ServiceResult<Json<TensorsBody>> {
+    let request = parse::<TransformBody>(&body)?.try_into()?;
+    Ok(Json(s.transform(ctx, request).await?.into()))
 }
 
 /// `?format=ndjson|csv`.
@@ -166,14 +186,14 @@ async fn historical(
     ctx: CallContext,
     Query(query): Query<FormatQuery>,
     body: Bytes,
-) -> Result<Response, ServiceError> {
+) -> ServiceResult<Response> {
     let format = Format::parse(&query.format).ok_or_else(|| {
         ServiceError::bad_request(format!(
             "format must be ndjson or csv, not '{}'",
             query.format
         ))
     })?;
-    let request: GetHistoricalFeaturesRequest = parse(&body)?;
+    let request: GetHistoricalFeaturesRequest = parse::<LookupBody>(&body)?.into();
     let features = request.features.clone();
     let keys = export::key_columns(
         request

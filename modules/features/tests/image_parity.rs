@@ -145,6 +145,37 @@ fn image_transform_equals_pil_numpy_reference() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A JPEG with junk before its end marker: libjpeg warns ("extraneous bytes
+/// before marker 0xd9"), Pillow decodes it anyway, and so does the transform,
+/// to the same values.
+#[test]
+fn jpeg_with_a_recoverable_warning_equals_pil_numpy_reference() {
+    let dir = scratch("warning");
+    let images = make_images(&dir);
+    let clean = std::fs::read(&images[0]).expect("jpeg");
+    assert_eq!(&clean[clean.len() - 2..], b"\xFF\xD9");
+    let mut flawed = clean[..clean.len() - 2].to_vec();
+    flawed.extend_from_slice(&[0x11; 40]);
+    flawed.extend_from_slice(b"\xFF\xD9");
+    let path = dir.join("extraneous_before_eoi.jpg");
+    std::fs::write(&path, &flawed).expect("write");
+    let raw = ImageSpec {
+        resize: 0,
+        crop: [0, 0],
+        scale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        ..ImageSpec::default()
+    };
+    for (tag, spec) in [
+        ("warning_raw", raw),
+        ("warning_resnet50", ImageSpec::default()),
+    ] {
+        compare(&spec, std::slice::from_ref(&path), &dir, tag);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn batch_is_the_concatenation_of_single_transforms() {
     let dir = scratch("batch");

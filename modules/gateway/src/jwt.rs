@@ -1,29 +1,21 @@
 //! JSON Web Tokens (RFC 7519) signed with HS256, RS256 or ES256, verified
-//! against configured keys; `exp` and `nbf` are checked (with leeway), `iss`
-//! and `aud` when configured.
+//! by `jsonwebtoken` against the configured keys: `exp` is required, `exp`
+//! and `nbf` are checked with the configured leeway, `iss` and `aud` are
+//! required and checked when configured.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mlserve_common::config::JwtConfig;
-use p256::ecdsa::signature::Verifier as _;
-use rsa::pkcs1::DecodeRsaPublicKey as _;
-use rsa::pkcs8::DecodePublicKey as _;
 use serde_json::Value;
-use sha2::Sha256;
 
 use crate::error::GatewayError;
 
-/// The keys tokens are checked against.
+/// The keys tokens are checked against, each with the checks its algorithm
+/// runs (one algorithm per key: a token never picks its own key family).
 pub struct JwtVerifier {
-    hs256: Option<Vec<u8>>,
-    rs256: Option<rsa::pkcs1v15::VerifyingKey<Sha256>>,
-    es256: Option<p256::ecdsa::VerifyingKey>,
-    issuer: Option<String>,
-    audience: Option<String>,
-    leeway: u64,
+    hs256: Option<(DecodingKey, Validation)>,
+    rs256: Option<(DecodingKey, Validation)>,
+    es256: Option<(DecodingKey, Validation)>,
 }
 
 /// The verified claims that matter to the gateway.
@@ -37,37 +29,98 @@ fn unauthenticated(message: impl Into<String>) -> GatewayError {
     GatewayError::Unauthenticated(message.into())
 }
 
+/// The checks for tokens signed with `alg`, from the configuration.
+fn validation(alg: Algorithm, config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    let mut required = vec!["exp"];
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    match &config.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        // Unconfigured, an `aud` claim is not checked.
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// What a rejected token is told (every one is a 401).
+fn rejection(kind: &ErrorKind) -> GatewayError {
+    let message = match kind {
+        ErrorKind::InvalidSignature => "invalid token signature".to_string(),
+        ErrorKind::ExpiredSignature => "token expired".to_string(),
+        ErrorKind::ImmatureSignature => "token not valid yet".to_string(),
+        ErrorKind::InvalidIssuer => "token issuer not accepted".to_string(),
+        ErrorKind::InvalidAudience => "token audience not accepted".to_string(),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+            "token issuer not accepted".to_string()
+        }
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+            "token audience not accepted".to_string()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("token has no '{claim}' claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("token claim '{claim}' must be a number"),
+        ErrorKind::Base64(_) => "malformed token: bad base64".to_string(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            "malformed token: its header or payload is not valid JSON".to_string()
+        }
+        ErrorKind::InvalidAlgorithm => "token algorithm does not match its key".to_string(),
+        _ => "malformed token".to_string(),
+    };
+    unauthenticated(message)
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read jwt key '{}': {e}", path.display()))
+}
+
 impl JwtVerifier {
     /// Loads the configured keys (PEM files are read now; a bad one is a start-up error).
     pub fn from_config(config: &JwtConfig) -> Result<JwtVerifier, String> {
-        let read = |path: &std::path::Path| {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read jwt key '{}': {e}", path.display()))
-        };
         let rs256 = match &config.rs256_public_key {
             Some(path) => {
-                let pem = read(path)?;
-                let key = rsa::RsaPublicKey::from_public_key_pem(&pem)
-                    .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(&pem))
-                    .map_err(|e| format!("jwt rs256 key '{}': {e}", path.display()))?;
-                Some(rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key))
+                let bad =
+                    |e: &dyn std::fmt::Display| format!("jwt rs256 key '{}': {e}", path.display());
+                // PKCS#1 ("RSA PUBLIC KEY") or SubjectPublicKeyInfo ("PUBLIC KEY").
+                let key = DecodingKey::from_rsa_pem(&read(path)?).map_err(|e| bad(&e))?;
+                // jsonwebtoken parses the key at each verification; parse it once
+                // now so that a private or broken key fails the start.
+                <rsa::RsaPublicKey as rsa::pkcs1::DecodeRsaPublicKey>::from_pkcs1_der(
+                    key.as_bytes(),
+                )
+                .map_err(|e| bad(&e))?;
+                Some((key, validation(Algorithm::RS256, config)))
             }
             None => None,
         };
         let es256 = match &config.es256_public_key {
-            Some(path) => Some(
-                p256::ecdsa::VerifyingKey::from_public_key_pem(&read(path)?)
-                    .map_err(|e| format!("jwt es256 key '{}': {e}", path.display()))?,
-            ),
+            Some(path) => {
+                let bad =
+                    |e: &dyn std::fmt::Display| format!("jwt es256 key '{}': {e}", path.display());
+                let key = DecodingKey::from_ec_pem(&read(path)?).map_err(|e| bad(&e))?;
+                // jsonwebtoken accepts any curve here; ES256 needs a P-256 point.
+                p256::PublicKey::from_sec1_bytes(key.as_bytes())
+                    .map_err(|_| bad(&"not a P-256 public key"))?;
+                Some((key, validation(Algorithm::ES256, config)))
+            }
             None => None,
         };
         Ok(JwtVerifier {
-            hs256: config.hs256_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            hs256: config.hs256_secret.as_ref().map(|secret| {
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    validation(Algorithm::HS256, config),
+                )
+            }),
             rs256,
             es256,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            leeway: config.leeway.as_secs(),
         })
     }
 
@@ -76,110 +129,32 @@ impl JwtVerifier {
         self.hs256.is_some() || self.rs256.is_some() || self.es256.is_some()
     }
 
-    /// Verifies `token` now.
+    /// Verifies `token` now (the system clock, as `jsonwebtoken` reads it).
     pub fn verify(&self, token: &str) -> Result<Claims, GatewayError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.verify_at(token, now)
-    }
-
-    /// Verifies `token` at `now` (seconds since the epoch).
-    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, GatewayError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        if token.split('.').count() != 3 {
             return Err(unauthenticated("malformed token: a JWT has three parts"));
-        };
-        let decode = |part: &str, what: &str| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| unauthenticated(format!("malformed token: bad base64 in its {what}")))
-        };
-        let header_json: Value = serde_json::from_slice(&decode(header, "header")?)
-            .map_err(|_| unauthenticated("malformed token: the header is not JSON"))?;
-        let signature = decode(signature, "signature")?;
-        let signed = &token.as_bytes()[..header.len() + 1 + payload.len()];
-        let alg = header_json.get("alg").and_then(Value::as_str).unwrap_or("");
-        let valid = match alg {
-            "HS256" => {
-                let secret = self
-                    .hs256
-                    .as_ref()
-                    .ok_or_else(|| unauthenticated("HS256 tokens are not accepted"))?;
-                let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-                    .map_err(|_| unauthenticated("bad hs256 key"))?;
-                mac.update(signed);
-                mac.verify_slice(&signature).is_ok()
+        }
+        // An `alg` outside jsonwebtoken's set ("none" among them) fails here.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => {
+                unauthenticated("malformed token header or unsupported token algorithm")
             }
-            "RS256" => {
-                let key = self
-                    .rs256
-                    .as_ref()
-                    .ok_or_else(|| unauthenticated("RS256 tokens are not accepted"))?;
-                rsa::pkcs1v15::Signature::try_from(signature.as_slice())
-                    .is_ok_and(|sig| key.verify(signed, &sig).is_ok())
-            }
-            "ES256" => {
-                let key = self
-                    .es256
-                    .as_ref()
-                    .ok_or_else(|| unauthenticated("ES256 tokens are not accepted"))?;
-                p256::ecdsa::Signature::from_slice(&signature)
-                    .is_ok_and(|sig| key.verify(signed, &sig).is_ok())
-            }
+            kind => rejection(kind),
+        })?;
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            Algorithm::RS256 => self.rs256.as_ref(),
+            Algorithm::ES256 => self.es256.as_ref(),
             other => {
                 return Err(unauthenticated(format!(
-                    "unsupported token algorithm '{other}'"
+                    "unsupported token algorithm '{other:?}'"
                 )))
             }
-        };
-        if !valid {
-            return Err(unauthenticated("invalid token signature"));
         }
-        let claims: Value = serde_json::from_slice(&decode(payload, "payload")?)
-            .map_err(|_| unauthenticated("malformed token: the payload is not JSON"))?;
-        self.check_claims(&claims, now)
-    }
-
-    fn check_claims(&self, claims: &Value, now: u64) -> Result<Claims, GatewayError> {
-        let number = |name: &str| -> Result<Option<u64>, GatewayError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|f| *f >= 0.0)
-                    .map(|f| Some(f as u64))
-                    .ok_or_else(|| {
-                        unauthenticated(format!("token claim '{name}' must be a number"))
-                    }),
-            }
-        };
-        let exp = number("exp")?.ok_or_else(|| unauthenticated("token has no 'exp' claim"))?;
-        if now > exp.saturating_add(self.leeway) {
-            return Err(unauthenticated("token expired"));
-        }
-        if let Some(nbf) = number("nbf")? {
-            if now.saturating_add(self.leeway) < nbf {
-                return Err(unauthenticated("token not valid yet"));
-            }
-        }
-        if let Some(issuer) = &self.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-                return Err(unauthenticated("token issuer not accepted"));
-            }
-        }
-        if let Some(audience) = &self.audience {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => a == audience,
-                Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(audience)),
-                _ => false,
-            };
-            if !ok {
-                return Err(unauthenticated("token audience not accepted"));
-            }
-        }
+        .ok_or_else(|| unauthenticated(format!("{:?} tokens are not accepted", header.alg)))?;
+        let claims = jsonwebtoken::decode::<Value>(token, key, validation)
+            .map_err(|e| rejection(e.kind()))?
+            .claims;
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)

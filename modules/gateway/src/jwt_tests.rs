@@ -1,9 +1,22 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use super::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Signer as _;
 use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
 use rsa::signature::SignatureEncoding as _;
+use sha2::Sha256;
 
-const NOW: u64 = 1_800_000_000;
+/// Seconds since the epoch: jsonwebtoken reads the system clock, so the
+/// tokens are dated relative to it.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -40,31 +53,28 @@ fn hs_config() -> JwtConfig {
 
 #[test]
 fn hs256_valid_expired_early_and_forged() {
+    let now = now();
     let v = verifier(hs_config());
-    let good = serde_json::json!({"sub": "svc-a", "exp": NOW + 60});
+    let good = serde_json::json!({"sub": "svc-a", "exp": now + 60});
     assert_eq!(
-        v.verify_at(&token("HS256", &good, hs256(b"s3cret")), NOW)
+        v.verify(&token("HS256", &good, hs256(b"s3cret")))
             .unwrap()
             .subject,
         "svc-a"
     );
-    let expired = serde_json::json!({"sub": "a", "exp": NOW - 1});
+    let expired = serde_json::json!({"sub": "a", "exp": now - 1});
     assert!(v
-        .verify_at(&token("HS256", &expired, hs256(b"s3cret")), NOW)
+        .verify(&token("HS256", &expired, hs256(b"s3cret")))
         .is_err());
-    let early = serde_json::json!({"sub": "a", "exp": NOW + 60, "nbf": NOW + 30});
-    assert!(v
-        .verify_at(&token("HS256", &early, hs256(b"s3cret")), NOW)
-        .is_err());
-    assert!(v
-        .verify_at(&token("HS256", &good, hs256(b"other")), NOW)
-        .is_err());
+    let early = serde_json::json!({"sub": "a", "exp": now + 60, "nbf": now + 30});
+    assert!(v.verify(&token("HS256", &early, hs256(b"s3cret"))).is_err());
+    assert!(v.verify(&token("HS256", &good, hs256(b"other"))).is_err());
     let no_exp = serde_json::json!({"sub": "a"});
     assert!(v
-        .verify_at(&token("HS256", &no_exp, hs256(b"s3cret")), NOW)
+        .verify(&token("HS256", &no_exp, hs256(b"s3cret")))
         .is_err());
     for junk in ["", "a.b", "a.b.c.d", "!!.??.**"] {
-        assert!(v.verify_at(junk, NOW).is_err(), "{junk}");
+        assert!(v.verify(junk).is_err(), "{junk}");
     }
     // alg "none" and algorithms without a key are refused.
     let none = format!(
@@ -72,36 +82,34 @@ fn hs256_valid_expired_early_and_forged() {
         b64(b"{\"alg\":\"none\"}"),
         b64(good.to_string().as_bytes())
     );
-    assert!(v.verify_at(&none, NOW).is_err());
-    assert!(v
-        .verify_at(&token("RS256", &good, hs256(b"s3cret")), NOW)
-        .is_err());
+    assert!(v.verify(&none).is_err());
+    assert!(v.verify(&token("RS256", &good, hs256(b"s3cret"))).is_err());
 }
 
 #[test]
 fn leeway_issuer_and_audience() {
+    let now = now();
     let v = verifier(JwtConfig {
         leeway: std::time::Duration::from_secs(10),
         issuer: Some("idp".into()),
         audience: Some("mlserve".into()),
         ..hs_config()
     });
-    let ok = serde_json::json!({"exp": NOW - 5, "iss": "idp", "aud": ["x", "mlserve"]});
+    let ok = serde_json::json!({"exp": now - 5, "iss": "idp", "aud": ["x", "mlserve"]});
+    assert!(v.verify(&token("HS256", &ok, hs256(b"s3cret"))).is_ok());
+    let wrong_iss = serde_json::json!({"exp": now + 5, "iss": "other", "aud": "mlserve"});
     assert!(v
-        .verify_at(&token("HS256", &ok, hs256(b"s3cret")), NOW)
-        .is_ok());
-    let wrong_iss = serde_json::json!({"exp": NOW + 5, "iss": "other", "aud": "mlserve"});
-    assert!(v
-        .verify_at(&token("HS256", &wrong_iss, hs256(b"s3cret")), NOW)
+        .verify(&token("HS256", &wrong_iss, hs256(b"s3cret")))
         .is_err());
-    let wrong_aud = serde_json::json!({"exp": NOW + 5, "iss": "idp", "aud": "else"});
+    let wrong_aud = serde_json::json!({"exp": now + 5, "iss": "idp", "aud": "else"});
     assert!(v
-        .verify_at(&token("HS256", &wrong_aud, hs256(b"s3cret")), NOW)
+        .verify(&token("HS256", &wrong_aud, hs256(b"s3cret")))
         .is_err());
 }
 
 #[test]
 fn rs256_and_es256() {
+    let now = now();
     let dir = tempfile::tempdir().unwrap();
     let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
     let rsa_pem = dir.path().join("rs.pem");
@@ -127,15 +135,15 @@ fn rs256_and_es256() {
         ..JwtConfig::default()
     });
 
-    let claims = serde_json::json!({"sub": "k8s-job", "exp": NOW + 60});
+    let claims = serde_json::json!({"sub": "k8s-job", "exp": now + 60});
     let rs_signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(rsa_key);
     let rs = token("RS256", &claims, |m| rs_signer.sign(m).to_vec());
-    assert_eq!(v.verify_at(&rs, NOW).unwrap().subject, "k8s-job");
+    assert_eq!(v.verify(&rs).unwrap().subject, "k8s-job");
     let es = token("ES256", &claims, |m| {
         let sig: p256::ecdsa::Signature = ec_key.sign(m);
         sig.to_bytes().to_vec()
     });
-    assert_eq!(v.verify_at(&es, NOW).unwrap().subject, "k8s-job");
+    assert_eq!(v.verify(&es).unwrap().subject, "k8s-job");
     // A token signed for one algorithm fails under the other's header.
     // An ES256 signature under an RS256 header (same claims) fails.
     let swapped = format!(
@@ -143,7 +151,87 @@ fn rs256_and_es256() {
         rs.rsplit_once('.').unwrap().0,
         es.rsplit_once('.').unwrap().1
     );
-    assert!(v.verify_at(&swapped, NOW).is_err());
-    assert!(v.verify_at(&es, NOW + 61).is_err(), "expired");
+    assert!(v.verify(&swapped).is_err());
+    let expired = serde_json::json!({"sub": "k8s-job", "exp": now - 61});
+    let es_expired = token("ES256", &expired, |m| {
+        let sig: p256::ecdsa::Signature = ec_key.sign(m);
+        sig.to_bytes().to_vec()
+    });
+    assert!(v.verify(&es_expired).is_err(), "expired");
     assert!(!verifier(JwtConfig::default()).enabled());
+}
+
+#[test]
+fn configured_iss_and_aud_are_required_unconfigured_aud_is_ignored() {
+    let now = now();
+    let strict = verifier(JwtConfig {
+        issuer: Some("idp".into()),
+        audience: Some("mlserve".into()),
+        ..hs_config()
+    });
+    let no_iss = serde_json::json!({"exp": now + 60, "aud": "mlserve"});
+    let no_aud = serde_json::json!({"exp": now + 60, "iss": "idp"});
+    for claims in [&no_iss, &no_aud] {
+        assert!(strict
+            .verify(&token("HS256", claims, hs256(b"s3cret")))
+            .is_err());
+    }
+    let lax = verifier(hs_config());
+    // A NumericDate may have a fraction (RFC 7519 §2).
+    let any_aud = serde_json::json!({"exp": now as f64 + 60.5, "aud": "anyone", "sub": "s"});
+    assert_eq!(
+        lax.verify(&token("HS256", &any_aud, hs256(b"s3cret")))
+            .unwrap()
+            .subject,
+        "s"
+    );
+}
+
+#[test]
+fn bad_key_files_fail_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+    let rsa_public = dir.path().join("rs.pem");
+    std::fs::write(
+        &rsa_public,
+        rsa_key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    let rsa_private = dir.path().join("private.pem");
+    std::fs::write(
+        &rsa_private,
+        rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&rsa_key, LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    for config in [
+        JwtConfig {
+            rs256_public_key: Some(rsa_private),
+            ..JwtConfig::default()
+        },
+        JwtConfig {
+            rs256_public_key: Some(junk.clone()),
+            ..JwtConfig::default()
+        },
+        JwtConfig {
+            es256_public_key: Some(junk),
+            ..JwtConfig::default()
+        },
+        JwtConfig {
+            es256_public_key: Some(rsa_public),
+            ..JwtConfig::default()
+        },
+        JwtConfig {
+            es256_public_key: Some(dir.path().join("missing.pem")),
+            ..JwtConfig::default()
+        },
+    ] {
+        assert!(JwtVerifier::from_config(&config).is_err(), "{config:?}");
+    }
 }

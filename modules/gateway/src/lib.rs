@@ -20,7 +20,6 @@ pub mod http;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;
-pub mod multipart;
 pub mod pipelines;
 pub mod postprocess;
 pub mod predict;

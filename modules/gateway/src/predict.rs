@@ -4,9 +4,11 @@
 //! `[gateway.pipelines.<model>]` → JSON.
 //!
 //! Body (JSON): `{"rows": [{"user_id": "7", "amount": 3.5}, ...]}` (entity
-//! keys and/or raw feature values), `{"images": ["<base64>", ...]}` (or
-//! `"image"`), `{"texts": ["...", ...]}` (or `"text"`); or
-//! `multipart/form-data` with `image` file parts and `text` fields.
+//! keys and/or raw feature values; `"instances"` as in KServe's v1 protocol,
+//! or one `"row"`), `{"images": ["<base64>", ...]}` (or `"image"`),
+//! `{"texts": ["...", ...]}` (or `"text"`); or `multipart/form-data` with
+//! `image` file parts, `text` fields and `row` fields (a JSON object each).
+//! The answer is `{"model_name", "model_version", "predictions": [...]}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,11 +21,11 @@ use base64::Engine as _;
 use mlserve_proto::features::{FeatureService, TransformRequest};
 use mlserve_proto::inference::InferenceService;
 use mlserve_proto::{pb, CallContext, ServiceError};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::multipart::parse_multipart;
 use crate::postprocess::{postprocess, Output};
 
 /// Handles `POST /v1/models/{model}:predict`.
@@ -40,7 +42,7 @@ pub async fn predict(
         ));
         return Err(err.into());
     };
-    let answer = run(&gateway, ctx, model, &headers, &body).await?;
+    let answer = run(&gateway, ctx, model, &headers, body).await?;
     Ok(axum::Json(answer).into_response())
 }
 
@@ -49,7 +51,7 @@ async fn run(
     ctx: CallContext,
     model: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Value, GatewayError> {
     if body.len() > gateway.max_body_bytes {
         return Err(GatewayError::PayloadTooLarge(gateway.max_body_bytes));
@@ -66,9 +68,9 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mut transform = if content_type.starts_with("multipart/form-data") {
-        transform_from_multipart(content_type, body)?
+        transform_from_multipart(content_type, body).await?
     } else {
-        transform_from_json(body)?
+        transform_from_json(&body)?
     };
     transform.model = model.to_string();
     let batch = transform.rows_json.len() + transform.images.len() + transform.texts.len();
@@ -108,70 +110,103 @@ async fn run(
     }))
 }
 
-fn one_or_many<'a>(body: &'a Value, one: &str, many: &str) -> Result<Vec<&'a Value>, GatewayError> {
-    match (body.get(one), body.get(many)) {
-        (Some(_), Some(_)) => Err(GatewayError::BadRequest(format!(
-            "give either '{one}' or '{many}', not both"
+/// A predict request's JSON body: one kind of input, under its plural name or
+/// one item under its singular name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictBody {
+    row: Option<Map<String, Value>>,
+    rows: Option<Vec<Map<String, Value>>>,
+    /// KServe v1's name for rows.
+    instances: Option<Vec<Map<String, Value>>>,
+    image: Option<String>,
+    images: Option<Vec<String>>,
+    text: Option<String>,
+    texts: Option<Vec<String>>,
+}
+
+/// The items of the one name given (none given: no items; two: an error).
+fn one_of<T, const N: usize>(given: [(&str, Option<Vec<T>>); N]) -> Result<Vec<T>, GatewayError> {
+    let mut present = given.into_iter().filter_map(|(n, v)| Some((n, v?)));
+    let Some((name, items)) = present.next() else {
+        return Ok(Vec::new());
+    };
+    match present.next() {
+        Some((other, _)) => Err(GatewayError::BadRequest(format!(
+            "give either '{name}' or '{other}', not both"
         ))),
-        (Some(v), None) => Ok(vec![v]),
-        (None, Some(Value::Array(items))) => Ok(items.iter().collect()),
-        (None, Some(_)) => Err(GatewayError::BadRequest(format!(
-            "'{many}' must be an array"
-        ))),
-        (None, None) => Ok(Vec::new()),
+        None => Ok(items),
     }
 }
 
 fn transform_from_json(body: &[u8]) -> Result<TransformRequest, GatewayError> {
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-    if !body.is_object() {
-        return Err(GatewayError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    let mut request = TransformRequest::default();
-    for row in one_or_many(&body, "row", "rows")? {
-        if !row.is_object() {
-            return Err(GatewayError::BadRequest(
-                "each row must be an object of entity keys and feature values".into(),
-            ));
-        }
-        request.rows_json.push(row.to_string());
-    }
-    for image in one_or_many(&body, "image", "images")? {
-        let text = image
-            .as_str()
-            .ok_or_else(|| GatewayError::BadRequest("each image must be a base64 string".into()))?;
-        let text = text.split_once(";base64,").map_or(text, |(_, data)| data);
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))?;
-        request.images.push(bytes);
-    }
-    for text in one_or_many(&body, "text", "texts")? {
-        let text = text
-            .as_str()
-            .ok_or_else(|| GatewayError::BadRequest("each text must be a string".into()))?;
-        request.texts.push(text.to_string());
-    }
-    Ok(request)
+    let body: PredictBody = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::BadRequest(format!(
+            "invalid predict body ({e}): expected {{\"rows\": [{{...}}]}} (or \"instances\"), \
+             {{\"images\": [\"<base64>\"]}} or {{\"texts\": [\"...\"]}}"
+        ))
+    })?;
+    let rows = one_of([
+        ("row", body.row.map(|r| vec![r])),
+        ("rows", body.rows),
+        ("instances", body.instances),
+    ])?;
+    let images = one_of([
+        ("image", body.image.map(|i| vec![i])),
+        ("images", body.images),
+    ])?;
+    let texts = one_of([("text", body.text.map(|t| vec![t])), ("texts", body.texts)])?;
+    let images = images
+        .iter()
+        .map(|text| {
+            let data = text
+                .split_once(";base64,")
+                .map_or(&**text, |(_, data)| data);
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TransformRequest {
+        model: String::new(),
+        rows_json: rows
+            .into_iter()
+            .map(|row| Value::Object(row).to_string())
+            .collect(),
+        images,
+        texts,
+    })
 }
 
-fn transform_from_multipart(
+fn bad_multipart(error: impl std::fmt::Display) -> GatewayError {
+    GatewayError::BadRequest(format!("invalid multipart body: {error}"))
+}
+
+/// Reads a `multipart/form-data` body (RFC 7578, parsed by `multer`): `image`
+/// file parts, `text` and `row` fields. The body is already in memory and
+/// under the size limit, so it is one chunk of the stream.
+async fn transform_from_multipart(
     content_type: &str,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<TransformRequest, GatewayError> {
+    let boundary = multer::parse_boundary(content_type).map_err(bad_multipart)?;
+    let body = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(body, boundary);
     let mut request = TransformRequest::default();
-    for part in parse_multipart(content_type, body)? {
-        match part.name.as_str() {
-            "image" | "images" => request.images.push(part.data.to_vec()),
+    while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
+        let name = field
+            .name()
+            .ok_or_else(|| bad_multipart("part without a Content-Disposition name"))?
+            .to_string();
+        let data = field.bytes().await.map_err(bad_multipart)?;
+        match name.as_str() {
+            "image" | "images" => request.images.push(data.to_vec()),
             "text" | "texts" => request.texts.push(
-                String::from_utf8(part.data.to_vec())
+                String::from_utf8(data.to_vec())
                     .map_err(|_| GatewayError::BadRequest("text part is not UTF-8".into()))?,
             ),
             "row" | "rows" => request.rows_json.push(
-                String::from_utf8(part.data.to_vec())
+                String::from_utf8(data.to_vec())
                     .map_err(|_| GatewayError::BadRequest("row part is not UTF-8".into()))?,
             ),
             other => {
@@ -193,7 +228,22 @@ mod tests {
         let t =
             transform_from_json(br#"{"rows": [{"user_id": "1"}, {"user_id": "2", "amount": 3}]}"#)
                 .unwrap();
-        assert_eq!(t.rows_json.len(), 2);
+        let rows: Vec<Value> = t
+            .rows_json
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                json!({"user_id": "1"}),
+                json!({"user_id": "2", "amount": 3})
+            ]
+        );
+        let t = transform_from_json(br#"{"instances": [{"x": 1}]}"#).unwrap();
+        assert_eq!(t.rows_json, [r#"{"x":1}"#]);
+        let t = transform_from_json(br#"{"row": {"x": 1}}"#).unwrap();
+        assert_eq!(t.rows_json, [r#"{"x":1}"#]);
         let t = transform_from_json(br#"{"image": "data:image/png;base64,AAEC"}"#).unwrap();
         assert_eq!(t.images, vec![vec![0u8, 1, 2]]);
         let t = transform_from_json(br#"{"texts": ["a", "b"]}"#).unwrap();
@@ -204,10 +254,57 @@ mod tests {
             br#"{"text": "a", "texts": ["b"]}"#,
             br#"{"image": "%%%"}"#,
             br#"{"rows": [1]}"#,
+            br#"{"rows": [{}], "instances": [{}]}"#,
+            br#"{"rows_json": [{}]}"#,
             b"not json",
         ] {
             let err = transform_from_json(bad).unwrap_err();
             assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest);
+        }
+    }
+
+    #[tokio::test]
+    async fn multipart_parts_are_read() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"row\"\r\n\r\n{\"user_id\": \"7\"}\r\n--XyZ--\r\n";
+        let t = transform_from_multipart(
+            "multipart/form-data; boundary=XyZ",
+            Bytes::from_static(body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.images, vec![b"\x89PNG\r\n\x00\x01".to_vec()]);
+        assert_eq!(t.texts, vec!["hello"]);
+        assert_eq!(t.rows_json, vec![r#"{"user_id": "7"}"#]);
+    }
+
+    #[tokio::test]
+    async fn malformed_multipart_bodies_are_400() {
+        let part =
+            |name: &str| format!("--a\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n");
+        for (ct, body) in [
+            ("multipart/form-data", b"--a\r\n".to_vec()),
+            ("multipart/form-data; boundary=a", b"nothing".to_vec()),
+            (
+                "multipart/form-data; boundary=a",
+                format!("{}no end", part("x")).into_bytes(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                b"--a\r\nX: y\r\n\r\nv\r\n--a--".to_vec(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                format!("{}v\r\n--a--\r\n", part("other")).into_bytes(),
+            ),
+            (
+                "multipart/form-data; boundary=a",
+                [part("text").as_bytes(), b"\xff\r\n--a--\r\n"].concat(),
+            ),
+        ] {
+            let err = transform_from_multipart(ct, Bytes::from(body.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest, "{body:?}");
         }
     }
 }

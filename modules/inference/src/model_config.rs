@@ -254,7 +254,7 @@ impl ModelConfigFile {
             let text = std::fs::read_to_string(&triton).map_err(|e| {
                 InferenceError::InvalidModel(format!("cannot read {}: {e}", triton.display()))
             })?;
-            return crate::pbtxt::parse(&text);
+            return crate::pbtxt::parse(&text).map_err(|e| e.in_file(&triton));
         }
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|e| {

@@ -1,164 +1,179 @@
-//! Reads Triton's `config.pbtxt` (protobuf text format), so a Triton model
-//! repository is served unchanged. The fields mlserve honours are mapped onto
-//! [`ModelConfigFile`]; fields it has no use for are dropped with a warning;
-//! scheduling kinds it cannot honour (sequence batching, ensembles) are refused.
+//! Reads Triton's `config.pbtxt`, so a Triton model repository is served
+//! unchanged. The text is parsed as protobuf text format against Triton's full
+//! model configuration schema (`proto/model_config.proto`, compiled in by the
+//! build script) with `prost-reflect`: a field Triton does not know is refused,
+//! as Triton refuses it. The fields mlserve honours are then mapped onto
+//! [`ModelConfigFile`]; Triton fields it has no use for are dropped with a
+//! warning; scheduling kinds it cannot honour (sequence batching, ensembles)
+//! and backends other than ONNX Runtime are refused.
 
+use std::path::Path;
+use std::sync::OnceLock;
+
+use mlserve_proto::ErrorCode;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor};
 use serde_json::{Map, Value};
 
-use crate::error::{InferenceError, Result};
+use crate::error::InferenceError;
 use crate::model_config::ModelConfigFile;
 
-/// Fields that are lists in Triton's schema even when written once.
-const REPEATED: [&str; 8] = [
-    "input",
-    "output",
-    "instance_group",
-    "dims",
-    "preferred_batch_size",
-    "versions",
-    "gpus",
-    "profile",
-];
+/// The compiled schema, a `FileDescriptorSet` written by `build.rs`.
+const DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/model_config.descriptors.bin"));
+
+/// Why a `config.pbtxt` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PbtxtError {
+    /// Not a valid Triton `ModelConfig` in text format: a syntax error, a
+    /// field Triton does not know, or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// Valid for Triton, but asks for something mlserve does not serve.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Valid for Triton, but a value does not fit mlserve's config.
+    #[error("{0}")]
+    Invalid(String),
+    /// The compiled-in schema would not load (a build defect, not the file's).
+    #[error("model_config.proto descriptors: {0}")]
+    Schema(String),
+}
+
+impl PbtxtError {
+    /// The shared error code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PbtxtError::Syntax(_) | PbtxtError::Unsupported(_) | PbtxtError::Invalid(_) => {
+                ErrorCode::BadRequest
+            }
+            PbtxtError::Schema(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The model load failure this makes, naming the file it came from.
+    pub fn in_file(self, path: &Path) -> InferenceError {
+        let msg = format!("{}: {self}", path.display());
+        match self.code() {
+            ErrorCode::Internal => InferenceError::Internal(msg),
+            _ => InferenceError::InvalidModel(msg),
+        }
+    }
+}
 
 /// Parses `config.pbtxt` text into the config mlserve uses.
-pub fn parse(text: &str) -> Result<ModelConfigFile> {
-    let mut tokens = tokenize(text)?.into_iter().peekable();
-    let message = parse_message(&mut tokens, false)?;
-    let config = to_mlserve(message)?;
-    serde_json::from_value(Value::Object(config))
-        .map_err(|e| InferenceError::InvalidModel(format!("config.pbtxt: {e}")))
+pub fn parse(text: &str) -> Result<ModelConfigFile, PbtxtError> {
+    let message = DynamicMessage::parse_text_format(schema()?, &colon_before_lists(text))
+        .map_err(|e| PbtxtError::Syntax(e.to_string()))?;
+    let config = to_mlserve(message_json(&message))?;
+    serde_json::from_value(Value::Object(config)).map_err(|e| PbtxtError::Invalid(e.to_string()))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Word(String),
-    Text(String),
-    Punct(char),
-}
-
-fn tokenize(text: &str) -> Result<Vec<Token>> {
-    let mut tokens = Vec::new();
-    let mut chars = text.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '#' {
-            while chars.next().is_some_and(|c| c != '\n') {}
-        } else if "{}[]:,;<>".contains(c) {
-            let c = match c {
-                '<' => '{',
-                '>' => '}',
-                other => other,
-            };
-            tokens.push(Token::Punct(c));
-            chars.next();
-        } else if c == '"' || c == '\'' {
-            chars.next();
-            let mut s = String::new();
-            loop {
-                match chars.next() {
-                    None => return Err(bad("unterminated string")),
-                    Some(q) if q == c => break,
-                    Some('\\') => s.push(match chars.next() {
-                        Some('n') => '\n',
-                        Some('t') => '\t',
-                        Some(other) => other,
-                        None => return Err(bad("unterminated string")),
-                    }),
-                    Some(other) => s.push(other),
-                }
-            }
-            tokens.push(Token::Text(s));
-        } else if c.is_ascii_alphanumeric() || "_.+-".contains(c) {
-            let mut word = String::new();
-            while let Some(&c) = chars
-                .peek()
-                .filter(|c| c.is_ascii_alphanumeric() || "_.+-".contains(**c))
-            {
-                word.push(c);
-                chars.next();
-            }
-            tokens.push(Token::Word(word));
-        } else {
-            return Err(bad(&format!("unexpected character '{c}'")));
-        }
-    }
-    Ok(tokens)
-}
-
-fn bad(msg: &str) -> InferenceError {
-    InferenceError::InvalidModel(format!("config.pbtxt: {msg}"))
-}
-
-type Tokens = std::iter::Peekable<std::vec::IntoIter<Token>>;
-
-fn parse_message(tokens: &mut Tokens, nested: bool) -> Result<Map<String, Value>> {
-    let mut fields = Map::new();
-    loop {
-        match tokens.next() {
-            None if nested => return Err(bad("missing '}'")),
-            None => return Ok(fields),
-            Some(Token::Punct('}')) if nested => return Ok(fields),
-            Some(Token::Punct(',' | ';')) => continue,
-            Some(Token::Word(name)) => {
-                if tokens.peek() == Some(&Token::Punct(':')) {
-                    tokens.next();
-                }
-                let value = match tokens.next() {
-                    Some(Token::Punct('[')) => Value::Array(parse_list(tokens)?),
-                    Some(token) => parse_value(token, tokens)?,
-                    None => return Err(bad(&format!("field '{name}' has no value"))),
-                };
-                add_field(&mut fields, name, value);
-            }
-            Some(other) => return Err(bad(&format!("unexpected {other:?}"))),
-        }
-    }
-}
-
-fn parse_list(tokens: &mut Tokens) -> Result<Vec<Value>> {
-    let mut items = Vec::new();
-    loop {
-        match tokens.next() {
-            Some(Token::Punct(']')) => return Ok(items),
-            Some(Token::Punct(',')) => continue,
-            Some(token) => items.push(parse_value(token, tokens)?),
-            None => return Err(bad("missing ']'")),
-        }
-    }
-}
-
-fn parse_value(token: Token, tokens: &mut Tokens) -> Result<Value> {
-    Ok(match token {
-        Token::Punct('{') => Value::Object(parse_message(tokens, true)?),
-        Token::Text(s) => Value::String(s),
-        Token::Word(w) if w == "true" || w == "false" => Value::Bool(w == "true"),
-        Token::Word(w) => match (w.parse::<i64>(), w.parse::<f64>()) {
-            (Ok(i), _) => Value::from(i),
-            (_, Ok(f)) => Value::from(f),
-            _ => Value::String(w),
-        },
-        Token::Punct(p) => return Err(bad(&format!("unexpected '{p}'"))),
+/// `inference.ModelConfig`, decoded from the compiled schema once.
+fn schema() -> Result<MessageDescriptor, PbtxtError> {
+    static ROOT: OnceLock<Result<MessageDescriptor, String>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS)
+            .map_err(|e| e.to_string())?
+            .get_message_by_name("inference.ModelConfig")
+            .ok_or_else(|| "inference.ModelConfig is missing".to_string())
     })
+    .clone()
+    .map_err(PbtxtError::Schema)
 }
 
-fn add_field(fields: &mut Map<String, Value>, name: String, value: Value) {
-    let repeated = REPEATED.contains(&name.as_str());
-    match fields.get_mut(&name) {
-        Some(Value::Array(items)) if repeated => match value {
-            Value::Array(more) => items.extend(more),
-            one => items.push(one),
+/// Triton writes a list of messages without a colon (`input [ { ... } ]`),
+/// which the text format allows but prost-reflect's parser does not: this puts
+/// the colon in between a field name and its `[`. Strings and comments are
+/// copied untouched; nothing else changes.
+fn colon_before_lists(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut chars = text.chars().peekable();
+    let mut after_name = false;
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '"' | '\'' => {
+                while let Some(s) = chars.next() {
+                    out.push(s);
+                    if s == '\\' {
+                        out.extend(chars.next());
+                    } else if s == c || s == '\n' {
+                        break;
+                    }
+                }
+                after_name = false;
+            }
+            '#' => {
+                while let Some(s) = chars.next_if(|s| *s != '\n') {
+                    out.push(s);
+                }
+            }
+            '[' if after_name => {
+                out.pop();
+                out.push_str(": [");
+                after_name = false;
+            }
+            c if c.is_ascii_alphanumeric() || c == '_' => {
+                while let Some(s) = chars.next_if(|s| s.is_ascii_alphanumeric() || *s == '_') {
+                    out.push(s);
+                }
+                // A name starts with a letter; `0x1F` or `5f` are numbers.
+                after_name = !c.is_ascii_digit();
+            }
+            c if c.is_whitespace() => {}
+            _ => after_name = false,
+        }
+    }
+    out
+}
+
+/// The fields set in a message, by their proto names, enums by value name.
+fn message_json(message: &DynamicMessage) -> Map<String, Value> {
+    message
+        .fields()
+        .map(|(field, value)| (field.name().to_string(), field_json(value, &field.kind())))
+        .collect()
+}
+
+fn field_json(value: &prost_reflect::Value, kind: &Kind) -> Value {
+    use prost_reflect::Value as V;
+    match value {
+        V::Bool(b) => Value::Bool(*b),
+        V::I32(n) => Value::from(*n),
+        V::I64(n) => Value::from(*n),
+        V::U32(n) => Value::from(*n),
+        V::U64(n) => Value::from(*n),
+        V::F32(x) => Value::from(f64::from(*x)),
+        V::F64(x) => Value::from(*x),
+        V::String(s) => Value::String(s.clone()),
+        V::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        V::EnumNumber(n) => match kind.as_enum().and_then(|e| e.get_value(*n)) {
+            Some(named) => Value::String(named.name().to_string()),
+            None => Value::from(*n),
         },
-        _ if repeated => {
-            let items = match value {
-                Value::Array(items) => items,
-                one => vec![one],
+        V::Message(m) => Value::Object(message_json(m)),
+        V::List(items) => Value::Array(items.iter().map(|v| field_json(v, kind)).collect()),
+        V::Map(entries) => {
+            let value_kind = match kind.as_message() {
+                Some(entry) => entry.map_entry_value_field().kind(),
+                None => kind.clone(),
             };
-            fields.insert(name, Value::Array(items));
+            let entries = entries
+                .iter()
+                .map(|(k, v)| (map_key(k), field_json(v, &value_kind)));
+            Value::Object(entries.collect())
         }
-        _ => {
-            fields.insert(name, value);
-        }
+    }
+}
+
+fn map_key(key: &MapKey) -> String {
+    match key {
+        MapKey::Bool(b) => b.to_string(),
+        MapKey::I32(n) => n.to_string(),
+        MapKey::I64(n) => n.to_string(),
+        MapKey::U32(n) => n.to_string(),
+        MapKey::U64(n) => n.to_string(),
+        MapKey::String(s) => s.clone(),
     }
 }
 
@@ -184,10 +199,13 @@ fn objects(value: Option<Value>) -> Vec<Map<String, Value>> {
     }
 }
 
-fn to_mlserve(mut config: Map<String, Value>) -> Result<Map<String, Value>> {
+/// Maps Triton's fields (as [`message_json`] gives them) onto the keys of
+/// [`ModelConfigFile`].
+fn to_mlserve(mut config: Map<String, Value>) -> Result<Map<String, Value>, PbtxtError> {
     for refused in ["sequence_batching", "ensemble_scheduling"] {
         if config.contains_key(refused) {
-            return Err(bad(&format!("{refused} is not supported by mlserve")));
+            let msg = format!("{refused} is not supported by mlserve");
+            return Err(PbtxtError::Unsupported(msg));
         }
     }
     let mut out = Map::new();
@@ -201,11 +219,10 @@ fn to_mlserve(mut config: Map<String, Value>) -> Result<Map<String, Value>> {
             out.insert(key.into(), v);
         }
     }
-    if let Some(backend) = config.remove("backend") {
+    if let Some(Value::String(backend)) = config.remove("backend") {
         if backend != "onnxruntime" {
-            return Err(bad(&format!(
-                "backend {backend} is not served (only onnxruntime)"
-            )));
+            let msg = format!("backend '{backend}' is not served (only onnxruntime)");
+            return Err(PbtxtError::Unsupported(msg));
         }
     }
     for (key, place) in [("input", "input."), ("output", "output.")] {
@@ -248,7 +265,11 @@ fn to_mlserve(mut config: Map<String, Value>) -> Result<Map<String, Value>> {
         })
         .collect();
     out.insert("instance_group".into(), Value::Array(groups));
-    if let Some(Value::Object(policy)) = config.remove("version_policy") {
+    if let Some(Value::Object(mut policy)) = config.remove("version_policy") {
+        // proto3 leaves `num_versions: 0` out; mlserve serves at least one.
+        if let Some(Value::Object(latest)) = policy.get_mut("latest") {
+            latest.entry("num_versions").or_insert(Value::from(0));
+        }
         out.insert("version_policy".into(), Value::Object(policy));
     }
     if let Some(Value::Object(optimization)) = config.remove("optimization") {
@@ -341,5 +362,66 @@ mod tests {
             .contains("pytorch"));
         assert!(parse("input [ { name: \"x\" ").is_err());
         assert!(parse("name: \"unterminated").is_err());
+    }
+
+    #[test]
+    fn colon_less_lists_parse_and_strings_and_comments_stay_as_written() {
+        let text = "name: 'a [b' # input [ not a field\n\
+                    input [ { name: \"x [\\\" y\" data_type: TYPE_FP32 dims [ -1, 3 ] } ]\n\
+                    output < name: \"z\" data_type: TYPE_INT64 dims: 0x2 >";
+        let config = parse(text).unwrap();
+        assert_eq!(config.name.as_deref(), Some("a [b"));
+        assert_eq!(config.input[0].name, "x [\" y");
+        assert_eq!(config.input[0].dims, vec![-1, 3]);
+        assert_eq!(config.output[0].dims, vec![2]);
+        assert_eq!(
+            colon_before_lists("dims [1] s: \"k [\" # j [\n"),
+            "dims : [1] s: \"k [\" # j [\n"
+        );
+    }
+
+    #[test]
+    fn fields_outside_tritons_schema_are_refused_by_name() {
+        let err = parse("max_batch_sise: 4").unwrap_err();
+        assert!(
+            matches!(&err, PbtxtError::Syntax(m) if m.contains("max_batch_sise")),
+            "{err}"
+        );
+        let err = parse("input [ { name: \"x\" shape: [1] } ]").unwrap_err();
+        assert!(err.to_string().contains("'shape'"), "{err}");
+        let err = parse("dynamic_batching { } sequence_batching { }").unwrap_err();
+        assert!(err.to_string().contains("scheduling_choice"), "{err}");
+        let err = parse("max_batch_size: \"8\"").unwrap_err();
+        assert!(matches!(err, PbtxtError::Syntax(_)), "{err}");
+    }
+
+    #[test]
+    fn an_explicit_zero_batch_size_differs_from_an_absent_one() {
+        assert_eq!(parse("max_batch_size: 0").unwrap().max_batch_size, Some(0));
+        assert_eq!(parse("name: \"m\"").unwrap().max_batch_size, None);
+        let latest = parse("version_policy { latest { } }").unwrap();
+        assert_eq!(
+            latest.version_policy(),
+            VersionPolicy::Latest { num_versions: 0 }
+        );
+        let all = parse("version_policy: { all: { } }").unwrap();
+        assert_eq!(all.version_policy(), VersionPolicy::All {});
+        let err = parse("max_batch_size: -1").unwrap_err();
+        assert!(matches!(err, PbtxtError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn a_bad_file_fails_the_load_naming_the_file_and_the_field() {
+        let dir = std::env::temp_dir().join(format!("mlserve-pbtxt-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.pbtxt"), "name: \"m\"\nmax_batch_sise: 4\n").unwrap();
+        let err = ModelConfigFile::read(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, InferenceError::InvalidModel(_)), "{msg}");
+        assert!(
+            msg.contains("config.pbtxt") && msg.contains("max_batch_sise"),
+            "{msg}"
+        );
     }
 }

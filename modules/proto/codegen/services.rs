@@ -10,7 +10,9 @@
 //! - `<Prefix>GrpcClient`: the trait over tonic's client, writing the context
 //!   as metadata and reading reply notes and typed errors back;
 //! - `<Prefix>GrpcAdapter` and `<prefix>_grpc_server()`: tonic's server trait
-//!   over any implementation, reading the context from the metadata.
+//!   over any implementation, reading the context from the metadata;
+//! - `<Prefix>Observed`: a decorator telling a `CallObserver` (metrics) of
+//!   every call, its RPC name, request, time and outcome.
 //!
 //! Only the shapes of calls (unary, client, server or bidirectional
 //! streaming) are known here; what they do lives in `src/rpc.rs` at run time.
@@ -169,6 +171,7 @@ fn render(spec: &Spec, service: &ServiceDescriptorProto, methods: &[Method], doc
     );
     render_trait(&mut out, spec, methods, doc);
     render_client(&mut out, spec, methods);
+    render_observed(&mut out, spec, methods);
     render_grpc_client(&mut out, spec, service, methods);
     render_grpc_server(&mut out, spec, service, methods);
     out
@@ -261,6 +264,45 @@ impl {t} for {p}Client {{"#
             "    {} {{\n        self.inner.{}(ctx, request).await\n    }}",
             m.signature(),
             m.name
+        );
+    }
+    let _ = writeln!(out, "}}\n");
+}
+
+fn render_observed(out: &mut String, spec: &Spec, methods: &[Method]) {
+    let (t, p) = (spec.trait_name, spec.prefix);
+    let _ = writeln!(
+        out,
+        r#"/// A [`{t}`] that tells a [`crate::CallObserver`] of every call of the
+/// wrapped implementation: its RPC name, request, time and outcome.
+#[derive(Clone)]
+pub struct {p}Observed {{
+    inner: std::sync::Arc<dyn {t}>,
+    observer: std::sync::Arc<dyn crate::CallObserver>,
+}}
+
+impl {p}Observed {{
+    /// Wraps `inner`; every call is reported to `observer`.
+    pub fn new(
+        inner: std::sync::Arc<dyn {t}>,
+        observer: std::sync::Arc<dyn crate::CallObserver>,
+    ) -> Self {{
+        {p}Observed {{ inner, observer }}
+    }}
+}}
+
+#[async_trait::async_trait]
+impl {t} for {p}Observed {{"#
+    );
+    for m in methods {
+        let _ = writeln!(
+            out,
+            "    {} {{
+        let watch = crate::observe::Watch::start(&*self.observer, \"{n}\", &request);
+        watch.done(self.inner.{n}(ctx, request).await)
+    }}",
+            m.signature(),
+            n = m.name
         );
     }
     let _ = writeln!(out, "}}\n");

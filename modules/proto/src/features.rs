@@ -1,12 +1,11 @@
 //! The feature store contract (`features` role): the trait, its client
 //! (local or gRPC) and the gRPC adapters, generated from
-//! `proto/features.proto`; its messages are also the REST JSON bodies.
+//! `proto/features.proto`. REST bodies are not these messages: the features
+//! crate's REST adapter maps its own plain JSON types to and from them.
 //!
 //! The gateway's predict pipeline calls `FeatureService::get_online_features`
 //! and `FeatureService::transform`; [`TransformResponse::into_infer_request`]
 //! turns the transform's tensors into an Open Inference Protocol request.
-
-pub mod json_text;
 
 use bytes::Bytes;
 

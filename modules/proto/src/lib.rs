@@ -6,7 +6,8 @@
 //!   `ErrorCode` alone decides the HTTP status and the gRPC code.
 //! - [`inference`], [`registry`], [`features`]: each service's trait, its
 //!   cloneable client (local or gRPC) and its gRPC adapters, generated from
-//!   the service's .proto by `build.rs`; [`rpc`] is what that code stands on.
+//!   the service's .proto by `build.rs`; [`rpc`] is what that code stands on,
+//!   and [`observe`] lets metrics watch any service's calls.
 //! - [`CallContext`]: what every call carries (deadline, request id, trace
 //!   context, caller), across the process boundary as gRPC metadata.
 //! - [`http`]: the v2 REST protocol (JSON and the binary tensor extension) over
@@ -20,12 +21,14 @@ pub(crate) mod fake_inference;
 pub mod features;
 pub mod http;
 pub mod inference;
+pub mod observe;
 pub mod registry;
 pub mod rpc;
 
 pub use context::{CallContext, Caller};
 pub use datatype::DataType;
 pub use error::{ErrorCode, ServiceError, ServiceResult, Transport};
+pub use observe::CallObserver;
 
 /// Generated protobuf messages and gRPC stubs of package `inference`.
 #[allow(missing_docs, clippy::all)]
