@@ -85,7 +85,19 @@ pub struct QueuePolicyConfig {
     /// Whether a request's `timeout` parameter may override the default.
     pub allow_timeout_override: bool,
     /// Only `REJECT` is supported (Triton's default).
-    pub timeout_action: Option<String>,
+    pub timeout_action: Option<TimeoutAction>,
+}
+
+/// Triton's `ModelQueuePolicy.TimeoutAction`: what happens to a request whose
+/// queue timeout expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TimeoutAction {
+    /// The request fails with a deadline error (Triton's default).
+    #[serde(rename = "REJECT", alias = "reject")]
+    Reject,
+    /// The request stays queued behind the others; not supported.
+    #[serde(rename = "DELAY", alias = "delay")]
+    Delay,
 }
 
 /// Triton's `instance_group` entry.
@@ -95,9 +107,10 @@ pub struct InstanceGroupConfig {
     /// Instances in this group.
     #[serde(default = "one")]
     pub count: u32,
-    /// `cpu` / `KIND_CPU`, `gpu` / `KIND_GPU`, or `auto`.
+    /// `KIND_CPU` / `cpu`, `KIND_GPU` / `gpu`, `KIND_AUTO` / `auto` or
+    /// `KIND_MODEL` / `model` (default CPU).
     #[serde(default)]
-    pub kind: Option<String>,
+    pub kind: Option<InstanceGroupKind>,
     /// GPU ids for `gpu` instances (default 0).
     #[serde(default)]
     pub gpus: Vec<i32>,
@@ -164,6 +177,36 @@ pub struct OptimizationConfig {
     pub inter_op_threads: usize,
     /// disable | basic | extended | all (default all).
     pub graph_optimization_level: Option<GraphOptimizationLevel>,
+}
+
+/// Triton's `ModelInstanceGroup.Kind` as a config names it. mlserve runs
+/// `KIND_AUTO` and `KIND_MODEL` groups on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum InstanceGroupKind {
+    /// Triton chooses: mlserve picks the CPU.
+    #[serde(rename = "KIND_AUTO", alias = "auto")]
+    Auto,
+    /// GPU instances.
+    #[serde(rename = "KIND_GPU", alias = "gpu")]
+    Gpu,
+    /// CPU instances.
+    #[serde(rename = "KIND_CPU", alias = "cpu")]
+    Cpu,
+    /// The model places itself: mlserve picks the CPU.
+    #[serde(rename = "KIND_MODEL", alias = "model")]
+    Model,
+}
+
+impl InstanceGroupKind {
+    /// Where instances of this kind run.
+    pub fn placement(self) -> InstanceKind {
+        match self {
+            InstanceGroupKind::Gpu => InstanceKind::Gpu,
+            InstanceGroupKind::Auto | InstanceGroupKind::Cpu | InstanceGroupKind::Model => {
+                InstanceKind::Cpu
+            }
+        }
+    }
 }
 
 /// Where an instance runs.
@@ -345,17 +388,9 @@ pub fn resolve(
     .map_err(bad)?;
     let mut instance_groups = Vec::new();
     for group in &file.instance_group {
-        let kind = match group
+        let kind = group
             .kind
-            .as_deref()
-            .unwrap_or("cpu")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "cpu" | "kind_cpu" | "auto" | "kind_auto" | "kind_model" => InstanceKind::Cpu,
-            "gpu" | "kind_gpu" => InstanceKind::Gpu,
-            other => return Err(bad(format!("unknown instance_group kind '{other}'"))),
-        };
+            .map_or(InstanceKind::Cpu, InstanceGroupKind::placement);
         if group.count == 0 {
             return Err(bad("instance_group count must be at least 1".into()));
         }
@@ -465,12 +500,8 @@ fn resolve_batching(
         ));
     }
     let policy = &config.default_queue_policy;
-    if let Some(action) = &policy.timeout_action {
-        if !action.eq_ignore_ascii_case("reject") {
-            return Err(format!(
-                "timeout_action '{action}' is not supported (only REJECT)"
-            ));
-        }
+    if policy.timeout_action == Some(TimeoutAction::Delay) {
+        return Err("timeout_action DELAY is not supported (only REJECT)".into());
     }
     if config.priority_levels > 0
         && (config.default_priority_level == 0
@@ -569,6 +600,35 @@ mod tests {
             toml::from_str("max_batch_size = 4\n[dynamic_batching]\npreferred_batch_size = [8]\n")
                 .unwrap();
         assert!(resolve("m", &file, &signature(), 8).is_err());
+    }
+
+    #[test]
+    fn closed_sets_are_enums_with_triton_and_short_names() {
+        let kinds = |text: &str| {
+            toml::from_str::<ModelConfigFile>(text).map(|f| {
+                let spec = resolve("m", &f, &signature(), 8).unwrap();
+                spec.instance_groups
+                    .into_iter()
+                    .map(|g| g.0)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let text = "[[instance_group]]\nkind = \"gpu\"\n[[instance_group]]\nkind = \"KIND_AUTO\"\n";
+        assert_eq!(
+            kinds(text).unwrap(),
+            vec![InstanceKind::Gpu, InstanceKind::Cpu]
+        );
+        let err = kinds("[[instance_group]]\nkind = \"tpu\"\n").unwrap_err();
+        assert!(err.message().contains("unknown variant `tpu`"), "{err}");
+        assert!(err.message().contains("KIND_GPU"), "{err}");
+
+        let delay = "max_batch_size = 4\n[dynamic_batching.default_queue_policy]\ntimeout_action = \"DELAY\"\n";
+        let file: ModelConfigFile = toml::from_str(delay).unwrap();
+        let err = resolve("m", &file, &signature(), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DELAY is not supported"), "{err}");
+        assert!(toml::from_str::<ModelConfigFile>(&delay.replace("DELAY", "WAIT")).is_err());
     }
 
     #[test]

@@ -1,25 +1,25 @@
 //! Reads Triton's `config.pbtxt`, so a Triton model repository is served
 //! unchanged. The text is parsed as protobuf text format against Triton's full
-//! model configuration schema (`proto/model_config.proto`, compiled in by the
-//! build script) with `prost-reflect`: a field Triton does not know is refused,
-//! as Triton refuses it. The fields mlserve honours are then mapped onto
-//! [`ModelConfigFile`]; Triton fields it has no use for are dropped with a
-//! warning; scheduling kinds it cannot honour (sequence batching, ensembles)
+//! model configuration schema (mlserve-proto's `model_config.proto`, the one
+//! the gRPC `ModelConfig` RPC answers with) with `prost-reflect`: a field
+//! Triton does not know is refused, as Triton refuses it. The message is then
+//! transcoded into the generated `pb::ModelConfig` and the fields mlserve
+//! honours are mapped onto [`ModelConfigFile`]; set fields it has no use for
+//! are reported with a warning; scheduling kinds it cannot honour (sequence batching, ensembles)
 //! and backends other than ONNX Runtime are refused.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use mlserve_proto::ErrorCode;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor};
-use serde_json::{Map, Value};
+use mlserve_proto::{pb, ErrorCode};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value as ReflectValue};
 
 use crate::error::InferenceError;
-use crate::model_config::ModelConfigFile;
-
-/// The compiled schema, a `FileDescriptorSet` written by `build.rs`.
-const DESCRIPTORS: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/model_config.descriptors.bin"));
+use crate::graph_level::GraphOptimizationLevel;
+use crate::model_config::{
+    DynamicBatchingConfig, InstanceGroupConfig, InstanceGroupKind, ModelConfigFile,
+    OptimizationConfig, QueuePolicyConfig, TensorConfig, TimeoutAction, VersionPolicy,
+};
 
 /// Why a `config.pbtxt` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,15 +64,18 @@ impl PbtxtError {
 pub fn parse(text: &str) -> Result<ModelConfigFile, PbtxtError> {
     let message = DynamicMessage::parse_text_format(schema()?, &colon_before_lists(text))
         .map_err(|e| PbtxtError::Syntax(e.to_string()))?;
-    let config = to_mlserve(message_json(&message))?;
-    serde_json::from_value(Value::Object(config)).map_err(|e| PbtxtError::Invalid(e.to_string()))
+    warn_unused(&message, "");
+    let config: pb::ModelConfig = message
+        .transcode_to()
+        .map_err(|e| PbtxtError::Schema(e.to_string()))?;
+    to_mlserve(config)
 }
 
 /// `inference.ModelConfig`, decoded from the compiled schema once.
 fn schema() -> Result<MessageDescriptor, PbtxtError> {
     static ROOT: OnceLock<Result<MessageDescriptor, String>> = OnceLock::new();
     ROOT.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTORS)
+        DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
             .map_err(|e| e.to_string())?
             .get_message_by_name("inference.ModelConfig")
             .ok_or_else(|| "inference.ModelConfig is missing".to_string())
@@ -127,170 +130,212 @@ fn colon_before_lists(text: &str) -> String {
     out
 }
 
-/// The fields set in a message, by their proto names, enums by value name.
-fn message_json(message: &DynamicMessage) -> Map<String, Value> {
-    message
-        .fields()
-        .map(|(field, value)| (field.name().to_string(), field_json(value, &field.kind())))
-        .collect()
-}
+/// The `config.pbtxt` fields mlserve honours, as dotted paths; a message
+/// field listed here is walked into, any other set field is reported.
+const HONOURED: &[&str] = &[
+    "name",
+    "platform",
+    "backend",
+    "max_batch_size",
+    "default_model_filename",
+    "input",
+    "input.name",
+    "input.data_type",
+    "input.dims",
+    "input.optional",
+    "output",
+    "output.name",
+    "output.data_type",
+    "output.dims",
+    "dynamic_batching",
+    "dynamic_batching.preferred_batch_size",
+    "dynamic_batching.max_queue_delay_microseconds",
+    "dynamic_batching.priority_levels",
+    "dynamic_batching.default_priority_level",
+    "dynamic_batching.preserve_ordering",
+    "dynamic_batching.default_queue_policy",
+    "dynamic_batching.default_queue_policy.max_queue_size",
+    "dynamic_batching.default_queue_policy.default_timeout_microseconds",
+    "dynamic_batching.default_queue_policy.allow_timeout_override",
+    "dynamic_batching.default_queue_policy.timeout_action",
+    "instance_group",
+    "instance_group.name",
+    "instance_group.count",
+    "instance_group.kind",
+    "instance_group.gpus",
+    "version_policy",
+    "version_policy.latest",
+    "version_policy.latest.num_versions",
+    "version_policy.all",
+    "version_policy.specific",
+    "version_policy.specific.versions",
+    "optimization",
+    "optimization.graph",
+    "optimization.graph.level",
+    // Refused with a clear error by `to_mlserve`.
+    "sequence_batching",
+    "ensemble_scheduling",
+];
 
-fn field_json(value: &prost_reflect::Value, kind: &Kind) -> Value {
-    use prost_reflect::Value as V;
-    match value {
-        V::Bool(b) => Value::Bool(*b),
-        V::I32(n) => Value::from(*n),
-        V::I64(n) => Value::from(*n),
-        V::U32(n) => Value::from(*n),
-        V::U64(n) => Value::from(*n),
-        V::F32(x) => Value::from(f64::from(*x)),
-        V::F64(x) => Value::from(*x),
-        V::String(s) => Value::String(s.clone()),
-        V::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        V::EnumNumber(n) => match kind.as_enum().and_then(|e| e.get_value(*n)) {
-            Some(named) => Value::String(named.name().to_string()),
-            None => Value::from(*n),
-        },
-        V::Message(m) => Value::Object(message_json(m)),
-        V::List(items) => Value::Array(items.iter().map(|v| field_json(v, kind)).collect()),
-        V::Map(entries) => {
-            let value_kind = match kind.as_message() {
-                Some(entry) => entry.map_entry_value_field().kind(),
-                None => kind.clone(),
-            };
-            let entries = entries
+/// Warns, by dotted path, about every field set in `message` that mlserve
+/// does not honour.
+fn warn_unused(message: &DynamicMessage, place: &str) {
+    for (field, value) in message.fields() {
+        let path = format!("{place}{}", field.name());
+        if !HONOURED.contains(&path.as_str()) {
+            tracing::warn!(field = %path, "config.pbtxt field not used by mlserve, ignored");
+            continue;
+        }
+        let inner = format!("{path}.");
+        match value {
+            ReflectValue::Message(m) => warn_unused(m, &inner),
+            ReflectValue::List(items) => items
                 .iter()
-                .map(|(k, v)| (map_key(k), field_json(v, &value_kind)));
-            Value::Object(entries.collect())
+                .filter_map(ReflectValue::as_message)
+                .for_each(|m| warn_unused(m, &inner)),
+            _ => {}
         }
     }
 }
 
-fn map_key(key: &MapKey) -> String {
-    match key {
-        MapKey::Bool(b) => b.to_string(),
-        MapKey::I32(n) => n.to_string(),
-        MapKey::I64(n) => n.to_string(),
-        MapKey::U32(n) => n.to_string(),
-        MapKey::U64(n) => n.to_string(),
-        MapKey::String(s) => s.clone(),
+/// `value` as mlserve's (unsigned or narrower) type, or an error naming the field.
+fn fits<T, V>(value: V, field: &str) -> Result<T, PbtxtError>
+where
+    T: TryFrom<V>,
+    V: Copy + std::fmt::Display,
+{
+    T::try_from(value).map_err(|_| PbtxtError::Invalid(format!("{field} {value} is out of range")))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn tensor(name: String, data_type: i32, dims: Vec<i64>, optional: bool) -> TensorConfig {
+    let data_type = pb::DataType::try_from(data_type)
+        .map_or_else(|_| data_type.to_string(), |t| t.as_str_name().to_string());
+    TensorConfig {
+        name,
+        data_type,
+        dims,
+        optional,
     }
 }
 
-/// Keeps the `allowed` keys of an object, warning about the others.
-fn keep(mut object: Map<String, Value>, allowed: &[&str], place: &str) -> Map<String, Value> {
-    object.retain(|key, _| {
-        let kept = allowed.contains(&key.as_str());
-        if !kept {
-            tracing::warn!(field = %format!("{place}{key}"), "config.pbtxt field not used by mlserve, ignored");
-        }
-        kept
-    });
-    object
-}
-
-fn objects(value: Option<Value>) -> Vec<Map<String, Value>> {
-    match value {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .filter_map(|v| v.as_object().cloned())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Maps Triton's fields (as [`message_json`] gives them) onto the keys of
-/// [`ModelConfigFile`].
-fn to_mlserve(mut config: Map<String, Value>) -> Result<Map<String, Value>, PbtxtError> {
-    for refused in ["sequence_batching", "ensemble_scheduling"] {
-        if config.contains_key(refused) {
-            let msg = format!("{refused} is not supported by mlserve");
+/// Maps Triton's typed configuration onto [`ModelConfigFile`], refusing what
+/// mlserve cannot serve.
+fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
+    use pb::model_config::SchedulingChoice;
+    use pb::model_version_policy::PolicyChoice;
+    match &config.scheduling_choice {
+        Some(SchedulingChoice::SequenceBatching(_)) => {
+            let msg = "sequence_batching is not supported by mlserve".to_string();
             return Err(PbtxtError::Unsupported(msg));
         }
-    }
-    let mut out = Map::new();
-    for key in [
-        "name",
-        "platform",
-        "max_batch_size",
-        "default_model_filename",
-    ] {
-        if let Some(v) = config.remove(key) {
-            out.insert(key.into(), v);
-        }
-    }
-    if let Some(Value::String(backend)) = config.remove("backend") {
-        if backend != "onnxruntime" {
-            let msg = format!("backend '{backend}' is not served (only onnxruntime)");
+        Some(SchedulingChoice::EnsembleScheduling(_)) => {
+            let msg = "ensemble_scheduling is not supported by mlserve".to_string();
             return Err(PbtxtError::Unsupported(msg));
         }
+        _ => {}
     }
-    for (key, place) in [("input", "input."), ("output", "output.")] {
-        let tensors: Vec<Value> = objects(config.remove(key))
-            .into_iter()
-            .map(|t| Value::Object(keep(t, &["name", "data_type", "dims", "optional"], place)))
-            .collect();
-        out.insert(key.into(), Value::Array(tensors));
+    if !config.backend.is_empty() && config.backend != "onnxruntime" {
+        let msg = format!(
+            "backend '{}' is not served (only onnxruntime)",
+            config.backend
+        );
+        return Err(PbtxtError::Unsupported(msg));
     }
-    if let Some(Value::Object(batching)) = config.remove("dynamic_batching") {
-        let allowed = [
-            "preferred_batch_size",
-            "max_queue_delay_microseconds",
-            "priority_levels",
-            "default_priority_level",
-            "default_queue_policy",
-            "preserve_ordering",
-        ];
-        let mut batching = keep(batching, &allowed, "dynamic_batching.");
-        if let Some(Value::Object(policy)) = batching.remove("default_queue_policy") {
-            let allowed = [
-                "max_queue_size",
-                "default_timeout_microseconds",
-                "allow_timeout_override",
-                "timeout_action",
-            ];
-            let policy = keep(policy, &allowed, "dynamic_batching.default_queue_policy.");
-            batching.insert("default_queue_policy".into(), Value::Object(policy));
+    let dynamic_batching = match config.scheduling_choice {
+        Some(SchedulingChoice::DynamicBatching(b)) => {
+            let policy = b.default_queue_policy.unwrap_or_default();
+            let timeout_action = match policy.timeout_action() {
+                pb::model_queue_policy::TimeoutAction::Reject => TimeoutAction::Reject,
+                pb::model_queue_policy::TimeoutAction::Delay => TimeoutAction::Delay,
+            };
+            Some(DynamicBatchingConfig {
+                preferred_batch_size: b
+                    .preferred_batch_size
+                    .into_iter()
+                    .map(|n| fits(n, "dynamic_batching.preferred_batch_size"))
+                    .collect::<Result<_, _>>()?,
+                max_queue_delay_microseconds: b.max_queue_delay_microseconds,
+                priority_levels: fits(b.priority_levels, "dynamic_batching.priority_levels")?,
+                default_priority_level: fits(
+                    b.default_priority_level,
+                    "dynamic_batching.default_priority_level",
+                )?,
+                default_queue_policy: QueuePolicyConfig {
+                    max_queue_size: policy.max_queue_size,
+                    default_timeout_microseconds: policy.default_timeout_microseconds,
+                    allow_timeout_override: policy.allow_timeout_override,
+                    timeout_action: Some(timeout_action),
+                },
+                preserve_ordering: b.preserve_ordering,
+            })
         }
-        out.insert("dynamic_batching".into(), Value::Object(batching));
-    }
-    let groups: Vec<Value> = objects(config.remove("instance_group"))
+        _ => None,
+    };
+    let instance_group = config
+        .instance_group
         .into_iter()
         .map(|g| {
-            Value::Object(keep(
-                g,
-                &["count", "kind", "gpus", "name"],
-                "instance_group.",
-            ))
+            let kind = match g.kind() {
+                pb::model_instance_group::Kind::Auto => InstanceGroupKind::Auto,
+                pb::model_instance_group::Kind::Gpu => InstanceGroupKind::Gpu,
+                pb::model_instance_group::Kind::Cpu => InstanceGroupKind::Cpu,
+                pb::model_instance_group::Kind::Model => InstanceGroupKind::Model,
+            };
+            Ok(InstanceGroupConfig {
+                // Triton reads an absent (zero) count as one instance.
+                count: fits::<u32, _>(g.count, "instance_group.count")?.max(1),
+                kind: Some(kind),
+                gpus: g.gpus,
+                name: non_empty(g.name),
+            })
         })
-        .collect();
-    out.insert("instance_group".into(), Value::Array(groups));
-    if let Some(Value::Object(mut policy)) = config.remove("version_policy") {
-        // proto3 leaves `num_versions: 0` out; mlserve serves at least one.
-        if let Some(Value::Object(latest)) = policy.get_mut("latest") {
-            latest.entry("num_versions").or_insert(Value::from(0));
-        }
-        out.insert("version_policy".into(), Value::Object(policy));
-    }
-    if let Some(Value::Object(optimization)) = config.remove("optimization") {
-        let optimization = keep(optimization, &["graph"], "optimization.");
-        let level = optimization
-            .get("graph")
-            .and_then(|g| g.get("level"))
-            .and_then(Value::as_i64);
-        // Triton's ONNX Runtime backend: 0 (default) all, -1 basic only, 1 basic and extended.
-        let level = match level {
-            Some(-1) => "basic",
-            Some(1) => "extended",
-            _ => "all",
-        };
-        out.insert(
-            "optimization".into(),
-            serde_json::json!({ "graph_optimization_level": level }),
-        );
-    }
-    keep(config, &[], "");
-    Ok(out)
+        .collect::<Result<_, PbtxtError>>()?;
+    let version_policy = config
+        .version_policy
+        .and_then(|p| p.policy_choice)
+        .map(|choice| match choice {
+            PolicyChoice::Latest(l) => VersionPolicy::Latest {
+                num_versions: l.num_versions,
+            },
+            PolicyChoice::All(_) => VersionPolicy::All {},
+            PolicyChoice::Specific(s) => VersionPolicy::Specific {
+                versions: s.versions,
+            },
+        });
+    let optimization = config.optimization.map(|o| OptimizationConfig {
+        graph_optimization_level: Some(GraphOptimizationLevel::from_triton(
+            o.graph.map_or(0, |g| i64::from(g.level)),
+        )),
+        ..Default::default()
+    });
+    Ok(ModelConfigFile {
+        name: non_empty(config.name),
+        platform: non_empty(config.platform),
+        backend: None,
+        max_batch_size: config
+            .max_batch_size
+            .map(|n| fits(n, "max_batch_size"))
+            .transpose()?,
+        input: config
+            .input
+            .into_iter()
+            .map(|t| tensor(t.name, t.data_type, t.dims, t.optional))
+            .collect(),
+        output: config
+            .output
+            .into_iter()
+            .map(|t| tensor(t.name, t.data_type, t.dims, false))
+            .collect(),
+        dynamic_batching,
+        instance_group,
+        version_policy,
+        optimization,
+        default_model_filename: non_empty(config.default_model_filename),
+    })
 }
 
 #[cfg(test)]
@@ -330,8 +375,8 @@ mod tests {
         assert_eq!(config.output[0].data_type, "TYPE_INT32");
         let groups: Vec<&InstanceGroupConfig> = config.instance_group.iter().collect();
         assert_eq!(
-            (groups[0].count, groups[0].kind.as_deref()),
-            (2, Some("KIND_CPU"))
+            (groups[0].count, groups[0].kind),
+            (2, Some(InstanceGroupKind::Cpu))
         );
         let batching = config.dynamic_batching.unwrap();
         assert_eq!(batching.preferred_batch_size, vec![4, 8]);

@@ -117,7 +117,7 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(policy_choice),
         }),
-        max_batch_size: spec.max_batch_size as i32,
+        max_batch_size: Some(spec.max_batch_size as i32),
         input: spec
             .inputs
             .iter()
@@ -125,7 +125,7 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
                 name: t.name.clone(),
                 data_type: t.datatype.to_config() as i32,
                 dims: t.dims.clone(),
-                optional: false,
+                ..Default::default()
             })
             .collect(),
         output: spec
@@ -135,7 +135,7 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
                 name: t.name.clone(),
                 data_type: t.datatype.to_config() as i32,
                 dims: t.dims.clone(),
-                label_filename: String::new(),
+                ..Default::default()
             })
             .collect(),
         instance_group: spec
@@ -154,34 +154,39 @@ fn model_config(served: &ServedVersion) -> pb::ModelConfig {
                         pb::model_instance_group::Kind::Gpu as i32
                     }
                 },
+                ..Default::default()
             })
             .collect(),
         default_model_filename: spec.model_filename.clone(),
-        dynamic_batching: spec.dynamic_batching.then(|| pb::ModelDynamicBatching {
-            preferred_batch_size: batching
-                .preferred_batch_sizes
-                .iter()
-                .map(|&n| n as i32)
-                .collect(),
-            max_queue_delay_microseconds: batching.max_queue_delay.as_micros() as u64,
-            preserve_ordering: false,
-            priority_levels: batching.priority_levels as u64,
-            default_priority_level: batching.default_priority_level as u64,
-            default_queue_policy: Some(pb::ModelQueuePolicy {
-                timeout_action: pb::model_queue_policy::TimeoutAction::Reject as i32,
-                default_timeout_microseconds: batching
-                    .default_timeout
-                    .map_or(0, |d| d.as_micros() as u64),
-                allow_timeout_override: batching.allow_timeout_override,
-                max_queue_size: batching.max_queue_size as u32,
-            }),
+        scheduling_choice: spec.dynamic_batching.then(|| {
+            pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
+                preferred_batch_size: batching
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&n| n as i32)
+                    .collect(),
+                max_queue_delay_microseconds: batching.max_queue_delay.as_micros() as u64,
+                preserve_ordering: false,
+                priority_levels: batching.priority_levels as u64,
+                default_priority_level: batching.default_priority_level as u64,
+                default_queue_policy: Some(pb::ModelQueuePolicy {
+                    timeout_action: pb::model_queue_policy::TimeoutAction::Reject as i32,
+                    default_timeout_microseconds: batching
+                        .default_timeout
+                        .map_or(0, |d| d.as_micros() as u64),
+                    allow_timeout_override: batching.allow_timeout_override,
+                    max_queue_size: batching.max_queue_size as u32,
+                }),
+                ..Default::default()
+            })
         }),
         optimization: Some(pb::ModelOptimizationPolicy {
             graph: Some(pb::model_optimization_policy::Graph {
                 level: spec.graph_optimization_level.triton_level(),
             }),
+            ..Default::default()
         }),
-        parameters: Default::default(),
+        ..Default::default()
     }
 }
 

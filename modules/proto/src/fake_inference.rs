@@ -145,7 +145,7 @@ impl InferenceService for Echo {
         Ok(pb::ModelConfigResponse {
             config: Some(pb::ModelConfig {
                 name: request.name,
-                max_batch_size: 4,
+                max_batch_size: Some(4),
                 ..Default::default()
             }),
         })

@@ -34,4 +34,10 @@ pub use observe::CallObserver;
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("inference");
+
+    /// The `FileDescriptorSet` of the inference and registry contracts, with
+    /// their imports (Triton's full `model_config.proto` among them), for
+    /// reflection: `config.pbtxt` is parsed as text format against it.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/core.descriptors.bin"));
 }

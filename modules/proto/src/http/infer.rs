@@ -42,7 +42,7 @@ pub(super) async fn model_infer(
     };
     if decoded.plan.classifies() {
         let config = model_config_of(&state, ctx.clone(), &model).await?;
-        decoded.plan.batched = config.max_batch_size > 0;
+        decoded.plan.batched = config.max_batch_size.unwrap_or(0) > 0;
     }
     decoded.request.model_name = model.name;
     decoded.request.model_version = model.version;

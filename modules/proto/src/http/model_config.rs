@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::pb;
+use crate::pb::model_config::SchedulingChoice;
 use crate::pb::model_version_policy::PolicyChoice;
 
 /// An enum by its proto name, or its number when the value is not one of
@@ -38,7 +39,10 @@ pub(super) fn model_config_json(c: &pb::ModelConfig) -> Value {
         };
         out.insert("version_policy".into(), policy);
     }
-    out.insert("max_batch_size".into(), json!(c.max_batch_size));
+    out.insert(
+        "max_batch_size".into(),
+        json!(c.max_batch_size.unwrap_or(0)),
+    );
     let inputs: Vec<Value> = c
         .input
         .iter()
@@ -71,7 +75,7 @@ pub(super) fn model_config_json(c: &pb::ModelConfig) -> Value {
         "default_model_filename".into(),
         json!(c.default_model_filename),
     );
-    if let Some(d) = &c.dynamic_batching {
+    if let Some(SchedulingChoice::DynamicBatching(d)) = &c.scheduling_choice {
         let mut batching = Map::new();
         batching.insert("preferred_batch_size".into(), json!(d.preferred_batch_size));
         batching.insert(
@@ -131,38 +135,42 @@ mod tests {
                     versions: vec![1, 3],
                 })),
             }),
-            max_batch_size: 8,
+            max_batch_size: Some(8),
             input: vec![pb::ModelInput {
                 name: "INPUT0".into(),
                 data_type: pb::DataType::TypeInt32 as i32,
                 dims: vec![16],
-                optional: false,
+                ..Default::default()
             }],
             output: vec![pb::ModelOutput {
                 name: "OUTPUT0".into(),
                 data_type: pb::DataType::TypeString as i32,
                 dims: vec![-1],
-                label_filename: String::new(),
+                ..Default::default()
             }],
             instance_group: vec![pb::ModelInstanceGroup {
                 name: "g".into(),
                 count: 2,
                 gpus: vec![],
                 kind: pb::model_instance_group::Kind::Cpu as i32,
-            }],
-            dynamic_batching: Some(pb::ModelDynamicBatching {
-                preferred_batch_size: vec![4, 8],
-                max_queue_delay_microseconds: 100,
-                default_queue_policy: Some(pb::ModelQueuePolicy {
-                    timeout_action: pb::model_queue_policy::TimeoutAction::Delay as i32,
-                    default_timeout_microseconds: 5000,
-                    allow_timeout_override: true,
-                    max_queue_size: 16,
-                }),
                 ..Default::default()
-            }),
+            }],
+            scheduling_choice: Some(SchedulingChoice::DynamicBatching(
+                pb::ModelDynamicBatching {
+                    preferred_batch_size: vec![4, 8],
+                    max_queue_delay_microseconds: 100,
+                    default_queue_policy: Some(pb::ModelQueuePolicy {
+                        timeout_action: pb::model_queue_policy::TimeoutAction::Delay as i32,
+                        default_timeout_microseconds: 5000,
+                        allow_timeout_override: true,
+                        max_queue_size: 16,
+                    }),
+                    ..Default::default()
+                },
+            )),
             optimization: Some(pb::ModelOptimizationPolicy {
                 graph: Some(pb::model_optimization_policy::Graph { level: 1 }),
+                ..Default::default()
             }),
             parameters: [(
                 "k".to_string(),
