@@ -17,8 +17,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use mlserve_proto::features::{FeatureService, TransformRequest};
+use mlserve_proto::http::decode_base64_payload;
 use mlserve_proto::inference::InferenceService;
 use mlserve_proto::{pb, CallContext, ServiceError};
 use serde::Deserialize;
@@ -159,11 +159,7 @@ fn transform_from_json(body: &[u8]) -> Result<TransformRequest, GatewayError> {
     let images = images
         .iter()
         .map(|text| {
-            let data = text
-                .split_once(";base64,")
-                .map_or(&**text, |(_, data)| data);
-            base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
+            decode_base64_payload(text)
                 .map_err(|e| GatewayError::BadRequest(format!("image is not valid base64: {e}")))
         })
         .collect::<Result<_, _>>()?;

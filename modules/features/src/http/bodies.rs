@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use mlserve_proto::features as pb;
+use mlserve_proto::http::decode_base64_payload;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -37,10 +38,7 @@ fn to_value(text: &str, what: &str) -> Result<Value> {
 
 /// Decodes standard base64, with or without a `data:...;base64,` prefix.
 fn from_base64(text: &str, what: &str) -> Result<Vec<u8>> {
-    let data = text.split_once(";base64,").map_or(text, |(_, data)| data);
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .map_err(|e| invalid(format!("{what} is not valid base64: {e}")))
+    decode_base64_payload(text).map_err(|e| invalid(format!("{what} is not valid base64: {e}")))
 }
 
 /// `POST /v1/features/apply`: definitions to create or update.
