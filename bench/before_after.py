@@ -29,6 +29,13 @@ from mlserve_proc import Server  # noqa: E402
 from saturation import MODELS, REPO, Case, Progress, ensure_models, git_commit, measure_closed  # noqa: E402
 
 
+def checkout(binary):
+    """The checkout a `target/release/mlserve` was built in, so that it reads
+    its own version's config/mlserve.toml; None (this directory) otherwise."""
+    root = Path(binary).resolve().parents[2]
+    return root if (root / "config" / "mlserve.toml").is_file() else None
+
+
 def measure(ctx, server, case, protocol, concurrency):
     """One closed-loop run; (inferences/s, server CPU ms per inference, p99 ms, errors)."""
     ctx = dict(ctx, server=server)
@@ -131,8 +138,8 @@ def main():
     workers = max(cores // 2, 1)
     server_args = ["--worker-threads", str(workers), "--cpu-threads", str(max(cores - workers, 1))]
     work = REPO / "bench" / "work"
-    servers = {"before": Server(args.before, MODELS, server_args, work / "before.log"),
-               "after": Server(args.after, MODELS, server_args, work / "after.log")}
+    servers = {"before": Server(args.before, MODELS, server_args, work / "before.log", checkout(args.before)),
+               "after": Server(args.after, MODELS, server_args, work / "after.log", checkout(args.after))}
     steps = args.rounds * len(protocols) * 2
     progress = Progress(steps * (case.duration + case.warmup + 0.5), steps)
     ctx = {"loadgen": args.loadgen, "client_threads": 1}

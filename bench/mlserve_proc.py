@@ -24,10 +24,16 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class Server:
-    """One mlserve serving `repository`, with `args` added to its command line."""
+    """One mlserve serving `repository`, with `args` added to its command line.
 
-    def __init__(self, binary, repository, args, log_path):
+    It runs in `cwd` (default: this process's), where it reads
+    `config/mlserve.toml`: a build of another commit runs in its own checkout,
+    so it reads the config file its own version understands.
+    """
+
+    def __init__(self, binary, repository, args, log_path, cwd=None):
         self.binary = Path(binary)
+        self.cwd = cwd
         self.repository = Path(repository)
         self.args = list(args)
         self.log_path = Path(log_path)
@@ -49,7 +55,8 @@ class Server:
                "--data-dir", str(self.log_path.with_suffix(".data")), *self.args]
         env = dict(os.environ, NO_COLOR="1")
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                         cwd=self.cwd)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             text = _ANSI.sub("", self.log_path.read_text(errors="replace"))

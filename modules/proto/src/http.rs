@@ -25,11 +25,10 @@ mod views;
 #[cfg(test)]
 mod router_tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -173,9 +172,9 @@ fn json_ok(value: &serde_json::Value) -> Response {
     json_bytes(StatusCode::OK, value.to_string().into_bytes())
 }
 
-/// The path parameters of a route, or axum's rejection of them (for example a
-/// percent-encoding that is not UTF-8).
-type PathParams = Result<Path<HashMap<String, String>>, PathRejection>;
+/// The path parameters of a route, borrowed without copying, or axum's
+/// rejection of them (for example a percent-encoding that is not UTF-8).
+type PathParams = Result<RawPathParams, RawPathParamsRejection>;
 
 /// A model named in a request path: its name and version ("" = the default).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,19 +185,25 @@ struct ModelRef {
 
 /// Reads and checks the `{model}` and optional `{version}` path parameters.
 fn model_ref(params: PathParams) -> Result<ModelRef, ServiceError> {
-    let Path(mut map) = params.map_err(|e| {
+    let params = params.map_err(|e| {
         ServiceError::bad_request(format!("invalid request path: {}", e.body_text()))
     })?;
-    let name = map.remove("model").unwrap_or_default();
-    check_model_name(&name)?;
-    let version = match map.remove("version") {
-        Some(version) => {
-            check_model_version(&version)?;
-            version
+    let (mut name, mut version) = ("", None);
+    for (key, value) in &params {
+        match key {
+            "model" => name = value,
+            "version" => version = Some(value),
+            _ => {}
         }
-        None => String::new(),
-    };
-    Ok(ModelRef { name, version })
+    }
+    check_model_name(name)?;
+    if let Some(version) = version {
+        check_model_version(version)?;
+    }
+    Ok(ModelRef {
+        name: name.to_string(),
+        version: version.unwrap_or_default().to_string(),
+    })
 }
 
 /// A model name must be non-empty and free of `/`, `..` and control characters

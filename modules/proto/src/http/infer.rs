@@ -1,9 +1,8 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: read the body, decode it, run
 //! the service, encode the answer, compress it when the client accepts that.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{accepted_coding, compress, offload, read_body};
@@ -19,9 +18,11 @@ pub(super) async fn model_infer(
     State(state): State<SharedState>,
     ctx: CallContext,
     params: PathParams,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ServiceError> {
+    // The request is taken whole, not as a `HeaderMap` (which axum clones).
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let model = model_ref(params)?;
     let header_len = header_length(&headers)?;
     let body = read_body(&headers, body, state.options.max_body_bytes).await?;
