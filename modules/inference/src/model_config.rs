@@ -218,16 +218,6 @@ pub enum InstanceKind {
     Gpu,
 }
 
-impl InstanceKind {
-    /// Triton's enum name.
-    pub fn config_name(self) -> &'static str {
-        match self {
-            InstanceKind::Cpu => "KIND_CPU",
-            InstanceKind::Gpu => "KIND_GPU",
-        }
-    }
-}
-
 /// A tensor the model takes or gives: name, type and shape without batch dim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {

@@ -227,16 +227,14 @@ fn tensor(name: String, data_type: i32, dims: Vec<i64>, optional: bool) -> Tenso
 fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
     use pb::model_config::SchedulingChoice;
     use pb::model_version_policy::PolicyChoice;
-    match &config.scheduling_choice {
-        Some(SchedulingChoice::SequenceBatching(_)) => {
-            let msg = "sequence_batching is not supported by mlserve".to_string();
-            return Err(PbtxtError::Unsupported(msg));
-        }
-        Some(SchedulingChoice::EnsembleScheduling(_)) => {
-            let msg = "ensemble_scheduling is not supported by mlserve".to_string();
-            return Err(PbtxtError::Unsupported(msg));
-        }
-        _ => {}
+    let refused = match &config.scheduling_choice {
+        Some(SchedulingChoice::SequenceBatching(_)) => Some("sequence_batching"),
+        Some(SchedulingChoice::EnsembleScheduling(_)) => Some("ensemble_scheduling"),
+        _ => None,
+    };
+    if let Some(field) = refused {
+        let msg = format!("{field} is not supported by mlserve");
+        return Err(PbtxtError::Unsupported(msg));
     }
     if !config.backend.is_empty() && config.backend != "onnxruntime" {
         let msg = format!(
