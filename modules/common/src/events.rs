@@ -1,5 +1,9 @@
-//! The event bus every role shares: model versions registered, aliases moved,
-//! sync outcomes (and later data arrival, drift alerts, rollout steps).
+//! The event bus every role shares, and the one vocabulary of the paper's loop:
+//! data arrives (`data_arrived`), a run retrains (`training_run_finished`), a
+//! version is registered (`model_version_registered`) and an alias moves
+//! (`alias_moved`, to [`aliases::CANARY`]); a rollout starts, steps, and is
+//! promoted or aborted (`rollout_*`, moving [`aliases::PRODUCTION`]); drift on
+//! served features (`drift_detected`) can start the loop again.
 //!
 //! Two implementations behind one [`EventBus`] trait:
 //! - [`memory::MemoryBus`]: in-process, for roles sharing one process;
@@ -28,8 +32,26 @@ use crate::config::{EventsBackend, EventsConfig};
 /// The wire format version written with every event.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
 
-/// The topic of model lifecycle events (versions, aliases, sync outcomes).
+/// The topic of model lifecycle events (versions, aliases, sync outcomes,
+/// rollouts).
 pub const MODELS_TOPIC: &str = "models";
+/// The topic of data events (feature data ingested or materialized).
+pub const DATA_TOPIC: &str = "data";
+/// The topic of training events (runs finished).
+pub const TRAINING_TOPIC: &str = "training";
+/// The topic of monitoring findings (drift).
+pub const MONITORING_TOPIC: &str = "monitoring";
+
+/// The alias names the loop agrees on. Training moves [`CANARY`]; the
+/// monitoring role's rollout watches it and, on promotion, moves
+/// [`PRODUCTION`]. Both are defaults that configuration may rename.
+pub mod aliases {
+    /// The version under trial: registered by a training run, served to a
+    /// share of traffic by a rollout.
+    pub const CANARY: &str = "canary";
+    /// The version serving all traffic once a rollout promotes.
+    pub const PRODUCTION: &str = "production";
+}
 
 /// Something that happened, as every subscriber sees it. Serialized as JSON
 /// with a `type` tag; a type this build does not know arrives as
@@ -81,6 +103,86 @@ pub enum Event {
         /// The node (consumer name) that refused it.
         node: String,
     },
+    /// New rows reached a feature view: ingested into the offline store
+    /// (`source = "ingest"`) or materialized online (`"materialize"`).
+    DataArrived {
+        /// Feature view name.
+        feature_view: String,
+        /// Rows written.
+        rows: u64,
+        /// `ingest` or `materialize`.
+        source: String,
+        /// Newest event timestamp among the rows, microseconds since the
+        /// Unix epoch (none when unknown).
+        newest_event: Option<i64>,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// A training run ended (succeeded, failed or cancelled).
+    TrainingRunFinished {
+        /// Workflow name.
+        workflow: String,
+        /// Run id.
+        run: String,
+        /// Final state: `succeeded`, `failed` or `cancelled`.
+        state: String,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// A rollout started: `canary` is served beside `stable`.
+    RolloutStarted {
+        /// Registered model name.
+        model: String,
+        /// The version serving before the rollout (none: nothing was).
+        stable: Option<i64>,
+        /// The version under trial.
+        canary: i64,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// A rollout moved to its next step: `weight` percent goes to the canary.
+    RolloutStep {
+        /// Registered model name.
+        model: String,
+        /// The version under trial.
+        canary: i64,
+        /// Percent of traffic to the canary, 0..=100.
+        weight: u32,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// The canary passed every step and became the production version.
+    RolloutPromoted {
+        /// Registered model name.
+        model: String,
+        /// The version promoted.
+        version: i64,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// The canary failed its analysis (or was aborted by hand): its weight
+    /// is 0 and the canary alias is back where it was.
+    RolloutAborted {
+        /// Registered model name.
+        model: String,
+        /// The version that was refused.
+        canary: i64,
+        /// Why, readable (the failed check and its numbers).
+        reason: String,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
+    /// Served inputs or predictions drifted from the reference distribution.
+    DriftDetected {
+        /// Registered model name.
+        model: String,
+        /// The version whose traffic drifted.
+        version: i64,
+        /// The features past the threshold (`prediction` for prediction drift).
+        features: Vec<String>,
+        /// When, in microseconds since the Unix epoch.
+        at: i64,
+    },
     /// An event type this build does not know (from a newer producer).
     #[serde(other)]
     Unknown,
@@ -89,7 +191,20 @@ pub enum Event {
 impl Event {
     /// The topic the event is published on.
     pub fn topic(&self) -> &'static str {
-        MODELS_TOPIC
+        match self {
+            Event::DataArrived { .. } => DATA_TOPIC,
+            Event::TrainingRunFinished { .. } => TRAINING_TOPIC,
+            Event::DriftDetected { .. } => MONITORING_TOPIC,
+            Event::ModelVersionRegistered { .. }
+            | Event::AliasMoved { .. }
+            | Event::ModelServing { .. }
+            | Event::ModelSyncFailed { .. }
+            | Event::RolloutStarted { .. }
+            | Event::RolloutStep { .. }
+            | Event::RolloutPromoted { .. }
+            | Event::RolloutAborted { .. }
+            | Event::Unknown => MODELS_TOPIC,
+        }
     }
 
     /// The event as the JSON text stored on the wire.
@@ -204,9 +319,10 @@ pub async fn connect(config: &EventsConfig) -> Result<Arc<dyn EventBus>, EventEr
     }
 }
 
-/// `<hostname>-<pid>`: the default consumer name of this process.
-pub fn default_consumer_name() -> String {
-    let host = std::env::var("HOSTNAME")
+/// This machine's name: `$HOSTNAME` (a Kubernetes pod's name), else the
+/// kernel's host name, else `mlserve`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.trim().is_empty())
         .or_else(|| {
@@ -215,8 +331,12 @@ pub fn default_consumer_name() -> String {
                 .map(|h| h.trim().to_string())
         })
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "mlserve".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "mlserve".into())
+}
+
+/// `<hostname>-<pid>`: the default consumer name of this process.
+pub fn default_consumer_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
 }
 
 /// The consumer name `config` sets, or [`default_consumer_name`].
