@@ -364,6 +364,21 @@ async fn history(
             .as_ref(),
     );
     let progress = bar(rows.len() as u64, "history");
+    let Some(format) = format else {
+        let written = mlserve_features::training_set::write_parquet_file(
+            client,
+            ctx(),
+            features,
+            rows,
+            out.to_path_buf(),
+            |n| progress.set_position(n),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        progress.finish();
+        println!("wrote {written} rows to {}", out.display());
+        return Ok(());
+    };
     let mut stream = client
         .get_historical_features(
             ctx(),
@@ -373,23 +388,6 @@ async fn history(
             },
         )
         .await?;
-    let Some(format) = format else {
-        let columns = parquet_columns(client, &keys, &features).await?;
-        let mut table = Vec::new();
-        while let Some(row) = stream.next().await {
-            table.push(export::parquet_cells(&row?, &keys));
-            progress.inc(1);
-        }
-        let (path, written) = (out.to_path_buf(), table.len());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-            Ok(parquet_io::write_parquet(file, &columns, &table)?)
-        })
-        .await??;
-        progress.finish();
-        println!("wrote {written} rows to {}", out.display());
-        return Ok(());
-    };
     let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(out).await?);
     if format == export::Format::Csv {
         file.write_all(export::csv_header(&keys, &features).as_bytes())
@@ -410,37 +408,4 @@ async fn history(
     progress.finish();
     println!("wrote {written} rows to {}", out.display());
     Ok(())
-}
-
-/// Parquet column types of a training set: the time, the join keys (their
-/// entities' types), the features (their fields' types).
-async fn parquet_columns(
-    client: &FeaturesClient,
-    keys: &[String],
-    features: &[String],
-) -> Result<Vec<(String, String)>> {
-    let entities = client.list_entities(ctx(), ListRequest {}).await?.entities;
-    let views = client
-        .list_feature_views(ctx(), ListRequest {})
-        .await?
-        .feature_views;
-    let mut columns = vec![("event_ts".to_string(), "timestamp".to_string())];
-    for key in keys {
-        let dtype = entities
-            .iter()
-            .find(|e| e.join_keys.contains(key))
-            .map_or("string", |e| e.value_type.as_str());
-        columns.push((key.clone(), dtype.to_string()));
-    }
-    for reference in features {
-        let (view, feature) = reference.split_once(':').unwrap_or(("", reference));
-        let dtype = views
-            .iter()
-            .filter(|v| v.name == view)
-            .flat_map(|v| v.fields.iter())
-            .find(|f| f.name == feature)
-            .map_or("string", |f| f.dtype.as_str());
-        columns.push((reference.clone(), dtype.to_string()));
-    }
-    Ok(columns)
 }

@@ -60,7 +60,7 @@ pub fn configured_pipelines(
 }
 
 /// Builds the local feature service from the configuration.
-pub async fn local(config: &mlserve_common::Config) -> Result<Arc<LocalFeatures>> {
+pub async fn local(config: &mlserve_common::Config) -> Result<LocalFeatures> {
     let settings = &config.features;
     let options = Options {
         max_entities: settings.max_entities_per_request.max(1),
@@ -69,12 +69,13 @@ pub async fn local(config: &mlserve_common::Config) -> Result<Arc<LocalFeatures>
     };
     let db = database(config).await?;
     let online = online_store(settings).await?;
-    Ok(Arc::new(LocalFeatures::new(db, online, options)))
+    Ok(LocalFeatures::new(db, online, options))
 }
 
 /// Adds the features role to `node`.
 pub async fn start(node: &mut Node) -> Result<()> {
-    let local = local(&node.config).await?;
+    // data_arrived goes on the node's bus (the training role's triggers).
+    let local = Arc::new(local(&node.config).await?.with_events(node.events.clone()));
     tracing::info!(online_store = local.online_store(), "features role started");
     let stats = Arc::new(mlserve_features::metrics::Stats::default());
     let metered: Arc<dyn FeatureService> =

@@ -18,6 +18,7 @@ pub mod offline;
 pub mod online;
 pub mod parquet_io;
 pub mod service;
+pub mod training_set;
 pub mod transform;
 pub mod values;
 

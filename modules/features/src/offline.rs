@@ -163,6 +163,40 @@ pub async fn count(db: &Database, view: &str) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
+/// The entity keys (JSON arrays) and event times of `view`'s offline rows in
+/// `[start, end)` (0 leaves a side open), oldest first; with `limit`, the
+/// newest `limit` rows.
+pub async fn entity_rows(
+    db: &Database,
+    view: &str,
+    start: i64,
+    end: i64,
+    limit: u64,
+) -> Result<Vec<(String, i64)>> {
+    let end = if end == 0 { i64::MAX } else { end };
+    let limit = if limit == 0 {
+        i64::MAX
+    } else {
+        limit.min(i64::MAX as u64) as i64
+    };
+    let rows = sqlx::query(
+        "SELECT entity_key, event_ts FROM feature_rows WHERE view = $1 AND event_ts >= $2 \
+         AND event_ts < $3 ORDER BY event_ts DESC, id DESC LIMIT $4",
+    )
+    .bind(view)
+    .bind(start)
+    .bind(end)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(String, i64)>>>()?;
+    out.reverse();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

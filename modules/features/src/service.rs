@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mlserve_common::events::{Event, EventBus};
 use mlserve_common::Database;
 use mlserve_proto::features::*;
 use mlserve_proto::{CallContext, ServiceResult};
@@ -61,6 +62,7 @@ pub struct LocalFeatures {
     cache: RwLock<Option<Cached>>,
     means: Mutex<HashMap<String, (Instant, Option<f64>)>>,
     tokenizers: Mutex<HashMap<(String, i64), Arc<TextTransform>>>,
+    events: Option<Arc<dyn EventBus>>,
 }
 
 impl LocalFeatures {
@@ -73,6 +75,33 @@ impl LocalFeatures {
             cache: RwLock::new(None),
             means: Mutex::new(HashMap::new()),
             tokenizers: Mutex::new(HashMap::new()),
+            events: None,
+        }
+    }
+
+    /// Publishes `data_arrived` on `bus` after every ingest, offline push
+    /// and materialization that wrote rows.
+    pub fn with_events(mut self, bus: Arc<dyn EventBus>) -> LocalFeatures {
+        self.events = Some(bus);
+        self
+    }
+
+    /// Tells subscribers (the training role's triggers) that `rows` rows
+    /// reached `view`. Best effort: the write has happened either way.
+    async fn data_arrived(&self, view: &str, rows: usize, source: &str, newest: Option<i64>) {
+        let Some(bus) = &self.events else { return };
+        if rows == 0 {
+            return;
+        }
+        let event = Event::DataArrived {
+            feature_view: view.to_string(),
+            rows: rows as u64,
+            source: source.to_string(),
+            newest_event: newest,
+            at: now_micros(),
+        };
+        if let Err(err) = bus.publish(&event).await {
+            tracing::warn!(view, error = %err, "could not publish data_arrived");
         }
     }
 
@@ -244,6 +273,9 @@ impl FeatureService for LocalFeatures {
             .validated_rows(&request.feature_view, &request.rows, None)
             .await?;
         let written = offline::append(&self.db, &request.feature_view, &rows).await?;
+        let newest = rows.iter().map(|r| r.event_ts).max();
+        self.data_arrived(&request.feature_view, written, "ingest", newest)
+            .await;
         Ok(WriteResponse {
             offline_rows: written as i64,
             online_rows: 0,
@@ -267,8 +299,11 @@ impl FeatureService for LocalFeatures {
             .await?;
         let mut response = WriteResponse::default();
         if to_offline {
-            response.offline_rows =
-                offline::append(&self.db, &request.feature_view, &rows).await? as i64;
+            let written = offline::append(&self.db, &request.feature_view, &rows).await?;
+            response.offline_rows = written as i64;
+            let newest = rows.iter().map(|r| r.event_ts).max();
+            self.data_arrived(&request.feature_view, written, "ingest", newest)
+                .await;
         }
         if to_online {
             let (catalog, _) = self.catalog().await?;
@@ -341,6 +376,7 @@ impl FeatureService for LocalFeatures {
                 offline::set_watermark(&self.db, &name, end).await?;
             }
             tracing::info!(view = %name, start, end, "materialized");
+            self.data_arrived(&name, written, "materialize", None).await;
             views.push(MaterializedView {
                 feature_view: name,
                 start_ts: start,
@@ -374,6 +410,41 @@ impl FeatureService for LocalFeatures {
     ) -> ServiceResult<HistoricalStream> {
         let (catalog, _) = self.catalog().await?;
         Ok(history::start(&self.db, &catalog, &request.features, request.entities).await?)
+    }
+
+    async fn list_entity_rows(
+        &self,
+        _ctx: CallContext,
+        request: EntityRowsRequest,
+    ) -> ServiceResult<mlserve_proto::rpc::ServiceStream<EntityRow>> {
+        let (catalog, _) = self.catalog().await?;
+        let view = catalog.view(&request.feature_view)?;
+        let keys: Vec<String> = join_keys(&catalog, view)
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let rows = offline::entity_rows(
+            &self.db,
+            &view.name,
+            request.start_ts,
+            request.end_ts,
+            request.limit,
+        )
+        .await?;
+        let entity_rows = rows.into_iter().map(move |(key, event_ts)| {
+            let values: Vec<serde_json::Value> = serde_json::from_str(&key).unwrap_or_default();
+            Ok(EntityRow {
+                keys: keys
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(|v| v.to_string()))
+                    .collect(),
+                event_ts,
+            })
+        });
+        Ok(Box::pin(tokio_stream::iter(
+            entity_rows.collect::<Vec<_>>(),
+        )))
     }
 
     async fn put_pipeline(
