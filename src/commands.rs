@@ -1,5 +1,5 @@
 //! Client subcommands (`mlserve models ...`, `mlserve features ...`,
-//! `mlserve keys ...`). They talk to a running mlserve over HTTP, or to its
+//! `mlserve keys ...`, `mlserve workflows ...`, `mlserve jobs ...`). They talk to a running mlserve over HTTP, or to its
 //! database directly, and exit; without a subcommand `mlserve` serves.
 
 #[cfg(feature = "features")]
@@ -8,6 +8,8 @@ mod features;
 mod keys;
 #[cfg(feature = "registry")]
 mod models;
+#[cfg(feature = "training")]
+mod training;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -25,6 +27,12 @@ pub enum Command {
     /// Gateway API keys: create, list, revoke.
     #[cfg(feature = "gateway")]
     Keys(keys::KeysArgs),
+    /// Training workflows: apply, list.
+    #[cfg(feature = "training")]
+    Workflows(training::WorkflowsArgs),
+    /// Training runs: submit, list, get, logs, cancel, retry.
+    #[cfg(feature = "training")]
+    Jobs(training::JobsArgs),
     /// Prints the effective configuration (defaults, file, environment and
     /// flags merged) as JSON, after checking it: unknown keys are errors.
     Config,
@@ -48,6 +56,10 @@ pub fn run(command: Command, config: Config) -> Result<()> {
             Command::Features(args) => features::run(args, &config).await,
             #[cfg(feature = "gateway")]
             Command::Keys(args) => keys::run(args, &config).await,
+            #[cfg(feature = "training")]
+            Command::Workflows(args) => training::workflows(args, &config).await,
+            #[cfg(feature = "training")]
+            Command::Jobs(args) => training::jobs(args, &config).await,
             Command::Config => Ok(()),
         }
     })

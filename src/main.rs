@@ -1,5 +1,5 @@
 //! `mlserve`: one binary holding the platform's services as roles
-//! (inference, registry, features and gateway in this build). This file
+//! (inference, registry, features, training and gateway in this build). This file
 //! only parses the command line, sets up logging and the runtime, and hands
 //! over to [`serve`].
 
@@ -24,6 +24,8 @@ const COMPILED_ROLES: &[Role] = &[
     Role::Gateway,
     #[cfg(feature = "features")]
     Role::Features,
+    #[cfg(feature = "training")]
+    Role::Training,
 ];
 
 fn main() -> ExitCode {

@@ -13,6 +13,8 @@ mod listen;
 mod node;
 #[cfg(feature = "registry")]
 mod registry;
+#[cfg(feature = "training")]
+mod training;
 
 use anyhow::Result;
 use mlserve_common::{Config, Role};
@@ -56,6 +58,8 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
             Role::Features => features::start(&mut node).await?,
             #[cfg(feature = "gateway")]
             Role::Gateway => gateway::start(&mut node).await?,
+            #[cfg(feature = "training")]
+            Role::Training => training::start(&mut node).await?,
             other => anyhow::bail!("role '{other}' is not implemented in this build"),
         }
     }

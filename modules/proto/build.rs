@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use services::Spec;
 
 /// The services mlserve defines, each once.
-const SERVICES: [Spec; 3] = [
+const SERVICES: [Spec; 4] = [
     Spec {
         proto: "inference.GRPCInferenceService",
         messages: "crate::pb",
@@ -46,6 +46,14 @@ const SERVICES: [Spec; 3] = [
         optional: &[],
         out_file: "features.service.rs",
     },
+    Spec {
+        proto: "training.TrainingService",
+        messages: "crate::training::tpb",
+        trait_name: "TrainingService",
+        prefix: "Training",
+        optional: &[],
+        out_file: "training.service.rs",
+    },
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,6 +87,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&["proto/features.proto"], &["proto"])?;
 
     services::generate(&std::fs::read(&core)?, &SERVICES[..2], &out);
-    services::generate(&std::fs::read(&features)?, &SERVICES[2..], &out);
+    services::generate(&std::fs::read(&features)?, &SERVICES[2..3], &out);
+    // Training: every message is also a REST body (serialized as is).
+    let training = out.join("training.descriptors.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&training)
+        .type_attribute(".training", "#[derive(serde::Serialize)]")
+        .compile_protos(&["proto/training.proto"], &["proto"])?;
+    services::generate(&std::fs::read(&training)?, &SERVICES[3..], &out);
     Ok(())
 }

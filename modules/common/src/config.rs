@@ -18,6 +18,7 @@ mod followed;
 mod gateway;
 mod registry;
 mod removed;
+mod training;
 
 pub use events::{EventsBackend, EventsConfig};
 pub use features::{FeaturesConfig, OnlineStoreKind};
@@ -29,18 +30,20 @@ pub use gateway::{
 #[cfg(feature = "testing")]
 pub use registry::RegistryFault;
 pub use registry::{ArtifactBackend, RegistryConfig};
+pub use training::TrainingConfig;
 
 /// The file read when no `--config` is given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "config/mlserve.toml";
 
 /// The configuration sections; environment variables outside them (such as
 /// `MLSERVE_BIN` used by test harnesses) are not configuration and are ignored.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
     "inference",
     "registry",
     "features",
     "gateway",
+    "training",
     "events",
     "log",
 ];
@@ -59,6 +62,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// The gateway role.
     pub gateway: GatewayConfig,
+    /// The training role.
+    pub training: TrainingConfig,
     /// The event bus shared by the roles.
     pub events: EventsConfig,
     /// Logging.

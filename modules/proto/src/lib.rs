@@ -24,6 +24,7 @@ pub mod inference;
 pub mod observe;
 pub mod registry;
 pub mod rpc;
+pub mod training;
 
 pub use context::{CallContext, Caller};
 pub use datatype::DataType;
