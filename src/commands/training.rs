@@ -103,6 +103,36 @@ enum JobsCommand {
         /// The run id.
         run: String,
     },
+    /// Print a workflow (a stored one by name, or a file) as an Argo
+    /// Workflow (argoproj.io/v1alpha1), in YAML.
+    Export {
+        /// The workflow's name, or a .toml/.yaml file.
+        workflow: String,
+        /// Argo Workflows' format (the one there is).
+        #[arg(long, required = true)]
+        argo: bool,
+    },
+    /// Run one built-in step on local files, as an exported Argo step's
+    /// container does: outputs go to <dir>/outputs/<name>.
+    Builtin {
+        /// features.training_set, registry.push or registry.alias.
+        name: String,
+        /// Its arguments as JSON; artifacts are local paths.
+        #[arg(long = "with")]
+        with: String,
+        /// The step's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// gRPC endpoint of the registry.
+        #[arg(long)]
+        registry: Option<String>,
+        /// gRPC endpoint of the feature store.
+        #[arg(long)]
+        features: Option<String>,
+        /// The run id recorded as lineage.
+        #[arg(long, default_value = "")]
+        run: String,
+    },
 }
 
 fn client(endpoint: Option<String>, config: &Config) -> Result<TrainingClient> {
@@ -195,6 +225,50 @@ async fn workflow_files(path: &Path) -> Result<Vec<PathBuf>> {
 pub async fn jobs(args: JobsArgs, config: &Config) -> Result<()> {
     let client = client(args.endpoint, config)?;
     match args.command {
+        JobsCommand::Export { workflow, argo: _ } => {
+            let spec = if Path::new(&workflow).is_file() {
+                let text = tokio::fs::read_to_string(&workflow).await?;
+                mlserve_training::spec::parse_file(&workflow, &text).map_err(anyhow::Error::msg)?
+            } else {
+                let stored = client
+                    .get_workflow(
+                        ctx(),
+                        GetWorkflowRequest {
+                            name: workflow,
+                            version: 0,
+                        },
+                    )
+                    .await?;
+                serde_json::from_str(&stored.spec_json)?
+            };
+            mlserve_training::validate::check(&spec)?;
+            print!("{}", mlserve_training::argo::export_yaml(&spec));
+        }
+        JobsCommand::Builtin {
+            name,
+            with,
+            dir,
+            registry,
+            features,
+            run,
+        } => {
+            let with = serde_json::from_str(&with).context("--with is not a JSON object")?;
+            let grpc = GrpcOptions::default();
+            let registry = registry
+                .map(|e| mlserve_proto::registry::RegistryClient::connect_lazy(&e, &grpc))
+                .transpose()?;
+            let features = features
+                .map(|e| mlserve_proto::features::FeaturesClient::connect_lazy(&e, &grpc))
+                .transpose()?;
+            let out = mlserve_training::builtin::run_standalone(
+                &name, with, &dir, registry, features, &run,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            for (k, v) in out.parameters {
+                println!("{k} = {v}");
+            }
+        }
         JobsCommand::Submit {
             workflow,
             parameters,

@@ -503,3 +503,39 @@ def test_cli_apply_submit_wait_get_and_logs(trainer, tmp_path):
     assert run_id in out.stdout and "succeeded" in out.stdout, out
     out = cli("jobs", "submit", "hello", "-p", "nobody=1")
     assert out.returncode != 0 and "unknown parameter 'nobody'" in out.stderr, out
+
+
+# ---------------------------------------------------------------------- cron
+def test_a_schedule_fires_in_its_slot_and_once_across_a_restart(tmp_path):
+    """Real time: an every-minute schedule fires for the next minute (never
+    before it) and a restart right after does not fire that slot again."""
+    data = tmp_path / "data"
+    server = start_training(tmp_path, data)
+    applied(server.http_port, """
+        name = "minutely"
+        [[schedules]]
+        cron = "* * * * *"
+        timezone = "Europe/Paris"
+        [[steps]]
+        name = "a"
+        command = ["true"]
+        """)
+    slot = (int(time.time()) // 60 + 1) * 60
+
+    def scheduled(port):
+        runs = get(port, "/v1/training/runs?workflow=minutely").json()["runs"]
+        return [r for r in runs if r["trigger"] == "schedule"]
+
+    fired = wait_until(lambda: scheduled(server.http_port), slot - time.time() + 30,
+                       "the schedule did not fire")
+    assert len(fired) == 1 and slot * 1e6 <= fired[0]["created_at_us"] < (slot + 60) * 1e6, fired
+    assert wait_run(server.http_port, fired[0]["id"])["state"] == "succeeded"
+    server.stop()
+    restarted = start_training(tmp_path, data)
+    try:
+        time.sleep(2)
+        in_slot = [r for r in scheduled(restarted.http_port)
+                   if r["created_at_us"] < (slot + 60) * 1e6]
+        assert len(in_slot) == 1, in_slot
+    finally:
+        restarted.stop()

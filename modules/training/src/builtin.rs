@@ -392,3 +392,50 @@ async fn training_set(
         .push(("dataset".into(), "training_set.parquet".into()));
     Ok(out)
 }
+
+/// Runs a built-in outside the training role, on local files: what an
+/// exported Argo step runs in its container (`mlserve jobs builtin`).
+/// Artifact arguments are local paths; output parameters are written to
+/// `<dir>/outputs/<name>` and output artifacts moved to `<dir>/outputs/<name>`.
+pub async fn run_standalone(
+    name: &str,
+    with: BTreeMap<String, Value>,
+    dir: &std::path::Path,
+    registry: Option<RegistryClient>,
+    features: Option<FeaturesClient>,
+    run_id: &str,
+) -> Result<BuiltinOutput, String> {
+    let builtin = Builtin::parse(name)?;
+    builtin.check_arguments(&with)?;
+    let store = object_store::local::LocalFileSystem::new();
+    let env = BuiltinEnv {
+        registry,
+        features,
+        artifacts: Artifacts::new(std::sync::Arc::new(store), ""),
+    };
+    let outputs = dir.join("outputs");
+    std::fs::create_dir_all(&outputs)
+        .map_err(|e| format!("cannot create '{}': {e}", outputs.display()))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(outputs.join("log"))
+        .map_err(|e| e.to_string())?;
+    let out = run(
+        builtin,
+        &env,
+        CallContext::new(),
+        run_id,
+        &with,
+        dir,
+        &mut log,
+    )
+    .await?;
+    for (key, value) in &out.parameters {
+        std::fs::write(outputs.join(key), value).map_err(|e| e.to_string())?;
+    }
+    for (key, path) in &out.artifacts {
+        std::fs::rename(dir.join(path), outputs.join(key)).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}

@@ -4,6 +4,7 @@
 //! process group and directory), built-in steps that reach the feature store
 //! and the registry, cron schedules and event triggers.
 
+pub mod argo;
 pub mod attempt;
 pub mod builtin;
 pub mod cron;
