@@ -317,7 +317,7 @@ fn task(step: &StepSpec, inputs: &BTreeMap<String, String>) -> Value {
         .map(|a| json!({"name": a.name, "from": in_task(&a.from)}))
         .collect();
     if step.uses.is_some() {
-        for (_, value) in &step.with {
+        for value in step.with.values() {
             for text in template::json_strings(value) {
                 for reference in template::references(text).unwrap_or_default() {
                     if let Reference::OutputArtifact { step: from, name } = reference {
