@@ -73,6 +73,8 @@ impl Gateway {
         signal: ShutdownSignal,
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
+        // First, so a bad key or a short secret fails the start before anything else.
+        let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
         let options = EndpointOptions {
             connect_timeout: settings.connect_timeout.max(Duration::from_millis(10)),
             eject_for: settings.eject_for,
@@ -130,7 +132,6 @@ impl Gateway {
         } else {
             None
         };
-        let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
         let auth = Authenticator::new(settings.auth, keys, jwt, settings.rate_limit.clone());
         let limits = &settings.rate_limit;
         let limiter = match limits.backend {
