@@ -128,7 +128,10 @@ impl Gateway {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
-            Some(Arc::new(KeyStore::new(Database::connect(&url).await?)))
+            Some(Arc::new(
+                KeyStore::new(Database::connect(&url).await?)
+                    .with_cache_ttl(settings.key_cache_ttl),
+            ))
         } else {
             None
         };
