@@ -23,6 +23,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
             node.clients.inference.clone(),
             node.clients.features.clone(),
             node.clients.registry.clone(),
+            &node.databases,
             node.shutdown.signal(),
         )
         .await?,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
-use mlserve_common::{Config, Shutdown};
+use mlserve_common::{Config, Databases, Shutdown};
 use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
@@ -51,6 +51,9 @@ pub struct Node {
     /// default; Redis Streams when `events.backend = "redis"`, connected in
     /// [`super::run`] before the roles start).
     pub events: Arc<dyn EventBus>,
+    /// The SQL databases the roles opened, one pool per URL: roles naming
+    /// the same database share its pool.
+    pub databases: Databases,
     /// Set by a role that reports readiness itself (inference: after the
     /// initial model loads); otherwise the process is ready once serving.
     pub readiness_owned: bool,
@@ -74,6 +77,7 @@ impl Node {
             on_shutdown: Vec::new(),
             clients: Clients::default(),
             events,
+            databases: Databases::default(),
             readiness_owned: false,
         }
     }

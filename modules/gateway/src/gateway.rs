@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlserve_common::config::{AuthMode, GatewayConfig, RateLimitBackend};
-use mlserve_common::{Config, Database, ShutdownSignal};
+use mlserve_common::{Config, Databases, ShutdownSignal};
 use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
 use mlserve_proto::registry::RegistryClient;
@@ -63,13 +63,15 @@ impl Gateway {
     /// service, used when no endpoints are configured; `features` is the
     /// features client of this process (local, or remote via
     /// `features.endpoint`), `registry` the registry client (pipelines
-    /// declared as model tags). Background endpoint maintenance (DNS, health
-    /// checks) runs until `signal`.
+    /// declared as model tags); the API keys' database comes from
+    /// `databases`, shared with the other roles of the process. Background
+    /// endpoint maintenance (DNS, health checks) runs until `signal`.
     pub async fn build(
         config: &Config,
         local: Option<InferenceClient>,
         features: Option<FeaturesClient>,
         registry: Option<RegistryClient>,
+        databases: &Databases,
         signal: ShutdownSignal,
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
@@ -129,8 +131,7 @@ impl Gateway {
                 .clone()
                 .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
             Some(Arc::new(
-                KeyStore::new(Database::connect(&url).await?)
-                    .with_cache_ttl(settings.key_cache_ttl),
+                KeyStore::new(databases.open(&url).await?).with_cache_ttl(settings.key_cache_ttl),
             ))
         } else {
             None

@@ -119,7 +119,7 @@ impl Store {
     /// Records the files and turns a pending version `ready`, atomically;
     /// refuses when the row is no longer pending (the collector failed it).
     pub async fn commit_version(&self, name: &str, version: u64, files: &[FileRow]) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE registry_versions SET status = 'ready', updated_at = $3 WHERE model = $1 AND version = $2 AND status = 'pending_upload'",
         )
