@@ -1,5 +1,6 @@
 """The all-in-one process's roles write one SQLite file (issue 16): uploads
-and feature ingests at once never fail. Counts, never timings."""
+and feature ingests at once never fail, and a refused upload spends no
+version number. Counts, never timings."""
 
 from features_helpers import apply_json, ok
 from helpers import hammer, post
@@ -28,3 +29,16 @@ def test_uploads_and_ingests_in_one_process_never_fail(server):
     failed = [a for a in answers if a[1] not in (200, 201)]
     assert failed == [], f"{len(failed)} of {len(answers)} failed, e.g. {failed[:3]}"
     assert sorted(versions(port, "contended")) == list(range(1, 4 * 25 + 1))
+
+
+def test_a_refused_upload_spends_no_version_number(server):
+    port = server.http_port
+    assert post(port, "/v1/registry/models", {"name": "gapless"}).status == 201
+    good = tiny_model(1.0)
+    assert upload(port, "gapless", good).status == 201
+    refused = upload(port, "gapless", {"weights.bin": b"no model.onnx here"})
+    assert refused.status == 400, str(refused)
+    assert upload(port, "gapless", good, {"sha256": {"model.onnx": "0" * 64}}).status == 400
+    r = upload(port, "gapless", good)
+    assert r.status == 201 and r.json()["version"] == 2, str(r)
+    assert versions(port, "gapless") == [2, 1]
