@@ -193,6 +193,21 @@ fn check_size(name: &str, datatype: DataType, count: usize, data: &Bytes) -> Res
                     elements.len()
                 )));
             }
+            // BYTES inputs become ONNX string tensors: UTF-8 text without
+            // NUL. Checked here, per request, so that a bad element is this
+            // request's 400 and never fails the batch it would have joined.
+            for element in elements {
+                if std::str::from_utf8(element).is_err() {
+                    return Err(invalid(format!(
+                        "input '{name}' holds a string that is not UTF-8"
+                    )));
+                }
+                if element.contains(&0) {
+                    return Err(invalid(format!(
+                        "input '{name}' holds a string with a NUL byte, which a string tensor cannot carry"
+                    )));
+                }
+            }
         }
     }
     Ok(())
@@ -293,3 +308,7 @@ fn scheduling_parameters(request: &pb::ModelInferRequest) -> Result<(u32, Option
         .map(Duration::from_micros);
     Ok((priority, timeout))
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
