@@ -6,10 +6,12 @@ use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use axum::ServiceExt;
 use mlserve_common::ShutdownSignal;
+use mlserve_proto::grpc_size::SizeLimitLayer;
 use mlserve_proto::http::with_call_context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
+use tower_layer::{Identity, Stack};
 
 /// Binds `host:port` (port 0 picks a free one) and logs the address.
 pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpListener> {
@@ -46,11 +48,14 @@ pub async fn serve_http(
 const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A gRPC server builder with mlserve's transport settings (windows sized
-/// for big tensors); every gRPC listener starts from it.
-pub fn grpc_server() -> tonic::transport::Server {
+/// for big tensors; a message over the size limit answered
+/// RESOURCE_EXHAUSTED, as gRPC and Triton do); every gRPC listener starts
+/// from it.
+pub fn grpc_server() -> tonic::transport::Server<Stack<SizeLimitLayer, Identity>> {
     tonic::transport::Server::builder()
         .initial_stream_window_size(GRPC_WINDOW_BYTES)
         .initial_connection_window_size(GRPC_WINDOW_BYTES)
+        .layer(SizeLimitLayer)
 }
 
 /// The accepted connections of a gRPC listener, with Nagle off (tonic's own

@@ -41,6 +41,15 @@ pub fn validate(spec: &ModelSpec, request: &mut pb::ModelInferRequest) -> Result
             raw.len()
         )));
     }
+    // Triton refuses a request that carries its data both ways.
+    if let Some(input) = request.inputs.iter().find(|i| i.contents.is_some()) {
+        if !raw.is_empty() {
+            return Err(invalid(format!(
+                "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
+                input.name
+            )));
+        }
+    }
     let mut slots: Vec<Option<InputTensor>> = vec![None; spec.inputs.len()];
     let mut rows: Option<usize> = None;
     for (i, input) in request.inputs.iter_mut().enumerate() {

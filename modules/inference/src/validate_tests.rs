@@ -52,3 +52,18 @@ fn strings_a_string_tensor_cannot_carry_are_refused_alone() {
         "{latin1}"
     );
 }
+
+#[test]
+fn contents_and_raw_contents_together_are_refused() {
+    let spec = text_model();
+    let mut request = text_request(&[b"x"]);
+    request.inputs[0].contents = Some(pb::InferTensorContents {
+        bytes_contents: vec![b"y".to_vec()],
+        ..Default::default()
+    });
+    let message = refusal(&spec, request);
+    assert!(
+        message.contains("contents field must not be specified when using raw_input_contents"),
+        "{message}"
+    );
+}
