@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
-use axum::ServiceExt;
 use mlserve_common::ShutdownSignal;
 use mlserve_proto::grpc_size::SizeLimitLayer;
 use mlserve_proto::http::with_call_context;
@@ -12,6 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tower_layer::{Identity, Stack};
+
+use super::connections::{self, ConnectionLimits};
 
 /// Binds `host:port` (port 0 picks a free one) and logs the address.
 pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpListener> {
@@ -23,23 +23,17 @@ pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpLis
     Ok(listener)
 }
 
-/// Serves an axum router until shutdown, then finishes in-flight requests.
-/// Every request gets its call context ([`with_call_context`], once around
-/// the whole router). Nagle is off on every connection: small responses
-/// leave at once.
+/// Serves an axum router within `limits` until shutdown, then finishes
+/// in-flight requests (see [`connections`](super::connections)). Every
+/// request gets its call context ([`with_call_context`], once around the
+/// whole router).
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     signal: ShutdownSignal,
 ) -> Result<()> {
-    let service = with_call_context(router);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, service.into_make_service())
-        .with_graceful_shutdown(signal.wait())
+    connections::serve(listener, with_call_context(router), limits, signal)
         .await
         .context("http server failed")
 }

@@ -14,6 +14,7 @@ use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
 use super::clients::Clients;
+use super::connections::ConnectionLimits;
 use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
 
 /// Streams a client may reset before the server accepts them, per connection,
@@ -93,8 +94,9 @@ impl Node {
         let server = self.config.server.clone();
         let http = bind(&server.host, server.http_port, "http").await?;
         let router = with_error_fallbacks(std::mem::take(&mut self.http));
+        let limits = ConnectionLimits::of(&server);
         self.servers
-            .spawn(serve_http(http, router, self.shutdown.signal()));
+            .spawn(serve_http(http, router, limits, self.shutdown.signal()));
 
         let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
         if !self.readiness_owned {
@@ -129,8 +131,12 @@ impl Node {
                 }
             }),
         );
-        self.servers
-            .spawn(serve_http(metrics, metrics_router, self.shutdown.signal()));
+        self.servers.spawn(serve_http(
+            metrics,
+            metrics_router,
+            limits,
+            self.shutdown.signal(),
+        ));
 
         let health = self.health.clone();
         self.on_shutdown.push(Box::new(move || {
