@@ -3,6 +3,7 @@
 //! metrics and clients to the node.
 
 mod clients;
+mod connections;
 #[cfg(feature = "features")]
 pub mod features;
 #[cfg(feature = "gateway")]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mlserve_common::config::{FeaturesConfig, OnlineStoreKind};
-use mlserve_common::{db, Database};
+use mlserve_common::{db, Database, Databases};
 use mlserve_features::online::{MemoryStore, OnlineStore, RedisStore};
 use mlserve_features::transform::PipelineSpec;
 use mlserve_features::{LocalFeatures, Options};
@@ -15,13 +15,15 @@ use mlserve_proto::features::{features_grpc_server, FeatureService, FeaturesClie
 
 use super::Node;
 
-/// Opens the features role's SQL database (the embedded SQLite by default).
-pub async fn database(config: &mlserve_common::Config) -> Result<Database> {
+/// Opens the features role's SQL database (the embedded SQLite by default),
+/// sharing the pool of any role of this process that opened it already.
+pub async fn database(config: &mlserve_common::Config, databases: &Databases) -> Result<Database> {
     let url = match &config.features.database_url {
         Some(url) => url.clone(),
         None => db::default_url(&config.server.data_dir),
     };
-    Database::connect(&url)
+    databases
+        .open(&url)
         .await
         .context("features: cannot open the database")
 }
@@ -60,14 +62,17 @@ pub fn configured_pipelines(
 }
 
 /// Builds the local feature service from the configuration.
-pub async fn local(config: &mlserve_common::Config) -> Result<LocalFeatures> {
+pub async fn local(
+    config: &mlserve_common::Config,
+    databases: &Databases,
+) -> Result<LocalFeatures> {
     let settings = &config.features;
     let options = Options {
         max_entities: settings.max_entities_per_request.max(1),
         mean_refresh: settings.mean_refresh,
         pipelines: configured_pipelines(settings)?,
     };
-    let db = database(config).await?;
+    let db = database(config, databases).await?;
     let online = online_store(settings).await?;
     Ok(LocalFeatures::new(db, online, options))
 }
@@ -75,7 +80,11 @@ pub async fn local(config: &mlserve_common::Config) -> Result<LocalFeatures> {
 /// Adds the features role to `node`.
 pub async fn start(node: &mut Node) -> Result<()> {
     // data_arrived goes on the node's bus (the training role's triggers).
-    let local = Arc::new(local(&node.config).await?.with_events(node.events.clone()));
+    let local = Arc::new(
+        local(&node.config, &node.databases)
+            .await?
+            .with_events(node.events.clone()),
+    );
     tracing::info!(online_store = local.online_store(), "features role started");
     let stats = Arc::new(mlserve_features::metrics::Stats::default());
     let metered: Arc<dyn FeatureService> =

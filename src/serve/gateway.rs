@@ -3,7 +3,6 @@
 //! and the canary admin API through authentication, rate limits and the
 //! routing client; its metrics join the node's.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -12,6 +11,7 @@ use mlserve_gateway::Gateway;
 use mlserve_proto::http::with_error_fallbacks;
 use mlserve_proto::inference::inference_grpc_server;
 
+use super::connections::{self, ConnectionLimits};
 use super::listen::{bind, grpc_incoming, grpc_server};
 use super::Node;
 
@@ -23,6 +23,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
             node.clients.inference.clone(),
             node.clients.features.clone(),
             node.clients.registry.clone(),
+            &node.databases,
             node.shutdown.signal(),
         )
         .await?,
@@ -34,14 +35,11 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let http_addr = http.local_addr()?;
     let router = with_error_fallbacks(mlserve_gateway::http::routes(gateway.clone()));
     let signal = node.shutdown.signal();
+    let limits = ConnectionLimits::of(&node.config.server);
     node.servers.spawn(async move {
-        axum::serve(
-            http,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal.wait())
-        .await
-        .context("gateway http server failed")
+        connections::serve(http, router, limits, signal)
+            .await
+            .context("gateway http server failed")
     });
 
     let grpc = bind(&host, settings.grpc_port, "gateway-grpc").await?;

@@ -3,13 +3,15 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
-use axum::ServiceExt;
 use mlserve_common::ShutdownSignal;
+use mlserve_proto::grpc_size::SizeLimitLayer;
 use mlserve_proto::http::with_call_context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
+use tower_layer::{Identity, Stack};
+
+use super::connections::{self, ConnectionLimits};
 
 /// Binds `host:port` (port 0 picks a free one) and logs the address.
 pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpListener> {
@@ -21,23 +23,17 @@ pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpLis
     Ok(listener)
 }
 
-/// Serves an axum router until shutdown, then finishes in-flight requests.
-/// Every request gets its call context ([`with_call_context`], once around
-/// the whole router). Nagle is off on every connection: small responses
-/// leave at once.
+/// Serves an axum router within `limits` until shutdown, then finishes
+/// in-flight requests (see [`connections`](super::connections)). Every
+/// request gets its call context ([`with_call_context`], once around the
+/// whole router).
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     signal: ShutdownSignal,
 ) -> Result<()> {
-    let service = with_call_context(router);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, service.into_make_service())
-        .with_graceful_shutdown(signal.wait())
+    connections::serve(listener, with_call_context(router), limits, signal)
         .await
         .context("http server failed")
 }
@@ -46,11 +42,14 @@ pub async fn serve_http(
 const GRPC_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A gRPC server builder with mlserve's transport settings (windows sized
-/// for big tensors); every gRPC listener starts from it.
-pub fn grpc_server() -> tonic::transport::Server {
+/// for big tensors; a message over the size limit answered
+/// RESOURCE_EXHAUSTED, as gRPC and Triton do); every gRPC listener starts
+/// from it.
+pub fn grpc_server() -> tonic::transport::Server<Stack<SizeLimitLayer, Identity>> {
     tonic::transport::Server::builder()
         .initial_stream_window_size(GRPC_WINDOW_BYTES)
         .initial_connection_window_size(GRPC_WINDOW_BYTES)
+        .layer(SizeLimitLayer)
 }
 
 /// The accepted connections of a gRPC listener, with Nagle off (tonic's own

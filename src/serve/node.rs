@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
-use mlserve_common::{Config, Shutdown};
+use mlserve_common::{Config, Databases, Shutdown};
 use mlserve_proto::http::with_error_fallbacks;
 use tokio::task::JoinSet;
 
 use super::clients::Clients;
+use super::connections::ConnectionLimits;
 use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
 
 /// Streams a client may reset before the server accepts them, per connection,
@@ -51,6 +52,9 @@ pub struct Node {
     /// default; Redis Streams when `events.backend = "redis"`, connected in
     /// [`super::run`] before the roles start).
     pub events: Arc<dyn EventBus>,
+    /// The SQL databases the roles opened, one pool per URL: roles naming
+    /// the same database share its pool.
+    pub databases: Databases,
     /// Set by a role that reports readiness itself (inference: after the
     /// initial model loads); otherwise the process is ready once serving.
     pub readiness_owned: bool,
@@ -74,6 +78,7 @@ impl Node {
             on_shutdown: Vec::new(),
             clients: Clients::default(),
             events,
+            databases: Databases::default(),
             readiness_owned: false,
         }
     }
@@ -89,8 +94,9 @@ impl Node {
         let server = self.config.server.clone();
         let http = bind(&server.host, server.http_port, "http").await?;
         let router = with_error_fallbacks(std::mem::take(&mut self.http));
+        let limits = ConnectionLimits::of(&server);
         self.servers
-            .spawn(serve_http(http, router, self.shutdown.signal()));
+            .spawn(serve_http(http, router, limits, self.shutdown.signal()));
 
         let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
         if !self.readiness_owned {
@@ -125,8 +131,12 @@ impl Node {
                 }
             }),
         );
-        self.servers
-            .spawn(serve_http(metrics, metrics_router, self.shutdown.signal()));
+        self.servers.spawn(serve_http(
+            metrics,
+            metrics_router,
+            limits,
+            self.shutdown.signal(),
+        ));
 
         let health = self.health.clone();
         self.on_shutdown.push(Box::new(move || {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use mlserve_common::{db, Database};
+use mlserve_common::db;
 use mlserve_proto::registry::{registry_grpc_server, RegistryClient};
 use mlserve_registry::artifacts::Artifacts;
 use mlserve_registry::store::Store;
@@ -22,7 +22,9 @@ pub async fn start(node: &mut Node) -> Result<()> {
         Some(url) => url.clone(),
         None => db::default_url(&data_dir),
     };
-    let database = Database::connect(&url)
+    let database = node
+        .databases
+        .open(&url)
         .await
         .context("registry: cannot open the database")?;
     let artifacts = Artifacts::from_config(&settings, &data_dir)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use mlserve_common::{db, Database};
+use mlserve_common::db;
 use mlserve_proto::training::{training_grpc_server, TrainingClient};
 use mlserve_registry::artifacts::Artifacts;
 use mlserve_training::builtin::BuiltinEnv;
@@ -25,7 +25,9 @@ pub async fn start(node: &mut Node) -> Result<()> {
         Some(url) => url.clone(),
         None => db::default_url(data_dir),
     };
-    let database = Database::connect(&url)
+    let database = node
+        .databases
+        .open(&url)
         .await
         .context("training: cannot open the database")?;
     let artifacts = Artifacts::from_config(&config.registry, data_dir)

@@ -119,6 +119,23 @@ def infer_path(model, version=None):
     return f"/v2/models/{model}/versions/{version}/infer"
 
 
+def hammer(clients, requests, send):
+    """Runs `clients` threads of `requests` calls each; returns every
+    client's list of (status, body) answers."""
+    answers = [[] for _ in range(clients)]
+
+    def run(client):
+        for n in range(requests):
+            answers[client].append(send(client, n))
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
 def wait_until(predicate, timeout, message, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -90,3 +90,16 @@ def test_durations_need_a_unit():
     result = run("--shutdown-grace", "1m 30s", "config")
     assert result.returncode == 0, result.stderr
     assert '"shutdown_grace": "1m 30s"' in result.stdout
+
+
+def test_an_empty_or_short_hs256_secret_fails_the_start():
+    """A token signed with an empty key must never pass: the gateway refuses
+    to start with such a secret, naming the key to fix."""
+    for secret in ["", "short-secret"]:
+        result = run("--role", "gateway", "--http-port", "0", "--grpc-port", "0",
+                     "--metrics-port", "0",
+                     env_extra={"MLSERVE_GATEWAY__AUTH": "on",
+                                "MLSERVE_GATEWAY__JWT__HS256_SECRET": secret})
+        assert result.returncode != 0, result.stderr
+        assert "gateway.jwt.hs256_secret" in result.stderr, result.stderr
+        assert "at least 32 bytes" in result.stderr, result.stderr

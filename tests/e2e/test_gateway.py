@@ -23,7 +23,7 @@ from helpers import (check_simple, copy_models, get, post, raw_http, simple_inpu
                      slow_request)
 from topology import TOPOLOGIES, start_topology
 
-JWT_SECRET = "e2e-jwt-secret"
+JWT_SECRET = "e2e-jwt-secret-of-at-least-32-bytes"
 MAX_BODY = 1 << 20
 
 

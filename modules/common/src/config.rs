@@ -94,6 +94,16 @@ pub struct ServerConfig {
     /// the gateway's alike (also after decompression, and the gRPC message
     /// limit).
     pub http_max_body_bytes: usize,
+    /// Longest time an HTTP connection may take to send a request's headers,
+    /// counted from when the server waits for them (a new connection, or a
+    /// kept-alive one after its last answer): a client that connects and
+    /// sends nothing, trickles its headers, or sits idle is cut off after it.
+    /// On the node's HTTP and metrics listeners and the gateway's HTTP one.
+    #[serde(with = "duration")]
+    pub http_header_read_timeout: Duration,
+    /// Most HTTP connections open at once per listener; one more is closed
+    /// as soon as it is accepted.
+    pub http_max_connections: usize,
     /// Directory of the embedded defaults: the SQLite database, local
     /// artifacts, the artifact cache.
     pub data_dir: PathBuf,
@@ -110,6 +120,8 @@ impl Default for ServerConfig {
             worker_threads: None,
             shutdown_grace: Duration::from_secs(30),
             http_max_body_bytes: 64 * 1024 * 1024,
+            http_header_read_timeout: Duration::from_secs(30),
+            http_max_connections: 10_000,
             data_dir: PathBuf::from("data"),
         }
     }

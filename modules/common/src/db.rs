@@ -6,17 +6,26 @@
 //! accepts them too), times as `BIGINT` microseconds since the epoch, JSON as
 //! `TEXT`, booleans as integers where portability matters.
 //!
+//! One process opens each database once: [`Databases`] hands every role
+//! that names the same URL the same pool, so roles sharing the embedded
+//! SQLite file queue for its one writer connection instead of failing with
+//! "database is locked". Transactions that read and then write begin with
+//! [`Database::begin_write`] (`BEGIN IMMEDIATE` on SQLite), so another
+//! process's writer makes them wait for the busy timeout rather than fail.
+//!
 //! Migrations live at the workspace root in `migrations/sqlite` and
 //! `migrations/postgres`, one file per step named `NNNN_description.sql`; both
 //! dialects keep the same numbers. They are embedded at build time.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Transaction};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -118,6 +127,41 @@ impl Database {
             .await
             .map_err(DbError::Migrate)?;
         Ok(Database { pool, dialect })
+    }
+}
+
+impl Database {
+    /// Begins a transaction that will write: `BEGIN IMMEDIATE` on SQLite,
+    /// which takes the write lock first (waiting up to the busy timeout for
+    /// another writer), so a read inside it cannot be made stale by another
+    /// connection's write, and the commit never fails for a lock; a plain
+    /// `BEGIN` on PostgreSQL (row locks do that there).
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+}
+
+/// The databases one process has open, one pool per URL: every role that
+/// names the same database shares its pool (and, with SQLite, its one writer
+/// connection). Clones share the set.
+#[derive(Debug, Clone, Default)]
+pub struct Databases {
+    open: Arc<tokio::sync::Mutex<HashMap<String, Database>>>,
+}
+
+impl Databases {
+    /// The pool of `url`, connected and migrated on first use.
+    pub async fn open(&self, url: &str) -> Result<Database, DbError> {
+        let mut open = self.open.lock().await;
+        if let Some(db) = open.get(url) {
+            return Ok(db.clone());
+        }
+        let db = Database::connect(url).await?;
+        open.insert(url.to_string(), db.clone());
+        Ok(db)
     }
 }
 

@@ -9,7 +9,7 @@ pub mod role;
 pub mod shutdown;
 
 pub use config::Config;
-pub use db::{Database, Dialect};
+pub use db::{Database, Databases, Dialect};
 pub use mlserve_proto::datatype::{self, DataType};
 pub use role::Role;
 pub use shutdown::{Shutdown, ShutdownSignal};

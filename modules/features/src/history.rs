@@ -80,7 +80,7 @@ async fn stage(
     request_id: &str,
     staged: &[(i64, String, String, i64, i64)],
 ) -> Result<()> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     for chunk in staged.chunks(STAGE_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO feature_history_requests (request_id, row_idx, view, entity_key, ts, min_ts) VALUES ",

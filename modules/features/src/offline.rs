@@ -41,7 +41,7 @@ pub fn placeholders(rows: usize, columns: usize) -> String {
 /// created time; returns how many were written.
 pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<usize> {
     let created = now_micros();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO feature_rows (view, entity_key, event_ts, created_ts, vals) VALUES ",

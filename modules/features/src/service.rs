@@ -215,7 +215,7 @@ impl FeatureService for LocalFeatures {
             .flatten()
             .collect();
         let changes = catalog::plan(&current, request, &in_use)?;
-        let mut tx = self.db.pool.begin().await.map_err(FeaturesError::from)?;
+        let mut tx = self.db.begin_write().await.map_err(FeaturesError::from)?;
         let mut lines = Vec::new();
         for change in &changes {
             if change.verb != "unchanged" {
@@ -476,7 +476,7 @@ impl FeatureService for LocalFeatures {
         let version = stored.get(&pipeline.model).map_or(1, |(v, _)| v + 1);
         let json =
             serde_json::to_string(&spec).map_err(|e| FeaturesError::Internal(e.to_string()))?;
-        let mut tx = self.db.pool.begin().await.map_err(FeaturesError::from)?;
+        let mut tx = self.db.begin_write().await.map_err(FeaturesError::from)?;
         catalog::store(&mut tx, PIPELINE, &pipeline.model, version, &json).await?;
         tx.commit().await.map_err(FeaturesError::from)?;
         self.invalidate();

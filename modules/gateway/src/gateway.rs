@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlserve_common::config::{AuthMode, GatewayConfig, RateLimitBackend};
-use mlserve_common::{Config, Database, ShutdownSignal};
+use mlserve_common::{Config, Databases, ShutdownSignal};
 use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
 use mlserve_proto::registry::RegistryClient;
@@ -63,16 +63,20 @@ impl Gateway {
     /// service, used when no endpoints are configured; `features` is the
     /// features client of this process (local, or remote via
     /// `features.endpoint`), `registry` the registry client (pipelines
-    /// declared as model tags). Background endpoint maintenance (DNS, health
-    /// checks) runs until `signal`.
+    /// declared as model tags); the API keys' database comes from
+    /// `databases`, shared with the other roles of the process. Background
+    /// endpoint maintenance (DNS, health checks) runs until `signal`.
     pub async fn build(
         config: &Config,
         local: Option<InferenceClient>,
         features: Option<FeaturesClient>,
         registry: Option<RegistryClient>,
+        databases: &Databases,
         signal: ShutdownSignal,
     ) -> anyhow::Result<Gateway> {
         let settings = config.gateway.clone();
+        // First, so a bad key or a short secret fails the start before anything else.
+        let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
         let options = EndpointOptions {
             connect_timeout: settings.connect_timeout.max(Duration::from_millis(10)),
             eject_for: settings.eject_for,
@@ -126,11 +130,12 @@ impl Gateway {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
-            Some(Arc::new(KeyStore::new(Database::connect(&url).await?)))
+            Some(Arc::new(
+                KeyStore::new(databases.open(&url).await?).with_cache_ttl(settings.key_cache_ttl),
+            ))
         } else {
             None
         };
-        let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
         let auth = Authenticator::new(settings.auth, keys, jwt, settings.rate_limit.clone());
         let limits = &settings.rate_limit;
         let limiter = match limits.backend {

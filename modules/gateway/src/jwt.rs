@@ -77,13 +77,38 @@ fn rejection(kind: &ErrorKind) -> GatewayError {
     unauthenticated(message)
 }
 
+/// Fewest bytes an HS256 secret may have: the hash's output size (RFC 7518,
+/// section 3.2). A shorter secret can be guessed offline from one token; an
+/// empty one lets anyone sign.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// The configured HS256 secret, refused when empty or short.
+fn hs256_secret(config: &JwtConfig) -> Result<Option<&[u8]>, String> {
+    let Some(secret) = config.hs256_secret.as_deref() else {
+        return Ok(None);
+    };
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        let what = if secret.is_empty() {
+            "is empty".to_string()
+        } else {
+            format!("is {} bytes", secret.len())
+        };
+        return Err(format!(
+            "gateway.jwt.hs256_secret {what}: an HS256 secret needs at least {MIN_HS256_SECRET_BYTES} bytes (unset it to refuse HS256 tokens)"
+        ));
+    }
+    Ok(Some(secret.as_bytes()))
+}
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read jwt key '{}': {e}", path.display()))
 }
 
 impl JwtVerifier {
-    /// Loads the configured keys (PEM files are read now; a bad one is a start-up error).
+    /// Loads the configured keys (PEM files are read now; a bad one, or an
+    /// HS256 secret shorter than [`MIN_HS256_SECRET_BYTES`], is a start-up error).
     pub fn from_config(config: &JwtConfig) -> Result<JwtVerifier, String> {
+        let hs256 = hs256_secret(config)?;
         let rs256 = match &config.rs256_public_key {
             Some(path) => {
                 let bad =
@@ -113,9 +138,9 @@ impl JwtVerifier {
             None => None,
         };
         Ok(JwtVerifier {
-            hs256: config.hs256_secret.as_ref().map(|secret| {
+            hs256: hs256.map(|secret| {
                 (
-                    DecodingKey::from_secret(secret.as_bytes()),
+                    DecodingKey::from_secret(secret),
                     validation(Algorithm::HS256, config),
                 )
             }),

@@ -44,9 +44,12 @@ fn verifier(config: JwtConfig) -> JwtVerifier {
     JwtVerifier::from_config(&config).unwrap()
 }
 
+/// An HS256 secret of an accepted length.
+const SECRET: &str = "s3cret-of-thirty-two-bytes-or-more";
+
 fn hs_config() -> JwtConfig {
     JwtConfig {
-        hs256_secret: Some("s3cret".into()),
+        hs256_secret: Some(SECRET.into()),
         ..JwtConfig::default()
     }
 }
@@ -57,21 +60,23 @@ fn hs256_valid_expired_early_and_forged() {
     let v = verifier(hs_config());
     let good = serde_json::json!({"sub": "svc-a", "exp": now + 60});
     assert_eq!(
-        v.verify(&token("HS256", &good, hs256(b"s3cret")))
+        v.verify(&token("HS256", &good, hs256(SECRET.as_bytes())))
             .unwrap()
             .subject,
         "svc-a"
     );
     let expired = serde_json::json!({"sub": "a", "exp": now - 1});
     assert!(v
-        .verify(&token("HS256", &expired, hs256(b"s3cret")))
+        .verify(&token("HS256", &expired, hs256(SECRET.as_bytes())))
         .is_err());
     let early = serde_json::json!({"sub": "a", "exp": now + 60, "nbf": now + 30});
-    assert!(v.verify(&token("HS256", &early, hs256(b"s3cret"))).is_err());
+    assert!(v
+        .verify(&token("HS256", &early, hs256(SECRET.as_bytes())))
+        .is_err());
     assert!(v.verify(&token("HS256", &good, hs256(b"other"))).is_err());
     let no_exp = serde_json::json!({"sub": "a"});
     assert!(v
-        .verify(&token("HS256", &no_exp, hs256(b"s3cret")))
+        .verify(&token("HS256", &no_exp, hs256(SECRET.as_bytes())))
         .is_err());
     for junk in ["", "a.b", "a.b.c.d", "!!.??.**"] {
         assert!(v.verify(junk).is_err(), "{junk}");
@@ -83,7 +88,9 @@ fn hs256_valid_expired_early_and_forged() {
         b64(good.to_string().as_bytes())
     );
     assert!(v.verify(&none).is_err());
-    assert!(v.verify(&token("RS256", &good, hs256(b"s3cret"))).is_err());
+    assert!(v
+        .verify(&token("RS256", &good, hs256(SECRET.as_bytes())))
+        .is_err());
 }
 
 #[test]
@@ -96,14 +103,16 @@ fn leeway_issuer_and_audience() {
         ..hs_config()
     });
     let ok = serde_json::json!({"exp": now - 5, "iss": "idp", "aud": ["x", "mlserve"]});
-    assert!(v.verify(&token("HS256", &ok, hs256(b"s3cret"))).is_ok());
+    assert!(v
+        .verify(&token("HS256", &ok, hs256(SECRET.as_bytes())))
+        .is_ok());
     let wrong_iss = serde_json::json!({"exp": now + 5, "iss": "other", "aud": "mlserve"});
     assert!(v
-        .verify(&token("HS256", &wrong_iss, hs256(b"s3cret")))
+        .verify(&token("HS256", &wrong_iss, hs256(SECRET.as_bytes())))
         .is_err());
     let wrong_aud = serde_json::json!({"exp": now + 5, "iss": "idp", "aud": "else"});
     assert!(v
-        .verify(&token("HS256", &wrong_aud, hs256(b"s3cret")))
+        .verify(&token("HS256", &wrong_aud, hs256(SECRET.as_bytes())))
         .is_err());
 }
 
@@ -173,14 +182,14 @@ fn configured_iss_and_aud_are_required_unconfigured_aud_is_ignored() {
     let no_aud = serde_json::json!({"exp": now + 60, "iss": "idp"});
     for claims in [&no_iss, &no_aud] {
         assert!(strict
-            .verify(&token("HS256", claims, hs256(b"s3cret")))
+            .verify(&token("HS256", claims, hs256(SECRET.as_bytes())))
             .is_err());
     }
     let lax = verifier(hs_config());
     // A NumericDate may have a fraction (RFC 7519 §2).
     let any_aud = serde_json::json!({"exp": now as f64 + 60.5, "aud": "anyone", "sub": "s"});
     assert_eq!(
-        lax.verify(&token("HS256", &any_aud, hs256(b"s3cret")))
+        lax.verify(&token("HS256", &any_aud, hs256(SECRET.as_bytes())))
             .unwrap()
             .subject,
         "s"
@@ -234,4 +243,29 @@ fn bad_key_files_fail_the_start() {
     ] {
         assert!(JwtVerifier::from_config(&config).is_err(), "{config:?}");
     }
+}
+
+#[test]
+fn empty_or_short_hs256_secrets_fail_the_start() {
+    for secret in ["", "x", &"k".repeat(MIN_HS256_SECRET_BYTES - 1)] {
+        let config = JwtConfig {
+            hs256_secret: Some(secret.into()),
+            ..JwtConfig::default()
+        };
+        let Err(err) = JwtVerifier::from_config(&config) else {
+            panic!("a {}-byte secret was accepted", secret.len());
+        };
+        assert!(err.contains("gateway.jwt.hs256_secret"), "{err}");
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+    // The empty key no longer verifies anything: a token signed with it is
+    // refused even where the secret is set to a real one.
+    let v = verifier(hs_config());
+    let claims = serde_json::json!({"sub": "x", "exp": now() + 60});
+    assert!(v.verify(&token("HS256", &claims, hs256(b""))).is_err());
+    let exact = JwtConfig {
+        hs256_secret: Some("k".repeat(MIN_HS256_SECRET_BYTES)),
+        ..JwtConfig::default()
+    };
+    assert!(JwtVerifier::from_config(&exact).is_ok());
 }

@@ -2,6 +2,10 @@
 //! stored), kept as `sha256(salt || secret)` with a per-key salt, verified in
 //! constant time, cached briefly so a request does not cost a query.
 //!
+//! Revocation: the store that revokes a key forgets its cache at once; any
+//! other store (another gateway process) keeps trusting its cached entry for
+//! at most its cache TTL (`gateway.key_cache_ttl`, 1 s by default).
+//!
 //! A key reads `mlsk_<id>_<secret>`: `id` (12 hex digits) finds the row,
 //! `secret` (64 hex digits) proves possession.
 
@@ -18,8 +22,8 @@ use subtle::ConstantTimeEq;
 use crate::error::GatewayError;
 
 /// How long a looked-up key (or its absence) is trusted before the database
-/// is asked again; a revocation takes effect within this time.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+/// is asked again, unless [`KeyStore::with_cache_ttl`] says otherwise.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Most entries kept in the cache; it is cleared when full.
 const CACHE_MAX: usize = 10_000;
 const PREFIX: &str = "mlsk_";
@@ -49,6 +53,7 @@ pub struct ApiKey {
 pub struct KeyStore {
     db: Database,
     cache: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+    cache_ttl: Duration,
 }
 
 fn now_micros() -> i64 {
@@ -90,7 +95,15 @@ impl KeyStore {
         KeyStore {
             db,
             cache: Mutex::new(HashMap::new()),
+            cache_ttl: DEFAULT_CACHE_TTL,
         }
+    }
+
+    /// The same store trusting a looked-up key for `ttl` (zero: never cached).
+    /// A revocation made elsewhere takes effect here within `ttl`.
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> KeyStore {
+        self.cache_ttl = ttl;
+        self
     }
 
     /// Creates a key; returns it and its full secret form, shown once.
@@ -189,7 +202,7 @@ impl KeyStore {
     async fn lookup(&self, id: &str) -> Result<Option<ApiKey>, GatewayError> {
         if let Ok(cache) = self.cache.lock() {
             if let Some((key, at)) = cache.get(id) {
-                if at.elapsed() < CACHE_TTL {
+                if at.elapsed() < self.cache_ttl {
                     return Ok(key.clone());
                 }
             }
@@ -201,6 +214,9 @@ impl KeyStore {
         .fetch_optional(&self.db.pool)
         .await?;
         let key = row.as_ref().map(row_to_key).transpose()?;
+        if self.cache_ttl.is_zero() {
+            return Ok(key);
+        }
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
@@ -284,6 +300,38 @@ mod tests {
     #[tokio::test]
     async fn keys_on_postgres() {
         exercise(KeyStore::new(testing::postgres().await)).await;
+    }
+
+    /// Two stores on one database stand for two processes: the CLI that
+    /// revokes and a gateway that has the key cached.
+    async fn revoked_elsewhere(db: Database) {
+        let ttl = Duration::from_millis(200);
+        let gateway = KeyStore::new(db.clone()).with_cache_ttl(ttl);
+        let cli = KeyStore::new(db.clone());
+        let (_, secret) = cli.create("bob", 0.0, 1.0).await.unwrap();
+        gateway.verify(&secret).await.unwrap();
+        cli.revoke("bob").await.unwrap();
+        // Once the TTL has passed the cached entry is not trusted any more.
+        tokio::time::sleep(ttl).await;
+        let err = gateway.verify(&secret).await.unwrap_err();
+        assert_eq!(err.to_string(), "api key revoked");
+        // With no cache a revocation elsewhere counts on the next request.
+        let uncached = KeyStore::new(db).with_cache_ttl(Duration::ZERO);
+        let (_, other) = cli.create("carol", 0.0, 1.0).await.unwrap();
+        uncached.verify(&other).await.unwrap();
+        cli.revoke("carol").await.unwrap();
+        assert!(uncached.verify(&other).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_elsewhere_counts_within_the_ttl_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        revoked_elsewhere(testing::sqlite(dir.path()).await).await;
+    }
+
+    #[tokio::test]
+    async fn a_revocation_elsewhere_counts_within_the_ttl_on_postgres() {
+        revoked_elsewhere(testing::postgres().await).await;
     }
 
     #[test]

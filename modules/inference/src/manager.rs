@@ -356,7 +356,7 @@ impl ModelManager {
         let scheduler = Scheduler::start(
             &format!("{name}-{version}"),
             spec.batching.clone(),
-            spec.max_batch_size,
+            spec.scheduler_batch_size(),
             runners,
             stats.clone(),
         )?;

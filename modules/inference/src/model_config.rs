@@ -277,6 +277,19 @@ pub struct ModelSpec {
     pub model_filename: String,
 }
 
+impl ModelSpec {
+    /// The most rows the scheduler puts in one execution: `max_batch_size`
+    /// with a `dynamic_batching` section; without one, 0: each request runs
+    /// alone, as Triton's default scheduler does.
+    pub fn scheduler_batch_size(&self) -> usize {
+        if self.dynamic_batching {
+            self.max_batch_size
+        } else {
+            0
+        }
+    }
+}
+
 impl ModelConfigFile {
     /// Reads `dir/config.toml`, else Triton's `dir/config.pbtxt`, else an
     /// empty config (everything from the ONNX file).
@@ -536,6 +549,11 @@ mod tests {
     fn an_absent_config_batches_when_every_first_dim_is_dynamic() {
         let spec = resolve("m", &ModelConfigFile::default(), &signature(), 99).unwrap();
         assert_eq!(spec.max_batch_size, 8);
+        assert_eq!(
+            spec.scheduler_batch_size(),
+            0,
+            "no dynamic_batching: no batches"
+        );
         assert_eq!(spec.inputs[0].dims, vec![4]);
         assert_eq!(spec.outputs[0].dims, Vec::<i64>::new());
         assert_eq!(spec.batching.max_queue_size, 99);
@@ -573,6 +591,7 @@ mod tests {
         "#;
         let file: ModelConfigFile = toml::from_str(text).unwrap();
         let spec = resolve("m", &file, &signature(), 8).unwrap();
+        assert_eq!(spec.scheduler_batch_size(), 4);
         assert_eq!(spec.batching.preferred_batch_sizes, vec![2, 4]);
         assert_eq!(spec.batching.max_queue_size, 3);
         assert_eq!(

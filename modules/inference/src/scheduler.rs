@@ -6,7 +6,9 @@
 //! greedily when there is no queue delay, otherwise waiting (a timed condvar
 //! wait, microsecond-precise) up to `max_queue_delay` for the batch to reach
 //! `max_batch_size` or a preferred size. A request is answered by the
-//! instance that ran it. A full queue rejects at once.
+//! instance that ran it. A full queue rejects at once. A batch that fails
+//! is run again one request at a time, so a request whose data fails the
+//! model fails alone and never takes the requests batched with it along.
 //!
 //! Each request carries a small state (queued, started, abandoned) that the
 //! instance and the caller settle with one compare-and-swap: a caller whose
@@ -391,6 +393,30 @@ fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, stats: &VersionSta
     for pending in &batch {
         stats.record_queue(started - pending.enqueued);
     }
+    if let Err((batch, err)) = run_and_answer(runner, batch, stats) {
+        if batch.len() == 1 {
+            answer_all(batch, err);
+            return;
+        }
+        // One request's data can fail a whole batch in ways no check before
+        // it could see (an id out of a table's range): run each request
+        // alone, so only the one at fault gets the error.
+        tracing::debug!(requests = batch.len(), error = %err, "batch failed, running its requests one at a time");
+        for pending in batch {
+            if let Err((alone, err)) = run_and_answer(runner, vec![pending], stats) {
+                answer_all(alone, err);
+            }
+        }
+    }
+}
+
+/// Runs `batch` and answers its callers; on failure gives the batch back,
+/// unanswered, with the error.
+fn run_and_answer(
+    runner: &mut dyn ModelRunner,
+    batch: Vec<Pending>,
+    stats: &VersionStats,
+) -> std::result::Result<(), (Vec<Pending>, InferenceError)> {
     let inputs: Vec<&RequestInputs> = batch.iter().map(|p| &p.inputs).collect();
     let rows: usize = inputs.iter().map(|i| i.rows).sum();
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(&inputs))).unwrap_or_else(|_| {
@@ -404,12 +430,13 @@ fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, stats: &VersionSta
             for (pending, outputs) in batch.into_iter().zip(outputs) {
                 let _ = pending.reply.send(Ok(outputs));
             }
+            Ok(())
         }
-        Ok(_) => answer_all(
+        Ok(_) => Err((
             batch,
             InferenceError::Internal("runner returned the wrong number of results".into()),
-        ),
-        Err(err) => answer_all(batch, err),
+        )),
+        Err(err) => Err((batch, err)),
     }
 }
 

@@ -41,6 +41,15 @@ pub fn validate(spec: &ModelSpec, request: &mut pb::ModelInferRequest) -> Result
             raw.len()
         )));
     }
+    // Triton refuses a request that carries its data both ways.
+    if let Some(input) = request.inputs.iter().find(|i| i.contents.is_some()) {
+        if !raw.is_empty() {
+            return Err(invalid(format!(
+                "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
+                input.name
+            )));
+        }
+    }
     let mut slots: Vec<Option<InputTensor>> = vec![None; spec.inputs.len()];
     let mut rows: Option<usize> = None;
     for (i, input) in request.inputs.iter_mut().enumerate() {
@@ -193,6 +202,21 @@ fn check_size(name: &str, datatype: DataType, count: usize, data: &Bytes) -> Res
                     elements.len()
                 )));
             }
+            // BYTES inputs become ONNX string tensors: UTF-8 text without
+            // NUL. Checked here, per request, so that a bad element is this
+            // request's 400 and never fails the batch it would have joined.
+            for element in elements {
+                if std::str::from_utf8(element).is_err() {
+                    return Err(invalid(format!(
+                        "input '{name}' holds a string that is not UTF-8"
+                    )));
+                }
+                if element.contains(&0) {
+                    return Err(invalid(format!(
+                        "input '{name}' holds a string with a NUL byte, which a string tensor cannot carry"
+                    )));
+                }
+            }
         }
     }
     Ok(())
@@ -293,3 +317,7 @@ fn scheduling_parameters(request: &pb::ModelInferRequest) -> Result<(u32, Option
         .map(Duration::from_micros);
     Ok((priority, timeout))
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

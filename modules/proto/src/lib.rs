@@ -19,6 +19,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fake_inference;
 pub mod features;
+pub mod grpc_size;
 pub mod http;
 pub mod inference;
 pub mod observe;

@@ -1,6 +1,7 @@
 //! The artifact store: object_store over a local directory (the embedded
 //! default) or any S3-compatible service. Keys are written once and never
-//! overwritten: `<key_prefix>models/<name>/<version>/<upload id>/<file path>`.
+//! overwritten: `<key_prefix>models/<name>/upload/<upload id>/<file path>`
+//! (releases before numbering at commit wrote `models/<name>/<version>/<upload id>/...`).
 
 use std::path::Path;
 use std::sync::Arc;

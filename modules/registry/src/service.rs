@@ -144,8 +144,8 @@ impl LocalRegistry {
     pub async fn collect_garbage(&self, grace: Duration) -> Result<usize> {
         let grace_us = grace.as_micros().min(i64::MAX as u128) as i64;
         let cutoff = crate::store::now_us().saturating_sub(grace_us);
-        for (model, version) in self.store.expire_pending(cutoff).await? {
-            tracing::info!(model = %model, version, "abandoned upload failed by the collector");
+        for (model, slot) in self.store.expire_pending(cutoff).await? {
+            tracing::info!(model = %model, slot, "abandoned upload failed by the collector");
         }
         self.collect_objects("models/", cutoff).await
     }
@@ -209,46 +209,43 @@ impl LocalRegistry {
             Ok(rows) => {
                 #[cfg(feature = "testing")]
                 if self.fault == RegistryFault::CrashBeforeCommit {
-                    tracing::error!(model = %name, version = pending.version, "fault injection: crashing between artifact write and commit");
+                    tracing::error!(model = %name, slot = pending.slot, "fault injection: crashing between artifact write and commit");
                     std::process::abort();
                 }
                 let bytes: u64 = rows.iter().map(|row| row.size).sum();
                 self.store
-                    .commit_version(&name, pending.version, &rows)
+                    .commit_version(&name, pending.slot, &rows)
                     .await
-                    .map(|()| bytes)
+                    .map(|version| (version, bytes))
             }
             Err(err) => {
                 upload.abort().await;
                 Err(err)
             }
         };
-        let bytes = match outcome {
-            Ok(bytes) => bytes,
+        let (version, bytes) = match outcome {
+            Ok(done) => done,
             Err(err) => {
-                self.refused(&name, pending.version, &pending.prefix, &err)
+                self.refused(&name, pending.slot, &pending.prefix, &err)
                     .await;
                 return Err(err);
             }
         };
         self.metrics.version_created(bytes);
-        tracing::info!(model = %name, version = pending.version, by = %new.created_by, bytes, "model version registered");
+        tracing::info!(model = %name, version, by = %new.created_by, bytes, "model version registered");
         self.publish(Event::ModelVersionRegistered {
             model: name.clone(),
-            version: pending.version as i64,
+            version: version as i64,
         })
         .await;
-        self.store.get_version(&name, pending.version).await
+        self.store.get_version(&name, version).await
     }
 
-    /// Marks a refused upload failed and deletes what it wrote.
-    async fn refused(&self, name: &str, version: u64, prefix: &str, err: &RegistryError) {
-        tracing::info!(model = %name, version, error = %err, "version upload refused");
-        if let Err(e) = self
-            .store
-            .fail_version(name, version, &err.to_string())
-            .await
-        {
+    /// Marks a refused upload failed (it spent no version number) and
+    /// deletes what it wrote.
+    async fn refused(&self, name: &str, slot: i64, prefix: &str, err: &RegistryError) {
+        tracing::info!(model = %name, slot, error = %err, "version upload refused");
+        if let Err(e) = self.store.fail_version(name, slot, &err.to_string()).await {
             tracing::warn!(error = %e, "marking a version failed did not work");
         }
         if let Err(e) = self.artifacts.delete_prefix(prefix).await {

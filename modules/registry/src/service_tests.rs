@@ -153,14 +153,17 @@ async fn suite(client: &RegistryClient) {
         )
         .await
         .unwrap();
-    assert!(v2.version > 1);
+    assert_eq!(
+        v2.version, 2,
+        "the refused uploads before it spent no number"
+    );
     assert_eq!(
         client
             .get_version(
                 ctx(),
                 pb::GetVersionRequest {
                     name: "resnet".into(),
-                    version: 2,
+                    version: 3,
                 },
             )
             .await

@@ -75,11 +75,11 @@ impl Store {
         &self.db
     }
 
-    /// Starts a transaction that holds the model's row lock (PostgreSQL; with
-    /// SQLite the single writer connection serializes anyway), so version
-    /// numbers and alias moves of one model are serialized.
+    /// Starts a transaction that holds the model's row lock (PostgreSQL; on
+    /// SQLite an immediate transaction holds the database's write lock), so
+    /// version numbers and alias moves of one model are serialized.
     async fn lock_model(&self, name: &str) -> Result<Transaction<'static, Any>> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let sql = match self.db.dialect {
             Dialect::Postgres => "SELECT name FROM registry_models WHERE name = $1 FOR UPDATE",
             Dialect::Sqlite => "SELECT name FROM registry_models WHERE name = $1",
@@ -99,7 +99,7 @@ impl Store {
         tags: &HashMap<String, String>,
     ) -> Result<()> {
         let now = now_us();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO registry_models (name, description, created_at, updated_at) VALUES ($1, $2, $3, $3)",
         )

@@ -25,10 +25,9 @@ async fn ready_version(store: &Store, name: &str, path: &str) -> u64 {
         object_key: format!("{}/{path}", pending.prefix),
     };
     store
-        .commit_version(name, pending.version, &[file])
+        .commit_version(name, pending.slot, &[file])
         .await
-        .unwrap();
-    pending.version
+        .unwrap()
 }
 
 async fn suite(store: Store) {
@@ -95,20 +94,29 @@ async fn suite(store: Store) {
     assert_eq!(model.description, "new");
     assert_eq!(model.tags, tags(&[("stage", "beta")]));
 
-    // Versions: numbering, pending invisible, failed invisible, commit.
+    // Versions: numbering, pending invisible, failed invisible and spending
+    // no number, commit.
     let v1 = ready_version(&store, "resnet", "model.onnx").await;
     assert_eq!(v1, 1);
     let pending = store
         .begin_version("resnet", &NewVersion::default(), "u2")
         .await
         .unwrap();
-    assert_eq!(pending.version, 2);
+    assert!(pending.slot < 0, "a pending upload holds no version number");
     assert!(matches!(
         store.get_version("resnet", 2).await,
         Err(RegistryError::NotFound(_))
     ));
-    store.fail_version("resnet", 2, "checksum").await.unwrap();
-    assert!(store.commit_version("resnet", 2, &[]).await.is_err());
+    store
+        .fail_version("resnet", pending.slot, "checksum")
+        .await
+        .unwrap();
+    assert!(store
+        .commit_version("resnet", pending.slot, &[])
+        .await
+        .is_err());
+    let v2 = ready_version(&store, "resnet", "model.onnx").await;
+    assert_eq!(v2, 2, "a refused upload leaves no gap");
     let v3 = ready_version(&store, "resnet", "model.onnx").await;
     assert_eq!(v3, 3);
     let listed: Vec<u64> = store
@@ -118,10 +126,10 @@ async fn suite(store: Store) {
         .iter()
         .map(|v| v.version)
         .collect();
-    assert_eq!(listed, [3, 1]);
+    assert_eq!(listed, [3, 2, 1]);
     assert_eq!(
         store.list_versions("resnet", 3, 10).await.unwrap()[0].version,
-        1
+        2
     );
     let file = store.file("resnet", 1, "model.onnx").await.unwrap();
     assert_eq!(file.size, 3);
@@ -138,7 +146,7 @@ async fn suite(store: Store) {
     );
 
     // Aliases: missing version refused, moves recorded, deletion recorded.
-    let missing = store.set_alias("resnet", "production", 2, "ann").await;
+    let missing = store.set_alias("resnet", "production", 9, "ann").await;
     assert!(
         matches!(missing, Err(RegistryError::NotFound(_))),
         "{missing:?}"
@@ -198,7 +206,7 @@ async fn suite(store: Store) {
     let live = store.live_prefixes().await.unwrap();
     assert!(live.contains(&stale.prefix));
     let expired = store.expire_pending(now_us() + 1).await.unwrap();
-    assert_eq!(expired, [("bert".to_string(), 1)]);
+    assert_eq!(expired, [("bert".to_string(), stale.slot)]);
     assert!(!store.live_prefixes().await.unwrap().contains(&stale.prefix));
 
     // Deleting a model removes everything it owns.
@@ -228,25 +236,44 @@ async fn store_suite_on_postgres() {
     suite(Store::new(testing::postgres().await)).await;
 }
 
-#[tokio::test]
-async fn concurrent_version_creation_gets_distinct_numbers_on_postgres() {
-    let store = Store::new(testing::postgres().await);
+/// Sixteen uploads begin and commit at once, and every other one is refused
+/// before its commit: the committed ones are numbered 1..=8, no gap, none twice.
+async fn concurrent_uploads_number_without_gaps(store: Store) {
     store.create_model("m", "", &HashMap::new()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
+            let pending = store
                 .begin_version("m", &NewVersion::default(), &format!("u{i}"))
                 .await
-                .unwrap()
-                .version
+                .unwrap();
+            if i % 2 == 1 {
+                store
+                    .fail_version("m", pending.slot, "refused")
+                    .await
+                    .unwrap();
+                return None;
+            }
+            Some(store.commit_version("m", pending.slot, &[]).await.unwrap())
         }));
     }
     let mut versions = Vec::new();
     for t in tasks {
-        versions.push(t.await.unwrap());
+        versions.extend(t.await.unwrap());
     }
     versions.sort();
-    assert_eq!(versions, (1..=16).collect::<Vec<u64>>());
+    assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn concurrent_uploads_number_without_gaps_on_postgres() {
+    concurrent_uploads_number_without_gaps(Store::new(testing::postgres().await)).await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_number_without_gaps_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("mlserve-store-{}", fastrand::u64(..)));
+    concurrent_uploads_number_without_gaps(Store::new(testing::sqlite(&dir).await)).await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -54,7 +54,7 @@ fn check_expected_sha(header: &pb::FileHeader) -> Result<()> {
 }
 
 impl<'a> Upload<'a> {
-    /// An upload of files under `prefix` (`models/<name>/<version>/<id>`).
+    /// An upload of files under `prefix` (`models/<name>/upload/<id>`).
     pub fn new(artifacts: &'a Artifacts, prefix: String, limits: Limits) -> Upload<'a> {
         Upload {
             artifacts,

@@ -138,7 +138,8 @@ impl Store {
                 return Ok((latest.version, false));
             }
         }
-        let mut tx = self.db.pool.begin().await?;
+        // BEGIN IMMEDIATE on SQLite: the read of MAX and the insert are one write.
+        let mut tx = self.db.begin_write().await?;
         let next: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM training_workflows WHERE name = $1",
         )

@@ -55,6 +55,12 @@ pub struct GatewayConfig {
     pub auth: AuthMode,
     /// SQL database of API keys; unset: `sqlite://<server.data_dir>/mlserve.db`.
     pub database_url: Option<String>,
+    /// How long the gateway trusts a looked-up API key (or its absence)
+    /// before asking the database again: a key revoked by another process
+    /// (`mlserve keys revoke`) stops working within this time. 0s: every
+    /// request asks the database.
+    #[serde(with = "duration")]
+    pub key_cache_ttl: Duration,
     /// Accepted JWTs.
     pub jwt: JwtConfig,
     /// Rate limits.
@@ -82,6 +88,7 @@ impl Default for GatewayConfig {
             retry_after: Duration::from_secs(1),
             auth: AuthMode::Off,
             database_url: None,
+            key_cache_ttl: Duration::from_secs(1),
             jwt: JwtConfig::default(),
             rate_limit: RateLimitConfig::default(),
             canary: BTreeMap::new(),

@@ -1,4 +1,9 @@
 //! Versions and their files.
+//!
+//! A version's number is given when its upload commits, not when it starts:
+//! an upload in progress holds a provisional negative slot, so an upload that
+//! is refused or abandoned never takes a number, and the ready versions of a
+//! model are numbered 1, 2, 3... without gaps.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,9 +32,10 @@ pub struct NewVersion {
 /// A version row in `pending_upload`, and where its files go.
 #[derive(Debug, Clone)]
 pub struct PendingVersion {
-    /// The version number it got.
-    pub version: u64,
-    /// Object-store prefix of its files (`models/<name>/<version>/<upload id>`).
+    /// Its provisional slot (negative, never a version number); the number
+    /// comes with [`Store::commit_version`].
+    pub slot: i64,
+    /// Object-store prefix of its files (`models/<name>/upload/<upload id>`).
     pub prefix: String,
 }
 
@@ -77,7 +83,8 @@ const VERSION_COLUMNS: &str =
     "model, version, status, description, lineage, metrics, tags, created_by, created_at";
 
 impl Store {
-    /// Allocates the next version number of `name` as a `pending_upload` row.
+    /// Records an upload of `name` in progress as a `pending_upload` row in
+    /// a new provisional slot (below every slot the model used).
     pub async fn begin_version(
         &self,
         name: &str,
@@ -85,21 +92,21 @@ impl Store {
         upload_id: &str,
     ) -> Result<PendingVersion> {
         let mut tx = self.lock_model(name).await?;
-        let max: Option<i64> =
-            sqlx::query("SELECT MAX(version) AS max FROM registry_versions WHERE model = $1")
+        let min: Option<i64> =
+            sqlx::query("SELECT MIN(version) AS min FROM registry_versions WHERE model = $1")
                 .bind(name)
                 .fetch_one(&mut *tx)
                 .await?
-                .try_get("max")?;
-        let version = max.unwrap_or(0) + 1;
-        let prefix = format!("models/{name}/{version}/{upload_id}");
+                .try_get("min")?;
+        let slot = min.unwrap_or(0).min(0) - 1;
+        let prefix = format!("models/{name}/upload/{upload_id}");
         let now = now_us();
         sqlx::query(
             "INSERT INTO registry_versions (model, version, status, description, lineage, metrics, tags, storage_prefix, created_by, created_at, updated_at) \
              VALUES ($1, $2, 'pending_upload', $3, $4, $5, $6, $7, $8, $9, $9)",
         )
         .bind(name)
-        .bind(version)
+        .bind(slot)
         .bind(&new.description)
         .bind(lineage_json(&new.lineage))
         .bind(json(&new.metrics))
@@ -110,35 +117,50 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(PendingVersion {
-            version: version as u64,
-            prefix,
-        })
+        Ok(PendingVersion { slot, prefix })
     }
 
-    /// Records the files and turns a pending version `ready`, atomically;
-    /// refuses when the row is no longer pending (the collector failed it).
-    pub async fn commit_version(&self, name: &str, version: u64, files: &[FileRow]) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE registry_versions SET status = 'ready', updated_at = $3 WHERE model = $1 AND version = $2 AND status = 'pending_upload'",
+    /// Records the files and turns the upload in `slot` into the model's next
+    /// version, `ready`, atomically; returns the version number. Refuses
+    /// when the row is no longer pending (the collector failed it).
+    pub async fn commit_version(&self, name: &str, slot: i64, files: &[FileRow]) -> Result<u64> {
+        let gone = || {
+            RegistryError::Conflict(format!(
+                "the upload of '{name}' is no longer pending (it took longer than registry.gc_grace or the model was deleted)"
+            ))
+        };
+        let mut tx = match self.lock_model(name).await {
+            Err(RegistryError::NotFound(_)) => return Err(gone()),
+            other => other?,
+        };
+        // Failed rows of older releases kept positive numbers: count them so
+        // the new number is free.
+        let max: Option<i64> = sqlx::query(
+            "SELECT MAX(version) AS max FROM registry_versions WHERE model = $1 AND version > 0",
         )
         .bind(name)
-        .bind(version as i64)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("max")?;
+        let version = max.unwrap_or(0) + 1;
+        let updated = sqlx::query(
+            "UPDATE registry_versions SET version = $3, status = 'ready', updated_at = $4 WHERE model = $1 AND version = $2 AND status = 'pending_upload'",
+        )
+        .bind(name)
+        .bind(slot)
+        .bind(version)
         .bind(now_us())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
-            return Err(RegistryError::Conflict(format!(
-                "version {version} of '{name}' is no longer pending (the upload took longer than registry.gc_grace or the model was deleted)"
-            )));
+            return Err(gone());
         }
         for file in files {
             sqlx::query(
                 "INSERT INTO registry_files (model, version, path, sha256, size, object_key) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(name)
-            .bind(version as i64)
+            .bind(version)
             .bind(&file.path)
             .bind(&file.sha256)
             .bind(file.size as i64)
@@ -147,16 +169,17 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(version as u64)
     }
 
-    /// Marks a pending version `failed` with the reason.
-    pub async fn fail_version(&self, name: &str, version: u64, message: &str) -> Result<()> {
+    /// Marks the pending upload in `slot` `failed` with the reason; the
+    /// row keeps its provisional slot, so no version number is spent.
+    pub async fn fail_version(&self, name: &str, slot: i64, message: &str) -> Result<()> {
         sqlx::query(
             "UPDATE registry_versions SET status = 'failed', status_message = $3, updated_at = $4 WHERE model = $1 AND version = $2 AND status = 'pending_upload'",
         )
         .bind(name)
-        .bind(version as i64)
+        .bind(slot)
         .bind(message)
         .bind(now_us())
         .execute(&self.db.pool)
@@ -330,8 +353,9 @@ impl Store {
         Ok(())
     }
 
-    /// Fails every upload pending since before `cutoff_us`; returns them.
-    pub async fn expire_pending(&self, cutoff_us: i64) -> Result<Vec<(String, u64)>> {
+    /// Fails every upload pending since before `cutoff_us`; returns them
+    /// as (model, slot).
+    pub async fn expire_pending(&self, cutoff_us: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT model, version FROM registry_versions WHERE status = 'pending_upload' AND created_at <= $1",
         )
@@ -340,10 +364,10 @@ impl Store {
         .await?;
         let mut out = Vec::new();
         for row in rows {
-            let (model, version): (String, i64) = (row.try_get("model")?, row.try_get("version")?);
-            self.fail_version(&model, version as u64, "upload abandoned (collected)")
+            let (model, slot): (String, i64) = (row.try_get("model")?, row.try_get("version")?);
+            self.fail_version(&model, slot, "upload abandoned (collected)")
                 .await?;
-            out.push((model, version as u64));
+            out.push((model, slot));
         }
         Ok(out)
     }
