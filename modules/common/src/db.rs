@@ -138,7 +138,18 @@ impl Database {
     /// `BEGIN` on PostgreSQL (row locks do that there).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Sqlite => match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                // sqlx still counts a transaction open on the pooled
+                // connection (its ROLLBACK was refused because SQLite had
+                // already ended it): that connection cannot begin again, so
+                // it is closed and the pool opens a fresh one.
+                Err(sqlx::Error::InvalidSavePointStatement) => {
+                    tracing::warn!("closing a SQLite connection left inside a transaction");
+                    self.pool.acquire().await?.close().await?;
+                    self.pool.begin_with("BEGIN IMMEDIATE").await
+                }
+                other => other,
+            },
             Dialect::Postgres => self.pool.begin().await,
         }
     }
