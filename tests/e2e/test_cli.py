@@ -27,12 +27,13 @@ def test_unknown_role_names_the_valid_ones():
 
 
 def test_compiled_out_role_is_refused_with_the_compiled_ones(models_repo):
-    result = run("--role", "inference,training", "--model-repository", str(models_repo),
+    result = run("--role", "inference,monitoring", "--model-repository", str(models_repo),
                  "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
     assert result.returncode != 0
-    assert "role 'training' is not compiled into this binary" in result.stderr
+    assert "role 'monitoring' is not compiled into this binary" in result.stderr
     listed = result.stderr.split("valid roles:", 1)[1].splitlines()[0]
-    assert {role.strip() for role in listed.split(",")} == {"gateway", "registry", "features", "inference"}
+    assert {role.strip() for role in listed.split(",")} == \
+        {"gateway", "registry", "features", "inference", "training"}
 
 
 def test_missing_onnxruntime_library_says_how_to_fix_it(models_repo):
