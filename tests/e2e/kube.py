@@ -1,0 +1,97 @@
+"""Renders deploy/kubernetes with the real kubectl (its built-in kustomize)
+and validates the objects: Kubernetes' own kinds with kubernetes-validate's
+offline schemas, the CRDs in use with the schemas in crd_schemas/.
+
+kubectl comes from .tools/bin (scripts/setup.sh unpacks it from a PyPI
+wheel), or `$MLSERVE_KUBECTL`.
+"""
+
+import copy
+import json
+import os
+import pathlib
+import subprocess
+
+import kubernetes_validate
+import jsonschema
+import yaml
+
+from server import REPO_ROOT
+
+KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
+OVERLAYS = KUBERNETES / "overlays"
+KUBECTL = pathlib.Path(os.environ.get("MLSERVE_KUBECTL", REPO_ROOT / ".tools" / "bin" / "kubectl"))
+CRD_SCHEMAS = pathlib.Path(__file__).resolve().parent / "crd_schemas"
+# The oldest Kubernetes the manifests support, and the newest schemas shipped.
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+# (apiVersion, kind) of the custom resources in use -> their schema file.
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
+}
+
+
+def overlays():
+    """Every overlay directory (one kustomization.yaml each)."""
+    return sorted(p.parent.name for p in OVERLAYS.glob("*/kustomization.yaml"))
+
+
+def render(overlay):
+    """`kubectl kustomize deploy/kubernetes/overlays/OVERLAY`, as a list of objects."""
+    if not KUBECTL.exists():
+        raise AssertionError(f"{KUBECTL} is missing: run scripts/setup.sh (it unpacks kubectl)")
+    proc = subprocess.run([str(KUBECTL), "kustomize", str(OVERLAYS / overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"kubectl kustomize {overlay} failed:\n{proc.stderr}"
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def find(objects, kind, name):
+    """The rendered object of KIND whose name is NAME (ConfigMaps and Secrets
+    also by their generated name's prefix)."""
+    for obj in objects:
+        actual = obj["metadata"]["name"]
+        if obj["kind"] == kind and (actual == name or (
+                kind in ("ConfigMap", "Secret") and actual.rsplit("-", 1)[0] == name)):
+            return obj
+    raise AssertionError(f"no {kind} {name} among {[(o['kind'], o['metadata']['name']) for o in objects]}")
+
+
+def _strict(schema):
+    """A copy of a CRD's OpenAPI schema in which every object that lists its
+    properties admits no others (what `kubectl apply --validate=strict`
+    reports as unknown fields), so a misspelt field fails."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node \
+                    and "additionalProperties" not in node \
+                    and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    # metadata is ObjectMeta, which a CRD schema leaves open.
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+def crd_schema(api_version, kind):
+    path = CRD_SCHEMAS / CRDS[(api_version, kind)]
+    return _strict(json.loads(path.read_text()))
+
+
+def validate(obj):
+    """Validates one object; returns what it was checked against."""
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key in CRDS:
+        jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
+        return f"{CRDS[key]}"
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+    return f"kubernetes {', '.join(KUBERNETES_VERSIONS)} (strict)"
