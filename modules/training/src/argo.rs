@@ -316,19 +316,11 @@ fn task(step: &StepSpec, inputs: &BTreeMap<String, String>) -> Value {
         .iter()
         .map(|a| json!({"name": a.name, "from": in_task(&a.from)}))
         .collect();
-    if step.uses.is_some() {
-        for value in step.with.values() {
-            for text in template::json_strings(value) {
-                for reference in template::references(text).unwrap_or_default() {
-                    if let Reference::OutputArtifact { step: from, name } = reference {
-                        artifacts.push(json!({
-                            "name": format!("{from}-{name}"),
-                            "from": format!("{{{{tasks.{from}.outputs.artifacts.{name}}}}}"),
-                        }));
-                    }
-                }
-            }
-        }
+    for (from, name) in builtin_artifact_refs(step) {
+        artifacts.push(json!({
+            "name": format!("{from}-{name}"),
+            "from": format!("{{{{tasks.{from}.outputs.artifacts.{name}}}}}"),
+        }));
     }
     if !artifacts.is_empty() {
         arguments.insert("artifacts".into(), json!(artifacts));
@@ -339,39 +331,41 @@ fn task(step: &StepSpec, inputs: &BTreeMap<String, String>) -> Value {
     Value::Object(task)
 }
 
-/// Built-in templates read artifacts named `<step>-<name>`: declare them.
-fn builtin_artifact_inputs(step: &StepSpec, template: &mut Value) {
+/// The (step, artifact) pairs a built-in's arguments read.
+fn builtin_artifact_refs(step: &StepSpec) -> Vec<(String, String)> {
     if step.uses.is_none() {
-        return;
+        return Vec::new();
     }
-    let mut names = Vec::new();
-    for value in step.with.values() {
-        for text in template::json_strings(value) {
-            for reference in template::references(text).unwrap_or_default() {
-                if let Reference::OutputArtifact { step: from, name } = reference {
-                    names.push(format!("{from}-{name}"));
-                }
-            }
-        }
-    }
-    if names.is_empty() {
-        return;
-    }
-    let inputs = template
-        .as_object_mut()
-        .and_then(|t| {
-            t.entry("inputs")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .map(|i| i.entry("artifacts").or_insert_with(|| json!([])).clone())
+    step.with
+        .values()
+        .flat_map(template::json_strings)
+        .flat_map(|text| template::references(text).unwrap_or_default())
+        .filter_map(|r| match r {
+            Reference::OutputArtifact { step, name } => Some((step, name)),
+            _ => None,
         })
-        .unwrap_or_else(|| json!([]));
-    let mut list = inputs.as_array().cloned().unwrap_or_default();
-    for name in names {
-        list.push(json!({"name": name, "path": format!("{WORK}/inputs/{name}")}));
+        .collect()
+}
+
+/// Built-in templates read those artifacts as `/work/inputs/<step>-<name>`: declare them.
+fn builtin_artifact_inputs(step: &StepSpec, template: &mut Value) {
+    let refs = builtin_artifact_refs(step);
+    if refs.is_empty() {
+        return;
     }
-    if let Some(i) = template.get_mut("inputs").and_then(Value::as_object_mut) {
-        i.insert("artifacts".into(), json!(list));
+    let Some(object) = template.as_object_mut() else {
+        return;
+    };
+    let inputs = object.entry("inputs").or_insert_with(|| json!({}));
+    let Some(inputs) = inputs.as_object_mut() else {
+        return;
+    };
+    let list = inputs.entry("artifacts").or_insert_with(|| json!([]));
+    if let Some(list) = list.as_array_mut() {
+        for (from, name) in refs {
+            let name = format!("{from}-{name}");
+            list.push(json!({"name": name, "path": format!("{WORK}/inputs/{name}")}));
+        }
     }
 }
 

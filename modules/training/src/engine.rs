@@ -357,7 +357,7 @@ impl Engine {
                     tx.send_replace(Some(reason.clone()));
                 }
             }
-            let steps = self.store.steps(run_id).await?;
+            let mut steps = self.store.steps(run_id).await?;
             if stopping.is_some() {
                 if running.is_empty() {
                     for mut step in steps.into_iter().filter(|s| !s.state.is_terminal()) {
@@ -379,12 +379,9 @@ impl Engine {
                     return self.finish(&mut run, state, message).await;
                 }
             } else {
-                let created = self.instantiate(&spec, &run, &steps).await?;
-                let steps = if created {
-                    self.store.steps(run_id).await?
-                } else {
-                    steps
-                };
+                if self.instantiate(&spec, &run, &steps).await? {
+                    steps = self.store.steps(run_id).await?;
+                }
                 if run.state == RunState::Pending && !steps.is_empty() {
                     run.state = RunState::Running;
                     run.started_ts = Some(now_us());
@@ -440,10 +437,9 @@ impl Engine {
                 }
             }
             // Wait for a step to end, a stop, the next retry or the deadline.
-            let next_retry = self
-                .store
-                .steps(run_id)
-                .await?
+            // Rows read this turn suffice: a step that changes state since
+            // sends a message, which starts the next turn.
+            let next_retry = steps
                 .iter()
                 .filter(|s| s.state == StepState::Retrying && !running.contains_key(&s.name))
                 .filter_map(|s| s.next_attempt_ts)
@@ -476,7 +472,15 @@ impl Engine {
         steps: &[StepRow],
     ) -> Result<bool> {
         let mut created = false;
-        let artifacts = self.store.artifacts(&run.id).await?;
+        let waiting = spec
+            .steps
+            .iter()
+            .any(|t| !steps.iter().any(|s| s.template == t.name));
+        let artifacts = if waiting {
+            self.store.artifacts(&run.id).await?
+        } else {
+            Vec::new()
+        };
         let values = values_for(run, steps, &artifacts);
         for template in &spec.steps {
             if steps.iter().any(|s| s.template == template.name) {

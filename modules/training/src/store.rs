@@ -12,13 +12,8 @@ use crate::error::{Result, TrainingError};
 use crate::spec::WorkflowSpec;
 use crate::state::{RunState, StepState};
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+/// Microseconds since the Unix epoch, now (the registry's clock helper).
+pub use mlserve_registry::store::now_us;
 
 /// A stored workflow version.
 #[derive(Debug, Clone, PartialEq)]
