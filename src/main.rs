@@ -37,16 +37,23 @@ fn main() -> ExitCode {
     if let Err(err) = telemetry::init(&config.log) {
         return fail(&err);
     }
+    let roles = match Role::parse_list(&config.server.roles, COMPILED_ROLES) {
+        Ok(roles) => roles,
+        Err(err) => return fail(&err),
+    };
+    // Serving, and `mlserve config` (which checks what serving would), refuse
+    // a cluster deployment on a pod-local store; client subcommands do not.
+    if matches!(cli.command, None | Some(commands::Command::Config)) {
+        if let Err(err) = config.check_deployment(&roles) {
+            return fail(&err);
+        }
+    }
     if let Some(command) = cli.command {
         return match commands::run(command, config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&format!("{err:#}")),
         };
     }
-    let roles = match Role::parse_list(&config.server.roles, COMPILED_ROLES) {
-        Ok(roles) => roles,
-        Err(err) => return fail(&err),
-    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = config
         .server

@@ -45,7 +45,12 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         Arc::new(StatsRegistry::default()),
     ));
     let follower = follower(node, &manager).await?;
-    let local = Arc::new(LocalInference::new(manager.clone()));
+    let required = if settings.strict_readiness {
+        settings.models.iter().map(|m| m.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let local = Arc::new(LocalInference::new(manager.clone()).with_required_models(required));
     let client = InferenceClient::from_arc(local.clone());
     node.clients.inference = Some(client.clone());
 
@@ -163,7 +168,8 @@ async fn follower(
             settings.models.clone(),
             node.events.clone(),
         )
-        .map_err(anyhow::Error::msg)?,
+        .map_err(anyhow::Error::msg)?
+        .with_placement(settings.instance_kind),
     );
     // Every inference process is its own consumer group: each must see
     // every alias move.

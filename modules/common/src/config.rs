@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod deployment;
 pub mod duration;
 mod events;
 mod features;
@@ -20,9 +21,10 @@ mod registry;
 mod removed;
 mod training;
 
+pub use deployment::Deployment;
 pub use events::{EventsBackend, EventsConfig};
 pub use features::{FeaturesConfig, OnlineStoreKind};
-pub use followed::{FollowedModel, ModelSource};
+pub use followed::{FollowedModel, ModelSource, PlacementOverride};
 pub use gateway::{
     AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, Postprocess,
     RateLimitBackend, RateLimitConfig,
@@ -107,6 +109,10 @@ pub struct ServerConfig {
     /// Directory of the embedded defaults: the SQLite database, local
     /// artifacts, the artifact cache.
     pub data_dir: PathBuf,
+    /// local | cluster. In a cluster every role refuses to start on a store
+    /// only its own pod would see (SQLite, a local artifact directory, the
+    /// in-memory online store, in-process events, local rate limits).
+    pub deployment: Deployment,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +129,7 @@ impl Default for ServerConfig {
             http_header_read_timeout: Duration::from_secs(30),
             http_max_connections: 10_000,
             data_dir: PathBuf::from("data"),
+            deployment: Deployment::Local,
         }
     }
 }
@@ -171,6 +178,14 @@ pub struct InferenceConfig {
     /// Directory of downloaded artifacts, one file per sha256; unset means
     /// `<server.data_dir>/cache`.
     pub artifact_cache_dir: Option<PathBuf>,
+    /// Server readiness (`/v2/health/ready`) also waits until every model of
+    /// `models` serves a version, as Triton's `--strict-readiness`: a pod
+    /// takes traffic only once it can answer for each of them.
+    pub strict_readiness: bool,
+    /// cpu | gpu: every instance group of the models in `models` runs there,
+    /// whatever the version's config says, so one registered version serves
+    /// on CPU pods and GPU pods alike. Unset: each config decides.
+    pub instance_kind: Option<PlacementOverride>,
 }
 
 impl Default for InferenceConfig {
@@ -186,6 +201,8 @@ impl Default for InferenceConfig {
             models: Vec::new(),
             registry_poll_interval: Duration::from_secs(30),
             artifact_cache_dir: None,
+            strict_readiness: false,
+            instance_kind: None,
         }
     }
 }

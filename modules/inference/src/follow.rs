@@ -1,5 +1,8 @@
 //! Models served from the registry: each follows an alias (or is pinned to a
-//! version). On start, on every alias-moved event and on every poll the
+//! version). One served name may follow several aliases of its registered
+//! model (`production` and `canary`, for a gateway canary split): it serves
+//! each alias's version, and a request naming no version gets the first
+//! listed entry's. On start, on every alias-moved event and on every poll the
 //! alias is resolved; a new version is fetched into the artifact cache
 //! (sha256 verified), staged, opened (ONNX Runtime sessions), warmed up with
 //! one inference of zeros, then swapped in whole
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlserve_common::config::FollowedModel;
+use mlserve_common::config::{FollowedModel, PlacementOverride};
 use mlserve_common::events::{handler, Event, EventBus, Handler};
 use mlserve_common::ShutdownSignal;
 use mlserve_proto::registry::pb::ModelVersion;
@@ -69,6 +72,7 @@ pub struct Follower {
     state: Mutex<HashMap<String, State>>,
     locks: HashMap<String, tokio::sync::Mutex<()>>,
     metrics: Arc<FollowMetrics>,
+    placement: Option<PlacementOverride>,
 }
 
 impl Follower {
@@ -81,17 +85,29 @@ impl Follower {
         events: Arc<dyn EventBus>,
     ) -> Result<Follower, String> {
         let mut locks = HashMap::new();
+        let mut keys = std::collections::HashSet::new();
         for model in &models {
             model.validate()?;
-            if locks
-                .insert(model.name.clone(), tokio::sync::Mutex::new(()))
-                .is_some()
-            {
+            if !keys.insert(entry_key(model)) {
                 return Err(format!(
                     "inference.models: '{}' is listed twice",
-                    model.name
+                    entry_key(model)
                 ));
             }
+            if let Some(other) = models
+                .iter()
+                .find(|m| m.name == model.name && m.registered() != model.registered())
+            {
+                return Err(format!(
+                    "inference.models: '{}' cannot serve both '{}' and '{}' from the registry",
+                    model.name,
+                    model.registered(),
+                    other.registered()
+                ));
+            }
+            locks
+                .entry(model.name.clone())
+                .or_insert_with(|| tokio::sync::Mutex::new(()));
         }
         Ok(Follower {
             node: events.consumer_name(),
@@ -103,7 +119,15 @@ impl Follower {
             state: Mutex::new(HashMap::new()),
             locks,
             metrics: Arc::new(FollowMetrics::default()),
+            placement: None,
         })
+    }
+
+    /// Runs every followed version's instances on `placement` (`None`: as
+    /// each version's config says).
+    pub fn with_placement(mut self, placement: Option<PlacementOverride>) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// The follower's metrics.
@@ -163,7 +187,7 @@ impl Follower {
         let version = target.version;
         {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(current) = state.get(&model.name) {
+            if let Some(current) = state.get(&entry_key(model)) {
                 let failed_before = trigger == Trigger::Poll && current.failed == Some(version);
                 if current.serving == Some(version) || failed_before {
                     return Ok(Synced::Unchanged);
@@ -191,7 +215,7 @@ impl Follower {
         if trigger != Trigger::Start || !err.is_transient() {
             return None;
         }
-        let recorded = self.cache.load_served(&model.name).await?;
+        let recorded = self.cache.load_served(&self.record_name(model)).await?;
         let matches = recorded.name == model.registered()
             && model.version.is_none_or(|v| v == recorded.version);
         if matches {
@@ -201,6 +225,50 @@ impl Follower {
     }
 
     async fn install(&self, model: &FollowedModel, target: &ModelVersion) -> Result<(), SyncError> {
+        let version = target.version;
+        let number = i64::try_from(version)
+            .map_err(|_| SyncError::Io(format!("version {version} is out of range")))?;
+        // Another alias of the same served name may already serve it.
+        let opened = if self.versions_of(&model.name).0.contains(&number) {
+            None
+        } else {
+            Some(self.open(model, target).await?)
+        };
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = state.entry(entry_key(model)).or_default();
+            entry.serving = Some(version);
+            entry.failed = None;
+        }
+        let (serve, default) = self.versions_of(&model.name);
+        let dropped = self
+            .manager
+            .install_external(&model.name, opened, &serve, default);
+        if self.is_primary(model) {
+            self.metrics.serving(&model.name, version);
+        }
+        self.cache
+            .save_served(&self.record_name(model), target)
+            .await;
+        tracing::info!(model = %model.name, alias = ?model.alias, version, dropped = ?dropped, "registry version serving");
+        for old in dropped.into_iter().filter_map(|v| u64::try_from(v).ok()) {
+            self.cache.remove_stage(&model.name, old).await;
+        }
+        self.publish(Event::ModelServing {
+            model: model.name.clone(),
+            version: number,
+            node: self.node.clone(),
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Fetches, stages, opens and warms up one version, not yet serving.
+    async fn open(
+        &self,
+        model: &FollowedModel,
+        target: &ModelVersion,
+    ) -> Result<ServedVersion, SyncError> {
         let version = target.version;
         let mut staged = Vec::with_capacity(target.files.len());
         for file in &target.files {
@@ -217,33 +285,56 @@ impl Follower {
         let dir = self.cache.stage(&model.name, version, staged).await?;
         let manager = self.manager.clone();
         let name = model.name.clone();
+        let placement = self.placement;
         let number = i64::try_from(version)
             .map_err(|_| SyncError::Io(format!("version {version} is out of range")))?;
-        let served = tokio::task::spawn_blocking(move || manager.open_version(&name, &dir, number))
-            .await
-            .map_err(|e| SyncError::Io(format!("load task failed: {e}")))?
-            .map_err(SyncError::Load)?;
-        warm_up(&served).await?;
-        let replaced = self.manager.install_external(&model.name, served);
-        {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = state.entry(model.name.clone()).or_default();
-            entry.serving = Some(version);
-            entry.failed = None;
-        }
-        self.metrics.serving(&model.name, version);
-        self.cache.save_served(&model.name, target).await;
-        tracing::info!(model = %model.name, version, replaced = ?replaced, "registry version serving");
-        if let Some(old) = replaced.and_then(|v| u64::try_from(v).ok()) {
-            self.cache.remove_stage(&model.name, old).await;
-        }
-        self.publish(Event::ModelServing {
-            model: model.name.clone(),
-            version: number,
-            node: self.node.clone(),
+        let served = tokio::task::spawn_blocking(move || {
+            manager.open_version(&name, &dir, number, placement)
         })
-        .await;
-        Ok(())
+        .await
+        .map_err(|e| SyncError::Io(format!("load task failed: {e}")))?
+        .map_err(SyncError::Load)?;
+        warm_up(&served).await?;
+        Ok(served)
+    }
+
+    /// The versions the entries of served name `name` serve, and the one a
+    /// request naming no version gets: the first listed entry's.
+    fn versions_of(&self, name: &str) -> (Vec<i64>, Option<i64>) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut serve = Vec::new();
+        let mut default = None;
+        for model in self.models.iter().filter(|m| m.name == name) {
+            let serving = state
+                .get(&entry_key(model))
+                .and_then(|s| s.serving)
+                .and_then(|v| i64::try_from(v).ok());
+            if let Some(v) = serving {
+                if !serve.contains(&v) {
+                    serve.push(v);
+                }
+                default = default.or(Some(v));
+            }
+        }
+        (serve, default)
+    }
+
+    /// Whether `model` is the first entry of its served name (the one its
+    /// serving-version metric and unversioned requests follow).
+    fn is_primary(&self, model: &FollowedModel) -> bool {
+        self.models
+            .iter()
+            .find(|m| m.name == model.name)
+            .is_some_and(|m| entry_key(m) == entry_key(model))
+    }
+
+    /// The name the served version of `model` is recorded under.
+    fn record_name(&self, model: &FollowedModel) -> String {
+        if self.is_primary(model) {
+            model.name.clone()
+        } else {
+            entry_key(model)
+        }
     }
 
     async fn report_failure(&self, model: &FollowedModel, version: u64, err: &SyncError) {
@@ -259,7 +350,7 @@ impl Follower {
             self.state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(model.name.clone())
+                .entry(entry_key(model))
                 .or_default()
                 .failed = Some(version);
         }
@@ -320,6 +411,16 @@ impl Follower {
                 _ = signal.clone().wait() => return,
             }
         }
+    }
+}
+
+/// One entry of `inference.models`: its served name with the alias or the
+/// pinned version it follows (`resnet50@production`, `resnet50@v3`).
+fn entry_key(model: &FollowedModel) -> String {
+    match (&model.alias, model.version) {
+        (Some(alias), _) => format!("{}@{alias}", model.name),
+        (None, Some(version)) => format!("{}@v{version}", model.name),
+        (None, None) => model.name.clone(),
     }
 }
 

@@ -183,10 +183,11 @@ impl FakeRegistry {
     }
 
     fn alias(&self, version: u64) {
-        self.aliases
-            .lock()
-            .unwrap()
-            .insert("production".into(), version);
+        self.move_alias("production", version);
+    }
+
+    fn move_alias(&self, alias: &str, version: u64) {
+        self.aliases.lock().unwrap().insert(alias.into(), version);
     }
 }
 
@@ -356,6 +357,16 @@ fn follower(
     cache: &std::path::Path,
     bus: Arc<dyn EventBus>,
 ) -> Follower {
+    follower_of(registry, cache, bus, &["production"])
+}
+
+/// A follower of model "m" under the served name "m", one entry per alias.
+fn follower_of(
+    registry: &Arc<FakeRegistry>,
+    cache: &std::path::Path,
+    bus: Arc<dyn EventBus>,
+    aliases: &[&str],
+) -> Follower {
     let library =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.onnxruntime/libonnxruntime.so");
     let env =
@@ -370,16 +381,19 @@ fn follower(
         env,
         Arc::new(StatsRegistry::default()),
     ));
-    let model = FollowedModel {
-        name: "m".into(),
-        alias: Some("production".into()),
-        ..Default::default()
-    };
+    let models = aliases
+        .iter()
+        .map(|alias| FollowedModel {
+            name: "m".into(),
+            alias: Some(alias.to_string()),
+            ..Default::default()
+        })
+        .collect();
     Follower::new(
         manager,
         RegistryClient::from_arc(registry.clone()),
         ArtifactCache::new(cache.to_path_buf()),
-        vec![model],
+        models,
         bus,
     )
     .unwrap()
@@ -560,4 +574,67 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
     let err = offline.sync(m, Trigger::Event).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     std::fs::remove_dir_all(&cache).unwrap();
+}
+
+/// Two aliases under one served name serve both versions (a gateway canary
+/// splits between them); unversioned requests get the first entry's; a
+/// version no alias names any more stops serving, and one both name is
+/// opened once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_name_follows_production_and_canary() {
+    let registry = Arc::new(FakeRegistry::default());
+    for v in 1..=3 {
+        registry.add(v, plus_model(v as f32), plus_model(v as f32));
+    }
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(&EventsConfig::default()));
+    let f = follower_of(
+        &registry,
+        &temp_dir("cache2"),
+        bus,
+        &["production", "canary"],
+    );
+    registry.move_alias("production", 1);
+    registry.move_alias("canary", 2);
+    f.sync_all(Trigger::Start).await;
+    assert_eq!(
+        served_offset(&f).await,
+        (1.0, 1),
+        "unversioned: production's"
+    );
+    assert_eq!(f.manager.get("m", "2").unwrap().version, 2);
+
+    registry.move_alias("canary", 3);
+    let canary = f.models()[1].clone();
+    assert_eq!(
+        f.sync(&canary, Trigger::Event).await.unwrap(),
+        Synced::Switched(3)
+    );
+    assert!(f.manager.get("m", "2").is_err(), "no alias names version 2");
+    assert_eq!(f.manager.get("m", "3").unwrap().version, 3);
+
+    // Promotion: production moves to the canary's version, already open.
+    let opened = f.manager.get("m", "3").unwrap();
+    registry.move_alias("production", 3);
+    let production = f.models()[0].clone();
+    assert_eq!(
+        f.sync(&production, Trigger::Event).await.unwrap(),
+        Synced::Switched(3)
+    );
+    assert!(f.manager.get("m", "1").is_err());
+    assert!(
+        Arc::ptr_eq(&opened, &f.manager.get("m", "").unwrap()),
+        "opened once"
+    );
+
+    let twice = vec![f.models()[0].clone(), f.models()[0].clone()];
+    let err = Follower::new(
+        f.manager.clone(),
+        RegistryClient::from_arc(registry.clone()),
+        ArtifactCache::new(temp_dir("cache3")),
+        twice,
+        Arc::new(MemoryBus::new(&EventsConfig::default())),
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("m@production"), "{err}");
 }

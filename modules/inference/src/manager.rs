@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use mlserve_common::config::ModelControlMode;
+use mlserve_common::config::{ModelControlMode, PlacementOverride};
 use ort::environment::Environment;
 
 use crate::error::{InferenceError, Result};
@@ -49,6 +49,8 @@ struct ModelEntry {
     /// Installed from outside the repository (the registry follower): the
     /// repository scan neither reloads nor removes it.
     external: bool,
+    /// The version a request naming none gets; unset: the newest.
+    default: Option<i64>,
 }
 
 impl ModelEntry {
@@ -59,6 +61,7 @@ impl ModelEntry {
             stamps: BTreeMap::new(),
             unloaded: false,
             external,
+            default: None,
         }
     }
 }
@@ -133,7 +136,10 @@ impl ModelManager {
             )));
         };
         let found = if version.is_empty() {
-            entry.versions.values().next_back()
+            entry
+                .default
+                .and_then(|v| entry.versions.get(&v))
+                .or_else(|| entry.versions.values().next_back())
         } else {
             let number: i64 = version.parse().map_err(|_| {
                 InferenceError::ModelNotFound(format!(
@@ -245,6 +251,7 @@ impl ModelManager {
             stamps,
             unloaded: false,
             external: false,
+            default: None,
         };
         self.models
             .write()
@@ -269,35 +276,64 @@ impl ModelManager {
     /// Opens one version from `model_dir` (holding `config.toml` and
     /// `<version>/<model file>`), not yet serving: its sessions and scheduler
     /// run, so it can be warmed up before [`ModelManager::install_external`].
-    /// Blocking: call from a blocking thread.
+    /// `placement` sets the kind of every instance group. Blocking: call from
+    /// a blocking thread.
     pub fn open_version(
         &self,
         name: &str,
         model_dir: &Path,
         version: i64,
+        placement: Option<PlacementOverride>,
     ) -> Result<ServedVersion> {
         validate_model_name(name)?;
-        let config = ModelConfigFile::read(model_dir)?;
+        let mut config = ModelConfigFile::read(model_dir)?;
+        if let Some(placement) = placement {
+            config.place_every_instance(placement);
+        }
         let stamp = version_stamp(model_dir, version, config.model_filename());
         self.load_version(name, model_dir, &config, version, stamp)
     }
 
-    /// Makes `served` the only version of `name` in one swap and returns the
-    /// version it replaced. Requests in flight on the old version finish on
-    /// it; its sessions are released when the last one does.
-    pub fn install_external(&self, name: &str, served: ServedVersion) -> Option<i64> {
-        let version = served.version;
+    /// Adds `opened` (when given) to the external model `name` and leaves it
+    /// serving exactly the versions in `serve`, in one swap; a request naming
+    /// no version gets `default` (else the newest). Returns the versions it
+    /// stopped serving. Requests in flight on those finish on them; their
+    /// sessions are released when the last one does.
+    pub fn install_external(
+        &self,
+        name: &str,
+        opened: Option<ServedVersion>,
+        serve: &[i64],
+        default: Option<i64>,
+    ) -> Vec<i64> {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        let old = models
+            .remove(name)
+            .filter(|e| e.external && !e.unloaded)
+            .map(|e| e.versions)
+            .unwrap_or_default();
+        let mut versions = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for (version, served) in old {
+            if serve.contains(&version) {
+                versions.insert(version, served);
+            } else {
+                dropped.push(version);
+            }
+        }
+        if let Some(served) = opened {
+            versions.insert(served.version, Arc::new(served));
+        }
         let entry = ModelEntry {
-            versions: BTreeMap::from([(version, Arc::new(served))]),
+            default: default.filter(|v| versions.contains_key(v)),
+            versions,
             failure: None,
             stamps: BTreeMap::new(),
             unloaded: false,
             external: true,
         };
-        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
-        let old = models.insert(name.to_string(), entry);
-        old.and_then(|e| e.versions.keys().next_back().copied())
-            .filter(|v| *v != version)
+        models.insert(name.to_string(), entry);
+        dropped
     }
 
     /// Records why installing a version of an external model failed; the

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{InferenceError, Result};
 use crate::graph_level::GraphOptimizationLevel;
+use mlserve_common::config::PlacementOverride;
 use mlserve_common::DataType;
 
 /// `config.toml` as written by users. Every section is optional.
@@ -291,6 +292,26 @@ impl ModelSpec {
 }
 
 impl ModelConfigFile {
+    /// Puts every instance group on `placement` (one group when none is
+    /// configured), keeping counts and GPU ids.
+    pub fn place_every_instance(&mut self, placement: PlacementOverride) {
+        let kind = match placement {
+            PlacementOverride::Cpu => InstanceGroupKind::Cpu,
+            PlacementOverride::Gpu => InstanceGroupKind::Gpu,
+        };
+        if self.instance_group.is_empty() {
+            self.instance_group.push(InstanceGroupConfig {
+                count: 1,
+                kind: None,
+                gpus: Vec::new(),
+                name: None,
+            });
+        }
+        for group in &mut self.instance_group {
+            group.kind = Some(kind);
+        }
+    }
+
     /// Reads `dir/config.toml`, else Triton's `dir/config.pbtxt`, else an
     /// empty config (everything from the ONNX file).
     pub fn read(model_dir: &Path) -> Result<ModelConfigFile> {
@@ -600,6 +621,27 @@ mod tests {
         );
         assert_eq!(spec.instance_groups, vec![(InstanceKind::Gpu, 2, vec![])]);
         assert_eq!(spec.version_policy.select(&[1, 2, 3]), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_placement_override_moves_every_group_and_keeps_counts() {
+        let mut none: ModelConfigFile = toml::from_str("max_batch_size = 4").unwrap();
+        none.place_every_instance(PlacementOverride::Gpu);
+        let spec = resolve("m", &none, &signature(), 8).unwrap();
+        assert_eq!(spec.instance_groups, vec![(InstanceKind::Gpu, 1, vec![])]);
+        let mut two: ModelConfigFile = toml::from_str(
+            "[[instance_group]]\ncount = 2\nkind = \"KIND_GPU\"\ngpus = [1]\n[[instance_group]]\ncount = 3\n",
+        )
+        .unwrap();
+        two.place_every_instance(PlacementOverride::Cpu);
+        let spec = resolve("m", &two, &signature(), 8).unwrap();
+        assert_eq!(
+            spec.instance_groups,
+            vec![
+                (InstanceKind::Cpu, 2, vec![1]),
+                (InstanceKind::Cpu, 3, vec![])
+            ]
+        );
     }
 
     #[test]

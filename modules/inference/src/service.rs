@@ -31,6 +31,9 @@ pub const EXTENSIONS: [&str; 5] = [
 pub struct LocalInference {
     manager: Arc<ModelManager>,
     ready: Arc<AtomicBool>,
+    /// Models that must serve a version before the server reports ready
+    /// (Triton's `--strict-readiness`); empty: ready once started.
+    required: Arc<Vec<String>>,
 }
 
 impl LocalInference {
@@ -39,7 +42,23 @@ impl LocalInference {
         LocalInference {
             manager,
             ready: Arc::new(AtomicBool::new(false)),
+            required: Arc::new(Vec::new()),
         }
+    }
+
+    /// Server readiness also waits until each of `models` serves a version.
+    pub fn with_required_models(mut self, models: Vec<String>) -> Self {
+        self.required = Arc::new(models);
+        self
+    }
+
+    /// Started, and every required model serving.
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+            && self
+                .required
+                .iter()
+                .all(|name| self.manager.get(name, "").is_ok())
     }
 
     /// Marks the server ready (after the initial loads) or not (at shutdown).
@@ -206,7 +225,7 @@ impl InferenceService for LocalInference {
         _: pb::ServerReadyRequest,
     ) -> ServiceResult<pb::ServerReadyResponse> {
         Ok(pb::ServerReadyResponse {
-            ready: self.ready.load(Ordering::SeqCst),
+            ready: self.is_ready(),
         })
     }
 

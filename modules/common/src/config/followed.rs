@@ -12,6 +12,18 @@ pub enum ModelSource {
     Registry,
 }
 
+/// Where the instances of models followed from the registry run, whatever
+/// each version's own config says (`inference.instance_kind`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementOverride {
+    /// Every instance group on the CPU.
+    Cpu,
+    /// Every instance group on GPU 0 unless the group names its GPUs
+    /// (Triton's `KIND_GPU`).
+    Gpu,
+}
+
 /// One model the inference role serves from the registry, e.g.
 /// `{ name = "resnet50", source = "registry", alias = "production" }`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

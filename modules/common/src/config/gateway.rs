@@ -61,6 +61,10 @@ pub struct GatewayConfig {
     /// request asks the database.
     #[serde(with = "duration")]
     pub key_cache_ttl: Duration,
+    /// How often each gateway reloads the canary splits from its database,
+    /// so a split changed through one replica applies on every other within it.
+    #[serde(with = "duration")]
+    pub canary_refresh_interval: Duration,
     /// Accepted JWTs.
     pub jwt: JwtConfig,
     /// Rate limits.
@@ -89,6 +93,7 @@ impl Default for GatewayConfig {
             auth: AuthMode::Off,
             database_url: None,
             key_cache_ttl: Duration::from_secs(1),
+            canary_refresh_interval: Duration::from_secs(1),
             jwt: JwtConfig::default(),
             rate_limit: RateLimitConfig::default(),
             canary: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! The configuration's layering, removed keys, durations and closed sets.
 
 use super::*;
+use crate::Role;
 
 #[test]
 fn precedence_is_defaults_then_file_then_env_then_flags() {
@@ -389,4 +390,54 @@ fn the_documented_values_are_the_defaults() {
         assert_eq!(read, Config::default());
         Ok(())
     });
+}
+
+/// A cluster deployment refuses every pod-local store of the roles it runs,
+/// naming each key; local deployments and shared stores pass.
+#[test]
+fn a_cluster_refuses_pod_local_stores() {
+    let mut config = Config::default();
+    assert_eq!(config.check_deployment(&Role::ALL), Ok(()));
+    config.server.deployment = Deployment::Cluster;
+    let err = config
+        .check_deployment(&[Role::Gateway, Role::Features])
+        .unwrap_err();
+    for key in [
+        "events.backend",
+        "gateway.database_url",
+        "gateway.rate_limit.backend",
+        "features.database_url",
+        "features.online_store",
+    ] {
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    assert!(
+        !err.contains("registry."),
+        "roles not run are not checked: {err}"
+    );
+    assert_eq!(err.matches("events.backend").count(), 1, "{err}");
+
+    config.features.database_url = Some("sqlite:///var/lib/mlserve/features.db".into());
+    let err = config.check_deployment(&[Role::Features]).unwrap_err();
+    assert!(
+        err.contains("features.database_url must be a postgres:// URL"),
+        "{err}"
+    );
+
+    let pg = Some("postgres://mlserve@postgres:5432/mlserve".to_string());
+    config.events.backend = EventsBackend::Redis;
+    config.gateway.database_url = pg.clone();
+    config.gateway.rate_limit.backend = RateLimitBackend::Redis;
+    config.features.database_url = pg.clone();
+    config.features.online_store = OnlineStoreKind::Redis;
+    config.registry.database_url = pg.clone();
+    config.registry.artifact_backend = ArtifactBackend::S3;
+    config.training.database_url = pg;
+    assert_eq!(config.check_deployment(&Role::ALL), Ok(()));
+    config.registry.artifact_backend = ArtifactBackend::Local;
+    let err = config.check_deployment(&[Role::Training]).unwrap_err();
+    assert!(
+        err.contains("registry.artifact_backend must be \"s3\""),
+        "{err}"
+    );
 }
