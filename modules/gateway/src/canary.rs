@@ -1,14 +1,18 @@
 //! Canary traffic splits: a model served as a stable and a canary version,
 //! chosen per request by weight, deterministically when the request has an id.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use mlserve_common::config::CanaryConfig;
+use mlserve_common::{Database, Dialect};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
 use crate::error::GatewayError;
+use crate::keys::now_micros;
 
 /// One model's split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,29 +96,64 @@ pub enum CanaryAction {
     Rollback,
 }
 
-/// Every model's split, changed at run time by admin calls.
+/// Every model's split, changed at run time by admin calls. With a database
+/// the splits live there, shared by every gateway replica: a change is made
+/// in one transaction against the stored split, and each replica refreshes
+/// its in-memory copy (the request path reads only that).
 #[derive(Debug, Default)]
 pub struct CanaryTable {
     splits: RwLock<HashMap<String, CanarySplit>>,
+    db: Option<Database>,
 }
 
 impl CanaryTable {
-    /// The table configured at start.
-    pub fn from_config(
-        config: &std::collections::BTreeMap<String, CanaryConfig>,
+    /// The table stored in `db`: the configured splits are stored for models
+    /// that have none yet (a split changed at run time survives restarts and
+    /// is not reset by a replica starting), then every split is loaded.
+    pub async fn stored(
+        db: Database,
+        config: &BTreeMap<String, CanaryConfig>,
     ) -> Result<CanaryTable, GatewayError> {
-        let table = CanaryTable::default();
         for (model, c) in config {
-            table.apply(
-                model,
-                CanaryAction::Set {
-                    stable: c.stable.clone(),
-                    canary: c.canary.clone(),
-                    weight: c.weight,
-                },
-            )?;
+            let split = CanarySplit::from(c);
+            split.validate()?;
+            sqlx::query(
+                "INSERT INTO gateway_canary (model, stable, canary, weight, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO NOTHING",
+            )
+            .bind(model)
+            .bind(&split.stable)
+            .bind(&split.canary)
+            .bind(split.weight)
+            .bind(now_micros())
+            .execute(&db.pool)
+            .await
+            .map_err(storage)?;
         }
+        let table = CanaryTable {
+            splits: RwLock::default(),
+            db: Some(db),
+        };
+        table.refresh().await?;
         Ok(table)
+    }
+
+    /// Reloads every split from the database (nothing without one).
+    pub async fn refresh(&self) -> Result<(), GatewayError> {
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        let rows = sqlx::query("SELECT model, stable, canary, weight FROM gateway_canary")
+            .fetch_all(&db.pool)
+            .await
+            .map_err(storage)?;
+        let mut loaded = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let (model, split) = row_to_split(row).map_err(storage)?;
+            loaded.insert(model, split);
+        }
+        *self.write()? = loaded;
+        Ok(())
     }
 
     /// The split of `model`, if any.
@@ -128,56 +167,138 @@ impl CanaryTable {
         splits.get(model).map(|s| s.choose(request_id).to_string())
     }
 
-    /// Applies an admin action and returns the new split.
-    pub fn apply(&self, model: &str, action: CanaryAction) -> Result<CanarySplit, GatewayError> {
-        let mut splits = self
-            .splits
+    /// Applies an admin action and returns the new split. With a database
+    /// the action applies to the stored split, inside one write transaction,
+    /// so two replicas promoting at once cannot interleave.
+    pub async fn apply(
+        &self,
+        model: &str,
+        action: CanaryAction,
+    ) -> Result<CanarySplit, GatewayError> {
+        let Some(db) = &self.db else {
+            let current = self.get(model);
+            let next = next_split(model, action, current)?;
+            self.write()?.insert(model.to_string(), next.clone());
+            return Ok(next);
+        };
+        let mut tx = db.begin_write().await.map_err(storage)?;
+        let lock = if db.dialect == Dialect::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let row = sqlx::query(&format!(
+            "SELECT model, stable, canary, weight FROM gateway_canary WHERE model = $1{lock}"
+        ))
+        .bind(model)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(storage)?;
+        let current = row
+            .as_ref()
+            .map(row_to_split)
+            .transpose()
+            .map_err(storage)?;
+        let next = next_split(model, action, current.map(|(_, s)| s))?;
+        sqlx::query(
+            "INSERT INTO gateway_canary (model, stable, canary, weight, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO UPDATE SET \
+             stable = excluded.stable, canary = excluded.canary, weight = excluded.weight, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(model)
+        .bind(&next.stable)
+        .bind(&next.canary)
+        .bind(next.weight)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        self.write()?.insert(model.to_string(), next.clone());
+        Ok(next)
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, HashMap<String, CanarySplit>>, GatewayError> {
+        self.splits
             .write()
-            .map_err(|_| GatewayError::Internal("canary table lock poisoned".into()))?;
-        let current = splits.get(model).cloned();
-        let next = match (action, current) {
-            (
-                CanaryAction::Set {
-                    stable,
-                    canary,
-                    weight,
-                },
-                _,
-            ) => CanarySplit {
+            .map_err(|_| GatewayError::Internal("canary table lock poisoned".into()))
+    }
+}
+
+impl From<&CanaryConfig> for CanarySplit {
+    fn from(c: &CanaryConfig) -> Self {
+        CanarySplit {
+            stable: c.stable.clone(),
+            canary: c.canary.clone(),
+            weight: c.weight,
+        }
+    }
+}
+
+/// The split an action leaves, from the current one.
+fn next_split(
+    model: &str,
+    action: CanaryAction,
+    current: Option<CanarySplit>,
+) -> Result<CanarySplit, GatewayError> {
+    let next = match (action, current) {
+        (
+            CanaryAction::Set {
                 stable,
                 canary,
                 weight,
             },
-            (CanaryAction::Promote, Some(s)) if !s.canary.is_empty() => CanarySplit {
-                stable: s.canary,
-                canary: String::new(),
-                weight: 0.0,
-            },
-            (CanaryAction::Rollback, Some(s)) => CanarySplit {
-                stable: s.stable,
-                canary: String::new(),
-                weight: 0.0,
-            },
-            (action, _) => {
-                return Err(GatewayError::NotFound(format!(
-                    "model '{model}' has no canary to {}",
-                    match action {
-                        CanaryAction::Promote => "promote",
-                        _ => "roll back",
-                    }
-                )))
-            }
-        };
-        next.validate()?;
-        tracing::info!(model, stable = %next.stable, canary = %next.canary, weight = next.weight, "canary split changed");
-        splits.insert(model.to_string(), next.clone());
-        Ok(next)
-    }
+            _,
+        ) => CanarySplit {
+            stable,
+            canary,
+            weight,
+        },
+        (CanaryAction::Promote, Some(s)) if !s.canary.is_empty() => CanarySplit {
+            stable: s.canary,
+            canary: String::new(),
+            weight: 0.0,
+        },
+        (CanaryAction::Rollback, Some(s)) => CanarySplit {
+            stable: s.stable,
+            canary: String::new(),
+            weight: 0.0,
+        },
+        (action, _) => {
+            return Err(GatewayError::NotFound(format!(
+                "model '{model}' has no canary to {}",
+                match action {
+                    CanaryAction::Promote => "promote",
+                    _ => "roll back",
+                }
+            )))
+        }
+    };
+    next.validate()?;
+    tracing::info!(model, stable = %next.stable, canary = %next.canary, weight = next.weight, "canary split changed");
+    Ok(next)
+}
+
+fn row_to_split(row: &AnyRow) -> Result<(String, CanarySplit), sqlx::Error> {
+    Ok((
+        row.try_get("model")?,
+        CanarySplit {
+            stable: row.try_get("stable")?,
+            canary: row.try_get("canary")?,
+            weight: row.try_get("weight")?,
+        },
+    ))
+}
+
+fn storage(err: sqlx::Error) -> GatewayError {
+    GatewayError::Unavailable(format!("canary splits: database error: {err}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlserve_common::db::testing;
 
     fn split(weight: f64) -> CanarySplit {
         CanarySplit {
@@ -210,10 +331,8 @@ mod tests {
         assert_eq!(split(1.0).choose(None), "2");
     }
 
-    #[test]
-    fn promote_and_rollback() {
-        let table = CanaryTable::default();
-        assert!(table.apply("m", CanaryAction::Promote).is_err());
+    async fn promote_and_rollback_on(table: CanaryTable) {
+        assert!(table.apply("m", CanaryAction::Promote).await.is_err());
         table
             .apply(
                 "m",
@@ -223,8 +342,9 @@ mod tests {
                     weight: 0.3,
                 },
             )
+            .await
             .unwrap();
-        let promoted = table.apply("m", CanaryAction::Promote).unwrap();
+        let promoted = table.apply("m", CanaryAction::Promote).await.unwrap();
         assert_eq!((promoted.stable.as_str(), promoted.weight), ("2", 0.0));
         assert_eq!(table.choose("m", None).as_deref(), Some("2"));
         table
@@ -236,15 +356,16 @@ mod tests {
                     weight: 1.0,
                 },
             )
+            .await
             .unwrap();
         assert_eq!(table.choose("m", Some("a")).as_deref(), Some("3"));
-        table.apply("m", CanaryAction::Rollback).unwrap();
+        table.apply("m", CanaryAction::Rollback).await.unwrap();
         assert_eq!(table.choose("m", Some("a")).as_deref(), Some("2"));
         assert_eq!(table.choose("other", None), None);
     }
 
-    #[test]
-    fn bad_splits_are_refused() {
+    #[tokio::test]
+    async fn bad_splits_are_refused() {
         let table = CanaryTable::default();
         for (stable, canary, weight) in [
             ("x", "2", 0.1),
@@ -261,8 +382,66 @@ mod tests {
                         weight,
                     },
                 )
+                .await
                 .unwrap_err();
             assert_eq!(err.code(), mlserve_proto::ErrorCode::BadRequest);
         }
+    }
+
+    #[tokio::test]
+    async fn promote_and_rollback_in_memory() {
+        promote_and_rollback_on(CanaryTable::default()).await;
+    }
+
+    #[tokio::test]
+    async fn promote_and_rollback_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = testing::sqlite(dir.path()).await;
+        promote_and_rollback_on(CanaryTable::stored(db, &BTreeMap::new()).await.unwrap()).await;
+    }
+
+    /// Two tables on one database stand for two gateway replicas.
+    async fn shared_by_replicas(db: Database) {
+        let configured = BTreeMap::from([(
+            "m".to_string(),
+            CanaryConfig {
+                stable: "1".into(),
+                canary: "2".into(),
+                weight: 0.25,
+            },
+        )]);
+        let a = CanaryTable::stored(db.clone(), &configured).await.unwrap();
+        let b = CanaryTable::stored(db.clone(), &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get("m"),
+            Some(split(0.25)),
+            "the configured split is stored"
+        );
+        a.apply("m", CanaryAction::Promote).await.unwrap();
+        assert_eq!(b.get("m"), Some(split(0.25)), "not refreshed yet");
+        b.refresh().await.unwrap();
+        let promoted = b.get("m").unwrap();
+        assert_eq!(
+            (promoted.stable.as_str(), promoted.canary.as_str()),
+            ("2", "")
+        );
+        // Promoting through b acts on the stored split, not on a stale copy.
+        assert!(b.apply("m", CanaryAction::Promote).await.is_err());
+        // A replica starting with the file's split does not reset the change.
+        let c = CanaryTable::stored(db, &configured).await.unwrap();
+        assert_eq!(c.get("m").unwrap().stable, "2");
+    }
+
+    #[tokio::test]
+    async fn splits_are_shared_by_replicas_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        shared_by_replicas(testing::sqlite(dir.path()).await).await;
+    }
+
+    #[tokio::test]
+    async fn splits_are_shared_by_replicas_on_postgres() {
+        shared_by_replicas(testing::postgres().await).await;
     }
 }

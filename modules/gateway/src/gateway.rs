@@ -113,10 +113,24 @@ impl Gateway {
             targets,
             dns_every,
             health_every,
-            signal,
+            signal.clone(),
         ));
 
-        let canary = Arc::new(CanaryTable::from_config(&settings.canary)?);
+        // Splits live in the gateway's database, shared by every replica
+        // (and kept across restarts); each replica refreshes its copy.
+        let url = settings
+            .database_url
+            .clone()
+            .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
+        let db = databases.open(&url).await?;
+        let canary = Arc::new(CanaryTable::stored(db.clone(), &settings.canary).await?);
+        tokio::spawn(refresh_canaries(
+            canary.clone(),
+            settings
+                .canary_refresh_interval
+                .max(Duration::from_millis(50)),
+            signal,
+        ));
         let metrics = Arc::new(GatewayMetrics::default());
         let router = Arc::new(RoutingInference::new(
             endpoints,
@@ -126,12 +140,8 @@ impl Gateway {
             metrics.clone(),
         ));
         let keys = if settings.auth == AuthMode::On {
-            let url = settings
-                .database_url
-                .clone()
-                .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
             Some(Arc::new(
-                KeyStore::new(databases.open(&url).await?).with_cache_ttl(settings.key_cache_ttl),
+                KeyStore::new(db).with_cache_ttl(settings.key_cache_ttl),
             ))
         } else {
             None
@@ -156,5 +166,19 @@ impl Gateway {
             settings,
             max_body_bytes: config.server.http_max_body_bytes,
         })
+    }
+}
+
+/// Reloads the canary splits every `every` until shutdown, so a change made
+/// through another replica applies here within that time.
+async fn refresh_canaries(table: Arc<CanaryTable>, every: Duration, signal: ShutdownSignal) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = signal.clone().wait() => return,
+        }
+        if let Err(err) = table.refresh().await {
+            tracing::warn!(error = %err, "cannot refresh the canary splits; the last ones stay");
+        }
     }
 }

@@ -165,7 +165,7 @@ async fn set_canary(
             return error_response(&err.into());
         }
     };
-    match gateway.canary.apply(&model, action) {
+    match gateway.canary.apply(&model, action).await {
         Ok(split) => axum::Json(split).into_response(),
         Err(err) => error_response(&err.into()),
     }

@@ -56,7 +56,8 @@ pub struct KeyStore {
     cache_ttl: Duration,
 }
 
-fn now_micros() -> i64 {
+/// Microseconds since the Unix epoch (stored timestamps).
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

@@ -289,6 +289,7 @@ async fn the_canary_split_picks_the_version_and_reports_it() {
                 weight: 0.5,
             },
         )
+        .await
         .unwrap();
     let routing = RoutingInference::new(
         local,

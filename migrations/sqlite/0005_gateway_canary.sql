@@ -1,0 +1,8 @@
+-- Canary splits, shared by every gateway replica (each refreshes its copy).
+CREATE TABLE gateway_canary (
+    model TEXT PRIMARY KEY,
+    stable TEXT NOT NULL,
+    canary TEXT NOT NULL,
+    weight REAL NOT NULL,
+    updated_at BIGINT NOT NULL
+);
