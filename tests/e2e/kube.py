@@ -95,3 +95,84 @@ def validate(obj):
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(obj, version, strict=True)
     return f"kubernetes {', '.join(KUBERNETES_VERSIONS)} (strict)"
+
+
+# The keys of the Secret mlserve-secrets that production creates by hand
+# (deploy/README.md shows the command); dev generates them.
+SECRET_KEYS = ["PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+
+
+def of_kind(objects, kind):
+    """The rendered objects of KIND."""
+    return [o for o in objects if o["kind"] == kind]
+
+
+def mlserve_container(deployment):
+    """The container named mlserve of a Deployment (every mlserve pod has one)."""
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "mlserve")
+
+
+def _decoded(secret):
+    import base64
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    data.update(secret.get("stringData") or {})
+    return data
+
+
+def container_env(objects, deployment):
+    """The environment Kubernetes gives the mlserve container of DEPLOYMENT:
+    envFrom (ConfigMaps, Secrets) first, then env, which wins. A Secret that
+    the overlay does not render (production's, made by hand) contributes
+    placeholder values for SECRET_KEYS; a fieldRef is the pod's name."""
+    container = mlserve_container(deployment)
+    env = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            name = source["secretRef"]["name"]
+            rendered = [o for o in of_kind(objects, "Secret") if o["metadata"]["name"] == name]
+            env.update(_decoded(rendered[0]) if rendered else {k: "placeholder" for k in SECRET_KEYS})
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "fieldRef" in var.get("valueFrom", {}):
+            env[var["name"]] = f"{deployment['metadata']['name']}-0"
+        else:
+            raise AssertionError(f"{deployment['metadata']['name']}: env {var['name']} has a source "
+                                 "the checks do not model")
+    return env
+
+
+def config_files(objects, deployment, directory):
+    """Writes the files of the ConfigMap volumes DEPLOYMENT mounts under
+    DIRECTORY; returns {path in the pod: path here}."""
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    paths = {}
+    for mount in mlserve_container(deployment).get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "configMap" not in volume:
+            continue
+        config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
+        for key, text in config_map["data"].items():
+            local = pathlib.Path(directory) / mount["name"] / key
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(text)
+            paths[f"{mount['mountPath']}/{key}"] = str(local)
+    return paths
+
+
+def command_line(objects, deployment, directory):
+    """DEPLOYMENT's mlserve arguments with its mounted config files replaced
+    by copies under DIRECTORY, and its environment."""
+    files = config_files(objects, deployment, directory)
+    args = [files.get(a, a) for a in mlserve_container(deployment).get("args", [])]
+    return args, container_env(objects, deployment)
+
+
+def cpu_cores(quantity):
+    """A CPU quantity ("2", "500m") in cores."""
+    quantity = str(quantity)
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)

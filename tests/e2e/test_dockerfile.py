@@ -46,6 +46,11 @@ def test_multi_stage_non_root_with_cpu_and_gpu_variants():
     assert final == "FROM runtime-${VARIANT}"
     users = [i for i in ins if i.startswith("USER ")]
     assert users and users[-1] == "USER 10001:10001"
+    for overlay in kube.overlays():
+        for d in kube.render(overlay):
+            if d["kind"] == "Deployment":
+                assert d["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001, \
+                    (overlay, d["metadata"]["name"])
 
 
 def test_onnxruntime_comes_from_the_pinned_wheels():

@@ -101,15 +101,15 @@ def free_port():
 class S3:
     """An s3s-fs process with one bucket, on a free port."""
 
-    def __init__(self, root):
+    def __init__(self, root, bucket=BUCKET, key=S3_KEY, secret=S3_SECRET):
         if not S3S_FS.exists():
             pytest.fail(f"{S3S_FS} is missing: run scripts/setup.sh (it builds s3s-fs)")
         self.root = root
-        (root / BUCKET).mkdir(parents=True)
+        (root / bucket).mkdir(parents=True)
         self.port = free_port()
         self.proc = subprocess.Popen(
             [str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.port),
-             "--access-key", S3_KEY, "--secret-key", S3_SECRET, str(root)],
+             "--access-key", key, "--secret-key", secret, str(root)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def listening():

@@ -1,0 +1,297 @@
+"""The cluster rehearsal: the dev overlay's split deployment as separate
+processes on loopback, each started with exactly its Deployment's arguments
+and environment and the rendered ConfigMaps and Secret, against real
+PostgreSQL, Redis and an S3 server: one registry, two features, two
+inference and two gateway processes.
+
+What stands in for the cluster, and nothing else, is rewritten:
+- DNS: the Services' names become loopback addresses (mlserve-postgres -> the
+  local PostgreSQL, in a schema of its own; mlserve-redis -> the local Redis;
+  mlserve-s3 -> an s3s-fs process; mlserve-registry, mlserve-features and
+  the headless mlserve-inference-pods -> the processes' ports, as flags);
+- kube-proxy: gateway i reaches features process i;
+- the pod's paths: listeners bind 127.0.0.1 on free ports; the emptyDir is a
+  temporary directory;
+- the event streams get a prefix of their own, so other tests on the same
+  Redis cannot interfere.
+
+The scenarios: keys created once and honoured (and revoked) by both
+gateways; a feature pushed through one features process is read through the
+other; predict with features through both gateways; a hot swap by alias on
+both inference processes; a canary split set through one gateway and applied
+by the other, then promoted.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tomllib
+from onnx import TensorProto, helper
+
+import kube
+from helpers import get, post, wait_until
+from server import REPO_ROOT, Server, server_binary
+from test_registry import S3, postgres_schema
+from test_registry_follow import metric, registry_set_alias, registry_upload
+from topology import GatewayProcess
+
+MODEL = "tabular"
+FEATURES = [f"f{i}" for i in range(50)]
+FROM_VIEW = FEATURES[:10]
+
+
+def tabular_version(seed):
+    """A model with the ConfigMap's followed name's signature: input [N,50]
+    -> probabilities [N,2]; versions differ by their weights."""
+    w = np.random.default_rng(seed).standard_normal((50, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)], f"tabular_{seed}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 50])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        initializer=[onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    config = "\n".join(["max_batch_size = 8", "", "[[input]]", 'name = "input"',
+                        'data_type = "TYPE_FP32"', "dims = [50]", "", "[[output]]",
+                        'name = "probabilities"', 'data_type = "TYPE_FP32"', "dims = [2]", ""])
+    return {"model.onnx": model.SerializeToString(), "config.toml": config.encode()}
+
+
+def reference(files, x):
+    sess = ort.InferenceSession(files["model.onnx"])
+    return sess.run(["probabilities"], {"input": x.astype(np.float32)})[0]
+
+
+class Cluster:
+    """The dev overlay's processes on loopback."""
+
+    def __init__(self, tmp):
+        self.objects = kube.render("dev")
+        self.tmp = tmp
+        self.procs = []
+        secret = kube.container_env(self.objects, self.deployment("registry"))
+        self.s3 = S3(tmp / "s3", bucket=self.settings()["registry"]["s3_bucket"],
+                     key=secret["AWS_ACCESS_KEY_ID"], secret=secret["AWS_SECRET_ACCESS_KEY"])
+        self.dns = {
+            "postgres://mlserve@mlserve-postgres:5432/mlserve": postgres_schema(),
+            "redis://mlserve-redis:6379": "redis://127.0.0.1:6379",
+            "http://mlserve-s3:9000": f"http://127.0.0.1:{self.s3.port}",
+        }
+        self.streams = f"mlserve-rehearsal-{uuid.uuid4().hex[:8]}:"
+        try:
+            self.registry = self.start("registry", "/v1/registry/models")
+            self.endpoint = f"http://127.0.0.1:{self.registry.grpc_port}"
+            self.features = [self.start("features", "/v1/features/entities",
+                                        "--registry-endpoint", self.endpoint) for _ in range(2)]
+            # Strict readiness: an inference pod is not ready before the
+            # production alias exists, so these start once they are live.
+            self.inference = [self.start("inference", "/v2/health/live",
+                                         "--registry-endpoint", self.endpoint) for _ in range(2)]
+        except BaseException:
+            self.stop()
+            raise
+
+    def settings(self):
+        text = kube.find(self.objects, "ConfigMap", "mlserve-config")["data"]["mlserve.toml"]
+        return tomllib.loads(text)
+
+    def deployment(self, role):
+        return kube.find(self.objects, "Deployment", f"mlserve-{role}")
+
+    def env(self, role):
+        """The Deployment's environment with the cluster's names on loopback."""
+        env = {}
+        for key, value in kube.container_env(self.objects, self.deployment(role)).items():
+            for name, address in self.dns.items():
+                value = value.replace(name, address)
+            env[key] = value
+        for value in env.values():
+            assert "mlserve-postgres" not in value and "mlserve-redis" not in value \
+                and "mlserve-s3" not in value, value
+        env["MLSERVE_EVENTS__STREAM_PREFIX"] = self.streams
+        return env
+
+    def start(self, role, ready, *flags, process=Server):
+        n = sum(1 for p in self.procs if getattr(p, "role", None) == role)
+        pod = self.tmp / f"{role}-{n}"
+        pod.mkdir()
+        args, env = kube.command_line(self.objects, self.deployment(role), pod / "etc")
+        mode = self.settings()["inference"]["model_control_mode"]
+        server = process() if process is GatewayProcess else process(ready_path=ready)
+        server.role = role
+        server.start(pod / "models", *args, "--model-control-mode", mode, "--data-dir", pod / "data",
+                     *flags, env=self.env(role))
+        self.procs.append(server)
+        return server
+
+    def start_gateways(self):
+        inference = ",".join(f"http://127.0.0.1:{s.grpc_port}" for s in self.inference)
+        self.gateways = [self.start("gateway", None, "--registry-endpoint", self.endpoint,
+                                    "--features-endpoint", f"http://127.0.0.1:{f.grpc_port}",
+                                    "--inference-endpoints", inference, process=GatewayProcess)
+                         for f in self.features]
+
+    def keys(self, *args):
+        """`mlserve keys ARGS` with a gateway's configuration (its database)."""
+        cli_args, env = kube.command_line(self.objects, self.deployment("gateway"), self.tmp / "cli")
+        config = [a for a in cli_args if a not in ("--role", "gateway")]
+        proc = subprocess.run([str(server_binary()), *config, "keys", *args], cwd=str(REPO_ROOT),
+                              env={"PATH": "/usr/bin:/bin", **self.env("gateway")},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def describe(self):
+        return "\n\n".join(p.describe(tail=40) for p in self.procs)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
+        self.s3.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("rehearsal"))
+    yield c
+    c.stop()
+
+
+def ok(resp):
+    assert resp.status == 200, str(resp)
+    return resp.json()
+
+
+def test_inference_is_ready_only_once_the_followed_model_serves(cluster):
+    port = cluster.registry.http_port
+    for s in cluster.inference:
+        assert get(s.http_port, "/v2/health/ready").status != 200, "ready before any model"
+    tag = json.dumps({"output": "probabilities", "postprocess": "probabilities_topk", "top_k": 2,
+                      "labels": ["negative", "positive"]})
+    created = post(port, "/v1/registry/models", {"name": MODEL, "tags": {"mlserve.pipeline": tag}})
+    assert created.status == 201, created
+    cluster.versions = [tabular_version(seed) for seed in (1, 2, 3)]
+    assert [registry_upload(port, MODEL, v) for v in cluster.versions] == [1, 2, 3]
+    registry_set_alias(port, MODEL, "production", 1)
+    for s in cluster.inference:
+        wait_until(lambda: get(s.http_port, "/v2/health/ready").status == 200, 60,
+                   "inference never became ready\n" + cluster.describe())
+    cluster.start_gateways()
+
+
+def test_keys_created_once_are_honoured_and_revoked_by_both_gateways(cluster):
+    key = cluster.keys("create", "--name", "rehearsal")
+    path = f"/v2/models/{MODEL}"
+    for g in cluster.gateways:
+        assert get(g.gateway_http_port, path).status == 401
+        assert get(g.gateway_http_port, path, headers={"Authorization": f"Bearer {key}"}).status == 200
+    cluster.keys("revoke", "rehearsal")
+    for g in cluster.gateways:
+        wait_until(lambda: get(g.gateway_http_port, path,
+                               headers={"Authorization": f"Bearer {key}"}).status == 401, 10,
+                   "a revoked key still works")
+    cluster.key = cluster.keys("create", "--name", "rehearsal-2")
+
+
+def test_a_feature_pushed_through_one_features_process_is_read_through_the_other(cluster):
+    one, other = (f.http_port for f in cluster.features)
+    ok(post(one, "/v1/features/apply", {
+        "entities": [{"name": "user", "join_keys": ["user_id"], "value_type": "int64"}],
+        "feature_views": [{"name": "user_stats", "entities": ["user"], "ttl_secs": 86400,
+                           "online": True,
+                           "fields": [{"name": f, "dtype": "float64"} for f in FROM_VIEW]}]}))
+    rng = np.random.default_rng(7)
+    cluster.rows = {uid: rng.standard_normal(50).round(3) for uid in (1, 2)}
+    ok(post(one, "/v1/features/push", {"feature_view": "user_stats", "rows": [
+        {"values": {"user_id": uid, **{f: float(v[i]) for i, f in enumerate(FROM_VIEW)}},
+         "event_ts": int(time.time() * 1e6)} for uid, v in cluster.rows.items()]}))
+    answer = ok(post(other, "/v1/features/online", {
+        "features": ["user_stats:f3"], "entities": [{"keys": {"user_id": 2}}]}))
+    assert answer["rows"][0]["values"][0]["value"] == pytest.approx(cluster.rows[2][3]), answer
+    features = [{"name": f"user_stats:{f}", "missing": "error"} for f in FROM_VIEW]
+    features += [{"name": f, "missing": "default", "default": 0} for f in FEATURES[10:]]
+    ok(post(one, "/v1/features/pipelines", {"model": MODEL, "kind": "tabular", "spec": {
+        "kind": "tabular", "output": "input", "features": features}}))
+
+
+def predict(cluster, gateway, request_id=None):
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    rows = [{"user_id": uid, **{f: float(v[i]) for i, f in enumerate(FEATURES) if i >= 10}}
+            for uid, v in cluster.rows.items()]
+    return ok(post(gateway.gateway_http_port, f"/v1/models/{MODEL}:predict", {"rows": rows},
+                   headers=headers))
+
+
+def expected(cluster, version):
+    x = np.array([cluster.rows[uid] for uid in sorted(cluster.rows)], dtype=np.float32)
+    return reference(cluster.versions[version - 1], x)
+
+
+def check(cluster, answer, version):
+    assert answer["model_name"] == MODEL and answer["model_version"] == str(version), answer
+    probs = expected(cluster, version)
+    assert len(answer["predictions"]) == len(probs), answer
+    for prediction, p in zip(answer["predictions"], probs):
+        top = prediction["top_k"]
+        assert top[0]["label"] == ["negative", "positive"][int(np.argmax(p))], (top, p)
+        assert top[0]["score"] == pytest.approx(float(np.max(p)), abs=1e-5)
+
+
+def predicts(cluster, gateway):
+    """Whether predict answers 200 through GATEWAY (the other features
+    process reads the new pipeline from PostgreSQL within its 2 s refresh)."""
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+    return post(gateway.gateway_http_port, f"/v1/models/{MODEL}:predict",
+                {"rows": [{"user_id": 1}]}, headers=headers).status == 200
+
+
+def test_predict_with_features_through_both_gateways(cluster):
+    for g in cluster.gateways:
+        wait_until(lambda: predicts(cluster, g), 10, "the pipeline never reached this gateway's features")
+        check(cluster, predict(cluster, g), 1)
+
+
+def test_a_hot_swap_by_alias_reaches_both_inference_processes(cluster):
+    registry_set_alias(cluster.registry.http_port, MODEL, "production", 2)
+    for s in cluster.inference:
+        wait_until(lambda: metric(s, "mlserve_inference_registry_serving_version", model=MODEL) == 2,
+                   60, "an inference process never moved to v2\n" + cluster.describe())
+    for g in cluster.gateways:
+        # Both inference processes serve v2: many requests, none on v1.
+        answers = [predict(cluster, g) for _ in range(20)]
+        for answer in answers:
+            check(cluster, answer, 2)
+
+
+def test_a_canary_split_set_through_one_gateway_applies_on_the_other(cluster):
+    registry_set_alias(cluster.registry.http_port, MODEL, "canary", 3)
+    first, second = cluster.gateways
+    auth = {"Authorization": f"Bearer {cluster.key}"}
+    for s in cluster.inference:
+        wait_until(lambda: get(s.http_port, f"/v2/models/{MODEL}/versions/3/ready").status == 200, 60,
+                   "the canary version was never served\n" + cluster.describe())
+    split = {"action": "set", "stable": "2", "canary": "3", "weight": 0.5}
+    assert post(first.gateway_http_port, f"/v1/gateway/canary/{MODEL}", split, headers=auth).status == 200
+
+    def split_on_second():
+        seen = {predict(cluster, second, f"req-{i}")["model_version"] for i in range(20)}
+        return seen == {"2", "3"}
+    wait_until(split_on_second, 15, "the other gateway never applied the split")
+    for i in range(10):
+        answer = predict(cluster, second, f"same-{i}")
+        check(cluster, answer, int(answer["model_version"]))
+        assert predict(cluster, first, f"same-{i}")["model_version"] == answer["model_version"], \
+            "the same request id lands on different versions through the two gateways"
+
+    assert post(second.gateway_http_port, f"/v1/gateway/canary/{MODEL}", {"action": "promote"},
+                headers=auth).status == 200
+    wait_until(lambda: all(predict(cluster, first, f"p-{i}")["model_version"] == "3"
+                           for i in range(10)), 15, "the promotion never reached the first gateway")
