@@ -516,8 +516,14 @@ async fn swaps_refuses_bad_versions_and_reuses_the_cache() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+    // The bus delivers on its own task: wait for the five events rather than
+    // take what has arrived so far.
     let mut seen = Vec::new();
-    while let Ok(e) = events.try_recv() {
+    while seen.len() < 5 {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
+            .await
+            .expect("the bus delivers every event")
+            .expect("the channel stays open");
         seen.push(match e {
             Event::ModelServing { version, .. } => format!("serving {version}"),
             Event::ModelSyncFailed {
