@@ -28,6 +28,12 @@ enum KeysCommand {
         /// Bucket size (burst); default: the rate (at least 1).
         #[arg(long, default_value_t = 0.0)]
         burst: f64,
+        /// What the key may do: infer, infer:<model>, predict, rollouts:admin,
+        /// registry:read, registry:write, features:read, features:write,
+        /// training:submit, keys:admin (repeat or separate with commas).
+        /// Default: infer and predict.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
     /// Lists keys (never their secrets) as JSON lines.
     List,
@@ -47,12 +53,22 @@ pub async fn run(args: KeysArgs, config: &Config) -> Result<()> {
         .unwrap_or_else(|| mlserve_common::db::default_url(&config.server.data_dir));
     let store = KeyStore::new(Database::connect(&url).await?);
     match args.command {
-        KeysCommand::Create { name, rate, burst } => {
+        KeysCommand::Create {
+            name,
+            rate,
+            burst,
+            scopes,
+        } => {
             let burst = if burst < 1.0 { rate.max(1.0) } else { burst };
-            let (key, secret) = store.create(&name, rate, burst).await?;
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let (key, secret) = store.create_scoped(&name, rate, burst, &scopes).await?;
             eprintln!(
-                "created key {} for '{}' ({} req/s, burst {}); it is shown once, store it now:",
-                key.id, key.name, key.rate, key.burst
+                "created key {} for '{}' ({} req/s, burst {}, scopes {}); it is shown once, store it now:",
+                key.id,
+                key.name,
+                key.rate,
+                key.burst,
+                key.scopes.join(" ")
             );
             println!("{secret}");
         }

@@ -45,7 +45,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let grpc = bind(&host, settings.grpc_port, "gateway-grpc").await?;
     let grpc_addr = grpc.local_addr()?;
     let service = inference_grpc_server(
-        gateway.router.clone(),
+        gateway.scoped.clone(),
         node.config.server.http_max_body_bytes,
     );
     let signal = node.shutdown.signal();

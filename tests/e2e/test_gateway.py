@@ -53,8 +53,8 @@ def topo(request, gateway_repo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def key(topo):
-    """An unlimited API key."""
-    return topo.keys("create", "--name", "e2e-admin").strip()
+    """An unlimited API key that may also change canary splits."""
+    return topo.keys("create", "--name", "e2e-admin", "--scope", "infer,predict,rollouts:admin").strip()
 
 
 def auth(key):

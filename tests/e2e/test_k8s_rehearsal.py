@@ -196,7 +196,7 @@ def test_keys_created_once_are_honoured_and_revoked_by_both_gateways(cluster):
         wait_until(lambda: get(g.gateway_http_port, path,
                                headers={"Authorization": f"Bearer {key}"}).status == 401, 10,
                    "a revoked key still works")
-    cluster.key = cluster.keys("create", "--name", "rehearsal-2")
+    cluster.key = cluster.keys("create", "--name", "rehearsal-2", "--scope", "infer,predict,rollouts:admin")
 
 
 def test_a_feature_pushed_through_one_features_process_is_read_through_the_other(cluster):

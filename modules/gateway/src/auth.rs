@@ -111,7 +111,7 @@ impl Authenticator {
                 limit: Limit::new(key.rate, key.burst),
                 caller: Some(Arc::new(Caller {
                     identity: format!("key:{}", key.name),
-                    scopes: Vec::new(),
+                    scopes: key.scopes,
                 })),
             });
         }
@@ -124,7 +124,7 @@ impl Authenticator {
             limit: Limit::new(self.limits.jwt_rate, self.limits.jwt_burst),
             caller: Some(Arc::new(Caller {
                 identity: format!("jwt:{}", claims.subject),
-                scopes: Vec::new(),
+                scopes: claims.scopes,
             })),
         })
     }

@@ -20,12 +20,16 @@ use crate::metrics::GatewayMetrics;
 use crate::pipelines::Pipelines;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{maintain, RoutingInference};
+use crate::scoped::ScopedInference;
 
 /// Everything a gateway request goes through.
 pub struct Gateway {
     /// The routing inference client.
     pub router: Arc<RoutingInference>,
-    /// The same, as a service client (what the v2 layers serve).
+    /// The router behind the caller's scopes: what the v2 HTTP routes and
+    /// the gRPC service serve.
+    pub scoped: Arc<ScopedInference>,
+    /// The same, as a service client.
     pub inference: InferenceClient,
     /// Canary splits.
     pub canary: Arc<CanaryTable>,
@@ -154,10 +158,12 @@ impl Gateway {
             RateLimitBackend::Local => RateLimiter::local(),
         };
         let pipelines = Pipelines::new(settings.pipelines.clone(), registry);
+        let scoped = Arc::new(ScopedInference::new(router.clone()));
         Ok(Gateway {
             pipelines,
             features,
-            inference: InferenceClient::from_arc(router.clone()),
+            inference: InferenceClient::from_arc(scoped.clone()),
+            scoped,
             router,
             canary,
             auth,

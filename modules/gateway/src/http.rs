@@ -151,11 +151,16 @@ async fn get_canary(State(gateway): State<Arc<Gateway>>, Path(model): Path<Strin
     }
 }
 
+/// Sets, promotes or rolls back a split (scope `rollouts:admin`).
 async fn set_canary(
     State(gateway): State<Arc<Gateway>>,
+    ctx: CallContext,
     Path(model): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Err(err) = crate::scopes::require(&ctx, crate::scopes::ROLLOUTS_ADMIN) {
+        return error_response(&err);
+    }
     let action: CanaryAction = match serde_json::from_slice(&body) {
         Ok(action) => action,
         Err(e) => {

@@ -16,6 +16,8 @@ pub struct JwtVerifier {
     hs256: Option<(DecodingKey, Validation)>,
     rs256: Option<(DecodingKey, Validation)>,
     es256: Option<(DecodingKey, Validation)>,
+    scopes_claim: String,
+    default_scopes: Vec<String>,
 }
 
 /// The verified claims that matter to the gateway.
@@ -23,6 +25,8 @@ pub struct JwtVerifier {
 pub struct Claims {
     /// `sub`, the rate-limit identity ("" when absent).
     pub subject: String,
+    /// The scopes from the configured claim, else the configured defaults.
+    pub scopes: Vec<String>,
 }
 
 fn unauthenticated(message: impl Into<String>) -> GatewayError {
@@ -146,6 +150,15 @@ impl JwtVerifier {
             }),
             rs256,
             es256,
+            scopes_claim: config
+                .scopes_claim
+                .clone()
+                .unwrap_or_else(|| "scope".to_string()),
+            default_scopes: match &config.default_scopes {
+                Some(scopes) => crate::scopes::parse(scopes.iter().map(String::as_str)),
+                None => crate::scopes::parse(crate::scopes::DEFAULT),
+            }
+            .map_err(|e| format!("gateway.jwt.default_scopes: {e}"))?,
         })
     }
 
@@ -185,8 +198,38 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        Ok(Claims { subject })
+        let scopes = match claims.get(&self.scopes_claim) {
+            None => self.default_scopes.clone(),
+            Some(value) => scopes_of(value)?,
+        };
+        Ok(Claims { subject, scopes })
     }
+}
+
+/// The scopes a claim holds: a space-separated string or a list of strings.
+/// Names mlserve does not know are left out (identity providers put other
+/// services' scopes in the same claim); any other shape is a 401.
+fn scopes_of(value: &Value) -> Result<Vec<String>, GatewayError> {
+    let names: Vec<&str> = match value {
+        Value::String(s) => s.split_whitespace().collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| unauthenticated("the scopes claim must hold strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(unauthenticated(
+                "the scopes claim must be a string or a list of strings",
+            ))
+        }
+    };
+    Ok(names
+        .into_iter()
+        .filter(|name| crate::scopes::parse([*name]).is_ok())
+        .map(str::to_string)
+        .collect())
 }
 
 #[cfg(test)]

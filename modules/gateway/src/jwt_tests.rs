@@ -269,3 +269,62 @@ fn empty_or_short_hs256_secrets_fail_the_start() {
     };
     assert!(JwtVerifier::from_config(&exact).is_ok());
 }
+
+#[test]
+fn scopes_come_from_the_configured_claim_else_the_defaults() {
+    let exp = now() + 60;
+    let sign = |claims: Value, v: &JwtVerifier| {
+        v.verify(&token("HS256", &claims, hs256(SECRET.as_bytes())))
+    };
+    let v = verifier(hs_config());
+    let scopes = |r: Result<Claims, GatewayError>| r.unwrap().scopes;
+    assert_eq!(
+        scopes(sign(serde_json::json!({"sub": "a", "exp": exp}), &v)),
+        ["infer", "predict"],
+        "no claim: the defaults"
+    );
+    assert_eq!(
+        scopes(sign(
+            serde_json::json!({"sub": "a", "exp": exp, "scope": "openid rollouts:admin infer:m"}),
+            &v
+        )),
+        ["rollouts:admin", "infer:m"],
+        "names mlserve does not know are left out"
+    );
+    assert!(
+        scopes(sign(
+            serde_json::json!({"sub": "a", "exp": exp, "scope": ""}),
+            &v
+        ))
+        .is_empty(),
+        "an empty claim grants nothing"
+    );
+    let err = sign(serde_json::json!({"sub": "a", "exp": exp, "scope": 7}), &v).unwrap_err();
+    assert_eq!(err.code(), mlserve_proto::ErrorCode::Unauthenticated);
+
+    let v = verifier(JwtConfig {
+        scopes_claim: Some("scp".into()),
+        default_scopes: Some(vec!["predict".into()]),
+        ..hs_config()
+    });
+    assert_eq!(
+        scopes(sign(
+            serde_json::json!({"sub": "a", "exp": exp, "scp": ["keys:admin", "infer"]}),
+            &v
+        )),
+        ["keys:admin", "infer"]
+    );
+    assert_eq!(
+        scopes(sign(
+            serde_json::json!({"sub": "a", "exp": exp, "scope": "infer"}),
+            &v
+        )),
+        ["predict"],
+        "another claim than the configured one is not read"
+    );
+    let bad = JwtVerifier::from_config(&JwtConfig {
+        default_scopes: Some(vec!["root".into()]),
+        ..hs_config()
+    });
+    assert!(bad.err().unwrap().contains("gateway.jwt.default_scopes"));
+}

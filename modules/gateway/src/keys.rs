@@ -43,6 +43,8 @@ pub struct ApiKey {
     pub created_at: i64,
     /// Revocation time, when revoked.
     pub revoked_at: Option<i64>,
+    /// What the key may do (see [`crate::scopes`]).
+    pub scopes: Vec<String>,
     #[serde(skip)]
     salt: String,
     #[serde(skip)]
@@ -107,13 +109,31 @@ impl KeyStore {
         self
     }
 
-    /// Creates a key; returns it and its full secret form, shown once.
+    /// Creates a key with the default scopes ([`crate::scopes::DEFAULT`]);
+    /// returns it and its full secret form, shown once.
     pub async fn create(
         &self,
         name: &str,
         rate: f64,
         burst: f64,
     ) -> Result<(ApiKey, String), GatewayError> {
+        self.create_scoped(name, rate, burst, &crate::scopes::DEFAULT)
+            .await
+    }
+
+    /// Creates a key holding `scopes` (checked by [`crate::scopes::parse`];
+    /// none given: the defaults).
+    pub async fn create_scoped(
+        &self,
+        name: &str,
+        rate: f64,
+        burst: f64,
+        scopes: &[&str],
+    ) -> Result<(ApiKey, String), GatewayError> {
+        let mut scopes = crate::scopes::parse(scopes.iter().copied())?;
+        if scopes.is_empty() {
+            scopes = crate::scopes::parse(crate::scopes::DEFAULT)?;
+        }
         if name.trim().is_empty() {
             return Err(GatewayError::BadRequest("a key needs a name".into()));
         }
@@ -128,8 +148,8 @@ impl KeyStore {
         let hash = digest(&salt, &secret);
         let created_at = now_micros();
         sqlx::query(
-            "INSERT INTO gateway_api_keys (id, name, salt, hash, rate, burst, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+            "INSERT INTO gateway_api_keys (id, name, salt, hash, rate, burst, created_at, revoked_at, scopes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
         )
         .bind(&id)
         .bind(name)
@@ -138,9 +158,10 @@ impl KeyStore {
         .bind(rate)
         .bind(burst)
         .bind(created_at)
+        .bind(scopes.join(" "))
         .execute(&self.db.pool)
         .await?;
-        tracing::info!(key_id = %id, name, rate, burst, "api key created");
+        tracing::info!(key_id = %id, name, rate, burst, scopes = %scopes.join(" "), "api key created");
         let key = ApiKey {
             id: id.clone(),
             name: name.into(),
@@ -148,6 +169,7 @@ impl KeyStore {
             burst,
             created_at,
             revoked_at: None,
+            scopes,
             salt,
             hash,
         };
@@ -157,7 +179,7 @@ impl KeyStore {
     /// Every key, newest first.
     pub async fn list(&self) -> Result<Vec<ApiKey>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at FROM gateway_api_keys ORDER BY created_at DESC",
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes FROM gateway_api_keys ORDER BY created_at DESC",
         )
         .fetch_all(&self.db.pool)
         .await?;
@@ -209,7 +231,7 @@ impl KeyStore {
             }
         }
         let row = sqlx::query(
-            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at FROM gateway_api_keys WHERE id = $1",
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes FROM gateway_api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
@@ -239,6 +261,12 @@ fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, GatewayError> {
         burst: row.try_get("burst").map_err(get)?,
         created_at: row.try_get("created_at").map_err(get)?,
         revoked_at: row.try_get("revoked_at").map_err(get)?,
+        scopes: row
+            .try_get::<String, _>("scopes")
+            .map_err(get)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -256,6 +284,24 @@ mod tests {
             ("alice", 5.0, 10.0)
         );
         assert_eq!(found.id, key.id);
+        assert_eq!(found.scopes, ["infer", "predict"], "the default scopes");
+        let (_, scoped) = store
+            .create_scoped("ops", 0.0, 1.0, &["rollouts:admin, infer:m"])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.verify(&scoped).await.unwrap().scopes,
+            ["rollouts:admin", "infer:m"]
+        );
+        assert_eq!(
+            store
+                .create_scoped("bad", 0.0, 1.0, &["root"])
+                .await
+                .unwrap_err()
+                .code(),
+            mlserve_proto::ErrorCode::BadRequest
+        );
+        store.revoke("ops").await.unwrap();
         // A wrong secret with the right id, a malformed key, an unknown id.
         let mut wrong = secret.clone();
         let last = wrong.pop().unwrap();
@@ -274,7 +320,7 @@ mod tests {
             );
         }
         let listed = store.list().await.unwrap();
-        assert_eq!(listed.len(), 1);
+        assert_eq!(listed.len(), 2);
         assert!(
             !serde_json::to_string(&listed)
                 .unwrap()

@@ -8,6 +8,8 @@
 //!   ([`predict`]) and the canary admin API, behind auth ([`auth`], [`keys`],
 //!   [`jwt`]) and rate limits ([`ratelimit`]).
 //! - [`grpc::GatewayLayer`]: the same admission in front of the gRPC protocol.
+//! - [`scopes`]: what each credential may do, checked per call by
+//!   [`scoped::ScopedInference`] and by the predict and canary handlers.
 
 pub mod admission;
 pub mod auth;
@@ -25,6 +27,8 @@ pub mod postprocess;
 pub mod predict;
 pub mod ratelimit;
 pub mod routing;
+pub mod scoped;
+pub mod scopes;
 
 pub use error::GatewayError;
 pub use gateway::Gateway;

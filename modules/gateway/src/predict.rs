@@ -28,7 +28,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::postprocess::{postprocess, Output};
 
-/// Handles `POST /v1/models/{model}:predict`.
+/// Handles `POST /v1/models/{model}:predict` (scope `predict`).
 pub async fn predict(
     State(gateway): State<Arc<Gateway>>,
     ctx: CallContext,
@@ -42,6 +42,7 @@ pub async fn predict(
         ));
         return Err(err.into());
     };
+    crate::scopes::require(&ctx, crate::scopes::PREDICT)?;
     let answer = run(&gateway, ctx, model, &headers, body).await?;
     Ok(axum::Json(answer).into_response())
 }
@@ -100,7 +101,8 @@ async fn run(
                 ..Default::default()
             });
     }
-    let response = gateway.inference.model_infer(ctx, request).await?;
+    // The predict scope covers the model call: the router, not the scoped client.
+    let response = gateway.router.model_infer(ctx, request).await?;
     let output = Output::find(&response, pipeline.output.as_deref())?;
     let predictions = postprocess(pipeline, &output)?;
     Ok(json!({

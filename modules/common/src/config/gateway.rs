@@ -130,6 +130,11 @@ pub struct JwtConfig {
     /// Clock skew tolerated on `exp` and `nbf` (whole seconds count).
     #[serde(with = "duration")]
     pub leeway: Duration,
+    /// The claim holding a token's scopes: a space-separated string (OAuth 2's
+    /// `scope`) or a list of strings (`scp`). Unset: `scope`.
+    pub scopes_claim: Option<String>,
+    /// The scopes of a token without that claim. Unset: `infer` and `predict`.
+    pub default_scopes: Option<Vec<String>>,
 }
 
 /// What happens to requests when Redis (shared counters) is unreachable.
