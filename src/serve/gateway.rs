@@ -33,7 +33,10 @@ pub async fn start(node: &mut Node) -> Result<()> {
 
     let http = bind(&host, settings.http_port, "gateway-http").await?;
     let http_addr = http.local_addr()?;
-    let router = with_error_fallbacks(mlserve_gateway::http::routes(gateway.clone()));
+    let router = mlserve_gateway::http::with_cors(
+        &gateway,
+        with_error_fallbacks(mlserve_gateway::http::routes(gateway.clone())),
+    );
     let signal = node.shutdown.signal();
     let limits = ConnectionLimits::of(&node.config.server);
     node.servers.spawn(async move {

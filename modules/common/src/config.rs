@@ -26,8 +26,8 @@ pub use events::{EventsBackend, EventsConfig};
 pub use features::{FeaturesConfig, OnlineStoreKind};
 pub use followed::{FollowedModel, ModelSource, PlacementOverride};
 pub use gateway::{
-    AuthMode, CanaryConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig, Postprocess,
-    RateLimitBackend, RateLimitConfig,
+    AuthMode, CanaryConfig, CorsConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig,
+    Postprocess, RateLimitBackend, RateLimitConfig,
 };
 #[cfg(feature = "testing")]
 pub use registry::RegistryFault;

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub pipelines: Pipelines,
     /// The `[gateway]` settings.
     pub settings: GatewayConfig,
+    /// CORS for browsers, when origins are configured.
+    pub cors: Option<tower_http::cors::CorsLayer>,
     /// Largest request body in bytes (`server.http_max_body_bytes`, the
     /// same limit as the node's listeners): 413 above it.
     pub max_body_bytes: usize,
@@ -81,6 +83,7 @@ impl Gateway {
         let settings = config.gateway.clone();
         // First, so a bad key or a short secret fails the start before anything else.
         let jwt = JwtVerifier::from_config(&settings.jwt).map_err(anyhow::Error::msg)?;
+        let cors = crate::cors::layer(&settings.cors).map_err(anyhow::Error::msg)?;
         let options = EndpointOptions {
             connect_timeout: settings.connect_timeout.max(Duration::from_millis(10)),
             eject_for: settings.eject_for,
@@ -170,6 +173,7 @@ impl Gateway {
             limiter,
             metrics,
             settings,
+            cors,
             max_body_bytes: config.server.http_max_body_bytes,
         })
     }

@@ -25,7 +25,8 @@ use crate::gateway::Gateway;
 /// Paths served without credentials or limits (probes).
 const PUBLIC: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
-/// The gateway's HTTP routes (no fallbacks; the caller adds them).
+/// The gateway's HTTP routes (no fallbacks; the caller adds them, then
+/// [`with_cors`]).
 pub fn routes(gateway: Arc<Gateway>) -> Router {
     let options = HttpOptions {
         max_body_bytes: gateway.max_body_bytes,
@@ -40,6 +41,16 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
     v2_routes(gateway.inference.clone(), options)
         .merge(admin)
         .layer(middleware::from_fn_with_state(gateway, gate))
+}
+
+/// `router` behind CORS when origins are configured. Applied last, once the
+/// fallbacks are in place: a method-not-allowed fallback installed after
+/// the layer would answer a preflight with 405 before CORS saw it.
+pub fn with_cors(gateway: &Gateway, router: Router) -> Router {
+    match gateway.cors.clone() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Admits, serves and accounts for one request: the counters by class and

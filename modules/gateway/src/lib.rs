@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod auth;
 pub mod canary;
+pub mod cors;
 pub mod endpoints;
 pub mod error;
 pub mod gateway;

@@ -74,6 +74,29 @@ pub struct GatewayConfig {
     pub canary: BTreeMap<String, CanaryConfig>,
     /// Predict pipelines, by model name (`POST /v1/models/{model}:predict`).
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Cross-origin requests from browsers.
+    pub cors: CorsConfig,
+}
+
+/// CORS: which web origins may call the gateway's HTTP API from a browser.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed (`https://console.example.com`), or `["*"]` for any.
+    /// Empty: no CORS headers, so browsers refuse cross-origin calls.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -98,6 +121,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             canary: BTreeMap::new(),
             pipelines: BTreeMap::new(),
+            cors: CorsConfig::default(),
         }
     }
 }
