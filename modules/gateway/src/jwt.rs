@@ -227,7 +227,7 @@ fn scopes_of(value: &Value) -> Result<Vec<String>, GatewayError> {
     };
     Ok(names
         .into_iter()
-        .filter(|name| crate::scopes::parse([*name]).is_ok())
+        .filter(|name| crate::scopes::is_known(name))
         .map(str::to_string)
         .collect())
 }

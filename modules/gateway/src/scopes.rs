@@ -61,11 +61,7 @@ pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>
         .flat_map(|item| item.split([' ', ',']))
         .filter(|s| !s.is_empty())
     {
-        let known = ALL.contains(&scope)
-            || scope
-                .strip_prefix("infer:")
-                .is_some_and(|model| !model.is_empty() && model.bytes().all(model_name_byte));
-        if !known {
+        if !is_known(scope) {
             return Err(GatewayError::BadRequest(format!(
                 "unknown scope '{scope}': use {} or infer:<model>",
                 ALL.join(", ")
@@ -76,6 +72,14 @@ pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>
         }
     }
     Ok(scopes)
+}
+
+/// Whether `scope` is one of [`ALL`] or `infer:<model>` with a valid name.
+pub fn is_known(scope: &str) -> bool {
+    ALL.contains(&scope)
+        || scope
+            .strip_prefix("infer:")
+            .is_some_and(|model| !model.is_empty() && model.bytes().all(model_name_byte))
 }
 
 fn model_name_byte(b: u8) -> bool {
@@ -102,7 +106,10 @@ pub fn require(ctx: &CallContext, scope: &str) -> ServiceResult<()> {
 pub fn require_infer(ctx: &CallContext, model: &str) -> ServiceResult<()> {
     match &ctx.caller {
         Some(caller)
-            if !caller.has_scope(INFER) && !caller.has_scope(&format!("infer:{model}")) =>
+            if !caller
+                .scopes
+                .iter()
+                .any(|s| s == INFER || s.strip_prefix("infer:") == Some(model)) =>
         {
             Err(denied(&format!("'{INFER}' (or 'infer:{model}')")))
         }
