@@ -16,7 +16,9 @@ pub mod pbtxt;
 pub mod repository;
 pub mod scheduler;
 pub mod service;
+pub mod shared_memory;
 pub mod stats;
+pub mod string_tensor;
 pub mod tensor;
 pub mod validate;
 

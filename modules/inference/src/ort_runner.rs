@@ -7,15 +7,16 @@ use bytes::Bytes;
 use ort::environment::Environment;
 use ort::ep;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType, ValueType};
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
 
 use crate::error::{InferenceError, Result};
 use crate::graph_level::GraphOptimizationLevel;
 use crate::model_config::{InstanceKind, ModelSpec, OnnxSignature};
 use crate::scheduler::ModelRunner;
 use crate::stats::BatchTimings;
+use crate::string_tensor::{bytes_tensor, tensor_bytes};
 use crate::tensor::{split_rows, OutputTensor, RequestInputs};
-use mlserve_common::datatype::{push_bytes_element, split_bytes_elements};
+use mlserve_common::datatype::split_bytes_elements;
 use mlserve_common::DataType;
 
 /// Session options of one instance.
@@ -170,21 +171,14 @@ impl OrtRunner {
             shape[0] = rows as i64;
         }
         if spec.datatype == DataType::Bytes {
-            let mut strings = Vec::new();
+            let mut elements = Vec::new();
             for request in batch {
-                for element in split_bytes_elements(&request.tensors[index].data)
-                    .map_err(InferenceError::Internal)?
-                {
-                    let text = std::str::from_utf8(element).map_err(|_| {
-                        InferenceError::InvalidInput(format!(
-                            "input '{}' holds a string that is not UTF-8",
-                            spec.name
-                        ))
-                    })?;
-                    strings.push(text.to_string());
-                }
+                elements.extend(
+                    split_bytes_elements(&request.tensors[index].data)
+                        .map_err(InferenceError::Internal)?,
+                );
             }
-            let tensor = Tensor::from_string_array((shape, strings.as_slice()))?;
+            let tensor = bytes_tensor(&shape, elements.into_iter())?;
             return Ok(SessionInputValue::from(tensor));
         }
         let mut tensor = DynTensor::new(
@@ -242,11 +236,8 @@ impl ModelRunner for OrtRunner {
             let tensor = value.view().downcast::<DynTensorValueType>()?;
             let shape: Vec<i64> = tensor.shape().to_vec();
             let parts = if output.datatype == DataType::Bytes {
-                let (_, strings) = tensor.try_extract_strings()?;
-                let mut raw = Vec::new();
-                for s in &strings {
-                    push_bytes_element(&mut raw, s.as_bytes());
-                }
+                let count = shape.iter().product::<i64>().max(0) as usize;
+                let raw = tensor_bytes(value, count)?;
                 split_or_whole(
                     &output.name,
                     output.datatype,

@@ -202,24 +202,22 @@ fn check_size(name: &str, datatype: DataType, count: usize, data: &Bytes) -> Res
                     elements.len()
                 )));
             }
-            // BYTES inputs become ONNX string tensors: UTF-8 text without
-            // NUL. Checked here, per request, so that a bad element is this
-            // request's 400 and never fails the batch it would have joined.
-            for element in elements {
-                if std::str::from_utf8(element).is_err() {
-                    return Err(invalid(format!(
-                        "input '{name}' holds a string that is not UTF-8"
-                    )));
-                }
-                if element.contains(&0) {
-                    return Err(invalid(format!(
-                        "input '{name}' holds a string with a NUL byte, which a string tensor cannot carry"
-                    )));
-                }
-            }
         }
     }
     Ok(())
+}
+
+/// An input's typed `contents` in the raw encoding, taken out of it.
+pub(crate) fn contents_as_raw(
+    input: &mut pb::model_infer_request::InferInputTensor,
+) -> Result<Bytes> {
+    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+        invalid(format!(
+            "input '{}' has unknown datatype '{}'",
+            input.name, input.datatype
+        ))
+    })?;
+    contents_to_raw(&input.name, datatype, input.contents.take())
 }
 
 /// Converts typed gRPC contents to the raw encoding.

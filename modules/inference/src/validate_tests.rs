@@ -41,16 +41,15 @@ fn refusal(spec: &ModelSpec, mut request: pb::ModelInferRequest) -> String {
 }
 
 #[test]
-fn strings_a_string_tensor_cannot_carry_are_refused_alone() {
+fn bytes_elements_may_hold_any_bytes_but_must_fit_the_shape() {
     let spec = text_model();
     assert!(validate(&spec, &mut text_request(&[b"fine", "ünïcode".as_bytes()])).is_ok());
-    let nul = refusal(&spec, text_request(&[b"ok", b"a\0b"]));
-    assert!(nul.contains("'text'") && nul.contains("NUL"), "{nul}");
-    let latin1 = refusal(&spec, text_request(&[b"caf\xe9"]));
-    assert!(
-        latin1.contains("'text'") && latin1.contains("UTF-8"),
-        "{latin1}"
-    );
+    assert!(validate(&spec, &mut text_request(&[b"ok", b"a\0b"])).is_ok());
+    assert!(validate(&spec, &mut text_request(&[b"caf\xe9"])).is_ok());
+    let mut short = text_request(&[b"ok"]);
+    short.raw_input_contents[0].truncate(3);
+    let message = refusal(&spec, short);
+    assert!(message.contains("'text'"), "{message}");
 }
 
 #[test]
