@@ -17,7 +17,8 @@ const SERVICES: [Spec; 4] = [
         messages: "crate::pb",
         trait_name: "InferenceService",
         prefix: "Inference",
-        // What Triton offers and mlserve does not (yet): answered UNIMPLEMENTED.
+        // What only some implementations serve (the inference role serves
+        // system shared memory); the default body answers UNIMPLEMENTED.
         optional: &[
             "SystemSharedMemoryStatus",
             "SystemSharedMemoryRegister",

@@ -50,7 +50,11 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     } else {
         Vec::new()
     };
-    let local = Arc::new(LocalInference::new(manager.clone()).with_required_models(required));
+    let local = Arc::new(
+        LocalInference::new(manager.clone())
+            .with_required_models(required)
+            .with_server_name(&settings.server_name),
+    );
     let client = InferenceClient::from_arc(local.clone());
     node.clients.inference = Some(client.clone());
 

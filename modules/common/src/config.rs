@@ -186,6 +186,9 @@ pub struct InferenceConfig {
     /// whatever the version's config says, so one registered version serves
     /// on CPU pods and GPU pods alike. Unset: each config decides.
     pub instance_kind: Option<PlacementOverride>,
+    /// The `name` server metadata answers with; `triton` for client code
+    /// that checks for Triton's.
+    pub server_name: String,
 }
 
 impl Default for InferenceConfig {
@@ -203,6 +206,7 @@ impl Default for InferenceConfig {
             artifact_cache_dir: None,
             strict_readiness: false,
             instance_kind: None,
+            server_name: "mlserve".into(),
         }
     }
 }

@@ -51,6 +51,9 @@ struct ModelEntry {
     external: bool,
     /// The version a request naming none gets; unset: the newest.
     default: Option<i64>,
+    /// Loaded with a config override rather than the repository's config:
+    /// the next load reloads every version, whatever the files' stamps.
+    overridden: bool,
 }
 
 impl ModelEntry {
@@ -62,6 +65,7 @@ impl ModelEntry {
             unloaded: false,
             external,
             default: None,
+            overridden: false,
         }
     }
 }
@@ -131,9 +135,7 @@ impl ModelManager {
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
         let entry = models.get(name).filter(|e| !e.unloaded);
         let Some(entry) = entry else {
-            return Err(InferenceError::ModelNotFound(format!(
-                "unknown model: '{name}'"
-            )));
+            return Err(unknown_model(name));
         };
         let found = if version.is_empty() {
             entry
@@ -141,26 +143,22 @@ impl ModelManager {
                 .and_then(|v| entry.versions.get(&v))
                 .or_else(|| entry.versions.values().next_back())
         } else {
-            let number: i64 = version.parse().map_err(|_| {
-                InferenceError::ModelNotFound(format!(
-                    "unknown version '{version}' of model '{name}'"
-                ))
-            })?;
+            let number: i64 = version
+                .parse()
+                .map_err(|_| unknown_version(name, version))?;
             entry.versions.get(&number)
         };
         match found {
             Some(served) => Ok(served.clone()),
             None if version.is_empty() => Err(InferenceError::ModelUnavailable(format!(
-                "model '{name}' has no ready version{}",
+                "Request for unknown model: '{name}' has no available versions{}",
                 entry
                     .failure
                     .as_ref()
                     .map(|f| format!(": {f}"))
                     .unwrap_or_default()
             ))),
-            None => Err(InferenceError::ModelNotFound(format!(
-                "unknown version '{version}' of model '{name}'"
-            ))),
+            None => Err(unknown_version(name, version)),
         }
     }
 
@@ -170,9 +168,7 @@ impl ModelManager {
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
         match models.get(name).filter(|e| !e.unloaded) {
             Some(entry) => Ok(entry.versions.values().cloned().collect()),
-            None => Err(InferenceError::ModelNotFound(format!(
-                "unknown model: '{name}'"
-            ))),
+            None => Err(unknown_model(name)),
         }
     }
 
@@ -195,19 +191,22 @@ impl ModelManager {
         let dir = self.options.root.join(name);
         if !dir.is_dir() {
             return Err(InferenceError::ModelNotFound(format!(
-                "no model directory '{name}' in the repository"
+                "failed to load '{name}', failed to poll from model repository: no directory '{name}' in the repository"
             )));
         }
+        let overridden = override_config.is_some();
         let config = match override_config {
             Some(config) => config,
-            None => ModelConfigFile::read(&dir).inspect_err(|e| self.record_failure(name, e))?,
+            None => ModelConfigFile::read(&dir)
+                .map_err(|e| failed_to_load(name, e))
+                .inspect_err(|e| self.record_failure(name, e))?,
         };
         let filename = config.model_filename().to_string();
         let present = list_versions(&dir, &filename);
         let wanted = config.version_policy().select(&present);
         if wanted.is_empty() {
             let err = InferenceError::InvalidModel(format!(
-                "model '{name}' has no version directory with {filename} that its version policy serves"
+                "failed to load '{name}', no version is available: no version directory with {filename} that its version policy serves"
             ));
             self.record_failure(name, &err);
             return Err(err);
@@ -225,7 +224,8 @@ impl ModelManager {
             let stamp = version_stamp(&dir, version, &filename);
             stamps.insert(version, stamp.clone());
             let old = previous.as_ref().and_then(|p| p.versions.get(&version));
-            if let Some(old) = old.filter(|o| o.stamp == stamp) {
+            let same_config = !overridden && !previous.as_ref().is_some_and(|p| p.overridden);
+            if let Some(old) = old.filter(|o| same_config && o.stamp == stamp) {
                 versions.insert(version, old.clone());
                 continue;
             }
@@ -252,6 +252,7 @@ impl ModelManager {
             unloaded: false,
             external: false,
             default: None,
+            overridden,
         };
         self.models
             .write()
@@ -259,7 +260,7 @@ impl ModelManager {
             .insert(name.to_string(), entry);
         match failure {
             Some(reason) if all_failed => Err(InferenceError::InvalidModel(format!(
-                "failed to load '{name}': {reason}"
+                "failed to load '{name}', no version is available: {reason}"
             ))),
             _ => Ok(()),
         }
@@ -331,6 +332,7 @@ impl ModelManager {
             stamps: BTreeMap::new(),
             unloaded: false,
             external: true,
+            overridden: false,
         };
         models.insert(name.to_string(), entry);
         dropped
@@ -435,9 +437,7 @@ impl ModelManager {
                 Ok(())
             }
             None if self.options.root.join(name).is_dir() => Ok(()),
-            None => Err(InferenceError::ModelNotFound(format!(
-                "unknown model: '{name}'"
-            ))),
+            None => Err(unknown_model(name)),
         }
     }
 
@@ -540,5 +540,29 @@ impl ModelManager {
             }
         }
         Ok(rows)
+    }
+}
+
+/// Triton's words for a model that is not served, which client code matches on.
+fn unknown_model(name: &str) -> InferenceError {
+    InferenceError::ModelNotFound(format!("Request for unknown model: '{name}' is not found"))
+}
+
+/// Triton's words for a version that is not served.
+fn unknown_version(name: &str, version: &str) -> InferenceError {
+    InferenceError::ModelNotFound(format!(
+        "Request for unknown model: '{name}' version {version} is not found"
+    ))
+}
+
+/// A load failure worded as Triton's ("failed to load '<name>', ..."), same kind.
+pub(crate) fn failed_to_load(name: &str, err: InferenceError) -> InferenceError {
+    let message = format!("failed to load '{name}', {err}");
+    match err {
+        InferenceError::InvalidInput(_) => InferenceError::InvalidInput(message),
+        InferenceError::ModelNotFound(_) => InferenceError::ModelNotFound(message),
+        InferenceError::NotAllowed(_) => InferenceError::NotAllowed(message),
+        InferenceError::Internal(_) => InferenceError::Internal(message),
+        _ => InferenceError::InvalidModel(message),
     }
 }

@@ -335,10 +335,24 @@ impl ModelConfigFile {
         }
     }
 
-    /// Parses a JSON config given with a repository load request.
+    /// Parses a JSON config given with a repository load request: Triton's
+    /// form (protobuf JSON of its `ModelConfig`, as `tritonclient` sends it)
+    /// or, failing that, mlserve's own (the fields of `config.toml`).
     pub fn from_json(text: &str) -> Result<ModelConfigFile> {
-        serde_json::from_str(text)
-            .map_err(|e| InferenceError::InvalidModel(format!("invalid model config JSON: {e}")))
+        let triton = match crate::pbtxt::parse_json(text) {
+            Ok(config) => return Ok(config),
+            Err(crate::pbtxt::PbtxtError::Syntax(e)) => e,
+            Err(e) => {
+                return Err(InferenceError::InvalidModel(format!(
+                    "invalid model config JSON: {e}"
+                )))
+            }
+        };
+        serde_json::from_str(text).map_err(|e| {
+            InferenceError::InvalidModel(format!(
+                "invalid model config JSON: {e} (nor Triton's ModelConfig: {triton})"
+            ))
+        })
     }
 
     /// The model file name inside version directories.

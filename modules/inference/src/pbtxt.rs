@@ -5,7 +5,8 @@
 //! Triton does not know is refused, as Triton refuses it. The message is then
 //! transcoded into the generated `pb::ModelConfig` and the fields mlserve
 //! honours are mapped onto [`ModelConfigFile`]; set fields it has no use for
-//! are reported with a warning; scheduling kinds it cannot honour (sequence batching, ensembles)
+//! are reported with a warning (the JSON form of the same message, which
+//! Triton's clients send with a load request, takes the same path); scheduling kinds it cannot honour (sequence batching, ensembles)
 //! and backends other than ONNX Runtime are refused.
 
 use std::path::Path;
@@ -64,6 +65,24 @@ impl PbtxtError {
 pub fn parse(text: &str) -> Result<ModelConfigFile, PbtxtError> {
     let message = DynamicMessage::parse_text_format(schema()?, &colon_before_lists(text))
         .map_err(|e| PbtxtError::Syntax(e.to_string()))?;
+    from_message(message)
+}
+
+/// Parses the same message in protobuf's JSON mapping, as Triton's clients
+/// send it with a repository load request (`tritonclient`'s `load_model(config=...)`):
+/// 64-bit numbers may come as strings (`{"max_batch_size": "16"}`), field names in
+/// snake_case or lowerCamelCase, enums by name or number. Unknown fields are refused.
+pub fn parse_json(text: &str) -> Result<ModelConfigFile, PbtxtError> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let message = DynamicMessage::deserialize(schema()?, &mut json)
+        .and_then(|m| json.end().map(|()| m))
+        .map_err(|e| PbtxtError::Syntax(e.to_string()))?;
+    from_message(message)
+}
+
+/// A parsed `ModelConfig` message to mlserve's config, reporting the fields
+/// it does not use.
+fn from_message(message: DynamicMessage) -> Result<ModelConfigFile, PbtxtError> {
     warn_unused(&message, "");
     let config: pb::ModelConfig = message
         .transcode_to()
@@ -390,6 +409,44 @@ mod tests {
         assert_eq!(
             config.optimization.unwrap().graph_optimization_level,
             Some(crate::graph_level::GraphOptimizationLevel::Extended)
+        );
+    }
+
+    #[test]
+    fn tritons_protobuf_json_maps_like_the_text_form() {
+        let config = parse_json(
+            r#"{"name": "simple", "maxBatchSize": "16",
+                "input": [{"name": "INPUT0", "dataType": "TYPE_INT32", "dims": ["16"]}],
+                "dynamic_batching": {"maxQueueDelayMicroseconds": "100"},
+                "instanceGroup": [{"kind": "KIND_CPU", "count": 2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.max_batch_size, Some(16));
+        assert_eq!(config.input[0].dims, vec![16]);
+        assert_eq!(config.input[0].data_type, "TYPE_INT32");
+        assert_eq!(
+            config
+                .dynamic_batching
+                .unwrap()
+                .max_queue_delay_microseconds,
+            100
+        );
+        assert_eq!(config.instance_group[0].count, 2);
+        for bad in [
+            r#"{"max_batch_sise": 4}"#,
+            r#"{"max_batch_size": "x"}"#,
+            "[1]",
+            "{} {}",
+        ] {
+            assert!(
+                matches!(parse_json(bad), Err(PbtxtError::Syntax(_))),
+                "{bad} accepted"
+            );
+        }
+        let ensemble = parse_json(r#"{"ensembleScheduling": {"step": []}}"#);
+        assert!(
+            matches!(ensemble, Err(PbtxtError::Unsupported(_))),
+            "{ensemble:?}"
         );
     }
 

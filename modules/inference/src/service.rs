@@ -13,17 +13,19 @@ use mlserve_proto::rpc::ServiceStream;
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 
 use crate::error::InferenceError;
-use crate::manager::{ModelManager, ServedVersion};
+use crate::manager::{failed_to_load, ModelManager, ServedVersion};
 use crate::model_config::{ModelConfigFile, ModelSpec, VersionPolicy};
+use crate::shared_memory::SharedMemoryRegions;
 use crate::validate::validate;
 
 /// Protocol extensions mlserve implements.
-pub const EXTENSIONS: [&str; 5] = [
+pub const EXTENSIONS: [&str; 6] = [
     "binary_tensor_data",
     "statistics",
     "model_repository",
     "model_configuration",
     "schedule_policy",
+    "system_shared_memory",
 ];
 
 /// The inference role's service implementation; clones share everything.
@@ -34,6 +36,10 @@ pub struct LocalInference {
     /// Models that must serve a version before the server reports ready
     /// (Triton's `--strict-readiness`); empty: ready once started.
     required: Arc<Vec<String>>,
+    /// The name server metadata answers with.
+    server_name: Arc<str>,
+    /// Registered system shared-memory regions.
+    shared_memory: Arc<SharedMemoryRegions>,
 }
 
 impl LocalInference {
@@ -43,7 +49,15 @@ impl LocalInference {
             manager,
             ready: Arc::new(AtomicBool::new(false)),
             required: Arc::new(Vec::new()),
+            server_name: "mlserve".into(),
+            shared_memory: Arc::new(SharedMemoryRegions::default()),
         }
+    }
+
+    /// Server metadata answers with `name` (for example "triton").
+    pub fn with_server_name(mut self, name: &str) -> Self {
+        self.server_name = name.into();
+        self
     }
 
     /// Server readiness also waits until each of `models` serves a version.
@@ -235,7 +249,7 @@ impl InferenceService for LocalInference {
         _: pb::ServerMetadataRequest,
     ) -> ServiceResult<pb::ServerMetadataResponse> {
         Ok(pb::ServerMetadataResponse {
-            name: "mlserve".into(),
+            name: self.server_name.to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
         })
@@ -327,6 +341,8 @@ impl InferenceService for LocalInference {
         let served = self
             .manager
             .get(&request.model_name, &request.model_version)?;
+        self.shared_memory.resolve_inputs(&mut request)?;
+        let output_places = self.shared_memory.output_places(&mut request)?;
         let outcome = async {
             let validated = validate(&served.spec, &mut request)?;
             if ctx.expired() {
@@ -375,6 +391,8 @@ impl InferenceService for LocalInference {
                 });
             response.raw_output_contents.push(output.data);
         }
+        self.shared_memory
+            .write_outputs(&output_places, &mut response)?;
         served.stats.record_success(started.elapsed());
         tracing::debug!(model = %response.model_name, version = %response.model_version, "inference answered");
         Ok(response)
@@ -418,7 +436,10 @@ impl InferenceService for LocalInference {
             .get("config")
             .and_then(|p| p.parameter_choice.as_ref())
         {
-            Some(ParameterChoice::StringParam(json)) => Some(ModelConfigFile::from_json(json)?),
+            Some(ParameterChoice::StringParam(json)) => Some(
+                ModelConfigFile::from_json(json)
+                    .map_err(|e| failed_to_load(&request.model_name, e))?,
+            ),
             Some(_) => {
                 return Err(ServiceError::bad_request(
                     "the 'config' load parameter must be a JSON string",
@@ -444,5 +465,49 @@ impl InferenceService for LocalInference {
         self.require_explicit("unload")?;
         self.manager.unload(&request.model_name)?;
         Ok(pb::RepositoryModelUnloadResponse {})
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: CallContext,
+        request: pb::SystemSharedMemoryStatusRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryStatusResponse> {
+        let regions = self.shared_memory.status(&request.name)?;
+        Ok(pb::SystemSharedMemoryStatusResponse {
+            regions: regions
+                .iter()
+                .map(|r| (r.name.clone(), r.status()))
+                .collect(),
+        })
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: CallContext,
+        request: pb::SystemSharedMemoryRegisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryRegisterResponse> {
+        let regions = self.shared_memory.clone();
+        tokio::task::spawn_blocking(move || {
+            regions.register(
+                &request.name,
+                &request.key,
+                request.offset,
+                request.byte_size,
+            )
+        })
+        .await
+        .map_err(|e| {
+            ServiceError::internal(format!("shared memory register task failed: {e}"))
+        })??;
+        Ok(pb::SystemSharedMemoryRegisterResponse {})
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: CallContext,
+        request: pb::SystemSharedMemoryUnregisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryUnregisterResponse> {
+        self.shared_memory.unregister(&request.name);
+        Ok(pb::SystemSharedMemoryUnregisterResponse {})
     }
 }

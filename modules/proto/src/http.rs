@@ -20,6 +20,7 @@ mod json_input;
 mod json_output;
 mod model_config;
 mod params;
+mod shared_memory;
 mod views;
 
 #[cfg(test)]
@@ -122,6 +123,26 @@ pub fn v2_routes(service: InferenceClient, options: HttpOptions) -> Router {
         .route(
             "/v2/repository/models/{model}/unload",
             post(handlers::unload_model),
+        )
+        .route(
+            "/v2/systemsharedmemory/status",
+            get(shared_memory::status_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(shared_memory::unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{region}/status",
+            get(shared_memory::status_region),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{region}/register",
+            post(shared_memory::register),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{region}/unregister",
+            post(shared_memory::unregister_region),
         )
         .with_state(state)
 }

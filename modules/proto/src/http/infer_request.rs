@@ -134,7 +134,6 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
     let mut params = doc.parameters;
     let binary_default =
         take_bool(&mut params, "binary_data_output", "the request")?.unwrap_or(false);
-    refuse_shared_memory(&params, "the request")?;
     let parameters = infer_params("the request", params)?;
 
     let mut inputs = Vec::with_capacity(doc.inputs.len());
@@ -143,7 +142,7 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
     for input in doc.inputs {
         let (tensor, raw) = decode_input(input, &binary, &mut offset)?;
         inputs.push(tensor);
-        raw_input_contents.push(raw);
+        raw_input_contents.extend(raw);
     }
     if offset != binary.len() {
         return Err(ServiceError::bad_request(format!(
@@ -170,7 +169,6 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
             Some(k) => Some(usize::try_from(k).unwrap_or(usize::MAX)),
             None => None,
         };
-        refuse_shared_memory(&params, &what)?;
         plan.outputs.insert(
             output.name.clone(),
             OutputPlan {
@@ -196,12 +194,13 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
 }
 
 /// One input: its tensor (without data) and its raw data, taken from the
-/// binary section at `offset` or converted from JSON.
+/// binary section at `offset` or converted from JSON; none for an input in a
+/// shared memory region (its parameters name it, and the service reads it).
 fn decode_input(
     input: JsonInput,
     binary: &Bytes,
     offset: &mut usize,
-) -> Result<(InferInputTensor, Bytes), ServiceError> {
+) -> Result<(InferInputTensor, Option<Bytes>), ServiceError> {
     let name = input.name;
     let what = format!("input '{name}'");
     let dtype = wire_datatype(&input.datatype).ok_or_else(|| {
@@ -215,8 +214,14 @@ fn decode_input(
     })?;
     let mut params = input.parameters;
     let binary_size = take_count(&mut params, "binary_data_size", &what)?;
-    refuse_shared_memory(&params, &what)?;
+    let in_shared_memory = params.contains_key(SHARED_MEMORY_REGION);
     let raw = match (binary_size, input.data) {
+        (None, None) if in_shared_memory => None,
+        (Some(_), _) | (_, Some(_)) if in_shared_memory => {
+            return Err(ServiceError::bad_request(format!(
+                "{what} names a shared memory region and also carries data"
+            )))
+        }
         (Some(_), Some(_)) => {
             return Err(ServiceError::bad_request(format!(
                 "{what} has both 'data' and a binary_data_size parameter"
@@ -250,9 +255,9 @@ fn decode_input(
                     )));
                 }
             }
-            raw
+            Some(raw)
         }
-        (None, Some(data)) => Bytes::from(json_to_raw(&name, dtype, &data, count)?),
+        (None, Some(data)) => Some(Bytes::from(json_to_raw(&name, dtype, &data, count)?)),
     };
     let tensor = InferInputTensor {
         name,
@@ -270,16 +275,8 @@ fn wire_datatype(name: &str) -> Option<DataType> {
     DataType::parse(name).filter(|d| d.as_str() == name)
 }
 
-/// mlserve has no shared-memory extension: a tensor that points into shared
-/// memory is refused rather than silently read as empty.
-fn refuse_shared_memory(params: &Map<String, Value>, what: &str) -> Result<(), ServiceError> {
-    if params.keys().any(|k| k.starts_with("shared_memory_")) {
-        return Err(ServiceError::bad_request(format!(
-            "{what} uses shared memory, which mlserve does not support; send the data in the body"
-        )));
-    }
-    Ok(())
-}
+/// The parameter that puts an input's data in a shared memory region.
+const SHARED_MEMORY_REGION: &str = "shared_memory_region";
 
 /// Decodes a raw binary request (`Inference-Header-Content-Length: 0`): the
 /// whole body is the data of the model's only input, at batch 1, and every

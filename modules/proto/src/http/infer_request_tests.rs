@@ -232,7 +232,6 @@ fn wrong_parameter_kinds_are_refused() {
         json!({"inputs": [input], "outputs": [{"name": "O", "parameters": {"binary_data": 1}}]}),
         json!({"inputs": [input], "outputs": [{"name": "O", "parameters": {"classification": 0}}]}),
         json!({"inputs": [input], "outputs": [{"name": "O", "parameters": {"classification": -2}}]}),
-        json!({"inputs": [input], "outputs": [{"name": "O", "parameters": {"shared_memory_region": "r"}}]}),
     ];
     for doc in cases {
         bad(decode(body(&doc), None));

@@ -7,7 +7,8 @@
 //! `binary_data_output` does; a binary output carries
 //! `"parameters": {"binary_data_size": B}` and its bytes follow the JSON header,
 //! in output order. Other outputs carry their data as JSON
-//! (see [`super::json_output`]).
+//! (see [`super::json_output`]). An output written to a shared memory region
+//! carries only the region's parameters.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -37,6 +38,8 @@ struct Output {
     dtype: DataType,
     raw: Bytes,
     binary: bool,
+    /// Written to a shared memory region: no data in the body.
+    in_shared_memory: bool,
 }
 
 #[derive(Serialize)]
@@ -95,21 +98,23 @@ pub(super) fn encode(
             None => contents_to_raw(&tensor, dtype)?,
         };
         let wanted = plan.outputs.get(&tensor.name).copied().unwrap_or_default();
+        let in_shared_memory = tensor.parameters.contains_key("shared_memory_region");
         let (dtype, raw) = match wanted.classification {
-            Some(k) => {
+            Some(k) if !in_shared_memory => {
                 let classified =
                     classify(&tensor.name, dtype, &tensor.shape, &raw, k, plan.batched)?;
                 tensor.shape = classified.shape;
                 (DataType::Bytes, classified.raw)
             }
-            None => (dtype, raw),
+            _ => (dtype, raw),
         };
-        let binary = wanted.binary.unwrap_or(plan.binary_default);
+        let binary = !in_shared_memory && wanted.binary.unwrap_or(plan.binary_default);
         outputs.push(Output {
             tensor,
             dtype,
             raw,
             binary,
+            in_shared_memory,
         });
     }
 
@@ -117,7 +122,9 @@ pub(super) fn encode(
     let mut binary_len = 0usize;
     for out in &outputs {
         let mut parameters = infer_params_json(&out.tensor.parameters);
-        let data = if out.binary {
+        let data = if out.in_shared_memory {
+            None
+        } else if out.binary {
             parameters.insert("binary_data_size".into(), Value::from(out.raw.len()));
             binary_len += out.raw.len();
             None
