@@ -252,9 +252,15 @@ def main():
     ensure_models()
 
     cores = len(os.sched_getaffinity(0))
+    # The server's own defaults (src/threads.rs) unless a count is given;
+    # only given counts are passed, so a run without them is the no-flags server.
     workers = args.worker_threads or max(cores // 2, 1)
-    ort_cores = args.cpu_threads or max(cores - workers, 1)
-    server_args = ["--worker-threads", str(workers), "--cpu-threads", str(ort_cores)]
+    ort_cores = args.cpu_threads or cores
+    server_args = []
+    if args.worker_threads:
+        server_args += ["--worker-threads", str(workers)]
+    if args.cpu_threads:
+        server_args += ["--cpu-threads", str(ort_cores)]
     out_dir = args.out or REPO / "bench" / "results" / datetime.date.today().isoformat()
     steps = sum(1 + 2 * len(protocols) for _ in cases)
     progress = Progress(planned_seconds(cases, protocols), steps)

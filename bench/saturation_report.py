@@ -45,7 +45,7 @@ def markdown(setup, table):
         f"# Saturation throughput vs raw ONNX Runtime ({setup['date']})",
         "",
         f"Machine: {setup['cores']} cores ({setup['cpu']}); commit {setup['git']}; "
-        f"server flags `{' '.join(setup['server_args'])}`; loadgen {setup['loadgen_threads']} thread(s)"
+        f"server flags `{' '.join(setup['server_args']) or '(none: the defaults)'}`; loadgen {setup['loadgen_threads']} thread(s)"
         + ("; --quick" if setup["quick"] else "") + ".",
         "",
         "The raw ceiling runs the same model in-process with as many intra-op threads as the "

@@ -32,7 +32,7 @@ pub struct Cli {
     /// Metrics port, 0 for any free port (server.metrics_port).
     #[arg(long)]
     pub metrics_port: Option<u16>,
-    /// Tokio worker threads; unset: half the cores (server.worker_threads).
+    /// Tokio worker threads; unset: half the cores when serving models, else all (server.worker_threads).
     #[arg(long)]
     pub worker_threads: Option<usize>,
     /// Time to drain in-flight requests after SIGTERM, e.g. 30s (server.shutdown_grace).
@@ -60,7 +60,7 @@ pub struct Cli {
     /// Path of libonnxruntime.so (inference.onnxruntime_library).
     #[arg(long)]
     pub onnxruntime_library: Option<PathBuf>,
-    /// Cores for ONNX Runtime across all instances; unset: the rest (inference.cpu_threads).
+    /// Cores for ONNX Runtime across all instances; unset: every core (inference.cpu_threads).
     #[arg(long)]
     pub cpu_threads: Option<usize>,
     /// gRPC endpoint of the registry the inference role follows, when the

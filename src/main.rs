@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod serve;
 mod telemetry;
+mod threads;
 
 use std::process::ExitCode;
 
@@ -55,10 +56,13 @@ fn main() -> ExitCode {
         };
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = config
-        .server
-        .worker_threads
-        .map_or((cores / 2).max(1), |n| n.get());
+    let plan = threads::ThreadPlan::new(
+        cores,
+        &roles,
+        config.server.worker_threads,
+        config.inference.cpu_threads,
+    );
+    let workers = plan.tokio_workers;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -68,12 +72,8 @@ fn main() -> ExitCode {
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
     let roles_text: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    tracing::info!(roles = %roles_text.join(","), workers, cores, "mlserve starting");
-    match runtime.block_on(serve::run(
-        config,
-        roles,
-        cores.saturating_sub(workers).max(1),
-    )) {
+    tracing::info!(roles = %roles_text.join(","), workers, ort_cores = plan.ort_cores, cores, "mlserve starting");
+    match runtime.block_on(serve::run(config, roles, plan.ort_cores)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&format!("{err:#}")),
     }

@@ -24,7 +24,7 @@ use super::Node;
 pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     let settings = node.config.inference.clone();
     let server = node.config.server.clone();
-    let cpu_threads = settings.cpu_threads.map_or(ort_cores, |n| n.get());
+    let cpu_threads = ort_cores;
     let library = settings.onnxruntime_library.as_deref();
     let env = mlserve_inference::ort_env::environment(library, cpu_threads)
         .map_err(anyhow::Error::msg)?;

@@ -86,8 +86,8 @@ pub struct ServerConfig {
     pub grpc_port: u16,
     /// Prometheus metrics (Triton: 8002). 0 picks a free port.
     pub metrics_port: u16,
-    /// Tokio worker threads; unset means half the cores (at least one),
-    /// leaving the rest to ONNX Runtime.
+    /// Tokio worker threads; unset means half the cores (at least one) in a
+    /// process that serves models, every core in one that does not.
     pub worker_threads: Option<NonZeroUsize>,
     /// Time to finish in-flight requests after SIGTERM before exiting anyway.
     #[serde(with = "duration")]
@@ -165,7 +165,7 @@ pub struct InferenceConfig {
     /// locations `scripts/setup.sh` installs to.
     pub onnxruntime_library: Option<PathBuf>,
     /// Cores ONNX Runtime may use across all model instances; unset means
-    /// the cores left after the tokio workers (at least one).
+    /// every core.
     pub cpu_threads: Option<NonZeroUsize>,
     /// Queue bound for models whose config sets no `max_queue_size`.
     pub default_max_queue_size: usize,
