@@ -30,7 +30,9 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
         .await
         .map_err(anyhow::Error::msg)?;
     // Services whose roles run in another process, reached over gRPC.
-    let grpc = mlserve_proto::rpc::GrpcOptions::default();
+    let grpc = mlserve_proto::rpc::GrpcOptions::with_internal_token(
+        node.config.server.internal_token.as_deref(),
+    );
     if let (false, Some(endpoint)) = (
         roles.contains(&Role::Registry),
         node.config.registry.endpoint.clone(),

@@ -96,7 +96,10 @@ pub async fn run(args: FeaturesArgs, config: &Config) -> Result<()> {
     let endpoint = args
         .endpoint
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.server.grpc_port));
-    let client = FeaturesClient::connect_lazy(&endpoint, &GrpcOptions::default())?;
+    let client = FeaturesClient::connect_lazy(
+        &endpoint,
+        &GrpcOptions::with_internal_token(config.server.internal_token.as_deref()),
+    )?;
     match args.command {
         FeaturesCommand::Apply { path } => {
             let request = read_definitions(&path).await?;

@@ -134,8 +134,9 @@ fn print(value: &Value) {
 }
 
 /// Runs one `mlserve models` subcommand.
-pub async fn run(args: ModelsArgs, _config: &Config) -> Result<()> {
-    let client = RestClient::new(&args.registry);
+pub async fn run(args: ModelsArgs, config: &Config) -> Result<()> {
+    let client =
+        RestClient::with_internal_token(&args.registry, config.server.internal_token.as_deref());
     match args.command {
         ModelsCommand::Create { name, description } => {
             print(&client.create_model(&name, &description).await?);

@@ -141,7 +141,7 @@ fn client(endpoint: Option<String>, config: &Config) -> Result<TrainingClient> {
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.server.grpc_port));
     Ok(TrainingClient::connect_lazy(
         &endpoint,
-        &GrpcOptions::default(),
+        &GrpcOptions::with_internal_token(config.server.internal_token.as_deref()),
     )?)
 }
 
@@ -253,7 +253,7 @@ pub async fn jobs(args: JobsArgs, config: &Config) -> Result<()> {
             run,
         } => {
             let with = serde_json::from_str(&with).context("--with is not a JSON object")?;
-            let grpc = GrpcOptions::default();
+            let grpc = GrpcOptions::with_internal_token(config.server.internal_token.as_deref());
             let registry = registry
                 .map(|e| mlserve_proto::registry::RegistryClient::connect_lazy(&e, &grpc))
                 .transpose()?;

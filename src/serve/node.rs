@@ -10,7 +10,8 @@ use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
 use mlserve_common::{Config, Databases, Shutdown};
-use mlserve_proto::http::with_error_fallbacks;
+use mlserve_proto::http::{with_error_fallbacks, with_internal_token};
+use mlserve_proto::internal_auth::{InternalAuthLayer, InternalToken};
 use tokio::task::JoinSet;
 
 use super::clients::Clients;
@@ -92,8 +93,13 @@ impl Node {
     /// Binds the shared listeners and starts serving them.
     pub async fn serve(&mut self) -> Result<()> {
         let server = self.config.server.clone();
+        let token =
+            InternalToken::new(server.internal_token.as_deref()).map_err(anyhow::Error::msg)?;
         let http = bind(&server.host, server.http_port, "http").await?;
-        let router = with_error_fallbacks(std::mem::take(&mut self.http));
+        let router = with_internal_token(
+            with_error_fallbacks(std::mem::take(&mut self.http)),
+            token.clone(),
+        );
         let limits = ConnectionLimits::of(&server);
         self.servers
             .spawn(serve_http(http, router, limits, self.shutdown.signal()));
@@ -109,6 +115,7 @@ impl Node {
         let signal = self.shutdown.signal();
         self.servers.spawn(async move {
             grpc_server()
+                .layer(InternalAuthLayer(token))
                 .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .http2_max_local_error_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .add_routes(routes)

@@ -113,6 +113,12 @@ pub struct ServerConfig {
     /// only its own pod would see (SQLite, a local artifact directory, the
     /// in-memory online store, in-process events, local rate limits).
     pub deployment: Deployment,
+    /// The shared secret of the split deployment's internal calls: when
+    /// set, the node's own HTTP and gRPC ports answer only callers that send
+    /// it (the other roles do), apart from the health checks. At least 16
+    /// characters; give it through the environment
+    /// (`MLSERVE_SERVER__INTERNAL_TOKEN`), never in a ConfigMap.
+    pub internal_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +136,7 @@ impl Default for ServerConfig {
             http_max_connections: 10_000,
             data_dir: PathBuf::from("data"),
             deployment: Deployment::Local,
+            internal_token: None,
         }
     }
 }

@@ -71,6 +71,7 @@ async fn through_grpc(local: FeaturesClient) -> FeaturesClient {
     let options = GrpcOptions {
         connect_timeout: Duration::from_secs(5),
         max_message_bytes: 16 << 20,
+        ..GrpcOptions::default()
     };
     let client = FeaturesClient::connect_lazy(&format!("http://{addr}"), &options).unwrap();
     assert!(client.is_remote());

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::GatewayError;
 
 /// How endpoints are reached and judged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EndpointOptions {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
@@ -22,6 +22,8 @@ pub struct EndpointOptions {
     pub eject_for: Duration,
     /// Requests in flight per endpoint.
     pub max_concurrency: usize,
+    /// The internal token the inference endpoints require, if any.
+    pub internal_token: Option<String>,
 }
 
 /// One inference endpoint.
@@ -46,6 +48,7 @@ impl Endpoint {
         let grpc = GrpcOptions {
             connect_timeout: options.connect_timeout,
             max_message_bytes: MAX_GRPC_MESSAGE_BYTES,
+            internal_token: options.internal_token.clone(),
         };
         let client = InferenceClient::connect_lazy(uri, &grpc)
             .map_err(|e| GatewayError::BadRequest(e.message))?;

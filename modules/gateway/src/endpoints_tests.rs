@@ -6,6 +6,7 @@ fn options(max: usize) -> EndpointOptions {
         connect_timeout: Duration::from_millis(200),
         eject_for: Duration::from_secs(60),
         max_concurrency: max,
+        internal_token: None,
     }
 }
 

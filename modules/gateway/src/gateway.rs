@@ -88,6 +88,7 @@ impl Gateway {
             connect_timeout: settings.connect_timeout.max(Duration::from_millis(10)),
             eject_for: settings.eject_for,
             max_concurrency: settings.max_concurrency_per_endpoint.max(1),
+            internal_token: config.server.internal_token.clone(),
         };
         let targets = settings
             .inference_endpoints

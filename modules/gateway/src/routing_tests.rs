@@ -166,6 +166,7 @@ fn options() -> EndpointOptions {
         connect_timeout: Duration::from_millis(300),
         eject_for: Duration::from_secs(60),
         max_concurrency: 64,
+        internal_token: None,
     }
 }
 

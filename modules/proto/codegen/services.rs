@@ -331,6 +331,7 @@ fn render_grpc_client(
 #[derive(Clone)]
 pub struct {p}GrpcClient {{
     client: {pb}::{snake}_client::{camel}Client<tonic::transport::Channel>,
+    token: crate::rpc::TokenMetadata,
 }}
 
 impl {p}GrpcClient {{
@@ -339,7 +340,7 @@ impl {p}GrpcClient {{
         let client = {pb}::{snake}_client::{camel}Client::new(channel)
             .max_decoding_message_size(options.max_message_bytes)
             .max_encoding_message_size(options.max_message_bytes);
-        {p}GrpcClient {{ client }}
+        {p}GrpcClient {{ client, token: crate::rpc::TokenMetadata::of(options) }}
     }}
 }}
 
@@ -349,15 +350,15 @@ impl {t} for {p}GrpcClient {{"#
     for m in methods {
         let call = match (m.client_streaming, m.server_streaming) {
             (false, false) => format!(
-                "let result = self.client.clone().{n}(ctx.grpc_request(request)).await;\n        crate::rpc::client_reply(&ctx, result)",
+                "let result = self.client.clone().{n}(self.token.put(ctx.grpc_request(request))).await;\n        crate::rpc::client_reply(&ctx, result)",
                 n = m.name
             ),
             (false, true) => format!(
-                "let result = self.client.clone().{n}(ctx.grpc_request(request)).await;\n        crate::rpc::client_stream(&ctx, result)",
+                "let result = self.client.clone().{n}(self.token.put(ctx.grpc_request(request))).await;\n        crate::rpc::client_stream(&ctx, result)",
                 n = m.name
             ),
             (true, server_streaming) => format!(
-                "let (messages, failure) = crate::rpc::outgoing(request);\n        let mut client = self.client.clone();\n        let call = async {{\n            let result = client.{n}(ctx.grpc_request(messages)).await;\n            crate::rpc::{f}(&ctx, result)\n        }};\n        crate::rpc::with_outgoing(call, failure).await",
+                "let (messages, failure) = crate::rpc::outgoing(request);\n        let mut client = self.client.clone();\n        let call = async {{\n            let result = client.{n}(self.token.put(ctx.grpc_request(messages))).await;\n            crate::rpc::{f}(&ctx, result)\n        }};\n        crate::rpc::with_outgoing(call, failure).await",
                 n = m.name,
                 f = if server_streaming { "client_stream" } else { "client_reply" }
             ),

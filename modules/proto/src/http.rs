@@ -40,6 +40,7 @@ pub use base64_payload::decode_base64_payload;
 pub use call_context::{with_call_context, ContextFuture, WithCallContext};
 
 use crate::inference::InferenceClient;
+use crate::internal_auth::InternalToken;
 use crate::{CallContext, ServiceError};
 
 /// The default limit on a request body, before and after decompression: 64 MiB.
@@ -168,6 +169,26 @@ pub fn error_response(err: &ServiceError) -> Response {
         StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({ "error": err.message }).to_string();
     json_bytes(status, body.into_bytes())
+}
+
+/// `router` answering 401 to a call without the node's internal token
+/// (when one is required; see [`crate::internal_auth`]).
+pub fn with_internal_token(router: Router, token: InternalToken) -> Router {
+    if !token.is_required() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let admitted = token.admits(&request);
+            async move {
+                if admitted {
+                    next.run(request).await
+                } else {
+                    error_response(&crate::internal_auth::refusal())
+                }
+            }
+        },
+    ))
 }
 
 /// A handler can return `Result<_, ServiceError>` and use `?`: the error

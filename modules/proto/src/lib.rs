@@ -22,6 +22,7 @@ pub mod features;
 pub mod grpc_size;
 pub mod http;
 pub mod inference;
+pub mod internal_auth;
 pub mod observe;
 pub mod registry;
 pub mod rpc;

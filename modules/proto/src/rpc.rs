@@ -23,12 +23,15 @@ pub type GrpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + S
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How a gRPC client reaches its service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GrpcOptions {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Largest message sent or accepted.
     pub max_message_bytes: usize,
+    /// The split deployment's shared token (`server.internal_token`), sent
+    /// with every call (see [`crate::internal_auth`]).
+    pub internal_token: Option<String>,
 }
 
 impl Default for GrpcOptions {
@@ -36,7 +39,45 @@ impl Default for GrpcOptions {
         GrpcOptions {
             connect_timeout: Duration::from_secs(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            internal_token: None,
         }
+    }
+}
+
+impl GrpcOptions {
+    /// The defaults, sending `internal_token`.
+    pub fn with_internal_token(internal_token: Option<&str>) -> GrpcOptions {
+        GrpcOptions {
+            internal_token: internal_token.map(str::to_string),
+            ..GrpcOptions::default()
+        }
+    }
+}
+
+/// The internal token as gRPC metadata, ready to put on each call.
+#[derive(Clone, Default)]
+pub struct TokenMetadata(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl TokenMetadata {
+    /// The token of `options`; a token that is not valid metadata is dropped
+    /// (the server then refuses the calls, naming the header).
+    pub fn of(options: &GrpcOptions) -> TokenMetadata {
+        TokenMetadata(
+            options
+                .internal_token
+                .as_deref()
+                .and_then(|t| t.parse().ok()),
+        )
+    }
+
+    /// `request` with the token, when there is one.
+    pub fn put<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(crate::internal_auth::INTERNAL_TOKEN_HEADER, token.clone());
+        }
+        request
     }
 }
 

@@ -145,9 +145,22 @@ fn file_stream(
 impl RestClient {
     /// A client of the registry at `base`.
     pub fn new(base: &str) -> RestClient {
+        RestClient::with_internal_token(base, None)
+    }
+
+    /// A client of the registry at `base` that sends the split deployment's
+    /// internal token (`server.internal_token`) with every call.
+    pub fn with_internal_token(base: &str, token: Option<&str>) -> RestClient {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+            headers.insert(mlserve_proto::internal_auth::INTERNAL_TOKEN_HEADER, value);
+        }
         RestClient {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -33,6 +33,7 @@ async fn over_grpc(local: Arc<LocalRegistry>) -> RegistryClient {
     let options = GrpcOptions {
         connect_timeout: Duration::from_secs(5),
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        ..GrpcOptions::default()
     };
     let client = RegistryClient::connect_lazy(&format!("http://{addr}"), &options).unwrap();
     assert!(client.is_remote());
