@@ -188,17 +188,30 @@ def regions():
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_system_shared_memory_round_trip(node_server, regions, protocol):
+def test_system_shared_memory_round_trip(server, regions, protocol):
     """Triton's simple_*_shm_client flow: both inputs in one region, both
-    outputs in another, status listed, and the results read back from it."""
+    outputs in another, status listed, and the results read back from it.
+    On the node, and through a gateway whose inference role is in its own
+    process; a gateway routing to other processes refuses, since a region
+    lives in the process that maps it, and does not list the extension."""
     mod = module_for(protocol)
+    with client_for(server, "http") as c:
+        extensions = c.get_server_metadata()["extensions"]
+    if getattr(server, "topology", None) is not None and server.topology.kind == "split":
+        assert "system_shared_memory" not in extensions
+        with client_for(server, protocol) as c:
+            with pytest.raises(InferenceServerException) as e:
+                c.get_system_shared_memory_status()
+            assert "inference process" in e.value.message(), e.value.message()
+        return
+    assert "system_shared_memory" in extensions
     feeds = simple_inputs(1, seed=11)
     a, b = feeds["INPUT0"], feeds["INPUT1"]
     size = a.nbytes
     in_name, in_key, in_handle = regions(2 * size)
     out_name, out_key, out_handle = regions(2 * size)
     shm.set_shared_memory_region(in_handle, [a, b])
-    with client_for(node_server, protocol) as c:
+    with client_for(server, protocol) as c:
         c.unregister_system_shared_memory()
         c.register_system_shared_memory(in_name, in_key, 2 * size)
         c.register_system_shared_memory(out_name, out_key, 2 * size)

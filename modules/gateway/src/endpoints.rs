@@ -26,6 +26,9 @@ pub struct EndpointOptions {
     pub internal_token: Option<String>,
 }
 
+/// The name of the in-process endpoint.
+pub const LOCAL_ENDPOINT: &str = "local";
+
 /// One inference endpoint.
 pub struct Endpoint {
     /// Its URI, or `local` for the in-process service.
@@ -40,7 +43,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// The in-process inference service.
     pub fn local(client: InferenceClient, max_concurrency: usize) -> Endpoint {
-        Endpoint::new("local".into(), client, max_concurrency)
+        Endpoint::new(LOCAL_ENDPOINT.into(), client, max_concurrency)
     }
 
     /// A remote endpoint at `uri` (connected lazily).

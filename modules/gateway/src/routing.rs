@@ -17,7 +17,7 @@ use mlserve_proto::rpc::ServiceStream;
 use mlserve_proto::{pb, CallContext, ErrorCode, ServiceError, ServiceResult, Transport};
 
 use crate::canary::CanaryTable;
-use crate::endpoints::{resolve, EndpointSet, NoEndpoint, Slot, Target};
+use crate::endpoints::{resolve, Endpoint, EndpointSet, NoEndpoint, Slot, Target, LOCAL_ENDPOINT};
 use crate::metrics::GatewayMetrics;
 
 /// Routes inference calls over an [`EndpointSet`].
@@ -164,11 +164,16 @@ impl InferenceService for RoutingInference {
         ctx: CallContext,
         request: pb::ServerMetadataRequest,
     ) -> ServiceResult<pb::ServerMetadataResponse> {
-        self.routed(|c| {
-            let ctx = ctx.clone();
-            async move { c.server_metadata(ctx, request).await }
-        })
-        .await
+        let mut metadata = self
+            .routed(|c| {
+                let ctx = ctx.clone();
+                async move { c.server_metadata(ctx, request).await }
+            })
+            .await?;
+        if self.shared_memory_endpoint().is_err() {
+            metadata.extensions.retain(|e| e != SHARED_MEMORY_EXTENSION);
+        }
+        Ok(metadata)
     }
 
     async fn model_ready(
@@ -317,6 +322,60 @@ impl InferenceService for RoutingInference {
                 .await?;
         }
         Ok(pb::RepositoryModelUnloadResponse {})
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryStatusRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryStatusResponse> {
+        let endpoint = self.shared_memory_endpoint()?;
+        endpoint
+            .client
+            .system_shared_memory_status(ctx, request)
+            .await
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryRegisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryRegisterResponse> {
+        let endpoint = self.shared_memory_endpoint()?;
+        endpoint
+            .client
+            .system_shared_memory_register(ctx, request)
+            .await
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryUnregisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryUnregisterResponse> {
+        let endpoint = self.shared_memory_endpoint()?;
+        endpoint
+            .client
+            .system_shared_memory_unregister(ctx, request)
+            .await
+    }
+}
+
+/// The extension only an in-process inference role can serve through the gateway.
+const SHARED_MEMORY_EXTENSION: &str = "system_shared_memory";
+
+impl RoutingInference {
+    /// The endpoint that serves system shared memory through this gateway:
+    /// only the in-process inference role, alone, since a region lives in
+    /// the process that maps it (and every request must reach that process).
+    fn shared_memory_endpoint(&self) -> ServiceResult<Arc<Endpoint>> {
+        match self.endpoints.snapshot().as_slice() {
+            [only] if only.name == LOCAL_ENDPOINT => Ok(only.clone()),
+            _ => Err(ServiceError::unimplemented(
+                "system shared memory is served by the inference process that maps the regions: \
+                 use its own v2 ports (this gateway routes to other processes)",
+            )),
+        }
     }
 }
 

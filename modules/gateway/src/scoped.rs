@@ -143,4 +143,35 @@ impl InferenceService for ScopedInference {
         require(&ctx, REGISTRY_WRITE)?;
         self.router.repository_model_unload(ctx, request).await
     }
+
+    async fn system_shared_memory_status(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryStatusRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryStatusResponse> {
+        require_some_infer(&ctx)?;
+        self.router.system_shared_memory_status(ctx, request).await
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryRegisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryRegisterResponse> {
+        require_some_infer(&ctx)?;
+        self.router
+            .system_shared_memory_register(ctx, request)
+            .await
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        ctx: CallContext,
+        request: pb::SystemSharedMemoryUnregisterRequest,
+    ) -> ServiceResult<pb::SystemSharedMemoryUnregisterResponse> {
+        require_some_infer(&ctx)?;
+        self.router
+            .system_shared_memory_unregister(ctx, request)
+            .await
+    }
 }
