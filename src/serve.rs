@@ -12,6 +12,7 @@ mod gateway;
 mod inference;
 mod listen;
 mod node;
+mod readiness;
 #[cfg(feature = "registry")]
 mod registry;
 #[cfg(feature = "training")]

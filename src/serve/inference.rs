@@ -69,10 +69,8 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         server.http_max_body_bytes,
     ));
     node.readiness_owned = true;
-    let health = node.health.clone();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    let health = node.readiness.clone();
+    health.set(false).await;
 
     let stats = manager.stats().clone();
     node.metrics.register_collector(Box::new(
@@ -83,11 +81,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     let health_off = health.clone();
     node.on_shutdown.push(Box::new(move || {
         ready_flag.set_ready(false);
-        tokio::spawn(async move {
-            health_off
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await
-        });
+        tokio::spawn(async move { health_off.set(false).await });
     }));
 
     let mode = settings.model_control_mode;
@@ -110,9 +104,7 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
             return;
         }
         local.set_ready(true);
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        health.set(true).await;
         tracing::info!(models = ?manager.loaded_models(), "server ready");
         if let Some((follower, _subscription)) = follower {
             let every = settings.registry_poll_interval;

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use super::clients::Clients;
 use super::connections::ConnectionLimits;
 use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
+use super::readiness::Readiness;
 
 /// Streams a client may reset before the server accepts them, per connection,
 /// before the server answers GOAWAY (h2's rapid-reset guard; its default is
@@ -38,8 +39,8 @@ pub struct Node {
     pub http: axum::Router,
     /// Every role's gRPC services.
     pub grpc: tonic::service::RoutesBuilder,
-    /// `grpc.health.v1` statuses; service "" is the process's readiness.
-    pub health: tonic_health::server::HealthReporter,
+    /// The process's readiness (`grpc.health.v1` service "", `/health/ready`).
+    pub readiness: Readiness,
     /// The process's one metrics registry: every role registers its
     /// metrics and collectors here; `/metrics` on the metrics port encodes it.
     pub metrics: Registry,
@@ -73,7 +74,7 @@ impl Node {
             shutdown: Shutdown::new(),
             http: axum::Router::new(),
             grpc,
-            health,
+            readiness: Readiness::new(health),
             metrics: Registry::default(),
             servers: JoinSet::new(),
             on_shutdown: Vec::new(),
@@ -96,19 +97,15 @@ impl Node {
         let token =
             InternalToken::new(server.internal_token.as_deref()).map_err(anyhow::Error::msg)?;
         let http = bind(&server.host, server.http_port, "http").await?;
-        let router = with_internal_token(
-            with_error_fallbacks(std::mem::take(&mut self.http)),
-            token.clone(),
-        );
+        let routes = std::mem::take(&mut self.http).merge(self.readiness.routes());
+        let router = with_internal_token(with_error_fallbacks(routes), token.clone());
         let limits = ConnectionLimits::of(&server);
         self.servers
             .spawn(serve_http(http, router, limits, self.shutdown.signal()));
 
         let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
         if !self.readiness_owned {
-            self.health
-                .set_service_status("", tonic_health::ServingStatus::Serving)
-                .await;
+            self.readiness.set(true).await;
             tracing::info!("server ready");
         }
         let routes = std::mem::take(&mut self.grpc).routes();
@@ -145,13 +142,9 @@ impl Node {
             self.shutdown.signal(),
         ));
 
-        let health = self.health.clone();
+        let readiness = self.readiness.clone();
         self.on_shutdown.push(Box::new(move || {
-            tokio::spawn(async move {
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await
-            });
+            tokio::spawn(async move { readiness.set(false).await });
         }));
         Ok(())
     }

@@ -99,7 +99,8 @@ def validate(obj):
 
 # The keys of the Secret mlserve-secrets that production creates by hand
 # (deploy/README.md shows the command); dev generates them.
-SECRET_KEYS = ["PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+SECRET_KEYS = ["PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "MLSERVE_SERVER__INTERNAL_TOKEN"]
 
 
 def of_kind(objects, kind):
@@ -133,7 +134,7 @@ def container_env(objects, deployment):
         else:
             name = source["secretRef"]["name"]
             rendered = [o for o in of_kind(objects, "Secret") if o["metadata"]["name"] == name]
-            env.update(_decoded(rendered[0]) if rendered else {k: "placeholder" for k in SECRET_KEYS})
+            env.update(_decoded(rendered[0]) if rendered else {k: "placeholder-secret-value" for k in SECRET_KEYS})
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]

@@ -76,6 +76,8 @@ class Cluster:
         self.tmp = tmp
         self.procs = []
         secret = kube.container_env(self.objects, self.deployment("registry"))
+        # The roles' ports answer only the internal token (server.internal_token).
+        self.token = {"x-mlserve-internal-token": secret["MLSERVE_SERVER__INTERNAL_TOKEN"]}
         self.s3 = S3(tmp / "s3", bucket=self.settings()["registry"]["s3_bucket"],
                      key=secret["AWS_ACCESS_KEY_ID"], secret=secret["AWS_SECRET_ACCESS_KEY"])
         self.dns = {
@@ -85,9 +87,9 @@ class Cluster:
         }
         self.streams = f"mlserve-rehearsal-{uuid.uuid4().hex[:8]}:"
         try:
-            self.registry = self.start("registry", "/v1/registry/models")
+            self.registry = self.start("registry", "/health/ready")
             self.endpoint = f"http://127.0.0.1:{self.registry.grpc_port}"
-            self.features = [self.start("features", "/v1/features/entities",
+            self.features = [self.start("features", "/health/ready",
                                         "--registry-endpoint", self.endpoint) for _ in range(2)]
             # Strict readiness: an inference pod is not ready before the
             # production alias exists, so these start once they are live.
@@ -174,11 +176,14 @@ def test_inference_is_ready_only_once_the_followed_model_serves(cluster):
         assert get(s.http_port, "/v2/health/ready").status != 200, "ready before any model"
     tag = json.dumps({"output": "probabilities", "postprocess": "probabilities_topk", "top_k": 2,
                       "labels": ["negative", "positive"]})
-    created = post(port, "/v1/registry/models", {"name": MODEL, "tags": {"mlserve.pipeline": tag}})
+    body = {"name": MODEL, "tags": {"mlserve.pipeline": tag}}
+    refused = post(port, "/v1/registry/models", body)
+    assert refused.status == 401, "the registry's port answered without the internal token"
+    created = post(port, "/v1/registry/models", body, headers=cluster.token)
     assert created.status == 201, created
     cluster.versions = [tabular_version(seed) for seed in (1, 2, 3)]
-    assert [registry_upload(port, MODEL, v) for v in cluster.versions] == [1, 2, 3]
-    registry_set_alias(port, MODEL, "production", 1)
+    assert [registry_upload(port, MODEL, v, cluster.token) for v in cluster.versions] == [1, 2, 3]
+    registry_set_alias(port, MODEL, "production", 1, cluster.token)
     for s in cluster.inference:
         wait_until(lambda: get(s.http_port, "/v2/health/ready").status == 200, 60,
                    "inference never became ready\n" + cluster.describe())
@@ -205,19 +210,23 @@ def test_a_feature_pushed_through_one_features_process_is_read_through_the_other
         "entities": [{"name": "user", "join_keys": ["user_id"], "value_type": "int64"}],
         "feature_views": [{"name": "user_stats", "entities": ["user"], "ttl_secs": 86400,
                            "online": True,
-                           "fields": [{"name": f, "dtype": "float64"} for f in FROM_VIEW]}]}))
+                           "fields": [{"name": f, "dtype": "float64"} for f in FROM_VIEW]}]},
+            headers=cluster.token))
     rng = np.random.default_rng(7)
     cluster.rows = {uid: rng.standard_normal(50).round(3) for uid in (1, 2)}
     ok(post(one, "/v1/features/push", {"feature_view": "user_stats", "rows": [
         {"values": {"user_id": uid, **{f: float(v[i]) for i, f in enumerate(FROM_VIEW)}},
-         "event_ts": int(time.time() * 1e6)} for uid, v in cluster.rows.items()]}))
+         "event_ts": int(time.time() * 1e6)} for uid, v in cluster.rows.items()]},
+            headers=cluster.token))
     answer = ok(post(other, "/v1/features/online", {
-        "features": ["user_stats:f3"], "entities": [{"keys": {"user_id": 2}}]}))
+        "features": ["user_stats:f3"], "entities": [{"keys": {"user_id": 2}}]},
+        headers=cluster.token))
     assert answer["rows"][0]["values"][0]["value"] == pytest.approx(cluster.rows[2][3]), answer
     features = [{"name": f"user_stats:{f}", "missing": "error"} for f in FROM_VIEW]
     features += [{"name": f, "missing": "default", "default": 0} for f in FEATURES[10:]]
     ok(post(one, "/v1/features/pipelines", {"model": MODEL, "kind": "tabular", "spec": {
-        "kind": "tabular", "output": "input", "features": features}}))
+        "kind": "tabular", "output": "input", "features": features}},
+        headers=cluster.token))
 
 
 def predict(cluster, gateway, request_id=None):
@@ -260,7 +269,7 @@ def test_predict_with_features_through_both_gateways(cluster):
 
 
 def test_a_hot_swap_by_alias_reaches_both_inference_processes(cluster):
-    registry_set_alias(cluster.registry.http_port, MODEL, "production", 2)
+    registry_set_alias(cluster.registry.http_port, MODEL, "production", 2, cluster.token)
     for s in cluster.inference:
         wait_until(lambda: metric(s, "mlserve_inference_registry_serving_version", model=MODEL) == 2,
                    60, "an inference process never moved to v2\n" + cluster.describe())
@@ -272,11 +281,12 @@ def test_a_hot_swap_by_alias_reaches_both_inference_processes(cluster):
 
 
 def test_a_canary_split_set_through_one_gateway_applies_on_the_other(cluster):
-    registry_set_alias(cluster.registry.http_port, MODEL, "canary", 3)
+    registry_set_alias(cluster.registry.http_port, MODEL, "canary", 3, cluster.token)
     first, second = cluster.gateways
     auth = {"Authorization": f"Bearer {cluster.key}"}
     for s in cluster.inference:
-        wait_until(lambda: get(s.http_port, f"/v2/models/{MODEL}/versions/3/ready").status == 200, 60,
+        wait_until(lambda: get(s.http_port, f"/v2/models/{MODEL}/versions/3/ready",
+                               headers=cluster.token).status == 200, 60,
                    "the canary version was never served\n" + cluster.describe())
     split = {"action": "set", "stable": "2", "canary": "3", "weight": 0.5}
     assert post(first.gateway_http_port, f"/v1/gateway/canary/{MODEL}", split, headers=auth).status == 200

@@ -45,7 +45,7 @@ def registry_create(port, name):
     assert r.status in (200, 201), str(r)
 
 
-def registry_upload(port, name, files):
+def registry_upload(port, name, files, headers=None):
     """Uploads a version as multipart (one `file` part per file); returns its number."""
     boundary = uuid.uuid4().hex
     body = b""
@@ -55,14 +55,15 @@ def registry_upload(port, name, files):
         body += data + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     r = http_request(port, "POST", f"/v1/registry/models/{name}/versions", body=body,
-                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                              **(headers or {})})
     assert r.status in (200, 201), str(r)
     return int(r.json()["version"])
 
 
-def registry_set_alias(port, name, alias, version):
+def registry_set_alias(port, name, alias, version, headers=None):
     r = http_request(port, "PUT", f"/v1/registry/models/{name}/aliases/{alias}",
-                     body={"version": version})
+                     body={"version": version}, headers=headers)
     assert r.status == 200, str(r)
 
 

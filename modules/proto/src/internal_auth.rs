@@ -5,7 +5,8 @@
 //! caller that sends the token in [`INTERNAL_TOKEN_HEADER`]: the other roles'
 //! clients do (see [`crate::rpc::GrpcOptions::internal_token`]), anyone else
 //! gets 401 / UNAUTHENTICATED. The health checks a kubelet or load balancer
-//! makes stay open: `/v2/health/live`, `/v2/health/ready` and
+//! makes stay open: `/health/live`, `/health/ready` (every role),
+//! `/v2/health/live`, `/v2/health/ready` (inference) and
 //! `grpc.health.v1.Health`. The gateway's own ports authenticate users with
 //! keys and JWTs instead, and the metrics port is left to the network policy.
 
@@ -22,7 +23,12 @@ use crate::ServiceError;
 pub const INTERNAL_TOKEN_HEADER: &str = "x-mlserve-internal-token";
 
 /// Paths that stay open without the token: probes.
-const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
+const OPEN_PATHS: [&str; 4] = [
+    "/health/live",
+    "/health/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+];
 /// The gRPC health service, open without the token.
 const OPEN_GRPC_PREFIX: &str = "/grpc.health.v1.Health/";
 
