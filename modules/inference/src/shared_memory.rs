@@ -19,12 +19,10 @@ use mlserve_proto::pb;
 use mlserve_proto::pb::infer_parameter::ParameterChoice;
 use mlserve_proto::ServiceError;
 
-/// The parameter naming the region of an input or output.
-pub const REGION: &str = "shared_memory_region";
-/// The parameter giving the bytes used in the region.
-pub const BYTE_SIZE: &str = "shared_memory_byte_size";
-/// The parameter giving the start within the region (default 0).
-pub const OFFSET: &str = "shared_memory_offset";
+pub use mlserve_proto::inference::{
+    SHARED_MEMORY_BYTE_SIZE as BYTE_SIZE, SHARED_MEMORY_OFFSET as OFFSET,
+    SHARED_MEMORY_REGION as REGION,
+};
 
 /// Where POSIX shared-memory objects live on Linux.
 const SHM_DIR: &str = "/dev/shm";
@@ -179,7 +177,7 @@ impl SharedMemoryRegions {
         if name.is_empty() {
             return Ok(regions.values().cloned().collect());
         }
-        Ok(vec![self.find(&regions, name)?])
+        Ok(vec![find(&regions, name)?])
     }
 
     /// Replaces the shared-memory inputs of `request` by their bytes, so that
@@ -196,12 +194,12 @@ impl SharedMemoryRegions {
         let mut raw = std::mem::take(&mut request.raw_input_contents).into_iter();
         let mut resolved = Vec::with_capacity(request.inputs.len());
         for input in &mut request.inputs {
-            let what = format!("input '{}'", input.name);
-            match Use::take(&mut input.parameters, &what)? {
+            match Use::take(&mut input.parameters, "input", &input.name)? {
                 Some(place) => {
                     if input.contents.take().is_some() {
                         return Err(ServiceError::bad_request(format!(
-                            "{what} names a shared memory region and carries contents"
+                            "input '{}' names a shared memory region and carries contents",
+                            input.name
                         )));
                     }
                     resolved.push(self.region(&place.region)?.read(place.offset, place.size)?);
@@ -229,8 +227,7 @@ impl SharedMemoryRegions {
     ) -> Result<BTreeMap<String, Use>, ServiceError> {
         let mut places = BTreeMap::new();
         for output in &mut request.outputs {
-            let what = format!("output '{}'", output.name);
-            if let Some(place) = Use::take(&mut output.parameters, &what)? {
+            if let Some(place) = Use::take(&mut output.parameters, "output", &output.name)? {
                 self.region(&place.region)?;
                 places.insert(output.name.clone(), place);
             }
@@ -274,25 +271,21 @@ impl SharedMemoryRegions {
     }
 
     fn region(&self, name: &str) -> Result<Arc<Region>, ServiceError> {
-        let regions = self.lock();
-        self.find(&regions, name)
-    }
-
-    fn find(
-        &self,
-        regions: &BTreeMap<String, Arc<Region>>,
-        name: &str,
-    ) -> Result<Arc<Region>, ServiceError> {
-        regions.get(name).cloned().ok_or_else(|| {
-            ServiceError::not_found(format!(
-                "Unable to find system shared memory region: '{name}'"
-            ))
-        })
+        find(&self.lock(), name)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Region>>> {
         self.regions.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// `name`'s region in `regions`, or NOT_FOUND in Triton's words.
+fn find(regions: &BTreeMap<String, Arc<Region>>, name: &str) -> Result<Arc<Region>, ServiceError> {
+    regions.get(name).cloned().ok_or_else(|| {
+        ServiceError::not_found(format!(
+            "Unable to find system shared memory region: '{name}'"
+        ))
+    })
 }
 
 /// An input's or output's place in a region.
@@ -307,15 +300,18 @@ pub struct Use {
 }
 
 impl Use {
-    /// Takes the shared-memory parameters out of `parameters`; `None` when
-    /// they name no region.
+    /// Takes the shared-memory parameters out of the `parameters` of the
+    /// `kind` ("input" or "output") `name`; `None` when they name no region
+    /// (the common case, which allocates nothing).
     fn take(
         parameters: &mut std::collections::HashMap<String, pb::InferParameter>,
-        what: &str,
+        kind: &str,
+        name: &str,
     ) -> Result<Option<Use>, ServiceError> {
         let Some(region) = parameters.remove(REGION) else {
             return Ok(None);
         };
+        let what = &format!("{kind} '{name}'");
         let region = match region.parameter_choice {
             Some(ParameterChoice::StringParam(name)) => name,
             _ => {

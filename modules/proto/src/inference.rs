@@ -21,6 +21,14 @@ include!(concat!(env!("OUT_DIR"), "/inference.service.rs"));
 /// Largest gRPC message accepted or sent, matching the HTTP body limit default.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = crate::rpc::DEFAULT_MAX_MESSAGE_BYTES;
 
+/// The tensor parameter naming the system shared-memory region that holds an
+/// input's data or receives an output (Triton's extension).
+pub const SHARED_MEMORY_REGION: &str = "shared_memory_region";
+/// The tensor parameter giving the bytes used in that region.
+pub const SHARED_MEMORY_BYTE_SIZE: &str = "shared_memory_byte_size";
+/// The tensor parameter giving the start within that region (default 0).
+pub const SHARED_MEMORY_OFFSET: &str = "shared_memory_offset";
+
 /// One entry of the model repository index.
 pub type ModelIndex = pb::repository_index_response::ModelIndex;
 

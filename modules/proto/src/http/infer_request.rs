@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use super::json_input::json_to_raw;
 use super::params::{infer_params, take_bool, take_count};
 use crate::datatype::{element_count, push_bytes_element};
+use crate::inference::SHARED_MEMORY_REGION;
 use crate::pb;
 use crate::pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crate::{DataType, ServiceError};
@@ -274,9 +275,6 @@ fn decode_input(
 fn wire_datatype(name: &str) -> Option<DataType> {
     DataType::parse(name).filter(|d| d.as_str() == name)
 }
-
-/// The parameter that puts an input's data in a shared memory region.
-const SHARED_MEMORY_REGION: &str = "shared_memory_region";
 
 /// Decodes a raw binary request (`Inference-Header-Content-Length: 0`): the
 /// whole body is the data of the model's only input, at batch 1, and every

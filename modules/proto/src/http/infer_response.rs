@@ -12,6 +12,8 @@
 
 use bytes::Bytes;
 use serde::Serialize;
+
+use crate::inference::SHARED_MEMORY_REGION;
 use serde_json::{Map, Value};
 
 use super::classification::classify;
@@ -98,7 +100,7 @@ pub(super) fn encode(
             None => contents_to_raw(&tensor, dtype)?,
         };
         let wanted = plan.outputs.get(&tensor.name).copied().unwrap_or_default();
-        let in_shared_memory = tensor.parameters.contains_key("shared_memory_region");
+        let in_shared_memory = tensor.parameters.contains_key(SHARED_MEMORY_REGION);
         let (dtype, raw) = match wanted.classification {
             Some(k) if !in_shared_memory => {
                 let classified =
