@@ -10,11 +10,15 @@ import pytest
 import yaml
 
 import kube
-from helpers import copy_models, parse_metrics, post, simple_json
-from server import start_server
+from helpers import copy_models, parse_metrics, post, simple_json, wait_until
+from topology import GatewayProcess
 
 PROMETHEUS = kube.REPO_ROOT / "deploy" / "prometheus"
 NAME = re.compile(r"\bmlserve_[a-z0-9_]+\b")
+# Named by the alert rules before a role exports them: the monitoring role
+# (issue 12) sets this gauge; the rule's unit tests feed it synthetic series.
+NOT_YET_EXPORTED = {"mlserve_monitoring_drift_detected"}
+SYNC_FAILURES = "mlserve_inference_registry_sync_failures_total"
 
 
 def names_used():
@@ -37,16 +41,28 @@ def names_used():
 @pytest.fixture(scope="module")
 def exported(models_repo, tmp_path_factory):
     """Sample names of a real scrape, after one good and one refused request
-    (so the labelled families have samples)."""
+    on the node, one good request through the gateway, and a sync failure
+    (it follows a model the registry does not have), so the labelled
+    families have samples."""
     repo = copy_models(models_repo, tmp_path_factory.mktemp("k8s_metrics"), ["simple"])
-    with start_server(repo) as s:
+    env = {"MLSERVE_INFERENCE__MODELS": '[{name="unregistered",source="registry",alias="production"}]'}
+    with GatewayProcess().start(repo, env=env) as s:
         assert post(s.http_port, "/v2/models/simple/infer", simple_json()[0]).status == 200
         bad = {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]}]}
         assert post(s.http_port, "/v2/models/simple/infer", bad).status == 400
-        conn = http.client.HTTPConnection("127.0.0.1", s.metrics_port, timeout=10)
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-        conn.close()
+        assert post(s.gateway_http_port, "/v2/models/simple/infer", simple_json()[0]).status == 200
+
+        def scraped():
+            names = scrape(s.metrics_port)
+            return names if SYNC_FAILURES in names else None
+        return wait_until(scraped, 60, f"no {SYNC_FAILURES} for a followed model the registry lacks")
+
+
+def scrape(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
     samples, _ = parse_metrics(body)
     return {name for name, _, _ in samples}
 
@@ -55,7 +71,7 @@ def test_every_metric_the_deployment_uses_is_exported(exported):
     used = names_used()
     assert {n for _, n in used} >= {"mlserve_inference_queue_depth"}, used
     assert any("rules.yaml" in where for where, _ in used), used
-    missing = [(where, n) for where, n in used if n not in exported]
+    missing = [(where, n) for where, n in used if n not in exported and n not in NOT_YET_EXPORTED]
     assert not missing, f"not in a real scrape: {missing}; exported: " + \
         str(sorted(n for n in exported if n.startswith("mlserve_inference"))[:40])
 
