@@ -236,31 +236,36 @@ impl InferenceService for RoutingInference {
             Some(_) => ctx,
             None => ctx.with_timeout(self.default_timeout),
         };
-        let deadline = ctx.deadline.unwrap_or_else(Instant::now);
+        let mut fallback = None;
         if request.model_version.is_empty() {
             let id = ctx
                 .request_id
                 .as_deref()
                 .or(Some(request.id.as_str()).filter(|s| !s.is_empty()));
-            if let Some(version) = self.canary.choose(&request.model_name, id) {
+            if let Some((version, other)) =
+                self.canary.choose_with_fallback(&request.model_name, id)
+            {
                 request.model_version = version;
+                fallback = other;
             }
         }
-        let attempts = self.with_retries(never_sent, |client| {
-            let (ctx, request) = (ctx.clone(), request.clone());
-            async move {
-                if ctx.expired() {
-                    return Err(deadline_exceeded());
-                }
-                client.model_infer(ctx, request).await
+        // Noted before the call, so a failure is counted against the model
+        // and the version it was sent to (a canary's errors are its own).
+        ctx.note_reply(MODEL_HEADER, request.model_name.clone());
+        if !request.model_version.is_empty() {
+            ctx.note_reply(MODEL_VERSION_HEADER, request.model_version.clone());
+        }
+        let response = match self.infer_once(&ctx, &request).await {
+            // The split chose a version no endpoint serves: a rollout is
+            // moving (a canary unloaded on abort, a stable one on promotion)
+            // and this gateway has not reloaded the split yet. The split's
+            // other version answers instead.
+            Err(err) if err.code == ErrorCode::NotFound && fallback.is_some() => {
+                request.model_version = fallback.unwrap_or_default();
+                ctx.note_reply(MODEL_VERSION_HEADER, request.model_version.clone());
+                self.infer_once(&ctx, &request).await?
             }
-        });
-        // The model's side expires the request at the deadline and answers
-        // why; this is the backstop for an endpoint that does not answer.
-        let backstop = deadline + DEADLINE_SLACK;
-        let response = match tokio::time::timeout_at(backstop.into(), attempts).await {
-            Ok(result) => result?,
-            Err(_) => return Err(deadline_exceeded()),
+            result => result?,
         };
         let version = if response.model_version.is_empty() {
             &request.model_version
@@ -270,7 +275,6 @@ impl InferenceService for RoutingInference {
         if !version.is_empty() {
             ctx.note_reply(MODEL_VERSION_HEADER, version.clone());
         }
-        ctx.note_reply(MODEL_HEADER, request.model_name.clone());
         Ok(response)
     }
 
@@ -365,6 +369,32 @@ impl InferenceService for RoutingInference {
 const SHARED_MEMORY_EXTENSION: &str = "system_shared_memory";
 
 impl RoutingInference {
+    /// Runs `request` on an endpoint (retrying a request never sent), under
+    /// the context's deadline.
+    async fn infer_once(
+        &self,
+        ctx: &CallContext,
+        request: &pb::ModelInferRequest,
+    ) -> ServiceResult<pb::ModelInferResponse> {
+        let deadline = ctx.deadline.unwrap_or_else(Instant::now);
+        let attempts = self.with_retries(never_sent, |client| {
+            let (ctx, request) = (ctx.clone(), request.clone());
+            async move {
+                if ctx.expired() {
+                    return Err(deadline_exceeded());
+                }
+                client.model_infer(ctx, request).await
+            }
+        });
+        // The model's side expires the request at the deadline and answers
+        // why; this is the backstop for an endpoint that does not answer.
+        let backstop = deadline + DEADLINE_SLACK;
+        match tokio::time::timeout_at(backstop.into(), attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded()),
+        }
+    }
+
     /// The endpoint that serves system shared memory through this gateway:
     /// only the in-process inference role, alone, since a region lives in
     /// the process that maps it (and every request must reach that process).

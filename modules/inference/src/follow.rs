@@ -247,6 +247,11 @@ impl Follower {
         if self.is_primary(model) {
             self.metrics.serving(&model.name, version);
         }
+        let follows = match (&model.alias, model.version) {
+            (Some(alias), _) => alias.clone(),
+            (None, pinned) => format!("v{}", pinned.unwrap_or(version)),
+        };
+        self.metrics.following(&model.name, &follows, version);
         self.cache
             .save_served(&self.record_name(model), target)
             .await;

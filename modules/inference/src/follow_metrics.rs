@@ -10,6 +10,7 @@ use mlserve_common::metrics::{counter_family, gauge_family, Collector, Descripto
 #[derive(Debug, Default)]
 pub struct FollowMetrics {
     serving: Mutex<BTreeMap<String, u64>>,
+    following: Mutex<BTreeMap<(String, String), u64>>,
     swaps: Mutex<BTreeMap<String, u64>>,
     downloads: Mutex<BTreeMap<String, u64>>,
     cache_hits: Mutex<BTreeMap<String, u64>>,
@@ -31,6 +32,16 @@ impl FollowMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .insert(model.to_string(), version);
         bump(&self.swaps, model.to_string());
+    }
+
+    /// The entry of `model` that follows `follows` (an alias, or `v<N>`
+    /// when pinned) serves `version`: one series per entry, so a model
+    /// served as production and canary shows both versions.
+    pub fn following(&self, model: &str, follows: &str, version: u64) {
+        self.following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((model.to_string(), follows.to_string()), version);
     }
 
     /// A file of `model` was downloaded.
@@ -63,6 +74,19 @@ impl Collector for FollowMetrics {
             serving
                 .iter()
                 .map(|(m, v)| ([("model", Label(m))], *v as i64)),
+        )?;
+        let following = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        gauge_family(
+            &mut encoder,
+            "mlserve_inference_registry_followed_version",
+            "The registry version each followed entry (model and alias) serves.",
+            following
+                .iter()
+                .map(|((m, f), v)| ([("model", Label(m)), ("follows", Label(f))], *v as i64)),
         )?;
         for (name, help, map) in [
             (
@@ -115,6 +139,7 @@ mod tests {
     fn encodes_every_series_with_labels() {
         let metrics = Arc::new(FollowMetrics::default());
         metrics.serving("m", 2);
+        metrics.following("m", "canary", 3);
         metrics.downloaded("m");
         metrics.cache_hit("m");
         metrics.failure("m", "checksum");
@@ -124,6 +149,7 @@ mod tests {
         let text = encode(&registry);
         for line in [
             "mlserve_inference_registry_serving_version{model=\"m\"} 2",
+            "mlserve_inference_registry_followed_version{model=\"m\",follows=\"canary\"} 3",
             "mlserve_inference_registry_swaps_total{model=\"m\"} 1",
             "mlserve_inference_registry_downloads_total{model=\"m\"} 1",
             "mlserve_inference_registry_cache_hits_total{model=\"m\"} 1",
