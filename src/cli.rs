@@ -84,6 +84,11 @@ pub struct Cli {
     /// repeated; `dns:///name:port` resolves to every address (gateway.inference_endpoints).
     #[arg(long = "inference-endpoints", value_delimiter = ',')]
     pub inference_endpoints: Vec<String>,
+    /// Metrics endpoints (`host:port`) the monitoring role reads, comma-separated
+    /// or repeated; `dns:///name:port` stands for every address of the name
+    /// (monitoring.scrape_targets).
+    #[arg(long = "scrape-target", value_delimiter = ',')]
+    pub scrape_targets: Vec<String>,
     /// gRPC endpoint of a features role in another process (features.endpoint).
     #[arg(long)]
     pub features_endpoint: Option<String>,
@@ -157,6 +162,9 @@ impl Cli {
         set!("gateway.auth", self.auth);
         if !self.inference_endpoints.is_empty() {
             f = f.merge(("gateway.inference_endpoints", &self.inference_endpoints));
+        }
+        if !self.scrape_targets.is_empty() {
+            f = f.merge(("monitoring.scrape_targets", &self.scrape_targets));
         }
         set!(
             "server.shutdown_grace_secs",

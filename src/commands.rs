@@ -1,5 +1,6 @@
 //! Client subcommands (`mlserve models ...`, `mlserve features ...`,
-//! `mlserve keys ...`, `mlserve workflows ...`, `mlserve jobs ...`). They talk to a running mlserve over HTTP, or to its
+//! `mlserve keys ...`, `mlserve workflows ...`, `mlserve jobs ...`,
+//! `mlserve rollouts ...`, `mlserve monitor ...`). They talk to a running mlserve over HTTP, or to its
 //! database directly, and exit; without a subcommand `mlserve` serves.
 
 #[cfg(feature = "features")]
@@ -8,6 +9,8 @@ mod features;
 mod keys;
 #[cfg(feature = "registry")]
 mod models;
+#[cfg(feature = "monitoring")]
+mod rollouts;
 #[cfg(feature = "training")]
 mod training;
 
@@ -33,6 +36,12 @@ pub enum Command {
     /// Training runs: submit, list, get, logs, cancel, retry.
     #[cfg(feature = "training")]
     Jobs(training::JobsArgs),
+    /// Progressive delivery: start, status, list, pause, resume, promote, abort.
+    #[cfg(feature = "monitoring")]
+    Rollouts(rollouts::RolloutsArgs),
+    /// The monitoring role's sliding windows.
+    #[cfg(feature = "monitoring")]
+    Monitor(rollouts::MonitorArgs),
     /// Prints the effective configuration (defaults, file, environment and
     /// flags merged) as JSON, after checking it: unknown keys are errors.
     Config,
@@ -60,6 +69,10 @@ pub fn run(command: Command, config: Config) -> Result<()> {
             Command::Workflows(args) => training::workflows(args, &config).await,
             #[cfg(feature = "training")]
             Command::Jobs(args) => training::jobs(args, &config).await,
+            #[cfg(feature = "monitoring")]
+            Command::Rollouts(args) => rollouts::rollouts(args, &config).await,
+            #[cfg(feature = "monitoring")]
+            Command::Monitor(args) => rollouts::monitor(args, &config).await,
             Command::Config => Ok(()),
         }
     })

@@ -27,6 +27,8 @@ const COMPILED_ROLES: &[Role] = &[
     Role::Features,
     #[cfg(feature = "training")]
     Role::Training,
+    #[cfg(feature = "monitoring")]
+    Role::Monitoring,
 ];
 
 fn main() -> ExitCode {

@@ -11,6 +11,8 @@ mod gateway;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;
+#[cfg(feature = "monitoring")]
+mod monitoring;
 mod node;
 mod readiness;
 #[cfg(feature = "registry")]
@@ -64,6 +66,9 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
             Role::Gateway => gateway::start(&mut node).await?,
             #[cfg(feature = "training")]
             Role::Training => training::start(&mut node).await?,
+            #[cfg(feature = "monitoring")]
+            Role::Monitoring => monitoring::start(&mut node).await?,
+            #[allow(unreachable_patterns)]
             other => anyhow::bail!("role '{other}' is not implemented in this build"),
         }
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use services::Spec;
 
 /// The services mlserve defines, each once.
-const SERVICES: [Spec; 4] = [
+const SERVICES: [Spec; 5] = [
     Spec {
         proto: "inference.GRPCInferenceService",
         messages: "crate::pb",
@@ -55,6 +55,14 @@ const SERVICES: [Spec; 4] = [
         optional: &[],
         out_file: "training.service.rs",
     },
+    Spec {
+        proto: "monitoring.MonitoringService",
+        messages: "crate::monitoring::mpb",
+        trait_name: "MonitoringService",
+        prefix: "Monitoring",
+        optional: &[],
+        out_file: "monitoring.service.rs",
+    },
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -95,6 +103,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&training)
         .type_attribute(".training", "#[derive(serde::Serialize)]")
         .compile_protos(&["proto/training.proto"], &["proto"])?;
-    services::generate(&std::fs::read(&training)?, &SERVICES[3..], &out);
+    services::generate(&std::fs::read(&training)?, &SERVICES[3..4], &out);
+    // Monitoring: the same, its messages are REST bodies as they are.
+    let monitoring = out.join("monitoring.descriptors.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&monitoring)
+        .type_attribute(
+            ".monitoring",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .compile_protos(&["proto/monitoring.proto"], &["proto"])?;
+    services::generate(&std::fs::read(&monitoring)?, &SERVICES[4..], &out);
     Ok(())
 }

@@ -30,6 +30,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     );
     let settings = gateway.settings.clone();
     let host = node.config.server.host.clone();
+    follow_rollouts(node, gateway.clone()).await?;
 
     let http = bind(&host, settings.http_port, "gateway-http").await?;
     let http_addr = http.local_addr()?;
@@ -95,5 +96,38 @@ pub async fn start(node: &mut Node) -> Result<()> {
         auth = ?settings.auth,
         "gateway ready"
     );
+    Ok(())
+}
+
+/// Reloads the traffic splits at once when a rollout moves (besides the
+/// periodic reload): each gateway process is a consumer group of its own,
+/// so every one of them sees every `rollout_*` event.
+async fn follow_rollouts(node: &mut Node, gateway: Arc<Gateway>) -> Result<()> {
+    use mlserve_common::events::{handler, Event, MODELS_TOPIC};
+    let on_event = handler(move |event| {
+        let gateway = gateway.clone();
+        async move {
+            match event {
+                Event::RolloutStarted { .. }
+                | Event::RolloutStep { .. }
+                | Event::RolloutPromoted { .. }
+                | Event::RolloutAborted { .. } => {
+                    gateway.canary.refresh().await.map_err(|e| e.to_string())
+                }
+                _ => Ok(()),
+            }
+        }
+    });
+    let group = format!("gateway-splits-{}", node.events.consumer_name());
+    let subscription = node
+        .events
+        .subscribe(MODELS_TOPIC, &group, on_event)
+        .await
+        .map_err(|e| anyhow::anyhow!("gateway: cannot subscribe to rollout events: {e}"))?;
+    let signal = node.shutdown.signal();
+    tokio::spawn(async move {
+        signal.wait().await;
+        drop(subscription);
+    });
     Ok(())
 }

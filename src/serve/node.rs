@@ -3,7 +3,7 @@
 //! `grpc.health.v1`), one metrics listener, the shutdown signal, and the
 //! clients of every service, local or remote.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use axum::routing::get;
@@ -44,6 +44,9 @@ pub struct Node {
     /// The process's one metrics registry: every role registers its
     /// metrics and collectors here; `/metrics` on the metrics port encodes it.
     pub metrics: Registry,
+    /// The same registry once [`Node::serve`] took it, for a role that
+    /// reads this process's metrics in-process (monitoring).
+    pub metrics_served: Arc<OnceLock<Arc<Registry>>>,
     /// Long-running servers whose end the shutdown waits for (drain).
     pub servers: JoinSet<Result<()>>,
     /// Run first on shutdown (readiness off), before listeners stop.
@@ -76,6 +79,7 @@ impl Node {
             grpc,
             readiness: Readiness::new(health),
             metrics: Registry::default(),
+            metrics_served: Arc::new(OnceLock::new()),
             servers: JoinSet::new(),
             on_shutdown: Vec::new(),
             clients: Clients::default(),
@@ -123,6 +127,7 @@ impl Node {
 
         let metrics = bind(&server.host, server.metrics_port, "metrics").await?;
         let registry = Arc::new(std::mem::take(&mut self.metrics));
+        let _ = self.metrics_served.set(registry.clone());
         let metrics_router = axum::Router::new().route(
             "/metrics",
             get(move || {

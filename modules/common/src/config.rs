@@ -17,6 +17,7 @@ mod events;
 mod features;
 mod followed;
 mod gateway;
+mod monitoring;
 mod registry;
 mod removed;
 mod training;
@@ -29,6 +30,7 @@ pub use gateway::{
     AuthMode, CanaryConfig, CorsConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig,
     Postprocess, RateLimitBackend, RateLimitConfig,
 };
+pub use monitoring::{check_steps, MonitoringConfig, RolloutsConfig, StepConfig};
 #[cfg(feature = "testing")]
 pub use registry::RegistryFault;
 pub use registry::{ArtifactBackend, RegistryConfig};
@@ -39,13 +41,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/mlserve.toml";
 
 /// The configuration sections; environment variables outside them (such as
 /// `MLSERVE_BIN` used by test harnesses) are not configuration and are ignored.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "inference",
     "registry",
     "features",
     "gateway",
     "training",
+    "monitoring",
     "events",
     "log",
 ];
@@ -66,6 +69,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// The training role.
     pub training: TrainingConfig,
+    /// The monitoring role.
+    pub monitoring: MonitoringConfig,
     /// The event bus shared by the roles.
     pub events: EventsConfig,
     /// Logging.

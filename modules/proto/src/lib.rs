@@ -23,6 +23,7 @@ pub mod grpc_size;
 pub mod http;
 pub mod inference;
 pub mod internal_auth;
+pub mod monitoring;
 pub mod observe;
 pub mod registry;
 pub mod rpc;

@@ -94,7 +94,20 @@ impl Config {
                         S3,
                     );
                 }
-                Role::Inference | Role::Monitoring => {}
+                Role::Monitoring => {
+                    // The rollouts' database is the gateways' (the split).
+                    let url = self
+                        .monitoring
+                        .database_url
+                        .clone()
+                        .or_else(|| self.gateway.database_url.clone());
+                    need(
+                        postgres(&url),
+                        "monitoring.database_url (or gateway.database_url)",
+                        PG,
+                    );
+                }
+                Role::Inference => {}
             }
         }
         if problems.is_empty() {
