@@ -4,7 +4,8 @@
 #   2. generates a churn-like labelled data set into the feature store;
 #   3. applies the workflow and runs it: point-in-time training set ->
 #      XGBoost -> ONNX -> held-out AUC -> registered with lineage -> canary;
-#   4. asks the inference role, which follows churn@canary, for predictions.
+#   4. asks the inference role for predictions: it follows churn@canary, and
+#      churn@production, which the monitoring role sets to this first version.
 # Then it stops the server. Run from anywhere: bash examples/churn/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

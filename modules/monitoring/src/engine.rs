@@ -13,6 +13,8 @@
 //! - `promoting`: 100% to the canary, the production alias moves to it
 //!   (alias history records the move), the split makes it the stable
 //!   version, `rollout_promoted` is published.
+//! - a model with no production version yet: its first canary becomes it at
+//!   once, without analysis (Flagger's initialization).
 //! - abort (checks, by hand, or a newer canary): weight 0, the canary alias
 //!   back where it was (if nobody moved it since), `rollout_aborted` with
 //!   the reason.
@@ -684,9 +686,67 @@ impl Engine {
         };
         let alias = &self.parts.defaults.trigger_alias;
         let started_by = format!("alias '{alias}' moved by {by}");
-        if let Err(err) = self.start_locked(request, &started_by).await {
+        let production = self.parts.defaults.production_alias.clone();
+        let result = match self.alias(model, &production).await {
+            // Nothing is stable yet: the first version becomes it without
+            // analysis (Flagger's initialization), there being nothing to
+            // compare it with and no traffic to protect.
+            Ok(None) => self.initialize(model, to, &started_by).await,
+            Ok(Some(_)) => self.start_locked(request, &started_by).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
             tracing::warn!(%model, version = to, error = %err.message, "alias moved but no rollout started");
         }
+    }
+
+    /// The first version of a model: `production` moves to it at once, and
+    /// the rollout is recorded as promoted without analysis.
+    async fn initialize(&self, model: &str, version: u64, started_by: &str) -> ServiceResult<()> {
+        let production = self.parts.defaults.production_alias.clone();
+        let now = now_us();
+        let mut rollout = Rollout {
+            id: format!("{model}-{:08x}", fastrand::u32(..)),
+            model: model.to_string(),
+            canary: version,
+            state: states::PROMOTING.into(),
+            weight: 100,
+            created_at_us: now,
+            updated_at_us: now,
+            step_started_at_us: now,
+            started_by: started_by.to_string(),
+            ..Default::default()
+        };
+        self.parts.store.insert(&rollout, now).await?;
+        self.parts
+            .registry
+            .set_alias(
+                Self::ctx(),
+                pb::SetAliasRequest {
+                    name: model.to_string(),
+                    alias: production.clone(),
+                    version,
+                    actor: format!("monitoring:{}", rollout.id),
+                },
+            )
+            .await?;
+        rollout.state = states::PROMOTED.into();
+        rollout.finished_at_us = now_us();
+        rollout.reason = format!(
+            "first version: '{production}' set to {version} without analysis (no stable version to compare with)"
+        );
+        self.parts.store.update(&rollout, now).await?;
+        self.parts.metrics.finished(model, "promoted");
+        self.note(&rollout, "decision", "", &rollout.reason.clone())
+            .await;
+        self.publish(Event::RolloutPromoted {
+            model: model.to_string(),
+            version: version as i64,
+            at: rollout.finished_at_us,
+        })
+        .await;
+        tracing::info!(%model, version, "first version promoted without analysis");
+        Ok(())
     }
 
     /// Whether every inference process that follows `model` serves
