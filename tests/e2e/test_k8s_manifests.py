@@ -23,7 +23,7 @@ import kube
 from server import server_binary
 
 SPLIT = ["dev", "production", "gpu", "keda"]
-ROLES = {"gateway", "registry", "features", "inference"}
+ROLES = {"gateway", "registry", "features", "inference", "monitoring"}
 
 
 def effective(args, env, tmp_path):
