@@ -76,9 +76,8 @@ def main():
     for start in range(0, len(stats), 1000):
         post(args.url, "/v1/features/ingest", {"feature_view": "customer_stats",
                                                "rows": stats[start:start + 1000]})
-    # The labels land as one batch, so they publish one data_arrived: the
-    # retraining run it starts absorbs events that arrive while it runs, and
-    # a second chunk could land after its training set was read.
+    # The labels land as one batch, so they publish one data_arrived and start
+    # one retraining run (chunks arriving mid-run would add a follow-up run).
     post(args.url, "/v1/features/ingest", {"feature_view": "churn_labels", "rows": labels})
     print(f"ingested {len(stats)} customers ({positives / len(stats):.1%} churned)", file=sys.stderr)
 

@@ -447,6 +447,64 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Asks for one follow-up run of `workflow` once its event run ends;
+    /// false when one is already asked for (events coalesce into it).
+    pub async fn request_followup(
+        &self,
+        workflow: &str,
+        parameters: &BTreeMap<String, crate::spec::Scalar>,
+    ) -> Result<bool> {
+        let text = serde_json::to_string(parameters)
+            .map_err(|e| TrainingError::Internal(format!("follow-up parameters: {e}")))?;
+        let done = sqlx::query(
+            "INSERT INTO training_followups (workflow, parameters, requested_ts) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(workflow)
+        .bind(text)
+        .bind(now_us())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The workflows with a follow-up run asked for.
+    pub async fn followups(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT workflow FROM training_followups ORDER BY requested_ts")
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+            .collect()
+    }
+
+    /// Takes the follow-up of `workflow` (once, across replicas): its
+    /// parameters, or none when another took it first.
+    pub async fn take_followup(
+        &self,
+        workflow: &str,
+    ) -> Result<Option<BTreeMap<String, crate::spec::Scalar>>> {
+        let Some(row) =
+            sqlx::query("SELECT parameters FROM training_followups WHERE workflow = $1")
+                .bind(workflow)
+                .fetch_optional(&self.db.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let text: String = row.try_get(0)?;
+        let taken = sqlx::query("DELETE FROM training_followups WHERE workflow = $1")
+            .bind(workflow)
+            .execute(&self.db.pool)
+            .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let parameters = serde_json::from_str(&text)
+            .map_err(|e| TrainingError::Internal(format!("follow-up parameters: {e}")))?;
+        Ok(Some(parameters))
+    }
+
     /// The last slot a schedule fired.
     pub async fn last_slot(&self, workflow: &str, schedule: i64) -> Result<Option<i64>> {
         let row = sqlx::query(

@@ -7,8 +7,12 @@
 //!   follow the schedule's `missed` policy.
 //! - Events: `data_arrived` (the feature store's ingest and materialize) and
 //!   `drift_detected` (monitoring) submit the workflows whose `triggers`
-//!   match, one run at a time per workflow: an event that arrives while an
-//!   event-triggered run of that workflow is still going is absorbed by it.
+//!   match, one event run at a time per workflow. An event that arrives while
+//!   that run has not started a step yet is absorbed by it (it will read the
+//!   new data); one that arrives after it started asks for one follow-up run,
+//!   stored in SQL, which every later event joins until it is submitted, when
+//!   the run in progress ends (the scheduler's tick submits it). No event's
+//!   data is left untrained on, and events never pile up runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,9 +43,10 @@ impl Scheduler {
         Scheduler { engine, began_us }
     }
 
-    /// Fires what is due at `now_us`; returns the runs submitted.
+    /// Fires what is due at `now_us`, and the follow-up runs whose event
+    /// run ended; returns the runs submitted.
     pub async fn tick(&self, now_us: i64) -> Result<Vec<String>> {
-        let mut submitted = Vec::new();
+        let mut submitted = submit_followups(&self.engine).await?;
         for workflow in self.engine.store().workflows().await? {
             for (index, spec) in workflow.spec.schedules.iter().enumerate() {
                 let Ok(schedule) = Schedule::parse(&spec.cron, &spec.timezone) else {
@@ -90,6 +95,47 @@ impl Scheduler {
     }
 }
 
+/// Submits each follow-up run whose workflow has no event run going.
+pub async fn submit_followups(engine: &Arc<Engine>) -> Result<Vec<String>> {
+    let mut submitted = Vec::new();
+    for name in engine.store().followups().await? {
+        let busy = engine
+            .store()
+            .runs(Some(&name), 20)
+            .await?
+            .iter()
+            .any(|r| r.trigger == "event" && !r.state.is_terminal());
+        if busy {
+            continue;
+        }
+        let Some(parameters) = engine.store().take_followup(&name).await? else {
+            continue;
+        };
+        submitted.extend(submit_event_run(engine, &name, &parameters, "follow-up run").await);
+    }
+    Ok(submitted)
+}
+
+/// Submits an event run of `workflow`; its id, or none when refused
+/// (logged with `what`).
+async fn submit_event_run(
+    engine: &Arc<Engine>,
+    workflow: &str,
+    parameters: &BTreeMap<String, crate::spec::Scalar>,
+    what: &str,
+) -> Option<String> {
+    match engine.submit(workflow, parameters, "event").await {
+        Ok(run) => {
+            tracing::info!(%workflow, run = %run.id, "{what} submitted");
+            Some(run.id)
+        }
+        Err(err) => {
+            tracing::warn!(%workflow, error = %err, "{what} refused");
+            None
+        }
+    }
+}
+
 /// Whether `trigger` asks for a run on `event`.
 pub fn matches(trigger: &TriggerSpec, event: &Event) -> bool {
     let (name, subject) = match event {
@@ -108,26 +154,22 @@ pub async fn on_event(engine: &Arc<Engine>, event: &Event) -> Result<Vec<String>
             continue;
         };
         let name = &workflow.spec.name;
-        let busy = engine
-            .store()
-            .runs(Some(name), 20)
-            .await?
+        let parameters: BTreeMap<_, _> = trigger.parameters.clone();
+        let runs = engine.store().runs(Some(name), 20).await?;
+        if let Some(busy) = runs
             .iter()
-            .any(|r| r.trigger == "event" && !r.state.is_terminal());
-        if busy {
-            tracing::info!(workflow = %name, "event absorbed by the run in progress");
+            .find(|r| r.trigger == "event" && !r.state.is_terminal())
+        {
+            if busy.started_ts.is_none() {
+                tracing::info!(workflow = %name, run = %busy.id, "event absorbed by the run not started yet");
+            } else if engine.store().request_followup(name, &parameters).await? {
+                tracing::info!(workflow = %name, run = %busy.id, "event arrived mid-run: a follow-up run will start when it ends");
+            } else {
+                tracing::info!(workflow = %name, "event joined the follow-up run already asked for");
+            }
             continue;
         }
-        let parameters: BTreeMap<_, _> = trigger.parameters.clone();
-        match engine.submit(name, &parameters, "event").await {
-            Ok(run) => {
-                tracing::info!(workflow = %name, run = %run.id, "event submitted a run");
-                submitted.push(run.id);
-            }
-            Err(err) => {
-                tracing::warn!(workflow = %name, error = %err, "event-triggered run refused")
-            }
-        }
+        submitted.extend(submit_event_run(engine, name, &parameters, "event-triggered run").await);
     }
     Ok(submitted)
 }
@@ -249,6 +291,78 @@ mod tests {
         assert_eq!(fired.len(), 1);
         assert!(fired[0].starts_with("catcher-"));
         assert!(after.tick(t0 + 63 * MIN).await.unwrap().is_empty());
+    }
+
+    fn data() -> Event {
+        Event::DataArrived {
+            feature_view: "labels".into(),
+            rows: 10,
+            source: "ingest".into(),
+            newest_event: None,
+            at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_mid_run_coalesce_into_one_follow_up_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let spec = parse_toml(
+            r#"
+            name = "retrain"
+            [[triggers]]
+            event = "data_arrived"
+            [[steps]]
+            name = "train"
+            command = ["sleep", "3"]
+            "#,
+        )
+        .unwrap();
+        engine.apply(&spec).await.unwrap();
+        let first = on_event(&engine, &data()).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Until its step starts, the run absorbs events: it reads the data.
+        let store = engine.store().clone();
+        let started = || async {
+            store.runs(Some("retrain"), 10).await.unwrap()[0]
+                .started_ts
+                .is_some()
+        };
+        for _ in 0..3000 {
+            if started().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started().await, "the run never started");
+        // Three events mid-run: no new run now, one follow-up asked for.
+        for _ in 0..3 {
+            assert!(on_event(&engine, &data()).await.unwrap().is_empty());
+        }
+        assert_eq!(
+            store.followups().await.unwrap(),
+            vec!["retrain".to_string()]
+        );
+        assert!(
+            submit_followups(&engine).await.unwrap().is_empty(),
+            "not while it runs"
+        );
+        for _ in 0..500 {
+            if store.runs(Some("retrain"), 10).await.unwrap()[0]
+                .state
+                .is_terminal()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let followed = submit_followups(&engine).await.unwrap();
+        assert_eq!(followed.len(), 1, "one follow-up for the three events");
+        assert!(submit_followups(&engine).await.unwrap().is_empty());
+        assert!(store.followups().await.unwrap().is_empty());
+        let runs = store.runs(Some("retrain"), 10).await.unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|r| r.trigger == "event"));
     }
 
     #[test]
