@@ -53,6 +53,13 @@ pub async fn start(node: &mut Node) -> Result<()> {
         defaults: defaults.clone(),
         window: settings.window,
         metrics: metrics.clone(),
+        webhook: settings.alert_webhook.clone().map(|url| {
+            mlserve_monitoring::alerts::Webhook::new(
+                url,
+                settings.alert_webhook_tries,
+                settings.alert_webhook_retry_delay,
+            )
+        }),
     });
     let sources = if settings.scrape_targets.is_empty() {
         let served = node.metrics_served.clone();

@@ -12,13 +12,17 @@ step does.
 - A good canary goes through every step with no non-2xx answer at all, and
   the production alias (and its history) ends on it.
 - A canary that fails on a share of its inputs, and one about ten times
-  slower, are aborted by their checks (two failed checks in a row, nothing
+  slower, are aborted by their checks, and each abort is posted to a webhook
+  in Alertmanager's format (retried after a refusal), (two failed checks in a row, nothing
   passing in between): the reason names the check, `canary` is back where it
   was, production is untouched, and the stable version kept answering.
 """
 
+import json
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -68,16 +72,55 @@ serve_timeout = "60s"
 """
 
 
-def write_config(path, data_dir):
-    path.write_text(rollout_config(data_dir, 'backend = "memory"'))
+def write_config(path, data_dir, webhook_port):
+    path.write_text(rollout_config(data_dir, 'backend = "memory"').replace(
+        "[monitoring]\n", f'[monitoring]\nalert_webhook = "http://127.0.0.1:{webhook_port}/alerts"\n'
+        'alert_webhook_retry_delay = "100ms"\n', 1))
     return path
 
 
+class Receiver:
+    """An Alertmanager-style webhook receiver: it answers 500 to the first
+    POST (so the sender's retry is exercised), then 200, keeping each body."""
+
+    def __init__(self):
+        received, calls = [], []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                calls.append(body)
+                status = 500 if len(calls) == 1 else 200
+                if status == 200:
+                    received.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.received, self.calls = received, calls
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.http.shutdown()
+
+
 @pytest.fixture
-def server(tmp_path):
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def server(tmp_path, receiver):
     repo = tmp_path / "repo"
     repo.mkdir()
-    config = write_config(tmp_path / "mlserve.toml", tmp_path / "data")
+    config = write_config(tmp_path / "mlserve.toml", tmp_path / "data", receiver.port)
     try:
         s = GatewayProcess(ready_path="/health/ready").start(repo, "--config", config)
     except ServerStartError as e:
@@ -112,7 +155,7 @@ def checks_before_abort(status):
     return [r["result"] for r in status["records"] if r["kind"] == "check"]
 
 
-def test_good_canary_is_promoted_then_bad_ones_are_aborted(server, tmp_path):
+def test_good_canary_is_promoted_then_bad_ones_are_aborted(server, receiver):
     s = server
     start_with_v1(s)
     port = s.gateway_http_port
@@ -169,6 +212,18 @@ def test_good_canary_is_promoted_then_bad_ones_are_aborted(server, tmp_path):
     text = cli(s.grpc_port, "rollouts", "list")
     states = [line.split()[2] for line in text.splitlines() if line.startswith(f"{MODEL}-")]
     assert states == ["aborted", "aborted", "promoted"], text
+
+    # Each abort was alerted in Alertmanager's webhook format; the first
+    # POST was refused (500) and retried.
+    wait_until(lambda: len(receiver.received) == 2, 30,
+               f"alerts received: {receiver.received}, calls: {len(receiver.calls)}")
+    assert len(receiver.calls) == 3, receiver.calls
+    alerts = [m["alerts"][0] for m in receiver.received]
+    assert all(m["version"] == "4" and m["status"] == "firing" for m in receiver.received)
+    assert [(a["labels"]["alertname"], a["labels"]["model"], a["labels"]["canary"]) for a in alerts] \
+        == [("MlserveRolloutAborted", MODEL, "3"), ("MlserveRolloutAborted", MODEL, "4")], alerts
+    assert "error rate" in alerts[0]["annotations"]["description"], alerts[0]
+    assert "x stable's" in alerts[1]["annotations"]["description"], alerts[1]
 
 
 def test_rollout_api_refuses_what_it_cannot_do(server):

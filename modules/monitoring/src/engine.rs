@@ -34,6 +34,7 @@ use mlserve_proto::monitoring::{Analysis, Rollout, RolloutStep, StartRolloutRequ
 use mlserve_proto::registry::{pb, RegistryClient, RegistryService};
 use mlserve_proto::{CallContext, ErrorCode, ServiceError, ServiceResult};
 
+use crate::alerts::{Webhook, WebhookMessage};
 use crate::analysis::{check, Thresholds, Verdict};
 use crate::metrics::MonitoringMetrics;
 use crate::store::{now_us, states, Store};
@@ -55,6 +56,8 @@ pub struct EngineParts {
     pub window: Duration,
     /// Counters and gauges.
     pub metrics: Arc<MonitoringMetrics>,
+    /// Where aborts are alerted (none: nowhere).
+    pub webhook: Option<Webhook>,
 }
 
 /// Drives every rollout.
@@ -569,6 +572,24 @@ impl Engine {
             at: now,
         })
         .await;
+        if let Some(webhook) = &self.parts.webhook {
+            webhook.send(WebhookMessage::firing(
+                "MlserveRolloutAborted",
+                "warning",
+                &[
+                    ("model", r.model.clone()),
+                    ("canary", r.canary.to_string()),
+                    ("stable", r.stable.to_string()),
+                    ("rollout", r.id.clone()),
+                ],
+                &format!(
+                    "the rollout of {} version {} was aborted",
+                    r.model, r.canary
+                ),
+                reason,
+                std::time::SystemTime::now(),
+            ));
+        }
         tracing::warn!(model = %r.model, canary = r.canary, id = %r.id, %reason, "rollout aborted");
         Ok(())
     }

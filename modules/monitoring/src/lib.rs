@@ -6,6 +6,7 @@
 //! abort by themselves ([`engine`]), stored in SQL ([`store`]) and served
 //! through the `MonitoringService` contract ([`service`], [`http`]).
 
+pub mod alerts;
 pub mod analysis;
 pub mod engine;
 pub mod http;

@@ -33,6 +33,15 @@ pub struct MonitoringConfig {
     pub window: Duration,
     /// Rollouts: the defaults of every rollout and what starts one.
     pub rollouts: RolloutsConfig,
+    /// Where the role's own alerts (a rollout aborted) are posted, in
+    /// Alertmanager's webhook format (an Alertmanager receiver URL works).
+    /// Unset: no webhook.
+    pub alert_webhook: Option<String>,
+    /// Tries per alert before it is dropped (logged).
+    pub alert_webhook_tries: u32,
+    /// The first retry's delay; each next one waits twice as long.
+    #[serde(with = "duration")]
+    pub alert_webhook_retry_delay: Duration,
 }
 
 impl Default for MonitoringConfig {
@@ -44,6 +53,9 @@ impl Default for MonitoringConfig {
             scrape_interval: Duration::from_secs(5),
             window: Duration::from_secs(60),
             rollouts: RolloutsConfig::default(),
+            alert_webhook: None,
+            alert_webhook_tries: 5,
+            alert_webhook_retry_delay: Duration::from_secs(1),
         }
     }
 }
