@@ -163,39 +163,21 @@ impl CanaryTable {
 
     /// The version `model` should be served from for this request, when it has a split.
     pub fn choose(&self, model: &str, request_id: Option<&str>) -> Option<String> {
-        self.choose_with_fallback(model, request_id)
-            .map(|(version, _)| version)
-    }
-
-    /// The version for this request and the split's other version (none
-    /// without a canary): where a request goes when the chosen version is
-    /// not served (yet, or any more) while a rollout moves.
-    pub fn choose_with_fallback(
-        &self,
-        model: &str,
-        request_id: Option<&str>,
-    ) -> Option<(String, Option<String>)> {
         let splits = self.splits.read().ok()?;
-        let split = splits.get(model)?;
-        let chosen = split.choose(request_id).to_string();
-        let other = if split.canary.is_empty() {
-            None
-        } else if chosen == split.canary {
-            Some(split.stable.clone())
-        } else {
-            Some(split.canary.clone())
-        };
-        Some((chosen, other))
+        splits.get(model).map(|s| s.choose(request_id).to_string())
     }
 
-    /// Every split, for the metrics: (model, split).
-    pub fn snapshot(&self) -> Vec<(String, CanarySplit)> {
-        let Ok(splits) = self.splits.read() else {
-            return Vec::new();
-        };
-        let mut all: Vec<_> = splits.iter().map(|(m, s)| (m.clone(), s.clone())).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+    /// The split's other version than `chosen` (none without a canary):
+    /// where a request goes when the chosen version is not served (yet, or
+    /// any more) while a rollout moves.
+    pub fn other_version(&self, model: &str, chosen: &str) -> Option<String> {
+        let splits = self.splits.read().ok()?;
+        let split = splits.get(model).filter(|s| !s.canary.is_empty())?;
+        Some(if chosen == split.canary {
+            split.stable.clone()
+        } else {
+            split.canary.clone()
+        })
     }
 
     /// Applies an admin action and returns the new split. With a database

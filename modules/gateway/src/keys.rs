@@ -59,7 +59,7 @@ pub struct KeyStore {
 }
 
 /// Microseconds since the Unix epoch (stored timestamps).
-pub(crate) fn now_micros() -> i64 {
+pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

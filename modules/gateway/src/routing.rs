@@ -236,17 +236,15 @@ impl InferenceService for RoutingInference {
             Some(_) => ctx,
             None => ctx.with_timeout(self.default_timeout),
         };
-        let mut fallback = None;
+        let mut split_chose = false;
         if request.model_version.is_empty() {
             let id = ctx
                 .request_id
                 .as_deref()
                 .or(Some(request.id.as_str()).filter(|s| !s.is_empty()));
-            if let Some((version, other)) =
-                self.canary.choose_with_fallback(&request.model_name, id)
-            {
+            if let Some(version) = self.canary.choose(&request.model_name, id) {
                 request.model_version = version;
-                fallback = other;
+                split_chose = true;
             }
         }
         // Noted before the call, so a failure is counted against the model
@@ -260,8 +258,14 @@ impl InferenceService for RoutingInference {
             // moving (a canary unloaded on abort, a stable one on promotion)
             // and this gateway has not reloaded the split yet. The split's
             // other version answers instead.
-            Err(err) if err.code == ErrorCode::NotFound && fallback.is_some() => {
-                request.model_version = fallback.unwrap_or_default();
+            Err(err) if err.code == ErrorCode::NotFound && split_chose => {
+                let other = self
+                    .canary
+                    .other_version(&request.model_name, &request.model_version);
+                let Some(other) = other else {
+                    return Err(err);
+                };
+                request.model_version = other;
                 ctx.note_reply(MODEL_VERSION_HEADER, request.model_version.clone());
                 self.infer_once(&ctx, &request).await?
             }

@@ -247,11 +247,8 @@ impl Follower {
         if self.is_primary(model) {
             self.metrics.serving(&model.name, version);
         }
-        let follows = match (&model.alias, model.version) {
-            (Some(alias), _) => alias.clone(),
-            (None, pinned) => format!("v{}", pinned.unwrap_or(version)),
-        };
-        self.metrics.following(&model.name, &follows, version);
+        self.metrics
+            .following(&model.name, &follows(model), version);
         self.cache
             .save_served(&self.record_name(model), target)
             .await;
@@ -422,10 +419,15 @@ impl Follower {
 /// One entry of `inference.models`: its served name with the alias or the
 /// pinned version it follows (`resnet50@production`, `resnet50@v3`).
 fn entry_key(model: &FollowedModel) -> String {
+    format!("{}@{}", model.name, follows(model))
+}
+
+/// What an entry follows: its alias, or `v<N>` when pinned.
+fn follows(model: &FollowedModel) -> String {
     match (&model.alias, model.version) {
-        (Some(alias), _) => format!("{}@{alias}", model.name),
-        (None, Some(version)) => format!("{}@v{version}", model.name),
-        (None, None) => model.name.clone(),
+        (Some(alias), _) => alias.clone(),
+        (None, Some(version)) => format!("v{version}"),
+        (None, None) => String::new(),
     }
 }
 

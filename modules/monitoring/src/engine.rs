@@ -315,7 +315,7 @@ impl Engine {
         self.parts.metrics.weight(&r.model, r.weight);
         match r.state.as_str() {
             states::WAITING => {
-                if self.serves(&r.model, None, r.canary) {
+                if self.serves(&r.model, r.canary) {
                     self.enter_step(&mut r, 0, now).await?;
                 } else if now - r.created_at_us
                     > self.parts.defaults.serve_timeout.as_micros() as i64
@@ -771,9 +771,9 @@ impl Engine {
     }
 
     /// Whether every inference process that follows `model` serves
-    /// `version` (under `follows`, or under any alias). True when no
-    /// process reports following it: nothing can be told, so nothing waits.
-    fn serves(&self, model: &str, follows: Option<&str>, version: u64) -> bool {
+    /// `version` (under any alias). True when no process reports following
+    /// it: nothing can be told, so nothing waits.
+    fn serves(&self, model: &str, version: u64) -> bool {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let Some(latest) = history.latest() else {
             return false;
@@ -782,7 +782,7 @@ impl Engine {
             let mut entries = source
                 .followed
                 .iter()
-                .filter(|((m, f), _)| m == model && follows.is_none_or(|want| want == f))
+                .filter(|((m, _), _)| m == model)
                 .peekable();
             entries.peek().is_none() || entries.any(|(_, v)| *v == version)
         })
@@ -831,14 +831,7 @@ pub fn thresholds(a: &Analysis) -> Thresholds {
 }
 
 fn humantime_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    humantime::format_duration(d).to_string()
 }
 
 /// `10% for 15m, 100%`.

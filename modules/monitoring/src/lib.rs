@@ -46,7 +46,7 @@ pub async fn run(
             _ = shutdown.clone().wait() => return,
         }
         let reading = sources.read().await;
-        metrics.read(reading.sources.is_empty());
+        metrics.read(reading.failed > 0);
         engine.observe(reading);
         engine.tick().await;
     }

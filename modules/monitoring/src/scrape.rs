@@ -59,6 +59,7 @@ impl Sources {
     /// out (and logged), so its counts are not in this reading's windows.
     pub async fn read(&self) -> Reading {
         let mut sources = HashMap::new();
+        let mut failed = 0;
         match self {
             Sources::Local(text) => {
                 if let Some(text) = text() {
@@ -85,12 +86,13 @@ impl Sources {
                         (address, result)
                     }
                 });
-                for (address, result) in futures_join(reads).await {
+                for (address, result) in futures_util::future::join_all(reads).await {
                     match result {
                         Ok(reading) => {
                             sources.insert(address, reading);
                         }
                         Err(err) => {
+                            failed += 1;
                             tracing::warn!(target = %address, error = %err, "cannot scrape metrics")
                         }
                     }
@@ -100,23 +102,9 @@ impl Sources {
         Reading {
             at: Instant::now(),
             sources,
+            failed,
         }
     }
-}
-
-async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        if let Ok(result) = handle.await {
-            out.push(result);
-        }
-    }
-    out
 }
 
 /// Every `host:port` the targets stand for: `dns:///name:port` expands to each

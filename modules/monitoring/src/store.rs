@@ -9,12 +9,9 @@ use mlserve_proto::ServiceError;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
+/// Microseconds since the Unix epoch, now (the gateway's clock, which
+/// stamps the traffic splits the rollouts write).
+pub use mlserve_gateway::keys::now_micros as now_us;
 
 /// Where a rollout stands.
 pub mod states {

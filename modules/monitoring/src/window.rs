@@ -112,6 +112,8 @@ pub struct Reading {
     pub at: Instant,
     /// Per source (a target address, or `local`).
     pub sources: HashMap<String, SourceReading>,
+    /// Sources that could not be read this time.
+    pub failed: usize,
 }
 
 /// A model version's requests over one window.
@@ -237,6 +239,7 @@ mod tests {
         requests.insert((key.0.to_string(), key.1.to_string()), t);
         Reading {
             at,
+            failed: 0,
             sources: HashMap::from([(
                 source.to_string(),
                 SourceReading {
