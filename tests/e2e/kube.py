@@ -114,6 +114,14 @@ def mlserve_container(deployment):
     return next(c for c in containers if c["name"] == "mlserve")
 
 
+def leads_to(service_port, deployment, name):
+    """Whether a Service's port (one entry of its spec.ports) forwards to
+    the container port NAME of DEPLOYMENT's mlserve container, by name or
+    by number."""
+    ports = {p["name"]: p["containerPort"] for p in mlserve_container(deployment).get("ports", [])}
+    return service_port.get("targetPort", service_port["port"]) in (name, ports[name])
+
+
 def _decoded(secret):
     import base64
     data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}

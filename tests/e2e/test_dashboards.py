@@ -12,6 +12,17 @@ A background client sends, through the gateway's HTTP port, good requests
 to both models, some with a bad input shape (400) and some to a model that
 does not exist (404), the whole time the panels are queried.
 
+All-in-one, the process also follows `plus`'s `canary` alias and runs the
+monitoring role (a reading each second): before the panels are queried, the
+monitoring role rolls `plus` out twice through its REST API, version 2 with
+one short step (its checks end it, promoted or aborted: a finished rollout;
+latency is not judged, so a busy machine does not abort it) and then
+version 3 held at 30% (one long step whose checks stay inconclusive: a
+rollout running while the panels are queried). The split topology runs no
+monitoring process (rollouts across processes need the gateways' shared
+PostgreSQL and Redis events, as test_rollouts.Split sets up), so the rollout
+dashboard is checked all-in-one only.
+
 Each panel target's `expr` runs as an instant query with the dashboard's
 variables substituted: `$model` by each model the `model` variable lists
 (its label_values query, run against the same Prometheus), and Grafana's
@@ -33,7 +44,9 @@ from collections import Counter
 import pytest
 import yaml
 
-from helpers import copy_models, get, infer_path, metric_values, parse_metrics, post, simple_json, wait_until
+from helpers import (copy_models, get, http_request, infer_path, metric_values, parse_metrics, post,
+                     simple_json, wait_until)
+from rollout_helpers import dumps, rollout_status
 from server import REPO_ROOT, Server
 from test_prometheus import Prometheus
 from test_registry_follow import plus_model, registry_create, registry_set_alias, registry_upload
@@ -47,6 +60,9 @@ FOLLOWED = "plus"
 # minutes of data
 BUILTINS = {"__rate_interval": "30s", "__interval": "15s", "__range": "5m"}
 DATA_DEADLINE_S = 180
+# The monitoring role's dashboard: its $model lists the models rolled out
+# (only `plus`), and only the all-in-one topology runs the monitoring role.
+ROLLOUT_DASHBOARD = "rollout.json"
 
 
 # ------------------------------------------------------------ dashboards
@@ -91,7 +107,7 @@ def test_dashboards_use_the_provisioned_datasource():
     assert [(s["type"], s["uid"]) for s in sources] == [("prometheus", "prometheus")]
     providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards.yaml").read_text())["providers"]
     assert [p["type"] for p in providers] == ["file"] and providers[0]["options"]["path"]
-    assert {p.stem for p in DASHBOARDS} >= {"overview", "model"}
+    assert {p.stem for p in DASHBOARDS} >= {"overview", "model", "rollout"}
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert len(set(uids)) == len(uids), uids
     for path in DASHBOARDS:
@@ -107,8 +123,9 @@ def test_dashboards_use_the_provisioned_datasource():
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == "prometheus", (path.name, p["title"])
                 assert t["expr"].strip(), (path.name, p["title"])
-    model = load(GRAFANA / "dashboards" / "model.json")
-    assert [name for name, _, _ in variable_queries(model)] == ["model"]
+    for name in ["model.json", ROLLOUT_DASHBOARD]:
+        doc = load(GRAFANA / "dashboards" / name)
+        assert [var for var, _, _ in variable_queries(doc)] == ["model"], name
 
 
 # --------------------------------------------------------------- traffic
@@ -187,8 +204,13 @@ def loaded(request, models_repo, tmp_path):
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed: run scripts/setup.sh")
     repo = copy_models(models_repo, tmp_path / "repo", [REPO_MODEL])
-    env = {"MLSERVE_INFERENCE__MODELS": f'[{{name="{FOLLOWED}",source="registry",alias="production"}}]',
-           "MLSERVE_INFERENCE__REGISTRY_POLL_INTERVAL": "1s"}
+    followed = [f'{{name="{FOLLOWED}",source="registry",alias="production"}}']
+    env = {"MLSERVE_INFERENCE__REGISTRY_POLL_INTERVAL": "1s"}
+    if request.param == "all_in_one":
+        # the canary beside production, for the monitoring role's rollouts
+        followed.append(f'{{name="{FOLLOWED}",source="registry",alias="canary"}}')
+        env["MLSERVE_MONITORING__SCRAPE_INTERVAL"] = "1s"
+    env["MLSERVE_INFERENCE__MODELS"] = f"[{','.join(followed)}]"
     registry = None
     stack = []
     try:
@@ -214,6 +236,42 @@ def loaded(request, models_repo, tmp_path):
             item.stop()
 
 
+# -------------------------------------------------------------- rollouts
+def start_rollout(port, canary, steps, analysis):
+    """Starts a rollout of FOLLOWED's version `canary` through the
+    monitoring role's REST API, then moves the canary alias there so the
+    inference role serves it (the move finds this rollout and starts no
+    other)."""
+    r = http_request(port, "POST", "/v1/monitoring/rollouts", body={
+        "model": FOLLOWED, "canary": canary, "steps": steps, "analysis": analysis})
+    assert r.status == 200, str(r)
+    registry_set_alias(port, FOLLOWED, "canary", canary)
+
+
+def roll_out(port, describe):
+    """Version 2 with one short step that its checks end, waited for until
+    it ended; then version 3 held at 30% with checks that stay
+    inconclusive, waited for until it sends traffic to the canary."""
+    def status():
+        return rollout_status(port, model=FOLLOWED)
+
+    def where(canary, states, weight=None):
+        st = status()
+        return st and st["rollout"]["canary"] == canary and st["rollout"]["state"] in states \
+            and (weight is None or st["rollout"]["weight"] == weight)
+
+    assert registry_upload(port, FOLLOWED, {"model.onnx": plus_model(2)}) == 2
+    start_rollout(port, 2, [{"weight": 50, "duration_ms": 2000}],
+                  {"interval_ms": 1000, "min_requests": 5, "max_p99_ms": 60000, "max_p99_ratio": 1000.0})
+    wait_until(lambda: where(2, ("promoted", "aborted")), 120,
+               f"the rollout of version 2 never ended:\n{dumps(status())}\n{describe()}", interval=0.2)
+    assert registry_upload(port, FOLLOWED, {"model.onnx": plus_model(3)}) == 3
+    start_rollout(port, 3, [{"weight": 30, "duration_ms": 600000}],
+                  {"interval_ms": 1000, "min_requests": 1000000})
+    wait_until(lambda: where(3, ("progressing",), weight=30), 120,
+               f"the rollout of version 3 never reached 30%:\n{dumps(status())}\n{describe()}", interval=0.2)
+
+
 # ------------------------------------------------------------------ test
 def test_every_panel_finds_data(loaded):
     topo, prom, registry_port = loaded
@@ -236,16 +294,23 @@ def test_every_panel_finds_data(loaded):
     with Traffic(gateway) as traffic:
         wait_until(lambda: traffic.rounds() >= 3 or traffic.unexpected(), 120,
                    f"the traffic did not get going: {traffic.statuses}")
+        dashboards = DASHBOARDS
+        if topo.kind == "all_in_one":
+            # the process's own HTTP port: registry and monitoring routes alike
+            roll_out(registry_port, topo.describe)
+        else:
+            dashboards = [p for p in DASHBOARDS if p.name != ROLLOUT_DASHBOARD]
         queries = {}  # (dashboard, panel, refId, model) -> expr
-        for path in DASHBOARDS:
+        for path in dashboards:
             doc = load(path)
             choices = [{}]
+            models = {FOLLOWED} if path.name == ROLLOUT_DASHBOARD else {REPO_MODEL, FOLLOWED}
             for name, metric, label in variable_queries(doc):
                 def listed():
                     values = {labels[label] for labels, _ in prom.query(f"count by ({label}) ({metric})")}
-                    return sorted(values) if {REPO_MODEL, FOLLOWED} <= values else None
+                    return sorted(values) if models <= values else None
                 values = wait_until(listed, 90, f"{path.name}: ${name} (label_values({metric}, {label})) "
-                                    f"never listed both models")
+                                    f"never listed {sorted(models)}")
                 choices = [dict(c, **{name: v}) for c in choices for v in values]
             for choice in choices:
                 for p in panels(doc):

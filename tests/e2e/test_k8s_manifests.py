@@ -9,6 +9,7 @@ objects `kubectl kustomize` yields (kube.render):
 - pods drain (preStop, grace), spread, have disruption budgets and CPU
   requests that match their thread settings;
 - NetworkPolicies admit only the gateway's ports from outside;
+- the production ServiceMonitor scrapes every role's pods, each once;
 - the gpu overlay asks for GPUs and places the models there.
 """
 
@@ -174,12 +175,20 @@ def test_cpu_requests_match_the_thread_settings(overlay):
         assert "cpu" not in container["resources"].get("limits", {}), "a CPU limit throttles the threads"
 
 
+def selects(selector, labels):
+    """Whether a label selector (matchLabels, matchExpressions with In,
+    NotIn, Exists, DoesNotExist) selects LABELS."""
+    wanted = selector.get("matchLabels", {})
+    tests = {"In": lambda e: labels.get(e["key"]) in e["values"],
+             "NotIn": lambda e: labels.get(e["key"]) not in e["values"],
+             "Exists": lambda e: e["key"] in labels,
+             "DoesNotExist": lambda e: e["key"] not in labels}
+    return all(labels.get(k) == v for k, v in wanted.items()) \
+        and all(tests[e["operator"]](e) for e in selector.get("matchExpressions", []))
+
+
 def admitted(policies, pod_labels, port, peer_labels, peer_namespace, namespace="mlserve"):
     """Whether the NetworkPolicies let a peer reach POD_LABELS:PORT."""
-    def selects(selector, labels):
-        wanted = selector.get("matchLabels", {})
-        return all(labels.get(k) == v for k, v in wanted.items())
-
     governing = [p for p in policies if selects(p["spec"]["podSelector"], pod_labels)
                  and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
     if not governing:
@@ -219,6 +228,28 @@ def test_only_the_gateway_faces_outside(overlay):
         assert not admitted(policies, labels, 8001, *prometheus)
     # The evaluator can say yes: with no policies everything is admitted.
     assert admitted([], {"a": "b"}, 8001, *outside)
+
+
+def test_the_service_monitor_scrapes_every_role_once():
+    """The Prometheus Operator selects Services by their own labels, then
+    scrapes the named port of every pod behind them: each role's pods must be
+    behind exactly one selected Service (none: no metrics, no dashboards, no
+    alerts; two: every series twice), on its metrics port."""
+    objects = kube.render("production")
+    monitor = kube.find(objects, "ServiceMonitor", "mlserve")["spec"]
+    selected = [s for s in kube.of_kind(objects, "Service")
+                if selects(monitor["selector"], s["metadata"].get("labels", {}))]
+    roles = set()
+    for deployment in kube.of_kind(objects, "Deployment"):
+        name = deployment["metadata"]["name"]
+        pods = deployment["spec"]["template"]["metadata"]["labels"]
+        behind = [s for s in selected if selects({"matchLabels": s["spec"]["selector"]}, pods)]
+        assert len(behind) == 1, f"{name}'s pods are behind {[s['metadata']['name'] for s in behind]}"
+        for endpoint in monitor["endpoints"]:
+            port = next(p for p in behind[0]["spec"]["ports"] if p["name"] == endpoint["port"])
+            assert kube.leads_to(port, deployment, "metrics"), (name, port)
+        roles.add(role_of(deployment))
+    assert roles == ROLES
 
 
 def test_the_gpu_overlay_puts_inference_on_gpus(tmp_path):

@@ -2,14 +2,18 @@
 processes on loopback, each started with exactly its Deployment's arguments
 and environment and the rendered ConfigMaps and Secret, against real
 PostgreSQL, Redis and an S3 server: one registry, two features, two
-inference and two gateway processes.
+inference and two gateway processes, and last the monitoring role.
 
 What stands in for the cluster, and nothing else, is rewritten:
 - DNS: the Services' names become loopback addresses (mlserve-postgres -> the
   local PostgreSQL, in a schema of its own; mlserve-redis -> the local Redis;
   mlserve-s3 -> an s3s-fs process; mlserve-registry, mlserve-features and
-  the headless mlserve-inference-pods -> the processes' ports, as flags);
-- kube-proxy: gateway i reaches features process i;
+  the headless mlserve-inference-pods -> the processes' ports, as flags; the
+  monitoring role's scrape targets, the headless mlserve-gateway-pods and
+  mlserve-inference-pods, -> every gateway's and inference process's metrics
+  port, as a flag);
+- kube-proxy: gateway i reaches features process i, the monitoring role
+  features process 0;
 - the pod's paths: listeners bind 127.0.0.1 on free ports; the emptyDir is a
   temporary directory;
 - the event streams get a prefix of their own, so other tests on the same
@@ -19,10 +23,15 @@ The scenarios: keys created once and honoured (and revoked) by both
 gateways; a feature pushed through one features process is read through the
 other; predict with features through both gateways; a hot swap by alias on
 both inference processes; a canary split set through one gateway and applied
-by the other, then promoted.
+by the other, then promoted; the monitoring role reading every gateway and
+inference process and driving a rollout that both gateways apply. The
+monitoring role starts last: running, it would start a rollout of its own
+(monitoring.rollouts.trigger_alias) when the hand-made canary scenario moves
+the canary alias, and its split would replace the one set by hand.
 """
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -138,6 +147,31 @@ class Cluster:
                                     "--features-endpoint", f"http://127.0.0.1:{f.grpc_port}",
                                     "--inference-endpoints", inference, process=GatewayProcess)
                          for f in self.features]
+
+    def scrape_targets(self):
+        """The ConfigMap's monitoring.scrape_targets on loopback. Each must be
+        a headless Service (every pod, not one picked by kube-proxy) of the
+        gateway or inference pods whose port leads to their metrics port; it
+        becomes the metrics ports of that role's processes."""
+        processes = {"gateway": self.gateways, "inference": self.inference}
+        targets = []
+        for target in self.settings()["monitoring"]["scrape_targets"]:
+            name, port = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", target).groups()
+            service = kube.find(self.objects, "Service", name)["spec"]
+            assert service.get("clusterIP") == "None", f"{target}: not a headless Service"
+            role = next(r for r in processes
+                        if service["selector"] == self.deployment(r)["spec"]["selector"]["matchLabels"])
+            service_port = next(p for p in service["ports"] if p["port"] == int(port))
+            assert kube.leads_to(service_port, self.deployment(role), "metrics"), target
+            targets += [f"127.0.0.1:{p.metrics_port}" for p in processes[role]]
+        return targets
+
+    def start_monitoring(self):
+        ready = kube.mlserve_container(self.deployment("monitoring"))["readinessProbe"]["httpGet"]["path"]
+        self.monitoring = self.start("monitoring", ready, "--registry-endpoint", self.endpoint,
+                                     "--features-endpoint", f"http://127.0.0.1:{self.features[0].grpc_port}",
+                                     "--scrape-target", ",".join(self.scrape_targets()))
+        return self.monitoring
 
     def keys(self, *args):
         """`mlserve keys ARGS` with a gateway's configuration (its database)."""
@@ -305,3 +339,80 @@ def test_a_canary_split_set_through_one_gateway_applies_on_the_other(cluster):
                 headers=auth).status == 200
     wait_until(lambda: all(predict(cluster, first, f"p-{i}")["model_version"] == "3"
                            for i in range(10)), 15, "the promotion never reached the first gateway")
+
+
+def infer(cluster, gateway, request_id=None):
+    """One v2 inference of MODEL through GATEWAY, checked against its
+    version's reference; returns the version that answered. (v2, not
+    predict: the gateway labels a predict request's metrics with the model
+    "tabular:predict", which the monitoring role does not take for MODEL.)"""
+    x = np.array([cluster.rows[uid] for uid in sorted(cluster.rows)], dtype=np.float32)
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    answer = ok(post(gateway.gateway_http_port, f"/v2/models/{MODEL}/infer", {"inputs": [
+        {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]},
+        headers=headers))
+    version = int(answer["model_version"])
+    out = next(o for o in answer["outputs"] if o["name"] == "probabilities")
+    np.testing.assert_allclose(np.reshape(out["data"], out["shape"]),
+                               reference(cluster.versions[version - 1], x), atol=1e-5)
+    return version
+
+
+def windows(cluster):
+    """{version: requests} of MODEL in the monitoring role's window."""
+    answer = ok(get(cluster.monitoring.http_port, f"/v1/monitoring/windows?model={MODEL}",
+                    headers=cluster.token))
+    return {w["version"]: int(w["requests"]) for w in answer["windows"] if w["model"] == MODEL}
+
+
+def rollouts(cluster):
+    return ok(get(cluster.monitoring.http_port, f"/v1/monitoring/rollouts?model={MODEL}",
+                  headers=cluster.token))["rollouts"]
+
+
+def test_the_monitoring_role_reads_every_pod_and_drives_a_rollout(cluster):
+    mon = cluster.start_monitoring()
+    assert get(mon.http_port, "/health/ready").status == 200
+    refused = get(mon.http_port, "/v1/monitoring/rollouts")
+    assert refused.status == 401, "the monitoring role's port answered without the internal token"
+    # Traffic through both gateways (the promoted split: version 3) reaches
+    # its windows, read from the gateways' metrics ports.
+    def seen():
+        for g in cluster.gateways:
+            assert infer(cluster, g) == 3
+        return windows(cluster).get("3", 0) > 0
+    wait_until(seen, 60, f"the monitoring role never saw version 3's requests: {windows(cluster)}\n"
+               + mon.describe(40), interval=1)
+
+    # A rollout started by hand waits until every inference process serves
+    # its canary (read from their metrics ports), then both gateways apply
+    # its split. One long step whose checks stay inconclusive holds it there.
+    port = cluster.registry.http_port
+    cluster.versions.append(tabular_version(4))
+    assert registry_upload(port, MODEL, cluster.versions[3], cluster.token) == 4
+    started = ok(post(mon.http_port, "/v1/monitoring/rollouts", {
+        "model": MODEL, "canary": 4, "previous_canary": 3, "steps": [{"weight": 50, "duration_ms": 600000}],
+        "analysis": {"min_requests": 1000000}}, headers=cluster.token))
+    assert (started["stable"], started["canary"], started["state"]) == (2, 4, "waiting"), started
+    assert [(r["id"], r["state"]) for r in rollouts(cluster)] == [(started["id"], "waiting")]
+    # The canary alias's move finds this rollout and starts no other.
+    registry_set_alias(port, MODEL, "canary", 4, cluster.token)
+    wait_until(lambda: [(r["state"], r["weight"]) for r in rollouts(cluster)] == [("progressing", 50)],
+               120, f"the rollout never reached its step: {rollouts(cluster)}\n{cluster.describe()}",
+               interval=1)
+    for g in cluster.gateways:
+        wait_until(lambda: {infer(cluster, g, f"rollout-{i}") for i in range(20)} == {2, 4}, 30,
+                   "a gateway never applied the rollout's split", interval=1)
+    wait_until(lambda: windows(cluster).get("2", 0) > 0 and windows(cluster).get("4", 0) > 0, 60,
+               f"the windows never showed both versions: {windows(cluster)}", interval=1)
+
+    # Aborted by hand: the canary alias goes back where it was (3, as the
+    # start named it).
+    aborted = ok(post(mon.http_port, f"/v1/monitoring/rollouts/{MODEL}/abort", {"reason": "rehearsal"},
+                      headers=cluster.token))
+    assert aborted["state"] == "aborted" and "rehearsal" in aborted["reason"], aborted
+    wait_until(lambda: ok(get(port, f"/v1/registry/models/{MODEL}/aliases/canary",
+                              headers=cluster.token))["version"] == 3, 30,
+               "the abort did not move the canary alias back")
