@@ -1,5 +1,5 @@
 //! `mlserve rollouts start|status|list|pause|resume|promote|abort` and
-//! `mlserve monitor windows`: the monitoring role's API over gRPC.
+//! `mlserve monitor windows|drift`: the monitoring role's API over gRPC.
 
 use std::time::Duration;
 
@@ -109,6 +109,15 @@ enum MonitorCommand {
         /// The window (`1m`, `30s`); default: monitoring.window.
         #[arg(long)]
         window: Option<String>,
+    },
+    /// Per-feature drift of a model's versions: PSI and Kolmogorov-Smirnov of
+    /// the served rows in the window against each version's reference.
+    Drift {
+        /// The model.
+        model: String,
+        /// Only this version.
+        #[arg(long, default_value = "")]
+        version: String,
     },
 }
 
@@ -254,8 +263,51 @@ pub async fn monitor(args: MonitorArgs, config: &Config) -> Result<()> {
                 .await?;
             print!("{}", render_windows(&windows.windows));
         }
+        MonitorCommand::Drift { model, version } => {
+            let drift = client
+                .get_drift(CallContext::new(), GetDriftRequest { model, version })
+                .await?;
+            print!("{}", render_drift(&drift.reports));
+        }
     }
     Ok(())
+}
+
+fn render_drift(reports: &[DriftReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        out.push_str(&format!(
+            "{} v{}  {}  reference {} rows, current {} rows  (drifted: PSI >= {} and KS p < {})\n",
+            r.model,
+            r.version,
+            r.state,
+            r.reference_rows,
+            r.current_rows,
+            r.psi_threshold,
+            r.ks_alpha
+        ));
+        if r.features.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "  {:<24} {:<10} {:>8} {:>7} {:>10} {:>12} {:>12}  {}\n",
+            "FEATURE", "KIND", "PSI", "KS", "P-VALUE", "REF MEAN", "CUR MEAN", "DRIFTED"
+        ));
+        for f in &r.features {
+            out.push_str(&format!(
+                "  {:<24} {:<10} {:>8.3} {:>7.3} {:>10.2e} {:>12.4} {:>12.4}  {}\n",
+                f.feature,
+                f.kind,
+                f.psi,
+                f.ks,
+                f.p_value,
+                f.reference_mean,
+                f.current_mean,
+                if f.drifted { "yes" } else { "no" }
+            ));
+        }
+    }
+    out
 }
 
 fn summary(r: &Rollout) -> String {

@@ -70,6 +70,7 @@ pub async fn local(
     let options = Options {
         max_entities: settings.max_entities_per_request.max(1),
         mean_refresh: settings.mean_refresh,
+        served_retention: settings.served_retention,
         pipelines: configured_pipelines(settings)?,
     };
     let db = database(config, databases).await?;

@@ -2,12 +2,13 @@
 //! in-process, or scraped from `monitoring.scrape_targets`), rollouts in the
 //! gateways' database, REST under `/v1/monitoring/` and the gRPC
 //! `monitoring.MonitoringService`; a move of the trigger alias starts a
-//! rollout.
+//! rollout. Drift analysis reads the request log through the features role.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mlserve_gateway::canary::CanaryTable;
+use mlserve_monitoring::drift_watch::DriftWatch;
 use mlserve_monitoring::metrics::{MonitoringCollector, MonitoringMetrics};
 use mlserve_monitoring::service::LocalMonitoring;
 use mlserve_monitoring::store::Store;
@@ -45,6 +46,14 @@ pub async fn start(node: &mut Node) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("monitoring: traffic splits: {e}"))?,
     );
     let metrics = Arc::new(MonitoringMetrics::default());
+    let webhook = settings.alert_webhook.clone().map(|url| {
+        mlserve_monitoring::alerts::Webhook::new(
+            url,
+            settings.alert_webhook_tries,
+            settings.alert_webhook_retry_delay,
+        )
+    });
+    let drift = drift_watch(node, webhook.clone());
     let engine = Engine::new(EngineParts {
         store: Store::new(database),
         splits,
@@ -53,13 +62,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
         defaults: defaults.clone(),
         window: settings.window,
         metrics: metrics.clone(),
-        webhook: settings.alert_webhook.clone().map(|url| {
-            mlserve_monitoring::alerts::Webhook::new(
-                url,
-                settings.alert_webhook_tries,
-                settings.alert_webhook_retry_delay,
-            )
-        }),
+        webhook,
     });
     let sources = if settings.scrape_targets.is_empty() {
         let served = node.metrics_served.clone();
@@ -89,9 +92,13 @@ pub async fn start(node: &mut Node) -> Result<()> {
         mlserve_monitoring::run(driver, sources, every, loop_metrics, signal).await;
         drop(subscription);
     });
-    node.metrics
-        .register_collector(Box::new(MonitoringCollector::new(metrics, engine.clone())));
-    let local = Arc::new(LocalMonitoring::new(engine));
+    if let Some(drift) = &drift {
+        tokio::spawn(drift.clone().run(node.shutdown.signal()));
+    }
+    node.metrics.register_collector(Box::new(
+        MonitoringCollector::new(metrics, engine.clone()).with_drift(drift.clone()),
+    ));
+    let local = Arc::new(LocalMonitoring::new(engine).with_drift(drift));
     let client = MonitoringClient::from_arc(local.clone());
     node.add_routes(mlserve_monitoring::http::routes(
         client,
@@ -107,4 +114,28 @@ pub async fn start(node: &mut Node) -> Result<()> {
         "monitoring role started"
     );
     Ok(())
+}
+
+/// The drift analysis, when it is on and the request log can be read (the
+/// features role here, or at `features.endpoint`).
+fn drift_watch(
+    node: &Node,
+    webhook: Option<mlserve_monitoring::alerts::Webhook>,
+) -> Option<Arc<DriftWatch>> {
+    let settings = node.config.monitoring.drift.clone();
+    if settings.interval.is_zero() {
+        return None;
+    }
+    let Some(features) = node.clients.features.clone() else {
+        tracing::info!(
+            "drift analysis is off: no features role here and no features.endpoint to read the request log from"
+        );
+        return None;
+    };
+    Some(Arc::new(DriftWatch::new(
+        features,
+        node.events.clone(),
+        settings,
+        webhook,
+    )))
 }

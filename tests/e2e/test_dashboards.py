@@ -21,7 +21,11 @@ version 3 held at 30% (one long step whose checks stay inconclusive: a
 rollout running while the panels are queried). The split topology runs no
 monitoring process (rollouts across processes need the gateways' shared
 PostgreSQL and Redis events, as test_rollouts.Split sets up), so the rollout
-dashboard is checked all-in-one only.
+dashboard is checked all-in-one only. So is the drift dashboard: all-in-one,
+the gateway logs every served row and the monitoring role analyses drift
+each second against a reference of 20 rows (test_drift.py drives a real
+drift; here the reports, their PSI and KS, and the request log's counters
+need only exist).
 
 Each panel target's `expr` runs as an instant query with the dashboard's
 variables substituted: `$model` by each model the `model` variable lists
@@ -63,6 +67,10 @@ DATA_DEADLINE_S = 180
 # The monitoring role's dashboard: its $model lists the models rolled out
 # (only `plus`), and only the all-in-one topology runs the monitoring role.
 ROLLOUT_DASHBOARD = "rollout.json"
+# Drift over the request log: the monitoring role again, so all-in-one only;
+# its $model lists the models with a drift report (both).
+DRIFT_DASHBOARD = "drift.json"
+MONITORING_DASHBOARDS = {ROLLOUT_DASHBOARD, DRIFT_DASHBOARD}
 
 
 # ------------------------------------------------------------ dashboards
@@ -107,7 +115,7 @@ def test_dashboards_use_the_provisioned_datasource():
     assert [(s["type"], s["uid"]) for s in sources] == [("prometheus", "prometheus")]
     providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards.yaml").read_text())["providers"]
     assert [p["type"] for p in providers] == ["file"] and providers[0]["options"]["path"]
-    assert {p.stem for p in DASHBOARDS} >= {"overview", "model", "rollout"}
+    assert {p.stem for p in DASHBOARDS} >= {"overview", "model", "rollout", "drift"}
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert len(set(uids)) == len(uids), uids
     for path in DASHBOARDS:
@@ -123,7 +131,7 @@ def test_dashboards_use_the_provisioned_datasource():
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == "prometheus", (path.name, p["title"])
                 assert t["expr"].strip(), (path.name, p["title"])
-    for name in ["model.json", ROLLOUT_DASHBOARD]:
+    for name in ["model.json", ROLLOUT_DASHBOARD, DRIFT_DASHBOARD]:
         doc = load(GRAFANA / "dashboards" / name)
         assert [var for var, _, _ in variable_queries(doc)] == ["model"], name
 
@@ -210,6 +218,13 @@ def loaded(request, models_repo, tmp_path):
         # the canary beside production, for the monitoring role's rollouts
         followed.append(f'{{name="{FOLLOWED}",source="registry",alias="canary"}}')
         env["MLSERVE_MONITORING__SCRAPE_INTERVAL"] = "1s"
+        # every served row logged, and drift analysed each second against
+        # a reference of 20 rows, so the drift dashboard has data
+        env["MLSERVE_GATEWAY__REQUEST_LOG__SAMPLE_RATE"] = "1.0"
+        env["MLSERVE_GATEWAY__REQUEST_LOG__FLUSH_INTERVAL"] = "200ms"
+        env["MLSERVE_MONITORING__DRIFT__INTERVAL"] = "1s"
+        env["MLSERVE_MONITORING__DRIFT__REFERENCE_ROWS"] = "20"
+        env["MLSERVE_MONITORING__DRIFT__MIN_ROWS"] = "10"
     env["MLSERVE_INFERENCE__MODELS"] = f"[{','.join(followed)}]"
     registry = None
     stack = []
@@ -299,7 +314,7 @@ def test_every_panel_finds_data(loaded):
             # the process's own HTTP port: registry and monitoring routes alike
             roll_out(registry_port, topo.describe)
         else:
-            dashboards = [p for p in DASHBOARDS if p.name != ROLLOUT_DASHBOARD]
+            dashboards = [p for p in DASHBOARDS if p.name not in MONITORING_DASHBOARDS]
         queries = {}  # (dashboard, panel, refId, model) -> expr
         for path in dashboards:
             doc = load(path)

@@ -15,9 +15,12 @@ from topology import GatewayProcess
 
 PROMETHEUS = kube.REPO_ROOT / "deploy" / "prometheus"
 NAME = re.compile(r"\bmlserve_[a-z0-9_]+\b")
-# Named by the alert rules before a role exports them: the monitoring role
-# (issue 12) sets this gauge; the rule's unit tests feed it synthetic series.
+# Exported only once a model version has served its drift reference (1,000
+# logged rows by default), which this short scrape does not reach:
+# tests/e2e/test_drift.py reads it from a real drift, and the rule's unit
+# tests feed it synthetic series.
 NOT_YET_EXPORTED = {"mlserve_monitoring_drift_detected"}
+DESIRED = "mlserve_inference_desired_replicas"
 SYNC_FAILURES = "mlserve_inference_registry_sync_failures_total"
 
 
@@ -54,8 +57,9 @@ def exported(models_repo, tmp_path_factory):
 
         def scraped():
             names = scrape(s.metrics_port)
-            return names if SYNC_FAILURES in names else None
-        return wait_until(scraped, 60, f"no {SYNC_FAILURES} for a followed model the registry lacks")
+            return names if {SYNC_FAILURES, DESIRED} <= names else None
+        return wait_until(scraped, 60, f"no {SYNC_FAILURES} for a followed model the registry lacks, "
+                          f"or no {DESIRED} (sampled every second)")
 
 
 def scrape(port):

@@ -28,9 +28,9 @@ pub use features::{FeaturesConfig, OnlineStoreKind};
 pub use followed::{FollowedModel, ModelSource, PlacementOverride};
 pub use gateway::{
     AuthMode, CanaryConfig, CorsConfig, FailureMode, GatewayConfig, JwtConfig, PipelineConfig,
-    Postprocess, RateLimitBackend, RateLimitConfig,
+    Postprocess, RateLimitBackend, RateLimitConfig, RequestLogConfig,
 };
-pub use monitoring::{check_steps, MonitoringConfig, RolloutsConfig, StepConfig};
+pub use monitoring::{check_steps, DriftConfig, MonitoringConfig, RolloutsConfig, StepConfig};
 #[cfg(feature = "testing")]
 pub use registry::RegistryFault;
 pub use registry::{ArtifactBackend, RegistryConfig};

@@ -17,7 +17,8 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::{
-    EncodeCounterValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -117,12 +118,12 @@ pub fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u
     ConstCounter::new(value).encode(family)
 }
 
-/// Writes one gauge family with a sample per label set.
-pub fn gauge_family<L: EncodeLabelSet>(
+/// Writes one gauge family with a sample per label set (integer or float).
+pub fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue + fmt::Debug>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: impl IntoIterator<Item = (L, i64)>,
+    samples: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {

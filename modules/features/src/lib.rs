@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod offline;
 pub mod online;
 pub mod parquet_io;
+pub mod served;
 pub mod service;
 pub mod training_set;
 pub mod transform;

@@ -15,6 +15,7 @@ use crate::catalog::{self, Catalog, PIPELINE};
 use crate::error::{invalid, FeaturesError, Result};
 use crate::offline::{self, OfflineRow};
 use crate::online::{OnlineRow, OnlineStore};
+use crate::served;
 use crate::transform::{self, text::TextTransform, PipelineSpec};
 use crate::values::{feature_row, join_keys, now_micros};
 use crate::{history, lookup};
@@ -34,6 +35,8 @@ pub struct Options {
     pub max_entities: usize,
     /// How long a computed feature mean is reused.
     pub mean_refresh: Duration,
+    /// How long a served row of the request log is kept.
+    pub served_retention: Duration,
     /// Pipelines from the configuration (API-registered ones win).
     pub pipelines: BTreeMap<String, PipelineSpec>,
 }
@@ -43,6 +46,7 @@ impl Default for Options {
         Options {
             max_entities: 10_000,
             mean_refresh: Duration::from_secs(60),
+            served_retention: Duration::from_secs(30 * 24 * 3600),
             pipelines: BTreeMap::new(),
         }
     }
@@ -63,7 +67,12 @@ pub struct LocalFeatures {
     means: Mutex<HashMap<String, (Instant, Option<f64>)>>,
     tokenizers: Mutex<HashMap<(String, i64), Arc<TextTransform>>>,
     events: Option<Arc<dyn EventBus>>,
+    /// When the request log was last pruned of rows past the retention.
+    last_prune: Mutex<Option<Instant>>,
 }
+
+/// Time between two prunes of the request log.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl LocalFeatures {
     /// A service over `db` (migrated) and `online`.
@@ -76,7 +85,27 @@ impl LocalFeatures {
             means: Mutex::new(HashMap::new()),
             tokenizers: Mutex::new(HashMap::new()),
             events: None,
+            last_prune: Mutex::new(None),
         }
+    }
+
+    /// Deletes request-log rows past the retention, at most once a minute
+    /// (called on writes, so an idle log costs nothing).
+    async fn prune_served(&self) -> Result<()> {
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let retention =
+            i64::try_from(self.options.served_retention.as_micros()).unwrap_or(i64::MAX);
+        let pruned = served::prune(&self.db, now_micros().saturating_sub(retention)).await?;
+        if pruned > 0 {
+            tracing::debug!(rows = pruned, "request log pruned");
+        }
+        Ok(())
     }
 
     /// Publishes `data_arrived` on `bus` after every ingest, offline push
@@ -558,6 +587,49 @@ impl FeatureService for LocalFeatures {
             }
         };
         Ok(TransformResponse { tensors })
+    }
+
+    async fn log_served(
+        &self,
+        _ctx: CallContext,
+        request: LogServedRequest,
+    ) -> ServiceResult<LogServedResponse> {
+        served::validate(&request.rows)?;
+        let written = served::append(&self.db, &request.rows).await?;
+        if let Err(err) = self.prune_served().await {
+            tracing::warn!(error = %err, "cannot prune the request log");
+        }
+        Ok(LogServedResponse {
+            rows: written as u64,
+        })
+    }
+
+    async fn list_served(
+        &self,
+        _ctx: CallContext,
+        request: ListServedRequest,
+    ) -> ServiceResult<ListServedResponse> {
+        let range = served::Range {
+            model: &request.model,
+            version: &request.version,
+            start: request.start_ts,
+            end: request.end_ts,
+            limit: request.limit,
+            oldest: request.oldest,
+        };
+        Ok(ListServedResponse {
+            rows: served::list(&self.db, &range).await?,
+        })
+    }
+
+    async fn served_versions(
+        &self,
+        _ctx: CallContext,
+        request: ServedVersionsRequest,
+    ) -> ServiceResult<ServedVersionsResponse> {
+        Ok(ServedVersionsResponse {
+            versions: served::versions(&self.db, request.since_ts).await?,
+        })
     }
 }
 

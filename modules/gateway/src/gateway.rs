@@ -19,6 +19,7 @@ use crate::keys::KeyStore;
 use crate::metrics::GatewayMetrics;
 use crate::pipelines::Pipelines;
 use crate::ratelimit::RateLimiter;
+use crate::request_log::RequestLog;
 use crate::routing::{maintain, RoutingInference};
 use crate::scoped::ScopedInference;
 
@@ -137,16 +138,36 @@ impl Gateway {
             settings
                 .canary_refresh_interval
                 .max(Duration::from_millis(50)),
-            signal,
+            signal.clone(),
         ));
         let metrics = Arc::new(GatewayMetrics::default());
-        let router = Arc::new(RoutingInference::new(
-            endpoints,
-            canary.clone(),
-            settings.default_timeout.max(Duration::from_millis(1)),
-            settings.max_retries,
-            metrics.clone(),
-        ));
+        let request_log = match &features {
+            Some(features) => RequestLog::start(
+                &settings.request_log,
+                features.clone(),
+                metrics.request_log.clone(),
+                signal,
+            )
+            .map_err(anyhow::Error::msg)?,
+            None => {
+                if settings.request_log.sample_rate > 0.0 {
+                    tracing::info!(
+                        "the request log is off: no features role here and no features.endpoint"
+                    );
+                }
+                None
+            }
+        };
+        let router = Arc::new(
+            RoutingInference::new(
+                endpoints,
+                canary.clone(),
+                settings.default_timeout.max(Duration::from_millis(1)),
+                settings.max_retries,
+                metrics.clone(),
+            )
+            .with_request_log(request_log),
+        );
         let keys = if settings.auth == AuthMode::On {
             Some(Arc::new(
                 KeyStore::new(db).with_cache_ttl(settings.key_cache_ttl),

@@ -10,6 +10,8 @@
 //! - [`grpc::GatewayLayer`]: the same admission in front of the gRPC protocol.
 //! - [`scopes`]: what each credential may do, checked per call by
 //!   [`scoped::ScopedInference`] and by the predict and canary handlers.
+//! - [`request_log`]: a sample of served rows (inputs, prediction, version)
+//!   written to the offline store for the monitoring role's drift analysis.
 
 pub mod admission;
 pub mod auth;
@@ -27,9 +29,11 @@ pub mod pipelines;
 pub mod postprocess;
 pub mod predict;
 pub mod ratelimit;
+pub mod request_log;
 pub mod routing;
 pub mod scoped;
 pub mod scopes;
+pub mod tensor_rows;
 
 pub use error::GatewayError;
 pub use gateway::Gateway;

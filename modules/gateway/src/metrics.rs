@@ -12,6 +12,7 @@ use mlserve_common::metrics::{
 };
 
 use crate::endpoints::EndpointSet;
+use crate::request_log::LogCounts;
 
 /// Counters of the gateway.
 #[derive(Debug, Default)]
@@ -20,6 +21,8 @@ pub struct GatewayMetrics {
     retries: AtomicU64,
     shed: AtomicU64,
     durations: Mutex<BTreeMap<DurationKey, Histogram>>,
+    /// Rows of the request log by outcome.
+    pub request_log: Arc<LogCounts>,
 }
 
 /// Response classes counted in `mlserve_gateway_requests_total`.
@@ -139,6 +142,15 @@ impl Collector for GatewayCollector {
             "mlserve_gateway_shed_total",
             "Requests shed because no endpoint could take them.",
             m.shed.load(Ordering::Relaxed),
+        )?;
+        counter_family(
+            &mut encoder,
+            "mlserve_gateway_request_log_rows_total",
+            "Rows of the request log (served inputs and predictions sampled for drift) by outcome: queued, dropped (queue full), written, failed.",
+            m.request_log
+                .snapshot()
+                .into_iter()
+                .map(|(outcome, n)| ([("outcome", Label(outcome))], n)),
         )?;
         let snapshot = self.endpoints.snapshot();
         gauge_family(

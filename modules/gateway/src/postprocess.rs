@@ -7,6 +7,7 @@ use mlserve_proto::pb;
 use serde_json::{json, Value};
 
 use crate::error::GatewayError;
+use crate::tensor_rows;
 
 /// One output tensor as rows of f64.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,59 +38,22 @@ impl Output {
             None => return Err(internal("the model returned no output".into())),
         };
         let tensor = &response.outputs[index];
-        let values: Vec<f64> = match response.raw_output_contents.get(index) {
-            Some(raw) => decode_raw(&tensor.datatype, raw)?,
-            None => {
-                let c = tensor
-                    .contents
-                    .as_ref()
-                    .ok_or_else(|| internal(format!("output '{}' has no data", tensor.name)))?;
-                match tensor.datatype.as_str() {
-                    "FP32" => c.fp32_contents.iter().map(|v| f64::from(*v)).collect(),
-                    "FP64" => c.fp64_contents.clone(),
-                    "INT64" => c.int64_contents.iter().map(|v| *v as f64).collect(),
-                    "INT32" => c.int_contents.iter().map(|v| f64::from(*v)).collect(),
-                    other => return Err(internal(format!("cannot post-process datatype {other}"))),
-                }
-            }
-        };
-        let batch = tensor.shape.first().copied().unwrap_or(1).max(1) as usize;
-        if tensor.shape.len() <= 1 {
-            return Ok(Output {
-                rows: values.into_iter().map(|v| vec![v]).collect(),
-            });
+        let raw = response.raw_output_contents.get(index).map(|b| &b[..]);
+        if raw.is_none() && tensor.contents.is_none() {
+            return Err(internal(format!("output '{}' has no data", tensor.name)));
         }
-        if !values.len().is_multiple_of(batch) {
-            return Err(internal(format!(
-                "output '{}' has {} values for batch {batch}",
+        let values = tensor_rows::values(&tensor.datatype, raw, tensor.contents.as_ref())
+            .ok_or_else(|| internal(format!("cannot post-process datatype {}", tensor.datatype)))?;
+        let count = values.len();
+        let rows = tensor_rows::rows(&tensor.shape, values).ok_or_else(|| {
+            internal(format!(
+                "output '{}' has {count} values for batch {}",
                 tensor.name,
-                values.len()
-            )));
-        }
-        let width = values.len() / batch;
-        Ok(Output {
-            rows: values.chunks(width.max(1)).map(<[f64]>::to_vec).collect(),
-        })
+                tensor.shape.first().copied().unwrap_or(1)
+            ))
+        })?;
+        Ok(Output { rows })
     }
-}
-
-fn decode_raw(datatype: &str, raw: &[u8]) -> Result<Vec<f64>, GatewayError> {
-    let read = |size: usize| raw.chunks_exact(size);
-    Ok(match datatype {
-        "FP32" => read(4)
-            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        "FP64" => read(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            .collect(),
-        "INT64" => read(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f64)
-            .collect(),
-        "INT32" => read(4)
-            .map(|b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        other => return Err(internal(format!("cannot post-process datatype {other}"))),
-    })
 }
 
 fn top_k(pipeline: &PipelineConfig, scores: &[f64]) -> Value {

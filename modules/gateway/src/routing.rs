@@ -19,6 +19,7 @@ use mlserve_proto::{pb, CallContext, ErrorCode, ServiceError, ServiceResult, Tra
 use crate::canary::CanaryTable;
 use crate::endpoints::{resolve, Endpoint, EndpointSet, NoEndpoint, Slot, Target, LOCAL_ENDPOINT};
 use crate::metrics::GatewayMetrics;
+use crate::request_log::RequestLog;
 
 /// Routes inference calls over an [`EndpointSet`].
 #[derive(Clone)]
@@ -28,6 +29,7 @@ pub struct RoutingInference {
     default_timeout: Duration,
     max_retries: u32,
     metrics: Arc<GatewayMetrics>,
+    request_log: Option<Arc<RequestLog>>,
 }
 
 impl RoutingInference {
@@ -45,7 +47,14 @@ impl RoutingInference {
             default_timeout,
             max_retries,
             metrics,
+            request_log: None,
         }
+    }
+
+    /// Offers every answered inference request to `log`.
+    pub fn with_request_log(mut self, log: Option<Arc<RequestLog>>) -> RoutingInference {
+        self.request_log = log;
+        self
     }
 
     /// The endpoints.
@@ -122,6 +131,14 @@ impl RoutingInference {
         self.with_retries(|err| err.code == ErrorCode::Unavailable, call)
             .await
     }
+}
+
+/// What the canary split hashes to choose a version: the request id (the
+/// call's, else the protocol's `id`), so one id always lands on one version.
+fn split_key<'a>(ctx: &'a CallContext, request: &'a pb::ModelInferRequest) -> Option<&'a str> {
+    ctx.request_id
+        .as_deref()
+        .or(Some(request.id.as_str()).filter(|s| !s.is_empty()))
 }
 
 /// Inference is retried only when the request cannot have reached a model.
@@ -238,11 +255,8 @@ impl InferenceService for RoutingInference {
         };
         let mut split_chose = false;
         if request.model_version.is_empty() {
-            let id = ctx
-                .request_id
-                .as_deref()
-                .or(Some(request.id.as_str()).filter(|s| !s.is_empty()));
-            if let Some(version) = self.canary.choose(&request.model_name, id) {
+            let key = split_key(&ctx, &request);
+            if let Some(version) = self.canary.choose(&request.model_name, key) {
                 request.model_version = version;
                 split_chose = true;
             }
@@ -256,17 +270,26 @@ impl InferenceService for RoutingInference {
         let response = match self.infer_once(&ctx, &request).await {
             // The split chose a version no endpoint serves: a rollout is
             // moving (a canary unloaded on abort, a stable one on promotion)
-            // and this gateway has not reloaded the split yet. The split's
-            // other version answers instead.
+            // and this gateway had not reloaded the split yet when it chose.
+            // The split as it is now chooses again, else its other version
+            // answers; a split gone since leaves the version to the model.
             Err(err) if err.code == ErrorCode::NotFound && split_chose => {
-                let other = self
+                let model = &request.model_name;
+                let failed = &request.model_version;
+                let retry = self
                     .canary
-                    .other_version(&request.model_name, &request.model_version);
-                let Some(other) = other else {
-                    return Err(err);
+                    .choose(model, split_key(&ctx, &request))
+                    .filter(|v| v != failed)
+                    .or_else(|| self.canary.other_version(model, failed));
+                request.model_version = match retry {
+                    Some(version) => version,
+                    // The split still names only the failed version.
+                    None if self.canary.choose(model, None).is_some() => return Err(err),
+                    None => String::new(),
                 };
-                request.model_version = other;
-                ctx.note_reply(MODEL_VERSION_HEADER, request.model_version.clone());
+                if !request.model_version.is_empty() {
+                    ctx.note_reply(MODEL_VERSION_HEADER, request.model_version.clone());
+                }
                 self.infer_once(&ctx, &request).await?
             }
             result => result?,
@@ -278,6 +301,9 @@ impl InferenceService for RoutingInference {
         };
         if !version.is_empty() {
             ctx.note_reply(MODEL_VERSION_HEADER, version.clone());
+        }
+        if let Some(log) = &self.request_log {
+            log.offer(&request, &response, version);
         }
         Ok(response)
     }

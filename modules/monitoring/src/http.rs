@@ -9,6 +9,8 @@
 //! - `POST /v1/monitoring/rollouts/{model}/{pause|resume|promote|abort}`
 //!   (`{"reason": "..."}` optional)
 //! - `GET /v1/monitoring/windows[?model=&window_ms=]`
+//! - `GET /v1/monitoring/drift/{model}[?version=]`: the latest drift
+//!   reports of the model's versions
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -26,6 +28,7 @@ pub fn routes(service: MonitoringClient, max_body_bytes: usize) -> Router {
         .route("/v1/monitoring/rollouts/{model}", get(status))
         .route("/v1/monitoring/rollouts/{model}/{action}", post(action))
         .route("/v1/monitoring/windows", get(windows))
+        .route("/v1/monitoring/drift/{model}", get(drift))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(service)
 }
@@ -101,4 +104,21 @@ async fn windows(
     Query(request): Query<GetWindowsRequest>,
 ) -> ServiceResult<Json<GetWindowsResponse>> {
     Ok(Json(s.get_windows(ctx, request).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct DriftQuery {
+    version: String,
+}
+
+async fn drift(
+    State(s): State<MonitoringClient>,
+    ctx: CallContext,
+    Path(model): Path<String>,
+    Query(DriftQuery { version }): Query<DriftQuery>,
+) -> ServiceResult<Json<GetDriftResponse>> {
+    Ok(Json(
+        s.get_drift(ctx, GetDriftRequest { model, version }).await?,
+    ))
 }

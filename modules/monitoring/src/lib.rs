@@ -4,10 +4,14 @@
 //! and drives progressive delivery: rollouts that move a model's traffic to
 //! a canary by steps, check it every interval ([`analysis`]) and promote or
 //! abort by themselves ([`engine`]), stored in SQL ([`store`]) and served
-//! through the `MonitoringService` contract ([`service`], [`http`]).
+//! through the `MonitoringService` contract ([`service`], [`http`]). It
+//! also compares the served rows the gateways log with each version's
+//! reference and reports drift ([`drift`], [`drift_watch`]).
 
 pub mod alerts;
 pub mod analysis;
+pub mod drift;
+pub mod drift_watch;
 pub mod engine;
 pub mod http;
 pub mod metrics;

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use mlserve_common::metrics::{
     counter, counter_family, gauge_family, Collector, DescriptorEncoder, Label,
 };
+use mlserve_proto::monitoring::FeatureDrift;
 
+use crate::drift_watch::DriftWatch;
 use crate::engine::Engine;
 
 /// Counters and gauges the engine updates.
@@ -68,6 +70,7 @@ impl MonitoringMetrics {
 pub struct MonitoringCollector {
     metrics: Arc<MonitoringMetrics>,
     engine: Arc<Engine>,
+    drift: Option<Arc<DriftWatch>>,
 }
 
 impl fmt::Debug for MonitoringCollector {
@@ -80,7 +83,17 @@ impl fmt::Debug for MonitoringCollector {
 impl MonitoringCollector {
     /// A collector of `metrics` and `engine`'s windows.
     pub fn new(metrics: Arc<MonitoringMetrics>, engine: Arc<Engine>) -> Self {
-        MonitoringCollector { metrics, engine }
+        MonitoringCollector {
+            metrics,
+            engine,
+            drift: None,
+        }
+    }
+
+    /// Also encodes `drift`'s latest reports.
+    pub fn with_drift(mut self, drift: Option<Arc<DriftWatch>>) -> Self {
+        self.drift = drift;
+        self
     }
 }
 
@@ -167,6 +180,80 @@ impl Collector for MonitoringCollector {
                     )
                 })
             }),
-        )
+        )?;
+        match &self.drift {
+            Some(drift) => encode_drift(&mut encoder, drift),
+            None => Ok(()),
+        }
     }
+}
+
+/// The drift reports: a version's state, and each feature's PSI and KS.
+fn encode_drift(encoder: &mut DescriptorEncoder, drift: &DriftWatch) -> fmt::Result {
+    let reports = drift.reports("", "");
+    gauge_family(
+        encoder,
+        "mlserve_monitoring_drift_detected",
+        "1 while a model version's served inputs or predictions drifted from its reference (0: not drifted; absent: still collecting rows).",
+        reports
+            .iter()
+            .filter(|r| r.state != "collecting")
+            .map(|r| {
+                (
+                    [("model", Label(&r.model)), ("version", Label(&r.version))],
+                    i64::from(r.state == "drifted"),
+                )
+            }),
+    )?;
+    gauge_family(
+        encoder,
+        "mlserve_monitoring_drift_rows",
+        "Rows of the request log in a version's last drift analysis, by window (reference, current).",
+        reports.iter().flat_map(|r| {
+            [("reference", r.reference_rows), ("current", r.current_rows)]
+                .map(|(window, rows)| {
+                    (
+                        [
+                            ("model", Label(&r.model)),
+                            ("version", Label(&r.version)),
+                            ("window", Label(window)),
+                        ],
+                        rows as i64,
+                    )
+                })
+        }),
+    )?;
+    let per_feature = |pick: fn(&FeatureDrift) -> f64| {
+        reports.iter().flat_map(move |r| {
+            r.features.iter().map(move |f| {
+                (
+                    [
+                        ("model", Label(&r.model)),
+                        ("version", Label(&r.version)),
+                        ("feature", Label(&f.feature)),
+                        ("kind", Label(&f.kind)),
+                    ],
+                    pick(f),
+                )
+            })
+        })
+    };
+    gauge_family(
+        encoder,
+        "mlserve_monitoring_drift_psi",
+        "Population stability index of a feature's served values against the version's reference.",
+        per_feature(|f| f.psi),
+    )?;
+    gauge_family(
+        encoder,
+        "mlserve_monitoring_drift_ks",
+        "Kolmogorov-Smirnov statistic of a feature's served values against the version's reference.",
+        per_feature(|f| f.ks),
+    )?;
+    counter(
+        encoder,
+        "mlserve_monitoring_drift_failures_total",
+        "Drift analyses that could not read the request log.",
+        drift.failures(),
+    )
 }

@@ -7,18 +7,29 @@ use async_trait::async_trait;
 use mlserve_proto::monitoring::*;
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 
+use crate::drift_watch::DriftWatch;
 use crate::engine::Engine;
 
 /// The monitoring role's implementation of the contract.
 #[derive(Clone)]
 pub struct LocalMonitoring {
     engine: Arc<Engine>,
+    drift: Option<Arc<DriftWatch>>,
 }
 
 impl LocalMonitoring {
     /// Wraps an engine.
     pub fn new(engine: Arc<Engine>) -> LocalMonitoring {
-        LocalMonitoring { engine }
+        LocalMonitoring {
+            engine,
+            drift: None,
+        }
+    }
+
+    /// Serves `drift`'s reports (`None`: drift analysis is off).
+    pub fn with_drift(mut self, drift: Option<Arc<DriftWatch>>) -> LocalMonitoring {
+        self.drift = drift;
+        self
     }
 
     fn windows_of(&self, model: &str, window: Duration) -> Vec<VersionWindow> {
@@ -173,5 +184,30 @@ impl MonitoringService for LocalMonitoring {
         Ok(GetWindowsResponse {
             windows: self.windows_of(&request.model, window),
         })
+    }
+
+    async fn get_drift(
+        &self,
+        _ctx: CallContext,
+        request: GetDriftRequest,
+    ) -> ServiceResult<GetDriftResponse> {
+        let drift = self.drift.as_ref().ok_or_else(|| {
+            ServiceError::unavailable(
+                "drift analysis is off: it needs the features role (here or at features.endpoint) and monitoring.drift.interval above 0",
+            )
+        })?;
+        let reports = drift.reports(&request.model, &request.version);
+        if reports.is_empty() && !request.model.is_empty() {
+            return Err(ServiceError::not_found(format!(
+                "no served rows of model '{}'{} in the drift window",
+                request.model,
+                if request.version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" version {}", request.version)
+                }
+            )));
+        }
+        Ok(GetDriftResponse { reports })
     }
 }

@@ -47,6 +47,10 @@ pub struct FeaturesConfig {
     /// offline store is reused before it is computed again.
     #[serde(with = "duration")]
     pub mean_refresh: Duration,
+    /// How long the request log (served rows the gateways sampled, which
+    /// the monitoring role's drift analysis reads) keeps a row.
+    #[serde(with = "duration")]
+    pub served_retention: Duration,
     /// gRPC endpoint of a features role in another process (e.g.
     /// `http://features:8001`), used when this process does not run the role
     /// (the gateway's predict pipeline reaches the features role through it).
@@ -69,6 +73,7 @@ impl Default for FeaturesConfig {
             redis_reconnect_delay: Duration::from_millis(200),
             max_entities_per_request: 10_000,
             mean_refresh: Duration::from_secs(60),
+            served_retention: Duration::from_secs(30 * 24 * 3600),
             endpoint: None,
             pipelines: BTreeMap::new(),
         }

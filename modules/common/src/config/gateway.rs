@@ -76,6 +76,51 @@ pub struct GatewayConfig {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// Cross-origin requests from browsers.
     pub cors: CorsConfig,
+    /// The request log: a sample of served rows written to the offline store.
+    pub request_log: RequestLogConfig,
+}
+
+/// The request log (`[gateway.request_log]`): the gateway samples served
+/// inference requests and writes their rows (the input feature vector, the
+/// prediction and the model version) to the features role's offline store,
+/// where the monitoring role reads them for drift. Sampling never delays an
+/// answer: rows wait in a bounded queue, and a full queue drops the sample
+/// (counted) rather than block.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLogConfig {
+    /// Share of successful inference requests sampled, 0 to 1; 0 turns the
+    /// log off.
+    pub sample_rate: f64,
+    /// Most rows logged per second by one gateway process, so the log's
+    /// cost stays bounded under any load; 0: no bound.
+    pub max_rows_per_second: f64,
+    /// Rows kept of one sampled request's batch (the first ones).
+    pub max_rows_per_request: usize,
+    /// An input or output with more values per row than this (an image,
+    /// token ids) is left out of the row.
+    pub max_values_per_row: usize,
+    /// Rows waiting to be written; past it new samples are dropped.
+    pub queue_rows: usize,
+    /// Rows per write to the offline store.
+    pub batch_rows: usize,
+    /// Longest time a row waits before its batch is written.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        RequestLogConfig {
+            sample_rate: 0.01,
+            max_rows_per_second: 100.0,
+            max_rows_per_request: 4,
+            max_values_per_row: 64,
+            queue_rows: 4096,
+            batch_rows: 500,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// CORS: which web origins may call the gateway's HTTP API from a browser.
@@ -122,6 +167,7 @@ impl Default for GatewayConfig {
             canary: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             cors: CorsConfig::default(),
+            request_log: RequestLogConfig::default(),
         }
     }
 }

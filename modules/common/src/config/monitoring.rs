@@ -42,6 +42,52 @@ pub struct MonitoringConfig {
     /// The first retry's delay; each next one waits twice as long.
     #[serde(with = "duration")]
     pub alert_webhook_retry_delay: Duration,
+    /// Drift: the served rows the gateways log, against a reference.
+    pub drift: DriftConfig,
+}
+
+/// Drift analysis (`[monitoring.drift]`): every `interval`, each model
+/// version's rows in the request log over the last `window` are compared
+/// with its reference, the first `reference_rows` rows it served. A feature
+/// (an input column, or a prediction output) drifts when its PSI is at or
+/// over `psi_threshold` and its Kolmogorov–Smirnov p-value is under
+/// `ks_alpha`; then `drift_detected` is published and alerted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Time between two analyses; 0 turns drift analysis off.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// The current window: rows served in the last `window`.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// The reference: the first rows a version served.
+    pub reference_rows: u64,
+    /// Fewest current rows an analysis needs (fewer: `collecting`).
+    pub min_rows: u64,
+    /// Most current rows read per analysis (the newest).
+    pub max_rows: u64,
+    /// Quantile bins of the PSI.
+    pub bins: usize,
+    /// PSI at or over this (0.2: a large shift)...
+    pub psi_threshold: f64,
+    /// ...and a KS p-value under this make a feature drifted.
+    pub ks_alpha: f64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            interval: Duration::from_secs(60),
+            window: Duration::from_secs(15 * 60),
+            reference_rows: 1000,
+            min_rows: 200,
+            max_rows: 5000,
+            bins: 10,
+            psi_threshold: 0.2,
+            ks_alpha: 0.01,
+        }
+    }
 }
 
 impl Default for MonitoringConfig {
@@ -56,6 +102,7 @@ impl Default for MonitoringConfig {
             alert_webhook: None,
             alert_webhook_tries: 5,
             alert_webhook_retry_delay: Duration::from_secs(1),
+            drift: DriftConfig::default(),
         }
     }
 }
