@@ -18,6 +18,11 @@ use mlserve_proto::inference::{inference_grpc_server, InferenceClient};
 
 use super::Node;
 
+/// The window the autoscaling signal measures arrivals and service time over.
+const DEMAND_WINDOW: Duration = Duration::from_secs(10);
+/// The time the autoscaling signal gives a backlog to drain.
+const DEMAND_DRAIN: Duration = Duration::from_secs(30);
+
 /// Adds the inference role to `node`: the v2 routes and gRPC service, its
 /// metrics, readiness, then loads the models in the background; readiness
 /// turns true once the initial loads finish.
@@ -73,8 +78,14 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
     health.set(false).await;
 
     let stats = manager.stats().clone();
+    let demand = Arc::new(mlserve_inference::demand::Demand::new(
+        stats.clone(),
+        DEMAND_WINDOW,
+        DEMAND_DRAIN,
+    ));
+    tokio::spawn(demand.clone().run(node.shutdown.signal()));
     node.metrics.register_collector(Box::new(
-        mlserve_inference::metrics::InferenceCollector::new(stats),
+        mlserve_inference::metrics::InferenceCollector::new(stats).with_demand(demand),
     ));
 
     let ready_flag = local.clone();

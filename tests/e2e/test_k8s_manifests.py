@@ -115,6 +115,11 @@ def test_the_inference_hpa_uses_the_papers_numbers():
         assert metric["target"] == {"type": "AverageValue", "averageValue": "4"}, overlay
         assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120, overlay
         assert f'as: "{metric["metric"]["name"]}"' in adapter, "the adapter does not serve the HPA's metric"
+        # The load's own estimate: the pods' desired replicas summed (average 1).
+        desired = spec["metrics"][1]["pods"]
+        assert desired["metric"]["name"] == "mlserve_inference_desired_replicas", overlay
+        assert desired["target"] == {"type": "AverageValue", "averageValue": "1"}, overlay
+        assert f'as: "{desired["metric"]["name"]}"' in adapter, "the adapter does not serve it"
 
 
 def test_keda_replaces_the_hpa_with_the_same_signal():
@@ -126,6 +131,8 @@ def test_keda_replaces_the_hpa_with_the_same_signal():
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["threshold"] == "4"
     assert "mlserve_inference_queue_depth" in trigger["metadata"]["query"]
+    desired = scaled["triggers"][1]["metadata"]
+    assert "mlserve_inference_desired_replicas" in desired["query"] and desired["threshold"] == "1"
     assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
         "stabilizationWindowSeconds"] == 120
     assert scaled["scaleTargetRef"]["name"] == "mlserve-inference"

@@ -10,6 +10,7 @@ use mlserve_common::metrics::{
     Histogram, Label,
 };
 
+use crate::demand::Demand;
 use crate::stats::{Latency, StatsRegistry, VersionStats};
 
 type Getter = fn(&VersionStats) -> u64;
@@ -91,12 +92,22 @@ const HISTOGRAMS: [(&str, &str, LatencyOf); 3] = [
 #[derive(Debug)]
 pub struct InferenceCollector {
     stats: Arc<StatsRegistry>,
+    demand: Option<Arc<Demand>>,
 }
 
 impl InferenceCollector {
     /// A collector over `stats`.
     pub fn new(stats: Arc<StatsRegistry>) -> Self {
-        InferenceCollector { stats }
+        InferenceCollector {
+            stats,
+            demand: None,
+        }
+    }
+
+    /// Also encodes `demand`'s desired replicas per model.
+    pub fn with_demand(mut self, demand: Arc<Demand>) -> Self {
+        self.demand = Some(demand);
+        self
     }
 }
 
@@ -150,6 +161,17 @@ impl Collector for InferenceCollector {
                 name,
                 help,
                 all.iter().map(|s| (labels(s), get(&s.latency))),
+            )?;
+        }
+        if let Some(demand) = &self.demand {
+            let desired = demand.desired();
+            gauge_family(
+                &mut encoder,
+                "mlserve_inference_desired_replicas",
+                "Inference processes this process's load of the model needs: arrivals per second times the measured instance time per request, over the instances, plus the backlog drained within 30 s (Little's law). Summed over the pods, the model's need.",
+                desired
+                    .iter()
+                    .map(|(model, n)| ([("model", Label(model))], *n)),
             )?;
         }
         Ok(())

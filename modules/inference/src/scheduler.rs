@@ -166,6 +166,10 @@ impl Scheduler {
             max_batch_size,
             stats,
         });
+        shared
+            .stats
+            .instances
+            .store(runners.len(), Ordering::Relaxed);
         for (id, mut runner) in runners.into_iter().enumerate() {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -194,6 +198,7 @@ impl Scheduler {
         let shared = &self.shared;
         let policy = &shared.policy;
         let level = level(policy, priority)?;
+        shared.stats.arrivals.fetch_add(1, Ordering::Relaxed);
         let depth = &shared.stats.queue_depth;
         if depth.fetch_add(1, Ordering::AcqRel) >= policy.max_queue_size {
             depth.fetch_sub(1, Ordering::AcqRel);

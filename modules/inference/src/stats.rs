@@ -86,6 +86,13 @@ pub struct VersionStats {
     pub inference_count: AtomicU64,
     /// Batches executed.
     pub execution_count: AtomicU64,
+    /// Requests offered to the queue, refused ones included (the arrivals).
+    pub arrivals: AtomicU64,
+    /// Instance time spent executing batches (each batch's wall time once),
+    /// nanoseconds.
+    pub busy_ns: AtomicU64,
+    /// Model instances (parallel executors) of the version now.
+    pub instances: AtomicUsize,
     last_inference_ms: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     batches: Mutex<BTreeMap<usize, BatchAggregate>>,
@@ -131,6 +138,9 @@ impl VersionStats {
             compute_output: DurationStat::default(),
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            instances: AtomicUsize::new(0),
             last_inference_ms: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
@@ -158,6 +168,9 @@ impl VersionStats {
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
+        let busy = (t.input + t.infer + t.output).as_nanos();
+        self.busy_ns
+            .fetch_add(u64::try_from(busy).unwrap_or(u64::MAX), Ordering::Relaxed);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
