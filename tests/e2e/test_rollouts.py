@@ -366,27 +366,42 @@ def test_split_two_gateways_promote_abort_and_agree_on_the_split(split):
         moves = alias_history(reg, "production")["moves"]
         assert (moves[-1]["from_version"], moves[-1]["to_version"]) == (1, 2), moves
 
-        # A canary ten times slower: aborted, production untouched.
-        assert registry_upload(reg, MODEL, {"model.onnx": slow_plus(3)}) == 3
+        # A canary ten times slower: aborted, production untouched. Here a
+        # request crosses two processes (about 1.5 ms on a quiet machine, and
+        # several on a busy one), so the canary's extra work is sized to
+        # that: about 17 ms of products, not the all-in-one test's 3 ms.
+        assert registry_upload(reg, MODEL, {"model.onnx": slow_plus(3, n=384)}) == 3
         registry_set_alias(reg, MODEL, "canary", 3)
         status = wait_finished(t.monitoring, 3)
         assert status["rollout"]["state"] == "aborted", dumps(status)
         assert "x stable's" in status["rollout"]["reason"], dumps(status)
         r = http_request(reg, "GET", f"/v1/registry/models/{MODEL}/aliases/production")
         assert r.json()["version"] == 2, str(r)
-    assert load.failures == [], load.failures[:5]
+        assert load.failures == [], load.failures[:5]
+
+        # A canary failing on a share of its inputs: aborted by its error rate.
+        assert registry_upload(reg, MODEL, {"model.onnx": failing_plus(4)}) == 4
+        registry_set_alias(reg, MODEL, "canary", 4)
+        status = wait_finished(t.monitoring, 4)
+        assert status["rollout"]["state"] == "aborted", dumps(status)
+        assert "error rate" in status["rollout"]["reason"], dumps(status)
+        r = http_request(reg, "GET", f"/v1/registry/models/{MODEL}/aliases/production")
+        assert r.json()["version"] == 2, str(r)
+    # The only failures of the run are the failing canary's own answers.
+    assert load.failures and {(s, v) for s, v, _ in load.failures} == {(500, "4")}, \
+        load.failures[:5]
 
     # Both gateways apply one split: a rollout held at 30% (started by hand,
     # one long step, no check ever conclusive), measured on each gateway by
     # the version that answered.
     # Started before the alias moves: the move then finds this rollout of
     # the same version in progress and starts no other.
-    assert registry_upload(reg, MODEL, {"model.onnx": plus_model(4)}) == 4
+    assert registry_upload(reg, MODEL, {"model.onnx": plus_model(5)}) == 5
     r = http_request(mon, "POST", "/v1/monitoring/rollouts", body={
-        "model": MODEL, "canary": 4, "steps": [{"weight": 30, "duration_ms": 600000}],
+        "model": MODEL, "canary": 5, "steps": [{"weight": 30, "duration_ms": 600000}],
         "analysis": {"min_requests": 1000000}})
     assert r.status == 200, str(r)
-    registry_set_alias(reg, MODEL, "canary", 4)
+    registry_set_alias(reg, MODEL, "canary", 5)
     for port in ports:
         wait_until(lambda: (gateway_split(port) or {}).get("weight") == 0.3, 30,
                    f"gateway {port} never applied the 30% split: {gateway_split(port)}")
@@ -400,7 +415,7 @@ def test_split_two_gateways_promote_abort_and_agree_on_the_split(split):
             assert r.status == 200, str(r)
             v = r.json()["model_version"]
             counts[v] = counts.get(v, 0) + 1
-        shares.append(counts.get("4", 0) / 600)
+        shares.append(counts.get("5", 0) / 600)
     # 5 standard deviations of a binomial(600, 0.3) share is 0.094.
     assert all(abs(s - 0.3) < 0.094 for s in shares), shares
     assert abs(shares[0] - shares[1]) < 0.133, shares

@@ -94,7 +94,12 @@ fn route_of_path(path: &str) -> String {
 /// The model a path names (`/v2/models/{model}/...`, `/v1/models/{spec}`,
 /// `/v1/gateway/canary/{model}`), else "".
 fn model_in_path(path: &str) -> &str {
-    ["/v2/models/", "/v1/models/", "/v1/gateway/canary/"]
+    if let Some(spec) = path.strip_prefix("/v1/models/") {
+        // The predict API's `{model}:predict` (KServe v1): the verb is not
+        // part of the model.
+        return spec.split(['/', ':']).next().unwrap_or("");
+    }
+    ["/v2/models/", "/v1/gateway/canary/"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix))
         .and_then(|rest| rest.split('/').next())
@@ -184,5 +189,22 @@ async fn set_canary(
     match gateway.canary.apply(&model, action).await {
         Ok(split) => axum::Json(split).into_response(),
         Err(err) => error_response(&err.into()),
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn the_model_of_a_path_leaves_the_predict_verb_out() {
+        assert_eq!(model_in_path("/v1/models/tabular:predict"), "tabular");
+        assert_eq!(model_in_path("/v2/models/plus/versions/2/infer"), "plus");
+        assert_eq!(model_in_path("/v1/gateway/canary/plus"), "plus");
+        assert_eq!(model_in_path("/v2/models/stats"), "");
+        assert_eq!(
+            route_of_path("/v1/models/tabular:predict"),
+            "/v1/models/{model}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use fred::prelude::{
     Builder, Client, ClientLike, Config as RedisConfig, ReconnectPolicy, StreamsInterface,
 };
 use fred::types::streams::XReadResponse;
+use fred::types::Value;
 
 use super::{
     consumer_name, retry_delay, Event, EventBus, EventError, Handler, Subscription,
@@ -172,9 +173,11 @@ impl Reader {
                 }
             };
             let id = backlog.clone().unwrap_or_else(|| ">".into());
-            let read: Result<XReadResponse<String, String, String, String>, _> = self
+            // A blocking read that times out answers nil: no entries, not
+            // an error (xreadgroup_map would refuse to convert it).
+            let read: Result<Value, _> = self
                 .client
-                .xreadgroup_map(
+                .xreadgroup(
                     &self.group,
                     &self.consumer,
                     Some(BATCH),
@@ -184,6 +187,13 @@ impl Reader {
                     id,
                 )
                 .await;
+            let read = read.and_then(|value| {
+                if value.is_null() {
+                    Ok(XReadResponse::default())
+                } else {
+                    value.into_xread_response::<String, String, String, String>()
+                }
+            });
             let mut entries = match read {
                 Ok(response) => response.into_values().flatten().collect::<Entries>(),
                 Err(err) => {
