@@ -245,12 +245,21 @@ def test_rollout_api_refuses_what_it_cannot_do(server):
     r = http_request(s.http_port, "POST", "/v1/monitoring/rollouts", body=b"{not json",
                      headers={"Content-Type": "application/json"})
     assert r.status == 400, str(r)
-    # By hand: start, pause, resume, abort.
+    # By hand: start, pause, resume, abort. `canary` names version 1 before
+    # the start and moves to 2 after it (the move finds this rollout and
+    # starts none): the abort takes it back to 1, where it was at the start.
+    registry_set_alias(s.http_port, MODEL, "canary", 1)
     assert registry_upload(s.http_port, MODEL, {"model.onnx": plus_model(2)}) == 2
     r = post("/v1/monitoring/rollouts", {"model": MODEL, "canary": 2,
                                          "steps": [{"weight": 20, "duration_ms": 600000}]})
     assert r.status == 200, str(r)
     assert r.json()["stable"] == 1 and r.json()["state"] == "waiting", str(r)
+    assert r.json()["previous_canary"] == 1, str(r)
+    registry_set_alias(s.http_port, MODEL, "canary", 2)
+    # The same event reaches the inference role's follower: once it serves
+    # v2, the monitoring role has seen the move too (one in-process bus).
+    wait_until(lambda: get(s.http_port, f"/v2/models/{MODEL}/versions/2/ready").status == 200,
+               60, "version 2 never served\n" + s.describe(40))
     r = post("/v1/monitoring/rollouts", {"model": MODEL, "canary": 2})
     assert r.status == 409, str(r)
     assert post(f"/v1/monitoring/rollouts/{MODEL}/pause").json()["state"] == "paused"
@@ -261,6 +270,8 @@ def test_rollout_api_refuses_what_it_cannot_do(server):
     time.sleep(0.5)
     r = http_request(s.http_port, "GET", f"/v1/registry/models/{MODEL}/aliases/production")
     assert r.json()["version"] == 1, str(r)
+    r = http_request(s.http_port, "GET", f"/v1/registry/models/{MODEL}/aliases/canary")
+    assert r.status == 200 and r.json()["version"] == 1, str(r)
 
 
 # --------------------------------------------------------------------- split

@@ -191,13 +191,17 @@ impl Engine {
             request.steps.clone()
         };
         let analysis = self.filled(request.analysis.unwrap_or_default())?;
+        let previous_canary = match request.previous_canary {
+            0 => self.trigger_alias_before(&model, request.canary).await?,
+            given => given,
+        };
         let now = now_us();
         let rollout = Rollout {
             id: format!("{model}-{:08x}", fastrand::u32(..)),
             model: model.clone(),
             stable,
             canary: request.canary,
-            previous_canary: request.previous_canary,
+            previous_canary,
             state: states::WAITING.into(),
             step: 0,
             steps,
@@ -290,6 +294,21 @@ impl Engine {
             Err(e) if e.code == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where the trigger alias points before `canary` (0: nowhere, or at the
+    /// canary already): for a rollout started by hand, where an abort moves
+    /// the alias back to once it has moved to the canary.
+    async fn trigger_alias_before(&self, model: &str, canary: u64) -> ServiceResult<u64> {
+        let trigger = &self.parts.defaults.trigger_alias;
+        if trigger.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .alias(model, trigger)
+            .await?
+            .filter(|v| *v != canary)
+            .unwrap_or(0))
     }
 
     /// Carries every unfinished rollout one move on.
