@@ -215,13 +215,8 @@ async fn poll_repository(
     every: Duration,
     signal: mlserve_common::ShutdownSignal,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = signal.clone().wait() => return,
-        }
+    let mut ticks = signal.ticks(every);
+    while ticks.next().await {
         let manager = manager.clone();
         match tokio::task::spawn_blocking(move || manager.poll_once()).await {
             Ok(Err(err)) => tracing::warn!(error = %err, "repository poll failed"),

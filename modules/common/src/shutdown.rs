@@ -1,6 +1,9 @@
 //! Process-wide shutdown: one trigger, many listeners.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio::time::{Interval, MissedTickBehavior};
 
 /// The trigger side: call [`Shutdown::trigger`] once to start shutting down.
 #[derive(Clone)]
@@ -55,6 +58,33 @@ impl ShutdownSignal {
     /// Whether shutdown has begun.
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
+    }
+
+    /// Ticks every `period` until shutdown: the loop of a periodic task.
+    pub fn ticks(&self, period: Duration) -> Ticks {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ticks {
+            interval,
+            signal: self.clone(),
+        }
+    }
+}
+
+/// A periodic task's clock: `while ticks.next().await { work }`. The first
+/// tick is at once; a late one delays the next rather than bunching them.
+pub struct Ticks {
+    interval: Interval,
+    signal: ShutdownSignal,
+}
+
+impl Ticks {
+    /// Waits for the next tick; false once shutdown has begun.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => true,
+            _ = self.signal.clone().wait() => false,
+        }
     }
 }
 

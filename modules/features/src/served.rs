@@ -3,7 +3,7 @@
 //! prediction), appended in batches, read back by time range for the
 //! monitoring role's drift analysis, and pruned after a retention.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use mlserve_common::Database;
@@ -83,10 +83,8 @@ pub async fn append(db: &Database, rows: &[ServedRow]) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// Sorted by name, so a stored row reads the same every time.
 fn to_json(values: &HashMap<String, f64>) -> String {
-    let sorted: BTreeMap<&String, &f64> = values.iter().collect();
-    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
+    serde_json::to_string(values).unwrap_or_else(|_| "{}".into())
 }
 
 fn from_json(text: &str) -> HashMap<String, f64> {

@@ -81,10 +81,28 @@ fn decide(limit: Limit, tokens_before: f64) -> (Decision, f64) {
     )
 }
 
+/// A token bucket: `tokens` as of `at`.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+pub(crate) struct Bucket {
+    pub(crate) tokens: f64,
+    pub(crate) at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket of `limit`.
+    pub(crate) fn full(limit: Limit) -> Bucket {
+        Bucket {
+            tokens: limit.burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Refills the bucket to `now` at `limit`'s rate, up to its burst.
+    pub(crate) fn refill(&mut self, limit: Limit, now: Instant) {
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * limit.rate).min(limit.burst);
+        self.at = now;
+    }
 }
 
 /// The rate limiter.
@@ -186,14 +204,12 @@ impl RateLimiter {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * limit.rate < limit.burst
             });
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: limit.burst,
-            at: now,
-        });
-        let refilled = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * limit.rate)
-            .min(limit.burst);
-        let (decision, tokens) = decide(limit, refilled);
-        *bucket = Bucket { tokens, at: now };
+        let bucket = buckets
+            .entry(key.to_string())
+            .or_insert_with(|| Bucket::full(limit));
+        bucket.refill(limit, now);
+        let (decision, tokens) = decide(limit, bucket.tokens);
+        bucket.tokens = tokens;
         decision
     }
 

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mlserve_common::config::RequestLogConfig;
 use mlserve_common::ShutdownSignal;
@@ -21,6 +23,7 @@ use mlserve_proto::{pb, CallContext};
 use tokio::sync::mpsc;
 
 use crate::keys::now_micros;
+use crate::ratelimit::{Bucket, Limit};
 use crate::tensor_rows;
 
 /// Longest a batch write may take before its rows count as failed.
@@ -51,33 +54,37 @@ impl LogCounts {
     }
 }
 
-/// A token bucket of rows per second, refilled on use.
+/// The rows-per-second bound: a token bucket of the gateway's rate limits
+/// (one second's rows as its burst), taking several rows at once.
 #[derive(Debug)]
 struct Budget {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
+    /// `None`: no bound.
+    limit: Option<Limit>,
+    bucket: Bucket,
 }
 
 impl Budget {
-    fn take(&mut self, rows: usize) -> usize {
-        if self.rate <= 0.0 {
-            return rows;
+    fn new(rows_per_second: f64) -> Budget {
+        let limit = (rows_per_second > 0.0).then(|| Limit::new(rows_per_second, rows_per_second));
+        Budget {
+            limit,
+            bucket: Bucket::full(limit.unwrap_or(Limit::new(0.0, 0.0))),
         }
-        let now = Instant::now();
-        let burst = self.rate.max(1.0);
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(burst);
-        self.at = now;
-        let granted = (self.tokens.floor() as usize).min(rows);
-        self.tokens -= granted as f64;
+    }
+
+    /// Takes up to `rows` tokens; how many it got.
+    fn take(&mut self, rows: usize) -> usize {
+        let Some(limit) = self.limit else {
+            return rows;
+        };
+        self.bucket.refill(limit, Instant::now());
+        let granted = (self.bucket.tokens.floor() as usize).min(rows);
+        self.bucket.tokens -= granted as f64;
         granted
     }
 
     fn give_back(&mut self, rows: usize) {
-        if self.rate > 0.0 {
-            self.tokens += rows as f64;
-        }
+        self.bucket.tokens += rows as f64;
     }
 }
 
@@ -131,11 +138,7 @@ impl RequestLog {
         let (queue, rx) = mpsc::channel(settings.queue_rows.max(1));
         let log = RequestLog {
             settings: settings.clone(),
-            budget: Mutex::new(Budget {
-                rate: settings.max_rows_per_second,
-                tokens: settings.max_rows_per_second.max(1.0),
-                at: Instant::now(),
-            }),
+            budget: Mutex::new(Budget::new(settings.max_rows_per_second)),
             queue,
             counts,
         };

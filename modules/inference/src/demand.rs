@@ -75,13 +75,9 @@ impl Demand {
 
     /// Samples every second until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: ShutdownSignal) {
-        let mut ticks = tokio::time::interval(Duration::from_secs(1));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => self.sample(Instant::now()),
-                _ = shutdown.clone().wait() => return,
-            }
+        let mut ticks = shutdown.ticks(Duration::from_secs(1));
+        while ticks.next().await {
+            self.sample(Instant::now());
         }
     }
 

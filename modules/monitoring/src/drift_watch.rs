@@ -6,6 +6,7 @@
 //! version is kept in memory for the API, the CLI and the metrics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -79,7 +80,7 @@ pub struct DriftWatch {
     webhook: Option<Webhook>,
     references: Mutex<HashMap<Key, Arc<Reference>>>,
     reports: Mutex<BTreeMap<Key, DriftReport>>,
-    failures: std::sync::atomic::AtomicU64,
+    failures: AtomicU64,
 }
 
 impl DriftWatch {
@@ -103,17 +104,10 @@ impl DriftWatch {
 
     /// Analyses every `settings.interval` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: ShutdownSignal) {
-        let every = self.settings.interval.max(Duration::from_millis(100));
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = shutdown.clone().wait() => return,
-            }
+        let mut ticks = shutdown.ticks(self.settings.interval.max(Duration::from_millis(100)));
+        while ticks.next().await {
             if let Err(err) = self.analyse().await {
-                self.failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, "drift: cannot read the request log");
             }
         }
@@ -121,7 +115,7 @@ impl DriftWatch {
 
     /// Analyses that could not read the request log.
     pub fn failures(&self) -> u64 {
-        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The latest reports, by model and version; only `model`'s (and only

@@ -41,14 +41,8 @@ pub async fn run(
     metrics: Arc<metrics::MonitoringMetrics>,
     shutdown: ShutdownSignal,
 ) {
-    let every = every.max(Duration::from_millis(50));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = shutdown.clone().wait() => return,
-        }
+    let mut ticks = shutdown.ticks(every.max(Duration::from_millis(50)));
+    while ticks.next().await {
         let reading = sources.read().await;
         metrics.read(reading.failed > 0);
         engine.observe(reading);
