@@ -36,6 +36,9 @@ need_deb libturbojpeg0-dev "libturbojpeg0-dev (Debian/Ubuntu) or libjpeg-turbo-d
 # Prometheus: the end-to-end suite scrapes both topologies with a real one
 # (started by the test on a free port; the package's service is not used).
 need_deb prometheus "Prometheus 2.x on PATH (Debian: prometheus)" command -v prometheus
+# The console's browser tests (tests/e2e/test_console.py): headless Chromium
+# from Debian, driven by playwright-core from npm (no browser download).
+need_deb chromium "Chromium at /usr/bin/chromium (Debian: chromium)" test -x /usr/bin/chromium
 
 if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
@@ -48,6 +51,20 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" >"$stamp"
+fi
+
+# playwright-core for the console's browser tests, pinned by
+# tests/console/package-lock.json (npm ci; its install scripts, which would
+# fetch a browser, are not run). npm's cache goes under $XDG_CACHE_HOME/npm
+# when XDG_CACHE_HOME is set.
+need_deb npm "Node.js 20+ with npm (Debian: npm)" command -v npm
+console_stamp=tests/console/node_modules/.package-lock.sha256
+want=$(sha256sum tests/console/package-lock.json | cut -d' ' -f1)
+if [[ ! -f $console_stamp || $(cat "$console_stamp") != "$want" ]]; then
+  echo "setup: installing playwright-core into tests/console (npm ci)"
+  (cd tests/console && npm ci --no-audit --no-fund --ignore-scripts \
+    ${XDG_CACHE_HOME:+--cache "$XDG_CACHE_HOME/npm"} >/dev/null)
+  echo "$want" >"$console_stamp"
 fi
 
 lib=.onnxruntime/libonnxruntime.so.$ORT_VERSION

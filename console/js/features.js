@@ -1,0 +1,125 @@
+// Features: entities, feature views and pipelines; an online lookup (its
+// values, their event times and the lookup's latency as the browser saw
+// it); drift per feature of each served model (PSI against its threshold).
+
+import { api, can, canAny, seg } from './api.js';
+import { h, fill, table, badge, time, ago, num, errorLine, labelled, select } from './dom.js';
+import { barChart, lineChart, Series } from './chart.js';
+
+export async function render(ctx) {
+  const [{ entities }, { feature_views: views }, pipes] = await Promise.all([
+    api('/v1/features/entities'), api('/v1/features/views'),
+    api('/v1/features/pipelines').catch(() => ({ pipelines: [] })),
+  ]);
+  const drift = h('div#drift');
+  fill(ctx.el, h('h1', 'Features'),
+    h('div.grid',
+      h('section', h('h2', 'Entities'), table([
+        { label: 'Entity', value: e => h('strong', e.name) },
+        { label: 'Join keys', value: e => e.join_keys.join(', ') },
+        { label: 'Type', value: e => e.value_type },
+        { label: 'Version', value: e => e.version, num: true },
+        { label: 'Description', value: e => e.description },
+      ], entities, { id: 'entities-table', empty: 'No entity.' })),
+      h('section', h('h2', 'Pipelines'), table([
+        { label: 'Model', value: p => p.model },
+        { label: 'Kind', value: p => p.kind },
+        { label: 'Spec', value: p => h('code', JSON.stringify(p.spec).slice(0, 160)) },
+      ], pipes.pipelines, { id: 'pipelines-table', empty: 'No pipeline.' }))),
+    h('section', h('h2', 'Feature views'), table([
+      { label: 'View', value: v => h('strong', v.name) },
+      { label: 'Entities', value: v => v.entities.join(', ') },
+      { label: 'Fields', value: v => v.fields.map(f => `${f.name}: ${f.dtype}`).join(', ') },
+      { label: 'Max age', value: v => v.ttl_secs ? `${v.ttl_secs} s` : 'none', num: true },
+      { label: 'Online', value: v => v.online ? 'yes' : 'no' },
+      { label: 'Source', value: v => v.source },
+      { label: 'Version', value: v => v.version, num: true },
+    ], views, { id: 'views-table', empty: 'No feature view.' })),
+    h('section', h('h2', 'Online lookup and freshness'), lookup(views, entities)),
+    h('section', h('h2', 'Drift per feature'), drift));
+
+  if (!canAny('registry:read', 'rollouts:admin')) {
+    fill(drift, h('p.muted', "Drift reports need the scope 'registry:read'."));
+    return;
+  }
+  let names = [];
+  try {
+    names = can('infer')
+      ? [...new Set((await api('/v2/repository/index', { method: 'POST', body: {} })).map(m => m.name))]
+      : (await api('/v1/registry/models?limit=500')).models.map(m => m.name);
+  } catch { /* listed below as none */ }
+  let last = '';
+  await ctx.every(5000, async () => {
+    const found = (await Promise.all(names.sort().map(n =>
+      api(`/v1/monitoring/drift/${seg(n)}`).then(d => d.reports, () => [])))).flat();
+    const text = JSON.stringify(found);
+    if (text === last) return;
+    last = text;
+    fill(drift, found.length ? found.map(report) : h('p.muted', 'No drift analysis yet (it needs served rows in the request log).'));
+  });
+}
+
+function report(r) {
+  return h('div.drift-report', { 'data-model': r.model, 'data-version': r.version },
+    h('h3', `${r.model} version ${r.version} `, badge(r.state)),
+    h('p.muted', `${r.current_rows} current rows (${time(r.current_from_us)} – ${time(r.current_to_us)}) against ${r.reference_rows} reference rows; analysed ${ago(r.analysed_at_us)}. Drifts at PSI ≥ ${num(r.psi_threshold)} with KS p-value < ${num(r.ks_alpha)}.`),
+    r.features.length ? h('div.grid',
+      table([
+        { label: 'Feature', value: f => f.feature },
+        { label: 'Kind', value: f => f.kind },
+        { label: 'PSI', value: f => num(f.psi, 3), num: true },
+        { label: 'KS', value: f => num(f.ks, 3), num: true },
+        { label: 'p-value', value: f => num(f.p_value, 3), num: true },
+        { label: 'Reference mean', value: f => num(f.reference_mean, 4), num: true },
+        { label: 'Current mean', value: f => num(f.current_mean, 4), num: true },
+        { label: 'Drifted', value: f => f.drifted ? badge('drifted') : 'no' },
+      ], r.features, { rowAttrs: f => ({ 'data-feature': f.feature }) }),
+      barChart(r.features.map(f => ({ label: f.feature, value: f.psi, cls: f.drifted ? 'c0 drifted' : 'c0' })),
+        { title: `PSI per feature (${r.model} v${r.version})`, threshold: r.psi_threshold }))
+      : null);
+}
+
+function lookup(views, entities) {
+  const online = views.filter(v => v.online);
+  if (!online.length) return h('p.muted', 'No online feature view.');
+  const view = select(online.map(v => [v.name, v.name]), online[0].name);
+  const keys = h('span.row');
+  const out = h('div#lookup-result'), err = errorLine('lookup-error'), chart = h('div#lookup-latency');
+  const latency = new Series(50);
+  const keyInputs = () => {
+    const v = online.find(x => x.name === view.value);
+    const joins = v.entities.flatMap(e => entities.find(x => x.name === e)?.join_keys || [e]);
+    fill(keys, joins.map(k => labelled(`lookup-key-${k}`, k, h('input', { name: k, size: 10, required: true }))));
+  };
+  view.addEventListener('change', keyInputs);
+  keyInputs();
+  const form = h('form#lookup', labelled('lookup-view', 'View', view), keys, h('button', { type: 'submit' }, 'Look up'), err, out, chart);
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    err.textContent = '';
+    const v = online.find(x => x.name === view.value);
+    const ent = {};
+    for (const input of keys.querySelectorAll('input')) {
+      const raw = input.value.trim();
+      ent[input.name] = /^-?\d+$/.test(raw) ? Number(raw) : raw;
+    }
+    const features = v.fields.map(f => `${v.name}:${f.name}`);
+    try {
+      const t0 = performance.now();
+      const res = await api('/v1/features/online', { method: 'POST', body: { features, entities: [{ keys: ent }] } });
+      const ms = performance.now() - t0;
+      latency.add('lookup round trip', ms);
+      const values = res.rows[0]?.values || [];
+      const newest = Math.max(0, ...values.map(x => x.event_ts || 0));
+      fill(out, table([
+        { label: 'Feature', value: ([f]) => f },
+        { label: 'Value', value: ([, x]) => x.value === null ? '—' : JSON.stringify(x.value) },
+        { label: 'Status', value: ([, x]) => badge(x.status) },
+        { label: 'Event time', value: ([, x]) => time(x.event_ts) },
+      ], res.features.map((f, i) => [f, values[i]]), { id: 'lookup-table' }),
+      h('p.muted', `Newest event ${newest ? `${time(newest)} (${ago(newest)})` : 'none'} · round trip ${num(ms, 3)} ms`));
+      fill(chart, lineChart(latency.list(), { title: 'Online lookup latency (browser round trip, ms)', unit: 'ms' }));
+    } catch (e) { err.textContent = e.message; }
+  });
+  return form;
+}
