@@ -46,7 +46,7 @@ export async function api(path, { method = 'GET', body, raw = false, signal } = 
 export const seg = s => encodeURIComponent(String(s));
 
 /** The caller's identity and scopes, kept once signed in. */
-export const session = { identity: '', scopes: [], auth: true };
+export const session = { identity: '', scopes: [], auth: true, roles: null };
 
 /** Whether the signed-in credential holds `scope` (`infer` also as `infer:<m>`). */
 export function can(scope) {

@@ -5,18 +5,21 @@ import { api, can, canAny, session, setUnauthorizedHandler, token, ApiError } fr
 import { h, fill } from './dom.js';
 
 /** The pages: hash, nav label, module, and whether the credential may read it. */
+/** The pages: hash, nav label, module, the scopes that may read it, the role that serves its data. */
 const PAGES = [
   { path: 'overview', label: 'Overview', module: './overview.js', scope: [] },
-  { path: 'models', label: 'Models', module: './models.js', scope: ['registry:read'] },
-  { path: 'serving', label: 'Serving', module: './serving.js', scope: ['infer'] },
-  { path: 'rollouts', label: 'Rollouts', module: './rollouts.js', scope: ['registry:read', 'rollouts:admin'] },
-  { path: 'training', label: 'Training', module: './training.js', scope: ['training:submit', 'registry:read'] },
-  { path: 'features', label: 'Features', module: './features.js', scope: ['features:read'] },
+  { path: 'models', label: 'Models', module: './models.js', scope: ['registry:read'], role: 'registry' },
+  { path: 'serving', label: 'Serving', module: './serving.js', scope: ['infer'], role: 'inference' },
+  { path: 'rollouts', label: 'Rollouts', module: './rollouts.js', scope: ['registry:read', 'rollouts:admin'], role: 'monitoring' },
+  { path: 'training', label: 'Training', module: './training.js', scope: ['training:submit', 'registry:read'], role: 'training' },
+  { path: 'features', label: 'Features', module: './features.js', scope: ['features:read'], role: 'features' },
   { path: 'keys', label: 'Keys', module: './keys.js', scope: ['keys:admin'] },
 ];
 
 const $ = id => document.getElementById(id);
 const allowed = p => !p.scope.length || canAny(...p.scope);
+/** Whether this gateway reaches the role behind a page (all-in-one: every role; split: those configured). */
+const reached = p => !p.role || !session.roles || session.roles.includes(p.role);
 let generation = 0;
 
 function showSignIn(message = '') {
@@ -34,6 +37,7 @@ async function signIn(t) {
   token.set(t);
   try {
     Object.assign(session, await api('/v1/whoami'));
+    session.roles = await api('/v1/gateway/roles').then(r => r.roles.map(x => x.role), () => null);
   } catch (e) {
     token.clear();
     showSignIn(e instanceof ApiError && e.status === 401
@@ -44,7 +48,7 @@ async function signIn(t) {
   $('signin').hidden = true;
   $('identity').textContent = session.auth ? session.identity : 'authentication off';
   $('who').hidden = false;
-  fill($('nav'), PAGES.filter(allowed).map(p => h('a', { href: `#/${p.path}`, 'data-page': p.path }, p.label)));
+  fill($('nav'), PAGES.filter(p => allowed(p) && reached(p)).map(p => h('a', { href: `#/${p.path}`, 'data-page': p.path }, p.label)));
   $('nav').hidden = false;
   return true;
 }
@@ -69,6 +73,11 @@ async function show(focus) {
     return;
   }
   document.title = `${page.label} · mlserve`;
+  if (!reached(page)) {
+    fill(el, h('h1', page.label), h('p.error#denied', { role: 'alert' },
+      `This gateway reaches no ${page.role} role (see the Overview's roles).`));
+    return;
+  }
   if (!allowed(page)) {
     fill(el, h('h1', page.label), h('p.error#denied', { role: 'alert' },
       `This credential lacks the scope ${page.scope.map(s => `'${s}'`).join(' or ')} this page needs.`));

@@ -2,7 +2,7 @@
 // values, their event times and the lookup's latency as the browser saw
 // it); drift per feature of each served model (PSI against its threshold).
 
-import { api, can, canAny, seg } from './api.js';
+import { api, can, canAny, seg, session } from './api.js';
 import { h, fill, table, badge, time, ago, num, errorLine, labelled, select } from './dom.js';
 import { barChart, lineChart, Series } from './chart.js';
 
@@ -38,8 +38,12 @@ export async function render(ctx) {
     h('section', h('h2', 'Online lookup and freshness'), lookup(views, entities)),
     h('section', h('h2', 'Drift per feature'), drift));
 
+  if (session.roles && !session.roles.includes('monitoring')) {
+    fill(drift, h('p.muted#no-drift', 'Drift reports come from the monitoring role, which this gateway does not reach.'));
+    return;
+  }
   if (!canAny('registry:read', 'rollouts:admin')) {
-    fill(drift, h('p.muted', "Drift reports need the scope 'registry:read'."));
+    fill(drift, h('p.muted#no-drift', "Drift reports need the scope 'registry:read'."));
     return;
   }
   let names = [];

@@ -2,7 +2,7 @@
 // request rate, p99 and error rate (the monitoring role's windows; without
 // the scope to read them, rates from the inference statistics).
 
-import { api, can, canAny } from './api.js';
+import { api, can, canAny, session } from './api.js';
 import { h, fill, table, badge, num, pct } from './dom.js';
 import { lineChart, Series } from './chart.js';
 import { statsDelta } from './stats.js';
@@ -14,7 +14,7 @@ export async function render(ctx) {
     errors: h('div.value#overview-errors', '—'),
   };
   const roles = h('div#roles'), models = h('div#served'), charts = h('div.grid#overview-charts'), live = h('div#live-models');
-  const useWindows = canAny('registry:read', 'rollouts:admin');
+  const useWindows = canAny('registry:read', 'rollouts:admin') && (!session.roles || session.roles.includes('monitoring'));
   fill(ctx.el,
     h('h1', 'Overview'),
     h('div.tiles',
@@ -106,7 +106,7 @@ export async function render(ctx) {
         tiles.errors.textContent = n ? pct(fails / (n + fails)) : '—';
         const worst = Math.max(0, ...d.map(m => m.latencyMs || 0));
         tiles.p99.textContent = n ? num(worst, 3) : '—';
-        draw(h('p.muted', "p99 needs the monitoring windows (scope 'registry:read'); mean latency from the inference statistics."), 'Mean latency per model');
+        draw(h('p.muted', 'Without the monitoring windows (the monitoring role and the scope registry:read), rates and mean latency come from the inference statistics.'), 'Mean latency per model');
       }
       before = now;
     });

@@ -40,11 +40,11 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import pytest
 
-from helpers import copy_models, get, post, wait_until
+from helpers import copy_models, get, post, simple_json, wait_until
 from rollout_helpers import plus_model
 from server import REPO_ROOT, ServerStartError, server_binary
 from test_registry import set_alias, upload
-from topology import GatewayProcess
+from topology import GatewayProcess, start_topology
 
 CONSOLE = REPO_ROOT / "tests" / "console"
 SHOTS = REPO_ROOT / "docs" / "console"
@@ -145,23 +145,33 @@ def run_of(port, run_id):
     return ok(get(port, f"/v1/training/runs/{run_id}"))
 
 
+def plus_rows(rng, state):
+    """A `plus` request: 1 to 4 standard-normal rows, `state["shift"]` added to column 2."""
+    x = rng.standard_normal((int(rng.integers(1, 5)), 4)).astype(np.float32)
+    x[:, 2] += state["shift"]
+    return MODEL, {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": list(x.shape),
+                               "data": x.ravel().tolist()}]}
+
+
+def simple_rows(rng, state):
+    """A `simple` request of one row."""
+    return "simple", simple_json(1, seed=int(rng.integers(0, 1 << 30)))[0]
+
+
 @contextmanager
-def traffic(port, key):
-    """One thread sending `plus` requests through the gateway with `key`:
-    batches of 1 to 4 standard-normal rows, `state["shift"]` added to
-    column 2 from the moment it is set. Yields the state (and failures)."""
+def traffic(port, key, request):
+    """One thread sending `request(rng, state)`'s (model, body) through the
+    gateway with `key` until the context ends. Yields the state (`shift`,
+    and the `failures`)."""
     state = {"shift": 0.0, "failures": []}
     stop = threading.Event()
 
     def send():
         rng = np.random.default_rng(14)
         while not stop.is_set():
-            x = rng.standard_normal((int(rng.integers(1, 5)), 4)).astype(np.float32)
-            x[:, 2] += state["shift"]
-            doc = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": list(x.shape),
-                               "data": x.ravel().tolist()}]}
+            model, doc = request(rng, state)
             try:
-                r = post(port, f"/v2/models/{MODEL}/infer", doc, timeout=30,
+                r = post(port, f"/v2/models/{model}/infer", doc, timeout=30,
                          headers={"Authorization": f"Bearer {key}"})
                 if r.status != 200:
                     state["failures"].append(str(r))
@@ -176,6 +186,23 @@ def traffic(port, key):
     finally:
         stop.set()
         thread.join(60)
+
+
+def seed_features(port):
+    """An entity, a feature view and online values for drivers 1001 to 1003."""
+    ok(post(port, "/v1/features/apply", {
+        "entities": [{"name": "driver", "join_keys": ["driver_id"], "value_type": "int64",
+                      "description": "a driver of the fleet"}],
+        "feature_views": [{"name": "driver_stats", "entities": ["driver"], "ttl_secs": 86400,
+                           "online": True, "source": "trips table",
+                           "fields": [{"name": "rate", "dtype": "float64"},
+                                      {"name": "trips", "dtype": "int64"}]}],
+    }))
+    now_us = int(time.time() * 1e6)
+    rows = [{"values": {"driver_id": 1000 + i, "rate": 0.5 + i / 10, "trips": 10 * i},
+             "event_ts": now_us - i * 60_000_000} for i in range(1, 4)]
+    ok(post(port, "/v1/features/push", {"feature_view": "driver_stats", "rows": rows,
+                                         "to": "online_and_offline"}))
 
 
 def make_key(config, name, scopes):
@@ -233,7 +260,7 @@ def console(models_repo, tmp_path_factory):
         ok(set_alias(port, MODEL, "production", 1))
         wait_until(lambda: get(port, f"/v2/models/{MODEL}/versions/1/ready").status == 200, 60,
                    "version 1 never served\n" + s.describe(40))
-        load = stack.enter_context(traffic(s.gateway_http_port, admin))
+        load = stack.enter_context(traffic(s.gateway_http_port, admin, plus_rows))
         ok(set_alias(port, MODEL, "canary", 2))
 
         def rollout_state():
@@ -242,20 +269,7 @@ def console(models_repo, tmp_path_factory):
         wait_until(lambda: rollout_state() == "progressing", 90,
                    "the rollout never progressed\n" + s.describe(40), interval=0.3)
 
-        # Features: definitions, and online values for a few drivers.
-        ok(post(port, "/v1/features/apply", {
-            "entities": [{"name": "driver", "join_keys": ["driver_id"], "value_type": "int64",
-                          "description": "a driver of the fleet"}],
-            "feature_views": [{"name": "driver_stats", "entities": ["driver"], "ttl_secs": 86400,
-                               "online": True, "source": "trips table",
-                               "fields": [{"name": "rate", "dtype": "float64"},
-                                          {"name": "trips", "dtype": "int64"}]}],
-        }))
-        now_us = int(time.time() * 1e6)
-        rows = [{"values": {"driver_id": 1000 + i, "rate": 0.5 + i / 10, "trips": 10 * i},
-                 "event_ts": now_us - i * 60_000_000} for i in range(1, 4)]
-        ok(post(port, "/v1/features/push", {"feature_view": "driver_stats", "rows": rows,
-                                             "to": "online_and_offline"}))
+        seed_features(port)
 
         # Drift: once version 1 has its reference, column 2 moves by 2 sigma.
         wait_until(lambda: any(rep["version"] == "1" and rep["state"] != "collecting"
@@ -362,3 +376,36 @@ def test_overview_weight_and_first_render(console):
     print("\nconsole overview weight:", json.dumps(result))
     assert result["asset_requests"] >= 3 and result["asset_bytes"] > 0, result
     assert result["first_contentful_paint_ms"] > 0, result
+
+
+# --------------------------------------------------------------------- split
+@pytest.fixture(scope="module")
+def split_console(models_repo, tmp_path_factory):
+    """The split topology: a gateway process (auth on) in front of an
+    inference process and a features process over gRPC; no registry,
+    training or monitoring role is reached, so their pages are left out."""
+    tmp = tmp_path_factory.mktemp("console_split")
+    repo = copy_models(models_repo, tmp / "repo", ["simple"])
+    topo = start_topology("split", repo, tmp / "data", "--auth", "on", features=True,
+                          inference_count=1)
+    with ExitStack() as stack:
+        stack.callback(topo.stop)
+        admin = topo.keys("create", "--name", "console-admin", "--scope", ALL_SCOPES).strip()
+        seed_features(topo.features.http_port)
+        load = stack.enter_context(traffic(topo.gateway.gateway_http_port, admin, simple_rows))
+        wait_until(lambda: ok(get(topo.gateway.gateway_http_port, "/v2/models/simple/stats",
+                                  headers=bearer(admin)))["model_stats"][0]["inference_count"] > 0,
+                   60, "no request reached simple through the gateway")
+        yield {"server": topo.gateway, "admin": admin,
+               "url": f"http://127.0.0.1:{topo.gateway.gateway_http_port}", "load": load}
+
+
+def test_split_the_pages_of_the_roles_reached_render_their_api_data(split_console):
+    roles = ok(get(split_console["server"].gateway_http_port, "/v1/gateway/roles",
+                   headers=bearer(split_console["admin"])))["roles"]
+    assert {r["role"] for r in roles} == {"gateway", "inference", "features"}, roles
+    assert all(r["up"] for r in roles), roles
+    result = node_script(split_console, "walk.mjs", MLSERVE_MODEL="simple",
+                         MLSERVE_LOOKUP_KEY=LOOKUP_DRIVER)
+    assert result["pages"] == ["overview", "serving", "features", "keys"], result
+    assert split_console["load"]["failures"] == [], split_console["load"]["failures"][:5]
