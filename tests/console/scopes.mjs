@@ -3,7 +3,7 @@
 // infer: no registry:write (alias moves), rollouts:admin (pause, promote,
 // abort), training:submit (cancel, retry, run) or keys:admin (the Keys page).
 //
-// env: MLSERVE_URL, MLSERVE_READER_KEY, MLSERVE_MODEL (a rollout in
+// env: MLSERVE_URL, MLSERVE_READER_KEY, MLSERVE_JWT (optional: a JWT to sign in with), MLSERVE_MODEL (a rollout in
 // progress), MLSERVE_SLEEPER_RUN (a running run), MLSERVE_ADMIN_KEY (to
 // read what the reader may not).
 
@@ -62,5 +62,15 @@ run(async browser => {
       await call('POST', '/v1/keys', { name: 'sneaky', scopes: ['keys:admin'], rate: 0, burst: 0 }),
     ];
   }, { model: MODEL, runId });
-  return { identity: who.identity, scopes: who.scopes, hidden, refused };
+  // A JWT signs in as well: its subject and its scope claim decide.
+  let jwt = null;
+  if (process.env.MLSERVE_JWT) {
+    const other = await newPage(browser);
+    await signIn(other, process.env.MLSERVE_JWT);
+    const whoJwt = await api(process.env.MLSERVE_JWT, '/v1/whoami');
+    jwt = { identity: await other.locator('#identity').textContent(), whoami: whoJwt.identity,
+      nav: await other.locator('#nav a').allTextContents() };
+    check(other.problems.length === 0, `problems: ${other.problems.join('; ')}`);
+  }
+  return { identity: who.identity, scopes: who.scopes, hidden, refused, jwt };
 });

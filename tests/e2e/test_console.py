@@ -29,6 +29,9 @@ MLSERVE_CONSOLE_SCREENSHOTS=1 writes a screenshot of every page into
 docs/console/ (off by default, so a test run leaves the tree clean).
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -52,6 +55,7 @@ MODEL = "plus"
 ALL_SCOPES = "infer,predict,registry:read,registry:write,features:read,features:write," \
     "training:submit,rollouts:admin,keys:admin"
 READER_SCOPES = "registry:read,features:read,infer"
+JWT_SECRET = "console-e2e-jwt-secret-of-32-bytes-or-more"
 LOOKUP_DRIVER = 1001
 SCRIPT_TIMEOUT_S = 420
 
@@ -229,7 +233,9 @@ def console(models_repo, tmp_path_factory):
     config = tmp / "mlserve.toml"
     config.write_text(CONFIG.format(data_dir=tmp / "data", model=MODEL))
     try:
-        s = GatewayProcess(ready_path="/health/ready").start(repo, "--config", config, "--auth", "on")
+        s = GatewayProcess(ready_path="/health/ready").start(
+            repo, "--config", config, "--auth", "on",
+            env={"MLSERVE_GATEWAY__JWT__HS256_SECRET": JWT_SECRET})
     except ServerStartError as e:
         pytest.fail(str(e), pytrace=False)
     with ExitStack() as stack:
@@ -300,6 +306,13 @@ def node_script(console, name, **env):
     return result
 
 
+def jwt(claims):
+    """An HS256 JWT signed with the server's secret."""
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    signed = enc(b'{"alg":"HS256","typ":"JWT"}') + "." + enc(json.dumps(claims).encode())
+    return signed + "." + enc(hmac.new(JWT_SECRET.encode(), signed.encode(), hashlib.sha256).digest())
+
+
 def bearer(key):
     return {"Authorization": f"Bearer {key}"}
 
@@ -328,8 +341,11 @@ def test_every_page_renders_what_the_api_returns(console):
 
 
 def test_a_credential_without_a_scope_sees_no_button_and_is_refused(console):
+    token = jwt({"sub": "analyst", "exp": int(time.time()) + 3600, "scope": "registry:read features:read"})
     result = node_script(console, "scopes.mjs", MLSERVE_READER_KEY=console["reader"],
-                         MLSERVE_SLEEPER_RUN=console["sleeper"])
+                         MLSERVE_SLEEPER_RUN=console["sleeper"], MLSERVE_JWT=token)
+    assert result["jwt"] == {"identity": "jwt:analyst", "whoami": "jwt:analyst",
+                             "nav": ["Overview", "Models", "Rollouts", "Training", "Features"]}, result["jwt"]
     assert all(result["hidden"].values()), result["hidden"]
     assert set(result["hidden"]) == {"move_alias", "rollout_actions", "cancel_run", "start_run", "keys"}
     for call in result["refused"]:
