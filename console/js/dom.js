@@ -131,3 +131,15 @@ export function labelled(id, text, control) {
 export function select(options, selected) {
   return h('select', options.map(([v, t]) => h('option', { value: v, selected: String(v) === String(selected) }, t)));
 }
+
+/**
+ * After an action redrew its buttons: focus the first one left in
+ * `region`, else the page's heading, so the keyboard does not fall back to
+ * the top of the document.
+ */
+export function focusAfter(page, region) {
+  const next = page.querySelector(`${region} button`) || page.querySelector('h1');
+  if (!next) return;
+  if (next.tagName === 'H1') next.tabIndex = -1;
+  next.focus();
+}

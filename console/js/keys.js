@@ -24,8 +24,8 @@ export async function render(ctx) {
     h('label', { for: 'key-model-scope' }, 'and infer on one model: '), h('input#key-model-scope', { size: 14, placeholder: 'model name' }));
   const form = h('form#create-key',
     h('div.row', h('label', { for: 'key-name' }, 'Name'), name,
-      h('label', { for: 'key-rate' }, 'Rate (requests/s, 0: the default)'), rate,
-      h('label', { for: 'key-burst' }, 'Burst'), burst),
+      h('label', { for: 'key-rate' }, 'Rate (requests/s, 0: unlimited)'), rate,
+      h('label', { for: 'key-burst' }, 'Burst (0: the rate)'), burst),
     scopes, h('button#create-key-button', { type: 'submit' }, 'Create key'), err);
   fill(ctx.el, h('h1', 'API keys'), h('section', h('h2', 'New key'), form, secret), h('section', h('h2', 'Keys'), list));
 
@@ -35,7 +35,7 @@ export async function render(ctx) {
       { label: 'Id', value: k => h('code', k.id) },
       { label: 'Name', value: k => k.name },
       { label: 'Scopes', value: k => k.scopes.join(', ') },
-      { label: 'Rate / burst', value: k => `${k.rate || 'default'} / ${k.burst || 'default'}` },
+      { label: 'Rate limit', value: k => k.rate ? `${k.rate}/s, burst ${k.burst}` : 'unlimited' },
       { label: 'Created', value: k => when(k.created_at) },
       { label: 'State', value: k => k.revoked_at ? h('span', badge('revoked'), ` ${when(k.revoked_at)}`) : badge('active') },
       { label: '', value: k => k.revoked_at ? '' : h('button.danger', { type: 'button', 'data-revoke': k.id, 'aria-label': `Revoke key ${k.name} (${k.id})`, onclick: () => revoke(k) }, 'Revoke…') },

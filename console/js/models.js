@@ -138,7 +138,7 @@ function moveForm(ctx, name, versions, aliases) {
     try {
       await api(`/v1/registry/models/${seg(name)}/aliases/${seg(a)}`, { method: 'PUT', body: { version: v } });
       await render(ctx, name);
-      document.getElementById('aliases-table')?.scrollIntoView({ block: 'nearest' });
+      document.getElementById('move-alias-button')?.focus();
     } catch (e) {
       err.textContent = e.message;
     }

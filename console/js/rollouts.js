@@ -3,7 +3,7 @@
 // over time, and pause / resume / promote / abort.
 
 import { api, can, seg } from './api.js';
-import { h, fill, table, badge, time, num, pct, confirmDialog, errorLine } from './dom.js';
+import { h, fill, table, badge, time, num, pct, confirmDialog, errorLine, focusAfter } from './dom.js';
 import { lineChart, checkTimeline, Series } from './chart.js';
 
 const ACTIVE = ['waiting', 'progressing', 'paused', 'promoting'];
@@ -48,6 +48,7 @@ async function detail(ctx, model) {
       await api(`/v1/monitoring/rollouts/${seg(model)}/${action}`, { method: 'POST', body: { reason: `${action} from the console` } });
       lastState = '';
       await refresh();
+      focusAfter(ctx.el, '#rollout-actions');
     } catch (e) { err.textContent = e.message; }
   };
 

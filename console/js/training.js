@@ -3,7 +3,7 @@
 // X-Mlserve-Log-Complete), artifacts and metrics, retry and cancel.
 
 import { api, can, seg } from './api.js';
-import { h, fill, table, badge, time, num, bytes, confirmDialog, errorLine, labelled, select } from './dom.js';
+import { h, fill, table, badge, time, num, bytes, confirmDialog, errorLine, focusAfter, labelled, select } from './dom.js';
 import { barChart } from './chart.js';
 import { dag } from './dag.js';
 
@@ -66,6 +66,7 @@ async function run(ctx, id, selected) {
       await api(`/v1/training/runs/${seg(id)}/${action}`, { method: 'POST' });
       lastState = '';
       await refresh();
+      focusAfter(ctx.el, '#run-actions');
     } catch (e) { err.textContent = e.message; }
   };
 
