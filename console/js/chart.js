@@ -2,7 +2,7 @@
 // and bar charts. No library: a few scales and paths.
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 560, H = 180, L = 48, R = 12, T = 10, B = 24;
+const W = 560, H = 180, L = 52, R = 12, T = 10, B = 24;
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
@@ -21,12 +21,12 @@ const short = v => {
 
 const clock = ms => new Date(ms).toTimeString().slice(0, 8);
 
-function frame(svg, yMax, yMin, unit) {
+function frame(svg, yMax, yMin) {
   for (let i = 0; i <= 4; i++) {
     const v = yMin + (yMax - yMin) * i / 4;
     const y = T + (H - T - B) * (1 - i / 4);
     svg.append(s('line', { class: 'gridline', x1: L, x2: W - R, y1: y, y2: y }));
-    svg.append(s('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, short(v) + (i === 4 && unit ? ` ${unit}` : '')));
+    svg.append(s('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, short(v)));
   }
   svg.append(s('line', { class: 'axis', x1: L, x2: L, y1: T, y2: H - B }));
   svg.append(s('line', { class: 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }));
@@ -81,7 +81,7 @@ export function lineChart(series, { title = 'chart', unit = '', threshold, yMin 
   const sy = y => T + (H - T - B) * (1 - (y - yMin) / (yMax - yMin));
   const last = series.map(x => x.points.length ? `${x.name} ${short(x.points.at(-1)[1])}${unit ? ' ' + unit : ''}` : `${x.name}: no data`);
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${title}: ${last.join(', ') || 'no data'}` });
-  frame(svg, yMax, yMin, unit);
+  frame(svg, yMax, yMin);
   svg.append(s('text', { x: L, y: H - 8 }, clock(x0)));
   svg.append(s('text', { x: W - R, y: H - 8, 'text-anchor': 'end' }, clock(x1)));
   if (threshold !== undefined) {
@@ -103,13 +103,13 @@ export function lineChart(series, { title = 'chart', unit = '', threshold, yMin 
  * A bar chart of [{label, value, cls}] (cls e.g. 'drifted'), with an
  * optional dashed threshold line.
  */
-export function barChart(bars, { title = 'chart', unit = '', threshold } = {}) {
+export function barChart(bars, { title = 'chart', threshold } = {}) {
   let yMax = Math.max(0, ...bars.map(b => b.value), threshold ?? 0);
   if (!(yMax > 0)) yMax = 1;
   yMax *= 1.1;
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
     'aria-label': `${title}: ${bars.map(b => `${b.label} ${short(b.value)}`).join(', ') || 'no data'}` });
-  frame(svg, yMax, 0, unit);
+  frame(svg, yMax, 0);
   const sy = y => T + (H - T - B) * (1 - y / yMax);
   const slot = (W - L - R) / Math.max(1, bars.length);
   bars.forEach((b, i) => {

@@ -89,7 +89,7 @@ export async function render(ctx) {
         { label: 'p50 (ms)', value: w => num(w.p50_ms, 3), num: true },
         { label: 'p99 (ms)', value: w => num(w.p99_ms, 3), num: true },
         { label: 'Error rate', value: w => pct(w.error_rate), num: true },
-      ], windows, { id: 'windows-table', caption: 'Per version, over the monitoring window', empty: 'No traffic in the window.' }), 'p99 latency per model');
+      ], windows, { id: 'windows-table', caption: 'Per version, over the monitoring window', empty: 'No traffic in the window.' }), 'p99 latency per model (ms)');
     });
   } else if (can('infer')) {
     let before = null;
@@ -106,7 +106,7 @@ export async function render(ctx) {
         tiles.errors.textContent = n ? pct(fails / (n + fails)) : '—';
         const worst = Math.max(0, ...d.map(m => m.latencyMs || 0));
         tiles.p99.textContent = n ? num(worst, 3) : '—';
-        draw(h('p.muted', 'Without the monitoring windows (the monitoring role and the scope registry:read), rates and mean latency come from the inference statistics.'), 'Mean latency per model');
+        draw(h('p.muted', 'Without the monitoring windows (the monitoring role and the scope registry:read), rates and mean latency come from the inference statistics.'), 'Mean latency per model (ms)');
       }
       before = now;
     });

@@ -8,6 +8,17 @@ import { lineChart, checkTimeline, Series } from './chart.js';
 
 const ACTIVE = ['waiting', 'progressing', 'paused', 'promoting'];
 
+// A check's record carries its measurements in its message only:
+// "20 requests, error rate 0.00%, p99 0.789 ms; stable: 66 requests, ...".
+const CHECK = /^(\d+) requests, error rate ([\d.]+)%, p99 ([\d.]+) ms; stable: (\d+) requests, error rate ([\d.]+)%, p99 ([\d.]+) ms/;
+
+/** The measurements of the checks whose message has them (others are skipped). */
+function checkValues(records) {
+  return records.map(r => [r, CHECK.exec(r.message)]).filter(([, m]) => m).map(([r, m]) => ({
+    at: r.at_us / 1000, canaryP99: Number(m[3]), stableP99: Number(m[6]),
+  }));
+}
+
 export async function render(ctx, model) {
   if (model) return detail(ctx, model);
   const body = h('div#rollouts-list');
@@ -72,8 +83,13 @@ async function detail(ctx, model) {
     const checkRecords = st.records.filter(x => x.kind === 'check');
     if (st.records.length !== lastRecords) {
       lastRecords = st.records.length;
+      const measured = checkValues(checkRecords);
       fill(checks, checkTimeline(checkRecords, { title: 'Each check over time' }),
-        h('p.muted#checks-count', ['pass', 'fail', 'inconclusive'].map(x => `${checkRecords.filter(c => c.result === x).length} ${x}`).join(' · ')));
+        h('p.muted#checks-count', ['pass', 'fail', 'inconclusive'].map(x => `${checkRecords.filter(c => c.result === x).length} ${x}`).join(' · ')),
+        measured.length ? lineChart([
+          { name: 'canary p99', points: measured.map(m => [m.at, m.canaryP99]) },
+          { name: 'stable p99', points: measured.map(m => [m.at, m.stableP99]) },
+        ], { title: 'p99 at each check (ms)', unit: 'ms' }) : null);
       fill(records, table([
         { label: 'At', value: x => time(x.at_us) },
         { label: 'Kind', value: x => x.kind },

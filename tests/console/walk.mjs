@@ -143,6 +143,10 @@ async function rollouts(page) {
   const shownChecks = await page.locator('#rollout-checks circle').count();
   const after = await get(`/v1/monitoring/rollouts/${MODEL}`);
   check(shownChecks >= nChecks(before) && shownChecks <= nChecks(after), `checks shown ${shownChecks}, API ${nChecks(before)}..${nChecks(after)}`);
+  // The measurements of each check (read from its message), canary and stable p99.
+  if (after.records.some(x => x.kind === 'check' && /^\d+ requests, error rate [\d.]+%, p99/.test(x.message))) {
+    await until(page, 'the p99 at each check', () => document.querySelectorAll('#rollout-checks path.line').length === 2);
+  }
   await until(page, 'stable and canary windows', () => document.querySelectorAll('#rollout-windows-table tbody tr').length >= 1 && document.querySelectorAll('#rollout-charts path.line').length >= 1);
   for (const id of ['#rollout-pause', '#rollout-promote', '#rollout-abort']) check(await page.locator(id).count() === 1, `the admin sees no ${id}`);
   await settle(page, '#rollout-charts');
