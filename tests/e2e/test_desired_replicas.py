@@ -5,15 +5,17 @@ One inference process serving `slow` (compute-bound: one instance, about a
 tenth of a second per request on this kind of machine, a queue of 8), so the
 process's capacity is a few requests per second and the load generator's own
 cost is nothing beside it. `loadgen closed` measures that capacity C; then
-`loadgen open` offers 3 C requests per second (evenly spaced) for 25 s:
+`loadgen open` offers 4 C requests per second (evenly spaced) for 25 s:
 the requests the process cannot take are refused at once by the full queue,
 and they arrived all the same. Once the gauge's 10 s window is all overload,
-it reads 3 +- 1: within 1 of the multiple of its capacity the process
-itself saw arrive over the same seconds. After the load stops it falls back
-under 0.5.
+it reads within 1 of the multiple of its capacity the process itself saw
+arrive over the same seconds (4 on an undisturbed machine). After the load
+stops it falls back under 0.5.
 
-The capacity is measured on the machine that runs the test, in the same run:
-nothing depends on the machine's speed."""
+The capacity is measured on the machine that runs the test, in the same run,
+and the check compares the gauge with what the process saw in the gauge's
+own window: a busy machine (a capacity measured low or high) changes the
+multiple, not the outcome."""
 
 import json
 import statistics
@@ -47,7 +49,7 @@ def answered(port):
     return ok, ok + failed
 
 
-def test_three_times_capacity_reads_three_and_follows_the_load_down(models_repo, tmp_path):
+def test_overload_reads_its_multiple_and_follows_the_load_down(models_repo, tmp_path):
     repo = copy_models(models_repo, tmp_path / "repo", [MODEL])
     with start_server(repo) as server:
         target = f"http://127.0.0.1:{server.http_port}"
@@ -61,7 +63,7 @@ def test_three_times_capacity_reads_three_and_follows_the_load_down(models_repo,
         capacity = closed["requests_per_s"]
         assert capacity > 0, closed
 
-        rate = 3 * capacity
+        rate = 4 * capacity
         open_report = tmp_path / "open.json"
         load = subprocess.Popen(
             [str(LOADGEN), "open", "--target", target, "--model", MODEL,
@@ -89,13 +91,20 @@ def test_three_times_capacity_reads_three_and_follows_the_load_down(models_repo,
         middle = statistics.median(readings)
         # What the process itself saw over those 10 s: requests that arrived
         # (answered or refused) over requests it could answer. On a quiet
-        # machine this is the 3 offered; a busy one slows the model down and
+        # machine this is the 4 offered; a busy one slows the model down and
         # the multiple (and the signal with it) goes up.
         multiple = (ended_after - ended_before) / max(ok_after - ok_before, 1)
         print(f"load {multiple:.2f} x what the process served")
-        assert multiple >= 2.0, "the load generator did not overload the process"
-        assert abs(middle - multiple) <= 1.0, (multiple, readings)
-        assert 2.0 <= middle <= 4.0 or multiple > 3.5, (capacity, rate, multiple, readings)
+        # Even a capacity measured at half the process's real one leaves it
+        # overloaded twice over.
+        assert multiple >= 1.5, "the load generator did not overload the process"
+        # The last reading's 10 s window is the one `multiple` was counted
+        # over (the earlier ones lag it by up to 9 s, and a machine that gets
+        # busier meanwhile moves the multiple up). Counts of a few dozen
+        # requests make the multiple itself uncertain by a tenth or so.
+        aligned = readings[-1]
+        assert abs(aligned - multiple) <= max(1.0, 0.25 * multiple), (multiple, readings)
+        assert middle >= 1.5, (capacity, rate, multiple, readings)
 
         # No more load: the window empties and the signal goes down with it.
         wait_until(lambda: (desired(server.metrics_port) or 0) < 0.5, 40,
