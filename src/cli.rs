@@ -20,9 +20,13 @@ pub struct Cli {
     /// Roles to run, comma-separated or repeated (server.roles).
     #[arg(long = "role")]
     pub roles: Vec<String>,
-    /// Address to bind (server.host).
+    /// Address the gateway's and the metrics listeners bind (server.host).
     #[arg(long)]
     pub host: Option<String>,
+    /// Address the node's own HTTP and gRPC listeners bind
+    /// (server.node_host; default loopback unless server.internal_token is set).
+    #[arg(long)]
+    pub node_host: Option<String>,
     /// HTTP port, 0 for any free port (server.http_port).
     #[arg(long)]
     pub http_port: Option<u16>,
@@ -134,6 +138,7 @@ impl Cli {
             f = f.merge(("server.roles", &self.roles));
         }
         set!("server.host", self.host);
+        set!("server.node_host", self.node_host);
         set!("server.http_port", self.http_port);
         set!("server.grpc_port", self.grpc_port);
         set!("server.metrics_port", self.metrics_port);

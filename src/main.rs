@@ -47,7 +47,10 @@ fn main() -> ExitCode {
     // Serving, and `mlserve config` (which checks what serving would), refuse
     // a cluster deployment on a pod-local store; client subcommands do not.
     if matches!(cli.command, None | Some(commands::Command::Config)) {
-        if let Err(err) = config.check_deployment(&roles) {
+        let checked = config
+            .check_deployment(&roles)
+            .and_then(|()| config.check_no_open_door());
+        if let Err(err) = checked {
             return fail(&err);
         }
     }

@@ -25,10 +25,27 @@ use mlserve_common::{Config, Role};
 
 pub use node::Node;
 
+/// The client of `role`'s service at `endpoint` (its `<role>.endpoint`
+/// setting) when this process does not run the role itself; `None` when it
+/// does (the role adds its local client) or no endpoint is set.
+fn remote<C, E: std::fmt::Display>(
+    roles: &[Role],
+    role: Role,
+    endpoint: &Option<String>,
+    connect: impl Fn(&str) -> Result<C, E>,
+) -> Result<Option<C>> {
+    match endpoint {
+        Some(uri) if !roles.contains(&role) => connect(uri)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{role}.endpoint: {e}")),
+        _ => Ok(None),
+    }
+}
+
 /// Runs `roles` until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<()> {
     let grace = config.server.shutdown_grace;
-    let mut node = Node::new(config);
+    let mut node = Node::new(config, roles.clone());
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -36,22 +53,22 @@ pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<(
     let grpc = mlserve_proto::rpc::GrpcOptions::with_internal_token(
         node.config.server.internal_token.as_deref(),
     );
-    if let (false, Some(endpoint)) = (
-        roles.contains(&Role::Registry),
-        node.config.registry.endpoint.clone(),
-    ) {
-        let remote = mlserve_proto::registry::RegistryClient::connect_lazy(&endpoint, &grpc)
-            .map_err(|e| anyhow::anyhow!("registry.endpoint: {e}"))?;
-        node.clients.registry = Some(remote);
-    }
-    if let (false, Some(uri)) = (
-        roles.contains(&Role::Features),
-        node.config.features.endpoint.clone(),
-    ) {
-        let remote = mlserve_proto::features::FeaturesClient::connect_lazy(&uri, &grpc)
-            .map_err(|e| anyhow::anyhow!("features.endpoint: {e}"))?;
-        node.clients.features = Some(remote);
-    }
+    let config = &node.config;
+    node.clients.registry = remote(&roles, Role::Registry, &config.registry.endpoint, |uri| {
+        mlserve_proto::registry::RegistryClient::connect_lazy(uri, &grpc)
+    })?;
+    node.clients.features = remote(&roles, Role::Features, &config.features.endpoint, |uri| {
+        mlserve_proto::features::FeaturesClient::connect_lazy(uri, &grpc)
+    })?;
+    node.clients.training = remote(&roles, Role::Training, &config.training.endpoint, |uri| {
+        mlserve_proto::training::TrainingClient::connect_lazy(uri, &grpc)
+    })?;
+    node.clients.monitoring = remote(
+        &roles,
+        Role::Monitoring,
+        &config.monitoring.endpoint,
+        |uri| mlserve_proto::monitoring::MonitoringClient::connect_lazy(uri, &grpc),
+    )?;
     // Role::ALL is the start-up order: the services others call come first,
     // so their local clients exist when the callers start.
     for role in Role::ALL.iter().filter(|r| roles.contains(r)) {

@@ -4,7 +4,9 @@
 
 use mlserve_proto::features::FeaturesClient;
 use mlserve_proto::inference::InferenceClient;
+use mlserve_proto::monitoring::MonitoringClient;
 use mlserve_proto::registry::RegistryClient;
+use mlserve_proto::training::TrainingClient;
 
 /// One client per service; `None` when it is neither here nor configured.
 #[derive(Clone, Default)]
@@ -15,4 +17,8 @@ pub struct Clients {
     pub registry: Option<RegistryClient>,
     /// The feature service (lookups, transforms, stores).
     pub features: Option<FeaturesClient>,
+    /// The training service (workflows, runs, logs).
+    pub training: Option<TrainingClient>,
+    /// The monitoring service (rollouts, windows, drift).
+    pub monitoring: Option<MonitoringClient>,
 }

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mlserve_common::Role;
+use mlserve_gateway::admin_api::RoleProbe;
 use mlserve_gateway::grpc::GatewayLayer;
 use mlserve_gateway::Gateway;
 use mlserve_proto::http::with_error_fallbacks;
@@ -34,10 +36,8 @@ pub async fn start(node: &mut Node) -> Result<()> {
 
     let http = bind(&host, settings.http_port, "gateway-http").await?;
     let http_addr = http.local_addr()?;
-    let router = mlserve_gateway::http::with_cors(
-        &gateway,
-        with_error_fallbacks(mlserve_gateway::http::routes(gateway.clone())),
-    );
+    let routes = mlserve_gateway::http::routes(gateway.clone(), services(node), role_probes(node)?);
+    let router = mlserve_gateway::http::with_cors(&gateway, with_error_fallbacks(routes));
     let signal = node.shutdown.signal();
     let limits = ConnectionLimits::of(&node.config.server);
     node.servers.spawn(async move {
@@ -97,6 +97,52 @@ pub async fn start(node: &mut Node) -> Result<()> {
         "gateway ready"
     );
     Ok(())
+}
+
+/// The other services' REST APIs the gateway serves to users (the same
+/// routes as the node's, over this process's clients: local, or remote
+/// over gRPC with the internal token), each behind its scope.
+fn services(node: &Node) -> axum::Router {
+    let max_body = node.config.server.http_max_body_bytes;
+    let mut router = axum::Router::new();
+    #[cfg(feature = "registry")]
+    if let Some(client) = node.clients.registry.clone() {
+        router = router.merge(mlserve_registry::http::routes(client));
+    }
+    #[cfg(feature = "features")]
+    if let Some(client) = node.clients.features.clone() {
+        router = router.merge(mlserve_features::http::routes(client, max_body));
+    }
+    #[cfg(feature = "training")]
+    if let Some(client) = node.clients.training.clone() {
+        router = router.merge(mlserve_training::http::routes(client, max_body));
+    }
+    #[cfg(feature = "monitoring")]
+    if let Some(client) = node.clients.monitoring.clone() {
+        router = router.merge(mlserve_monitoring::http::routes(client, max_body));
+    }
+    let _ = max_body;
+    router
+}
+
+/// The roles besides inference and the gateway, as `GET /v1/gateway/roles`
+/// reports them: in this process, or at their configured endpoint.
+fn role_probes(node: &Node) -> Result<Vec<RoleProbe>> {
+    let config = &node.config;
+    let mut probes = Vec::new();
+    for (role, endpoint) in [
+        (Role::Registry, &config.registry.endpoint),
+        (Role::Features, &config.features.endpoint),
+        (Role::Training, &config.training.endpoint),
+        (Role::Monitoring, &config.monitoring.endpoint),
+    ] {
+        if node.roles.contains(&role) {
+            probes.push(RoleProbe::local(role.as_str()));
+        } else if let Some(endpoint) = endpoint {
+            probes.push(RoleProbe::remote(role.as_str(), endpoint).map_err(anyhow::Error::msg)?);
+        }
+    }
+    Ok(probes)
 }
 
 /// Reloads the traffic splits at once when a rollout moves (besides the

@@ -100,6 +100,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     ));
     let local = Arc::new(LocalMonitoring::new(engine).with_drift(drift));
     let client = MonitoringClient::from_arc(local.clone());
+    node.clients.monitoring = Some(client.clone());
     node.add_routes(mlserve_monitoring::http::routes(
         client,
         config.server.http_max_body_bytes,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
-use mlserve_common::{Config, Databases, Shutdown};
+use mlserve_common::{Config, Databases, Role, Shutdown};
 use mlserve_proto::http::{with_error_fallbacks, with_internal_token};
 use mlserve_proto::internal_auth::{InternalAuthLayer, InternalToken};
 use tokio::task::JoinSet;
@@ -33,6 +33,8 @@ const GRPC_MAX_PENDING_RESETS: usize = 4096;
 pub struct Node {
     /// The whole configuration.
     pub config: Config,
+    /// The roles this process runs.
+    pub roles: Vec<Role>,
     /// Triggered once on SIGTERM/SIGINT after the shutdown hooks ran.
     pub shutdown: Shutdown,
     /// Every role's REST routes, merged (no fallbacks: added once at the end).
@@ -67,13 +69,14 @@ pub struct Node {
 
 impl Node {
     /// An empty node for `config`.
-    pub fn new(config: Config) -> Node {
+    pub fn new(config: Config, roles: Vec<Role>) -> Node {
         let events: Arc<dyn EventBus> = Arc::new(MemoryBus::new(&config.events));
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut grpc = tonic::service::RoutesBuilder::default();
         grpc.add_service(health_service);
         Node {
             config,
+            roles,
             shutdown: Shutdown::new(),
             http: axum::Router::new(),
             grpc,
@@ -100,14 +103,21 @@ impl Node {
         let server = self.config.server.clone();
         let token =
             InternalToken::new(server.internal_token.as_deref()).map_err(anyhow::Error::msg)?;
-        let http = bind(&server.host, server.http_port, "http").await?;
+        let node_host = server.node_bind_host();
+        if server.node_ports_open() {
+            tracing::warn!(
+                node_host,
+                "the node's listeners serve every role's API to the network without credentials (no server.internal_token)"
+            );
+        }
+        let http = bind(node_host, server.http_port, "http").await?;
         let routes = std::mem::take(&mut self.http).merge(self.readiness.routes());
         let router = with_internal_token(with_error_fallbacks(routes), token.clone());
         let limits = ConnectionLimits::of(&server);
         self.servers
             .spawn(serve_http(http, router, limits, self.shutdown.signal()));
 
-        let grpc = bind(&server.host, server.grpc_port, "grpc").await?;
+        let grpc = bind(node_host, server.grpc_port, "grpc").await?;
         if !self.readiness_owned {
             self.readiness.set(true).await;
             tracing::info!("server ready");

@@ -77,6 +77,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     });
     let local = Arc::new(LocalTraining::new(engine));
     let client = TrainingClient::from_arc(local.clone());
+    node.clients.training = Some(client.clone());
     node.add_routes(mlserve_training::http::routes(
         client,
         config.server.http_max_body_bytes,

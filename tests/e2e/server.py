@@ -62,10 +62,11 @@ class Server:
             raise ServerStartError(
                 f"server binary {self.binary} does not exist; build it with "
                 "`cargo build --release` or set MLSERVE_BIN")
-        args = [str(self.binary), "--model-repository", str(repo),
-                "--host", "127.0.0.1",
-                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
         extra = [str(a) for a in extra_args]
+        args = [str(self.binary), "--model-repository", str(repo),
+                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+        if "--host" not in extra:
+            args += ["--host", "127.0.0.1"]
         if "--model-control-mode" not in extra:
             args += ["--model-control-mode", "none"]
         # never a fixed port: the gateway's own listeners too (harmless

@@ -83,8 +83,14 @@ pub struct Config {
 pub struct ServerConfig {
     /// Roles to run; empty means every role compiled into the binary.
     pub roles: Vec<String>,
-    /// Address the listeners bind.
+    /// Address the gateway's listeners and the metrics listener bind.
     pub host: String,
+    /// Address the node's own HTTP and gRPC listeners bind: they serve
+    /// every role's APIs (v2, registry, features, training, monitoring)
+    /// without user authentication. Unset: `host` when `internal_token`
+    /// locks them, else loopback (127.0.0.1), so no open door faces the
+    /// network. See [`ServerConfig::node_bind_host`].
+    pub node_host: Option<String>,
     /// Open Inference Protocol over HTTP (Triton: 8000). 0 picks a free port.
     pub http_port: u16,
     /// Open Inference Protocol over gRPC (Triton: 8001). 0 picks a free port.
@@ -126,11 +132,39 @@ pub struct ServerConfig {
     pub internal_token: Option<String>,
 }
 
+impl ServerConfig {
+    /// The address the node's HTTP and gRPC listeners bind: `node_host`
+    /// when set, else `host` when the internal token locks them, else
+    /// loopback.
+    pub fn node_bind_host(&self) -> &str {
+        match (&self.node_host, &self.internal_token) {
+            (Some(host), _) => host,
+            (None, Some(_)) => &self.host,
+            (None, None) => "127.0.0.1",
+        }
+    }
+
+    /// Whether the node's listeners would answer other machines without the
+    /// internal token: bound beyond loopback with no token set.
+    pub fn node_ports_open(&self) -> bool {
+        self.internal_token.is_none() && !is_loopback(self.node_bind_host())
+    }
+}
+
+/// Whether `host` only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             roles: Vec::new(),
             host: "0.0.0.0".into(),
+            node_host: None,
             http_port: 8000,
             grpc_port: 8001,
             metrics_port: 8002,

@@ -118,7 +118,7 @@ impl Authenticator {
         if !self.jwt.enabled() {
             return Err(GatewayError::Unauthenticated("invalid api key".into()));
         }
-        let claims = self.jwt.verify(token)?;
+        let claims = self.jwt.authenticate(token).await?;
         Ok(Identity {
             bucket: format!("jwt:{}", claims.subject),
             limit: Limit::new(self.limits.jwt_rate, self.limits.jwt_burst),

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub canary: Arc<CanaryTable>,
     /// Credentials.
     pub auth: Authenticator,
+    /// The API keys (the keys API manages them; `auth` checks them when on).
+    pub keys: Arc<KeyStore>,
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Counters.
@@ -168,14 +170,14 @@ impl Gateway {
             )
             .with_request_log(request_log),
         );
-        let keys = if settings.auth == AuthMode::On {
-            Some(Arc::new(
-                KeyStore::new(db).with_cache_ttl(settings.key_cache_ttl),
-            ))
-        } else {
-            None
-        };
-        let auth = Authenticator::new(settings.auth, keys, jwt, settings.rate_limit.clone());
+        let keys = Arc::new(KeyStore::new(db).with_cache_ttl(settings.key_cache_ttl));
+        let checked_keys = (settings.auth == AuthMode::On).then(|| keys.clone());
+        let auth = Authenticator::new(
+            settings.auth,
+            checked_keys,
+            jwt,
+            settings.rate_limit.clone(),
+        );
         let limits = &settings.rate_limit;
         let limiter = match limits.backend {
             RateLimitBackend::Redis => RateLimiter::redis(&limits.redis_url, limits.redis_failure)
@@ -192,6 +194,7 @@ impl Gateway {
             router,
             canary,
             auth,
+            keys,
             limiter,
             metrics,
             settings,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use mlserve_proto::context::MODEL_VERSION_HEADER;
 use mlserve_proto::http::{error_response, v2_routes, HttpOptions};
 use mlserve_proto::{CallContext, ServiceError};
 
+use crate::admin_api::RoleProbe;
 use crate::admission::{admit, context, rate_limit_headers, response_headers};
 use crate::auth::CHALLENGE;
 use crate::canary::CanaryAction;
@@ -26,8 +27,12 @@ use crate::gateway::Gateway;
 const PUBLIC: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
 /// The gateway's HTTP routes (no fallbacks; the caller adds them, then
-/// [`with_cors`]).
-pub fn routes(gateway: Arc<Gateway>) -> Router {
+/// [`with_cors`]): the v2 protocol, predict, canary splits, the other
+/// services' REST APIs in `services` (each route behind its scope, see
+/// [`crate::service_scopes`]) and the gateway's own ([`crate::admin_api`]),
+/// all behind admission; and the console's files at `/ui`, which need no
+/// credentials.
+pub fn routes(gateway: Arc<Gateway>, services: Router, roles: Vec<RoleProbe>) -> Router {
     let options = HttpOptions {
         max_body_bytes: gateway.max_body_bytes,
     };
@@ -38,9 +43,13 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
         )
         .route("/v1/models/{spec}", post(crate::predict::predict))
         .with_state(gateway.clone());
+    let services = services.layer(middleware::from_fn(crate::service_scopes::check));
     v2_routes(gateway.inference.clone(), options)
         .merge(admin)
+        .merge(services)
+        .merge(crate::admin_api::routes(gateway.clone(), roles))
         .layer(middleware::from_fn_with_state(gateway, gate))
+        .merge(crate::console::routes())
 }
 
 /// `router` behind CORS when origins are configured. Applied last, once the
@@ -58,7 +67,8 @@ pub fn with_cors(gateway: &Gateway, router: Router) -> Router {
 async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = request.uri().path();
-    let (route, model) = (route_of_path(path), model_in_path(path).to_string());
+    let matched = request.extensions().get::<MatchedPath>();
+    let (route, model) = (route_label(path, matched), model_in_path(path).to_string());
     let (response, ctx) = admit_and_serve(&gateway, request, next).await;
     let response = finish(&gateway, response);
     let version = ctx
@@ -72,6 +82,17 @@ async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next)
         started.elapsed(),
     );
     response
+}
+
+/// The route label of a request: the inference paths as
+/// [`route_of_path`] writes them; any other path as its route's template
+/// (`/v1/training/runs/{id}`), so ids never become labels.
+fn route_label(path: &str, matched: Option<&MatchedPath>) -> String {
+    let inference = path.starts_with("/v2/") || path == "/v2" || path.starts_with("/v1/models/");
+    match matched {
+        Some(template) if !inference => template.as_str().to_string(),
+        _ => route_of_path(path),
+    }
 }
 
 /// A path with its model and version segments replaced by `{model}` and

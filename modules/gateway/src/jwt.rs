@@ -1,7 +1,14 @@
 //! JSON Web Tokens (RFC 7519) signed with HS256, RS256 or ES256, verified
-//! by `jsonwebtoken` against the configured keys: `exp` is required, `exp`
-//! and `nbf` are checked with the configured leeway, `iss` and `aud` are
-//! required and checked when configured.
+//! by `jsonwebtoken` against the configured keys (static ones, and the
+//! identity provider's key set, see [`crate::jwks`]): `exp` is required,
+//! `exp` and `nbf` are checked with the configured leeway (at most
+//! [`MAX_LEEWAY`]), `iss` and `aud` are required and checked when
+//! configured. Each key has one algorithm, and a token never picks its own
+//! key family: `none` and algorithm confusion (an HMAC checked with an RSA
+//! public key) are refused.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -9,6 +16,7 @@ use mlserve_common::config::JwtConfig;
 use serde_json::Value;
 
 use crate::error::GatewayError;
+use crate::jwks::Jwks;
 
 /// The keys tokens are checked against, each with the checks its algorithm
 /// runs (one algorithm per key: a token never picks its own key family).
@@ -16,8 +24,17 @@ pub struct JwtVerifier {
     hs256: Option<(DecodingKey, Validation)>,
     rs256: Option<(DecodingKey, Validation)>,
     es256: Option<(DecodingKey, Validation)>,
+    jwks: Option<KeySet>,
     scopes_claim: String,
     default_scopes: Vec<String>,
+}
+
+/// The key set of `gateway.jwt.jwks_url` and the checks of its two
+/// algorithms.
+struct KeySet {
+    jwks: Arc<Jwks>,
+    rs256: Validation,
+    es256: Validation,
 }
 
 /// The verified claims that matter to the gateway.
@@ -81,6 +98,9 @@ fn rejection(kind: &ErrorKind) -> GatewayError {
     unauthenticated(message)
 }
 
+/// The most clock skew `gateway.jwt.leeway` may tolerate.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 /// Fewest bytes an HS256 secret may have: the hash's output size (RFC 7518,
 /// section 3.2). A shorter secret can be guessed offline from one token; an
 /// empty one lets anyone sign.
@@ -112,7 +132,22 @@ impl JwtVerifier {
     /// Loads the configured keys (PEM files are read now; a bad one, or an
     /// HS256 secret shorter than [`MIN_HS256_SECRET_BYTES`], is a start-up error).
     pub fn from_config(config: &JwtConfig) -> Result<JwtVerifier, String> {
+        if config.leeway > MAX_LEEWAY {
+            return Err(format!(
+                "gateway.jwt.leeway is {} s: the clock skew tolerated is at most {} s",
+                config.leeway.as_secs(),
+                MAX_LEEWAY.as_secs()
+            ));
+        }
         let hs256 = hs256_secret(config)?;
+        let jwks = match &config.jwks_url {
+            Some(url) => Some(KeySet {
+                jwks: Arc::new(Jwks::new(url, config.jwks_refresh)?),
+                rs256: validation(Algorithm::RS256, config),
+                es256: validation(Algorithm::ES256, config),
+            }),
+            None => None,
+        };
         let rs256 = match &config.rs256_public_key {
             Some(path) => {
                 let bad =
@@ -150,6 +185,7 @@ impl JwtVerifier {
             }),
             rs256,
             es256,
+            jwks,
             scopes_claim: config
                 .scopes_claim
                 .clone()
@@ -162,34 +198,80 @@ impl JwtVerifier {
         })
     }
 
-    /// Whether any key is configured.
-    pub fn enabled(&self) -> bool {
-        self.hs256.is_some() || self.rs256.is_some() || self.es256.is_some()
+    /// The same verifier, its key set fetched again after `period` at the
+    /// soonest (tests; the default is [`crate::jwks::MIN_REFETCH`]).
+    pub fn with_key_set_refetch(mut self, period: Duration) -> JwtVerifier {
+        if let Some(jwks) = self
+            .jwks
+            .as_mut()
+            .and_then(|set| Arc::get_mut(&mut set.jwks))
+        {
+            jwks.set_min_refetch(period);
+        }
+        self
     }
 
-    /// Verifies `token` now (the system clock, as `jsonwebtoken` reads it).
+    /// Whether any key is configured.
+    pub fn enabled(&self) -> bool {
+        self.hs256.is_some() || self.rs256.is_some() || self.es256.is_some() || self.jwks.is_some()
+    }
+
+    /// Verifies `token` now against the configured static keys (the
+    /// system clock, as `jsonwebtoken` reads it).
     pub fn verify(&self, token: &str) -> Result<Claims, GatewayError> {
-        if token.split('.').count() != 3 {
-            return Err(unauthenticated("malformed token: a JWT has three parts"));
-        }
-        // An `alg` outside jsonwebtoken's set ("none" among them) fails here.
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::Json(_) => {
-                unauthenticated("malformed token header or unsupported token algorithm")
+        let header = header_of(token)?;
+        let (key, validation) = self
+            .static_key(header.alg)?
+            .ok_or_else(|| unauthenticated(format!("{:?} tokens are not accepted", header.alg)))?;
+        self.claims(token, key, validation)
+    }
+
+    /// Verifies `token` now: a token naming a key id (`kid`), or one whose
+    /// algorithm has no static key, against the key set of
+    /// `gateway.jwt.jwks_url` when one is configured; any other against the
+    /// static keys. The key decides the algorithm: a token whose `alg`
+    /// differs from its key's is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, GatewayError> {
+        let header = header_of(token)?;
+        if let Some(set) = &self.jwks {
+            let static_key = self.static_key(header.alg)?;
+            if header.kid.is_some() || static_key.is_none() {
+                let found = set.jwks.key(header.kid.as_deref()).await?;
+                if found.algorithm != header.alg {
+                    return Err(unauthenticated("token algorithm does not match its key"));
+                }
+                let validation = match found.algorithm {
+                    Algorithm::ES256 => &set.es256,
+                    _ => &set.rs256,
+                };
+                return self.claims(token, &found.key, validation);
             }
-            kind => rejection(kind),
-        })?;
-        let (key, validation) = match header.alg {
-            Algorithm::HS256 => self.hs256.as_ref(),
-            Algorithm::RS256 => self.rs256.as_ref(),
-            Algorithm::ES256 => self.es256.as_ref(),
-            other => {
-                return Err(unauthenticated(format!(
-                    "unsupported token algorithm '{other:?}'"
-                )))
-            }
         }
-        .ok_or_else(|| unauthenticated(format!("{:?} tokens are not accepted", header.alg)))?;
+        self.verify(token)
+    }
+
+    /// The static key and checks for tokens of `alg`, if one is configured;
+    /// an algorithm mlserve never accepts is an error.
+    fn static_key(
+        &self,
+        alg: Algorithm,
+    ) -> Result<Option<&(DecodingKey, Validation)>, GatewayError> {
+        match alg {
+            Algorithm::HS256 => Ok(self.hs256.as_ref()),
+            Algorithm::RS256 => Ok(self.rs256.as_ref()),
+            Algorithm::ES256 => Ok(self.es256.as_ref()),
+            other => Err(unauthenticated(format!(
+                "unsupported token algorithm '{other:?}'"
+            ))),
+        }
+    }
+
+    fn claims(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        validation: &Validation,
+    ) -> Result<Claims, GatewayError> {
         let claims = jsonwebtoken::decode::<Value>(token, key, validation)
             .map_err(|e| rejection(e.kind()))?
             .claims;
@@ -204,6 +286,20 @@ impl JwtVerifier {
         };
         Ok(Claims { subject, scopes })
     }
+}
+
+/// The header of a token shaped as a JWS: three parts and an `alg`
+/// jsonwebtoken knows ("none" is not one of them).
+fn header_of(token: &str) -> Result<jsonwebtoken::Header, GatewayError> {
+    if token.split('.').count() != 3 {
+        return Err(unauthenticated("malformed token: a JWT has three parts"));
+    }
+    jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        ErrorKind::Json(_) => {
+            unauthenticated("malformed token header or unsupported token algorithm")
+        }
+        kind => rejection(kind),
+    })
 }
 
 /// The scopes a claim holds: a space-separated string or a list of strings.
@@ -235,3 +331,7 @@ fn scopes_of(value: &Value) -> Result<Vec<String>, GatewayError> {
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "jwks_tests.rs"]
+mod jwks_tests;

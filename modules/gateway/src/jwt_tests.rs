@@ -11,14 +11,14 @@ use sha2::Sha256;
 
 /// Seconds since the epoch: jsonwebtoken reads the system clock, so the
 /// tokens are dated relative to it.
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -32,7 +32,7 @@ fn token(alg: &str, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
     format!("{signed}.{}", b64(&sig))
 }
 
-fn hs256(secret: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> + '_ {
+pub(super) fn hs256(secret: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> + '_ {
     move |msg| {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
         mac.update(msg);

@@ -102,6 +102,18 @@ pub fn require(ctx: &CallContext, scope: &str) -> ServiceResult<()> {
     }
 }
 
+/// Allows the call when authentication is off or the caller holds one of
+/// `scopes`; else a permission error naming them.
+pub fn require_any(ctx: &CallContext, scopes: &[&str]) -> ServiceResult<()> {
+    match &ctx.caller {
+        Some(caller) if !scopes.iter().any(|s| caller.has_scope(s)) => {
+            let named: Vec<String> = scopes.iter().map(|s| format!("'{s}'")).collect();
+            Err(denied(&named.join(" or ")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Allows an inference call on `model`: `infer`, or `infer:<model>`.
 pub fn require_infer(ctx: &CallContext, model: &str) -> ServiceResult<()> {
     match &ctx.caller {
@@ -186,5 +198,18 @@ mod tests {
         assert!(err.message.contains("infer:b"), "{}", err.message);
         assert!(require_some_infer(&one_model).is_ok());
         assert!(require_infer(&with(&[INFER]), "b").is_ok());
+    }
+
+    #[test]
+    fn any_of_several_scopes_will_do() {
+        let reader = with(&[REGISTRY_READ]);
+        assert!(require_any(&reader, &[TRAINING_SUBMIT, REGISTRY_READ]).is_ok());
+        let err = require_any(&reader, &[ROLLOUTS_ADMIN, KEYS_ADMIN]).unwrap_err();
+        assert!(
+            err.message.contains("'rollouts:admin' or 'keys:admin'"),
+            "{}",
+            err.message
+        );
+        assert!(require_any(&CallContext::default(), &[KEYS_ADMIN]).is_ok());
     }
 }

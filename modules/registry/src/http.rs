@@ -19,9 +19,9 @@
 //! `metadata` (JSON: description, lineage, metrics, tags, and `sha256`, the
 //! expected digest per file path), then one part named `file` per file whose
 //! filename is its path inside the version. Parts stream to the object store.
-//! The caller's name comes from the `X-Mlserve-User` header ("anonymous"),
-//! unless the call's context carries an authenticated caller (the service
-//! then records that identity instead).
+//! Who uploads a version or moves an alias is the call context's
+//! authenticated caller (the gateway's key or JWT identity), else
+//! "anonymous": no header a client sends can claim a name.
 
 mod upload;
 pub mod views;
@@ -31,16 +31,13 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, RegistryService, ANONYMOUS};
+use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, RegistryService};
 use mlserve_proto::{CallContext, ServiceError};
 use serde_json::{json, Value};
-
-/// The header naming the caller (until the gateway authenticates callers).
-pub const USER_HEADER: &str = "x-mlserve-user";
 
 /// The header carrying a downloaded file's sha256.
 pub const SHA256_HEADER: &str = "x-mlserve-sha256";
@@ -59,16 +56,6 @@ fn page_response<T>(key: &str, items: &[T], view: fn(&T) -> Value, next: String)
         StatusCode::OK,
         json!({ key: items, "next_page_token": next }),
     )
-}
-
-fn user(headers: &HeaderMap) -> String {
-    headers
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .unwrap_or(ANONYMOUS)
-        .to_string()
 }
 
 fn path_params(
@@ -374,7 +361,6 @@ async fn get_alias(
 async fn set_alias(
     State(service): State<RegistryClient>,
     ctx: CallContext,
-    headers: HeaderMap,
     params: Params,
     request: Result<Json<views::SetAlias>, JsonRejection>,
 ) -> ApiResult {
@@ -387,7 +373,7 @@ async fn set_alias(
                 name: param(&p, "name"),
                 alias: param(&p, "alias"),
                 version: request.version,
-                actor: user(&headers),
+                actor: String::new(),
             },
         )
         .await?;
@@ -397,7 +383,6 @@ async fn set_alias(
 async fn delete_alias(
     State(service): State<RegistryClient>,
     ctx: CallContext,
-    headers: HeaderMap,
     params: Params,
 ) -> ApiResult {
     let p = path_params(params)?;
@@ -407,7 +392,7 @@ async fn delete_alias(
             pb::DeleteAliasRequest {
                 name: param(&p, "name"),
                 alias: param(&p, "alias"),
-                actor: user(&headers),
+                actor: String::new(),
             },
         )
         .await?;

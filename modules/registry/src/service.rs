@@ -37,7 +37,9 @@ pub struct LocalRegistry {
 }
 
 /// Who makes a change: the caller the edge authenticated, else the name the
-/// request gives, else anonymous.
+/// request gives, else anonymous. Only mlserve's own services name
+/// themselves (`training:<run>`, `monitoring:<rollout>`), in-process or over
+/// the internal gRPC port; the REST routes never pass a name a client sent.
 fn actor(ctx: &CallContext, claimed: &str) -> String {
     if let Some(caller) = &ctx.caller {
         return caller.identity.clone();

@@ -21,6 +21,23 @@ pub enum Deployment {
 }
 
 impl Config {
+    /// No door without a lock: with user authentication on (or in a
+    /// cluster), the node's own listeners, which serve every role's API
+    /// without user credentials, may face the network only behind the
+    /// internal token.
+    pub fn check_no_open_door(&self) -> Result<(), String> {
+        let locked_gateway = self.gateway.auth == crate::config::AuthMode::On;
+        let cluster = self.server.deployment == Deployment::Cluster;
+        if (locked_gateway || cluster) && self.server.node_ports_open() {
+            return Err(format!(
+                "server.node_host = \"{}\" would serve every role's API to the network without credentials{}: set server.internal_token (MLSERVE_SERVER__INTERNAL_TOKEN), or bind the node to loopback",
+                self.server.node_bind_host(),
+                if locked_gateway { " while gateway.auth is on" } else { " in a cluster" }
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks that the stores the given roles use are shared ones when
     /// `server.deployment = "cluster"`; the error names every offending key.
     pub fn check_deployment(&self, roles: &[Role]) -> Result<(), String> {

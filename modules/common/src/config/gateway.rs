@@ -184,7 +184,7 @@ pub enum AuthMode {
 }
 
 /// Keys that verify JWTs (`alg` HS256, RS256 or ES256); `exp` and `nbf` are checked.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256; unset: HS256 tokens are refused.
@@ -197,7 +197,17 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Required `aud` claim, when set.
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf` (whole seconds count).
+    /// URL of the identity provider's JSON Web Key Set (its `jwks_uri`):
+    /// RSA keys verify RS256 tokens and P-256 keys ES256, chosen by the
+    /// token's `kid`.
+    pub jwks_url: Option<String>,
+    /// How long a fetched key set is used before it is fetched again (a
+    /// token naming a key id the set lacks fetches it sooner, at most every
+    /// 10 s, so a rotated key works at once).
+    #[serde(with = "duration")]
+    pub jwks_refresh: Duration,
+    /// Clock skew tolerated on `exp` and `nbf` (whole seconds count; at
+    /// most 5 minutes).
     #[serde(with = "duration")]
     pub leeway: Duration,
     /// The claim holding a token's scopes: a space-separated string (OAuth 2's
@@ -205,6 +215,23 @@ pub struct JwtConfig {
     pub scopes_claim: Option<String>,
     /// The scopes of a token without that claim. Unset: `infer` and `predict`.
     pub default_scopes: Option<Vec<String>>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret: None,
+            rs256_public_key: None,
+            es256_public_key: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
+            leeway: Duration::ZERO,
+            scopes_claim: None,
+            default_scopes: None,
+        }
+    }
 }
 
 /// What happens to requests when Redis (shared counters) is unreachable.

@@ -8,13 +8,13 @@ use std::collections::HashMap;
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, UploadItem};
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{json_response, param, path_params, user, views, ApiResult, Params};
+use super::{json_response, param, path_params, views, ApiResult, Params};
 
 /// Most bytes drained from a refused upload before the connection is dropped.
 const DRAIN_CAP_BYTES: u64 = 256 * 1024 * 1024;
@@ -114,7 +114,6 @@ async fn read_parts(
 pub(super) async fn create_version(
     State(service): State<RegistryClient>,
     ctx: CallContext,
-    headers: HeaderMap,
     params: Params,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult {
@@ -141,7 +140,7 @@ pub(super) async fn create_version(
         }),
         metrics: metadata.metrics,
         tags: metadata.tags,
-        created_by: user(&headers),
+        created_by: String::new(),
     };
     let result = service
         .upload(ctx, request, Box::pin(ReceiverStream::new(rx)))
