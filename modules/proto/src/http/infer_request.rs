@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::json_input::json_to_raw;
+use super::json_input::{json_to_raw, RawSeed};
 use super::params::{infer_params, take_bool, take_count};
 use crate::datatype::{element_count, push_bytes_element};
 use crate::inference::SHARED_MEMORY_REGION;
@@ -93,20 +93,116 @@ struct JsonRequest {
     id: String,
     #[serde(default)]
     parameters: Map<String, Value>,
+    #[serde(deserialize_with = "at_most_tensors")]
     inputs: Vec<JsonInput>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most_tensors")]
     outputs: Vec<JsonOutput>,
 }
 
-#[derive(Deserialize)]
+/// Most inputs, and most outputs, one request may name: a request naming
+/// more is refused as soon as the parser reaches the first extra one.
+pub const MAX_TENSORS_PER_REQUEST: usize = 4096;
+
+/// A list of at most [`MAX_TENSORS_PER_REQUEST`] items.
+fn at_most_tensors<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_TENSORS_PER_REQUEST} tensors")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == MAX_TENSORS_PER_REQUEST {
+                    return Err(serde::de::Error::custom(format!(
+                        "a request names at most {MAX_TENSORS_PER_REQUEST} inputs and {MAX_TENSORS_PER_REQUEST} outputs"
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
+}
+
+/// One input as the JSON names it. Its `data` is converted to raw bytes
+/// while it is parsed when `datatype` and `shape` came before it (as every
+/// client writes them); otherwise it is kept as JSON and converted after.
 struct JsonInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
     parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
+    data: Option<JsonData>,
+}
+
+/// An input's `data`, converted or still JSON.
+enum JsonData {
+    Raw(Vec<u8>),
+    Deferred(Value),
+}
+
+impl<'de> Deserialize<'de> for JsonInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = JsonInput;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an input: {\"name\", \"shape\", \"datatype\", \"data\"}")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonInput, A::Error> {
+                use serde::de::Error as _;
+                let (mut name, mut shape, mut datatype) = (None, None, None);
+                let (mut parameters, mut data) = (Map::new(), None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "name" => name = Some(map.next_value::<String>()?),
+                        "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
+                        "datatype" => datatype = Some(map.next_value::<String>()?),
+                        "parameters" => parameters = map.next_value()?,
+                        "data" => {
+                            let dtype = datatype.as_deref().and_then(wire_datatype);
+                            let count = shape.as_deref().and_then(element_count);
+                            data = Some(match (dtype, count) {
+                                (Some(dtype), Some(expected)) => {
+                                    JsonData::Raw(map.next_value_seed(RawSeed {
+                                        name: name.as_deref().unwrap_or("?"),
+                                        dtype,
+                                        expected,
+                                    })?)
+                                }
+                                _ => JsonData::Deferred(map.next_value()?),
+                            });
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(JsonInput {
+                    name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+                    shape: shape.ok_or_else(|| A::Error::missing_field("shape"))?,
+                    datatype: datatype.ok_or_else(|| A::Error::missing_field("datatype"))?,
+                    parameters,
+                    data,
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 #[derive(Deserialize)]
@@ -258,7 +354,10 @@ fn decode_input(
             }
             Some(raw)
         }
-        (None, Some(data)) => Some(Bytes::from(json_to_raw(&name, dtype, &data, count)?)),
+        (None, Some(JsonData::Raw(raw))) => Some(Bytes::from(raw)),
+        (None, Some(JsonData::Deferred(data))) => {
+            Some(Bytes::from(json_to_raw(&name, dtype, &data, count)?))
+        }
     };
     let tensor = InferInputTensor {
         name,

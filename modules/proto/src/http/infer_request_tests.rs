@@ -312,3 +312,91 @@ fn raw_bytes_request_is_one_element() {
     assert_eq!(d.request.inputs[0].shape, vec![1, 1]);
     assert_eq!(&d.request.raw_input_contents[0][..], b"\x05\0\0\0hello");
 }
+
+/// An input written as clients write it (name, shape, datatype, then data):
+/// its data is converted while it is parsed.
+fn client_order(name: &str, shape: &str, datatype: &str, data: &str) -> String {
+    format!(r#"{{"name":"{name}","shape":{shape},"datatype":"{datatype}","data":{data}}}"#)
+}
+
+#[test]
+fn data_after_its_datatype_converts_while_parsing_as_data_before_it_does() {
+    let cases = [
+        ("[2,2]", "INT32", "[[1,2],[3,4]]"),
+        ("[3]", "FP32", "[0.1,-2,3.5]"),
+        ("[2]", "BYTES", r#"["x","y\u0000z"]"#),
+        ("[2]", "BOOL", "[true,false]"),
+        ("[1]", "UINT64", "[18446744073709551615]"),
+    ];
+    for (shape, datatype, data) in cases {
+        let streamed = format!(
+            r#"{{"inputs":[{}]}}"#,
+            client_order("A", shape, datatype, data)
+        );
+        let deferred = format!(
+            r#"{{"inputs":[{{"data":{data},"datatype":"{datatype}","name":"A","shape":{shape}}}]}}"#
+        );
+        let a = decode(Bytes::from(streamed), None).unwrap();
+        let b = decode(Bytes::from(deferred), None).unwrap();
+        assert_eq!(
+            a.request.raw_input_contents, b.request.raw_input_contents,
+            "{datatype}"
+        );
+        assert_eq!(a.request.inputs, b.request.inputs, "{datatype}");
+    }
+    for (shape, datatype, data, problem) in [
+        (
+            "[2]",
+            "INT8",
+            "[1,128]",
+            "element 1 (128) is out of range for INT8",
+        ),
+        (
+            "[2]",
+            "INT32",
+            "[1,1.0]",
+            "element 1 (1) is not an integer for INT32",
+        ),
+        ("[3]", "INT32", "[[1],[2,3]]", "is ragged"),
+        (
+            "[2]",
+            "INT32",
+            "[1,2,3]",
+            "its shape has 2 elements but its data has more",
+        ),
+        (
+            "[3]",
+            "INT32",
+            "[1,2]",
+            "its shape has 3 elements but its data has 2",
+        ),
+        ("[1]", "FP32", r#"[{"a":1}]"#, "holds an object"),
+    ] {
+        let streamed = format!(
+            r#"{{"inputs":[{}]}}"#,
+            client_order("A", shape, datatype, data)
+        );
+        let message = bad(decode(Bytes::from(streamed), None));
+        assert!(
+            message.contains("input 'A'") && message.contains(problem),
+            "{data}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_request_naming_too_many_tensors_is_refused_while_parsing() {
+    let one = client_order("A", "[1]", "INT32", "[1]");
+    let inputs = vec![one.as_str(); MAX_TENSORS_PER_REQUEST + 1].join(",");
+    let message = bad(decode(
+        Bytes::from(format!(r#"{{"inputs":[{inputs}]}}"#)),
+        None,
+    ));
+    assert!(message.contains("at most 4096 inputs"), "{message}");
+    let outputs = vec![r#"{"name":"y"}"#; MAX_TENSORS_PER_REQUEST + 1].join(",");
+    let message = bad(decode(
+        Bytes::from(format!(r#"{{"inputs":[{one}],"outputs":[{outputs}]}}"#)),
+        None,
+    ));
+    assert!(message.contains("4096 outputs"), "{message}");
+}

@@ -1,4 +1,5 @@
-//! An input's JSON `data` to raw little-endian tensor bytes.
+//! An input's JSON `data` to raw little-endian tensor bytes, converted
+//! while it is parsed.
 //!
 //! `data` may be flat or nested in row-major order. Nesting must be regular:
 //! every element sits at the same depth and every array at one depth has the
@@ -8,176 +9,245 @@
 //! FP16/BF16/FP32/FP64 from any JSON number, a finite value too large for the
 //! type is refused; BYTES from JSON strings (their UTF-8 bytes), written in the
 //! 4-byte-length-prefixed raw form.
+//!
+//! [`RawSeed`] is a serde seed: given the datatype and the element count up
+//! front, it writes each element's bytes as the parser reaches it, so a
+//! request's numbers never exist as a tree of JSON values (a value tree
+//! costs about 8 times the text; the raw tensor at most the tensor's size),
+//! and a request with more elements than its shape is refused as soon as
+//! the first extra one is read. Data parsed before its datatype was known
+//! goes through the same seed from a `serde_json::Value` ([`json_to_raw`]).
 
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer;
 use serde_json::Value;
 
 use crate::datatype::push_bytes_element;
 use crate::{DataType, ServiceError};
 
+/// Most bytes reserved up front for a tensor's raw data: a shape may claim
+/// far more than the data then holds.
+const MAX_RESERVED_BYTES: usize = 16 * 1024 * 1024;
+
 /// Converts the JSON `data` of input `name` to raw bytes, checking that it
-/// holds exactly `expected` elements.
+/// holds exactly `expected` elements (data parsed before its input's
+/// datatype was known).
 pub(super) fn json_to_raw(
     name: &str,
     dtype: DataType,
     data: &Value,
     expected: usize,
 ) -> Result<Vec<u8>, ServiceError> {
-    let mut leaves = Vec::with_capacity(expected.min(1 << 20));
-    let mut walk = Walk {
-        dims: Vec::new(),
-        leaf_depth: None,
-    };
-    walk.visit(data, 0, &mut leaves)
-        .map_err(|msg| ServiceError::bad_request(format!("input '{name}': {msg}")))?;
-    if leaves.len() != expected {
-        return Err(ServiceError::bad_request(format!(
-            "input '{name}': its shape has {expected} elements but its data has {}",
-            leaves.len()
-        )));
+    RawSeed {
+        name,
+        dtype,
+        expected,
     }
-    encode(dtype, &leaves)
-        .map_err(|msg| ServiceError::bad_request(format!("input '{name}': {msg}")))
+    .deserialize(data)
+    .map_err(|e| ServiceError::bad_request(e.to_string()))
 }
 
-/// The state of a flattening walk: the length seen at each array depth and the
-/// depth of the elements.
-struct Walk {
-    dims: Vec<usize>,
+/// Parses an input's `data` straight into the raw bytes of `dtype`; the
+/// error names the input.
+pub(super) struct RawSeed<'a> {
+    /// The input's name (for errors).
+    pub name: &'a str,
+    /// Its datatype.
+    pub dtype: DataType,
+    /// The element count its shape gives.
+    pub expected: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RawSeed<'_> {
+    type Value = Vec<u8>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let size = self.dtype.element_size().unwrap_or(8);
+        let mut flat = Flatten {
+            dtype: self.dtype,
+            expected: self.expected,
+            out: Vec::with_capacity(self.expected.saturating_mul(size).min(MAX_RESERVED_BYTES)),
+            count: 0,
+            dims: Vec::new(),
+            leaf_depth: None,
+        };
+        let named = |msg: String| format!("input '{}': {msg}", self.name);
+        deserializer
+            .deserialize_any(Level {
+                flat: &mut flat,
+                depth: 0,
+            })
+            .map_err(|e| D::Error::custom(named(e.to_string())))?;
+        if flat.count != self.expected {
+            return Err(D::Error::custom(named(format!(
+                "its shape has {} elements but its data has {}",
+                self.expected, flat.count
+            ))));
+        }
+        Ok(flat.out)
+    }
+}
+
+/// The state of one flattening parse: the length seen at each array depth,
+/// the depth of the elements, and the bytes written so far.
+struct Flatten {
+    dtype: DataType,
+    expected: usize,
+    out: Vec<u8>,
+    count: usize,
+    /// The length of the arrays at each depth, once one has ended.
+    dims: Vec<Option<usize>>,
     leaf_depth: Option<usize>,
 }
 
-impl Walk {
-    fn visit<'a>(
-        &mut self,
-        value: &'a Value,
-        depth: usize,
-        leaves: &mut Vec<&'a Value>,
-    ) -> Result<(), String> {
-        match value {
-            Value::Array(items) => {
-                if let Some(d) = self.leaf_depth.filter(|&d| depth >= d) {
-                    return Err(format!(
-                        "'data' mixes nesting depths: an array at depth {depth}, elements at depth {d}"
-                    ));
-                }
-                match self.dims.get(depth) {
-                    None => self.dims.push(items.len()),
-                    Some(&len) if len != items.len() => {
-                        return Err(format!(
-                            "'data' is ragged: arrays at depth {depth} have lengths {len} and {}",
-                            items.len()
-                        ))
-                    }
-                    Some(_) => {}
-                }
-                items
-                    .iter()
-                    .try_for_each(|item| self.visit(item, depth + 1, leaves))
-            }
-            leaf => {
-                match self.leaf_depth {
-                    None if depth < self.dims.len() => {
-                        return Err(format!("'data' mixes elements and arrays at depth {depth}"));
-                    }
-                    None => self.leaf_depth = Some(depth),
-                    Some(d) if d != depth => {
-                        return Err(format!(
-                            "'data' mixes nesting depths: elements at depths {d} and {depth}"
-                        ));
-                    }
-                    Some(_) => {}
-                }
-                leaves.push(leaf);
-                Ok(())
-            }
+/// One element as the parser hands it over.
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(&'a str),
+    Null,
+}
+
+impl fmt::Display for Leaf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leaf::Bool(b) => write!(f, "{b}"),
+            Leaf::Int(i) => write!(f, "{i}"),
+            Leaf::Uint(u) => write!(f, "{u}"),
+            Leaf::Float(x) => write!(f, "{x}"),
+            Leaf::Str(s) => write!(f, "{s:?}"),
+            Leaf::Null => write!(f, "null"),
         }
     }
 }
 
-/// Writes the elements in the raw form of `dtype`.
-fn encode(dtype: DataType, leaves: &[&Value]) -> Result<Vec<u8>, String> {
-    let size = dtype.element_size().unwrap_or(8);
-    let mut out = Vec::with_capacity(leaves.len().saturating_mul(size));
-    macro_rules! ints {
-        ($conv:ident, $t:ty) => {
-            for (i, v) in leaves.iter().enumerate() {
-                let x = $conv(v, <$t>::MIN as i128, <$t>::MAX as i128)
-                    .map_err(|p| element_error(i, v, p, dtype))?;
+impl Flatten {
+    fn array_starts(&mut self, depth: usize) -> Result<(), String> {
+        if let Some(d) = self.leaf_depth.filter(|&d| depth >= d) {
+            return Err(format!(
+                "'data' mixes nesting depths: an array at depth {depth}, elements at depth {d}"
+            ));
+        }
+        // The enclosing arrays are open, so depth is at most dims.len().
+        if self.dims.len() == depth {
+            self.dims.push(None);
+        }
+        Ok(())
+    }
+
+    fn array_ends(&mut self, depth: usize, len: usize) -> Result<(), String> {
+        match self.dims[depth] {
+            None => {
+                self.dims[depth] = Some(len);
+                Ok(())
+            }
+            Some(seen) if seen != len => Err(format!(
+                "'data' is ragged: arrays at depth {depth} have lengths {seen} and {len}"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn leaf(&mut self, depth: usize, leaf: Leaf) -> Result<(), String> {
+        match self.leaf_depth {
+            // An array was seen at this depth.
+            None if depth < self.dims.len() => {
+                return Err(format!("'data' mixes elements and arrays at depth {depth}"));
+            }
+            None => self.leaf_depth = Some(depth),
+            Some(d) if d != depth => {
+                return Err(format!(
+                    "'data' mixes nesting depths: elements at depths {d} and {depth}"
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.count == self.expected {
+            return Err(format!(
+                "its shape has {} elements but its data has more",
+                self.expected
+            ));
+        }
+        let index = self.count;
+        self.push(leaf).map_err(|problem| {
+            format!(
+                "element {index} ({}) is {problem} for {}",
+                shown(leaf),
+                self.dtype
+            )
+        })?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes one element in the raw form of the datatype, or says why it
+    /// is not one.
+    fn push(&mut self, leaf: Leaf) -> Result<(), &'static str> {
+        macro_rules! int {
+            ($t:ty) => {{
+                let x = integer(leaf, <$t>::MIN as i128, <$t>::MAX as i128)?;
                 // The range was checked against the type's bounds just above.
-                out.extend_from_slice(&(x as $t).to_le_bytes());
-            }
+                self.out.extend_from_slice(&(x as $t).to_le_bytes());
+            }};
+        }
+        let float = |leaf: Leaf| match leaf {
+            Leaf::Int(i) => Ok(i as f64),
+            Leaf::Uint(u) => Ok(u as f64),
+            Leaf::Float(x) => Ok(x),
+            _ => Err("not a number"),
         };
-    }
-    macro_rules! floats {
-        ($conv:expr) => {
-            for (i, v) in leaves.iter().enumerate() {
-                let x = v
-                    .as_f64()
-                    .ok_or_else(|| element_error(i, v, "not a number", dtype))?;
-                let bytes = $conv(x).ok_or_else(|| element_error(i, v, "out of range", dtype))?;
-                out.extend_from_slice(&bytes);
+        match self.dtype {
+            DataType::Bool => match leaf {
+                Leaf::Bool(b) => self.out.push(u8::from(b)),
+                _ => return Err("not a boolean"),
+            },
+            DataType::Uint8 => int!(u8),
+            DataType::Uint16 => int!(u16),
+            DataType::Uint32 => int!(u32),
+            DataType::Uint64 => int!(u64),
+            DataType::Int8 => int!(i8),
+            DataType::Int16 => int!(i16),
+            DataType::Int32 => int!(i32),
+            DataType::Int64 => int!(i64),
+            DataType::Fp16 => {
+                let x = float(leaf)?;
+                let h = finite_as(x, half::f16::from_f64(x), |h| h.is_infinite())?;
+                self.out.extend_from_slice(&h.to_le_bytes());
             }
-        };
-    }
-    match dtype {
-        DataType::Bool => {
-            for (i, v) in leaves.iter().enumerate() {
-                let b = v
-                    .as_bool()
-                    .ok_or_else(|| element_error(i, v, "not a boolean", dtype))?;
-                out.push(u8::from(b));
+            DataType::Bf16 => {
+                let x = float(leaf)?;
+                let h = finite_as(x, half::bf16::from_f64(x), |h| h.is_infinite())?;
+                self.out.extend_from_slice(&h.to_le_bytes());
             }
-        }
-        DataType::Uint8 => ints!(integer, u8),
-        DataType::Uint16 => ints!(integer, u16),
-        DataType::Uint32 => ints!(integer, u32),
-        DataType::Uint64 => ints!(integer, u64),
-        DataType::Int8 => ints!(integer, i8),
-        DataType::Int16 => ints!(integer, i16),
-        DataType::Int32 => ints!(integer, i32),
-        DataType::Int64 => ints!(integer, i64),
-        DataType::Fp16 => {
-            floats!(
-                |x: f64| finite_as(x, half::f16::from_f64(x), |h| h.is_infinite())
-                    .map(|h| h.to_le_bytes())
-            )
-        }
-        DataType::Bf16 => {
-            floats!(
-                |x: f64| finite_as(x, half::bf16::from_f64(x), |h| h.is_infinite())
-                    .map(|h| h.to_le_bytes())
-            )
-        }
-        DataType::Fp32 => {
-            floats!(|x: f64| finite_as(x, x as f32, |f| f.is_infinite()).map(f32::to_le_bytes))
-        }
-        DataType::Fp64 => floats!(|x: f64| Some(x.to_le_bytes())),
-        DataType::Bytes => {
-            for (i, v) in leaves.iter().enumerate() {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| element_error(i, v, "not a string", dtype))?;
-                if u32::try_from(s.len()).is_err() {
-                    return Err(format!(
-                        "element {i} is longer than a BYTES element may be (4 GiB)"
-                    ));
+            DataType::Fp32 => {
+                let x = float(leaf)?;
+                let f = finite_as(x, x as f32, |f| f.is_infinite())?;
+                self.out.extend_from_slice(&f.to_le_bytes());
+            }
+            DataType::Fp64 => self.out.extend_from_slice(&float(leaf)?.to_le_bytes()),
+            DataType::Bytes => match leaf {
+                Leaf::Str(s) if u32::try_from(s.len()).is_ok() => {
+                    push_bytes_element(&mut self.out, s.as_bytes())
                 }
-                push_bytes_element(&mut out, s.as_bytes());
-            }
+                Leaf::Str(_) => return Err("longer than a BYTES element may be (4 GiB)"),
+                _ => return Err("not a string"),
+            },
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// An integer within `[min, max]`, or why the value is not one.
-fn integer(v: &Value, min: i128, max: i128) -> Result<i128, &'static str> {
-    let Value::Number(n) = v else {
-        return Err("not an integer");
-    };
-    let x = match (n.as_i64(), n.as_u64()) {
-        (Some(i), _) => i128::from(i),
-        (None, Some(u)) => i128::from(u),
-        (None, None) => return Err("not an integer"),
+fn integer(leaf: Leaf, min: i128, max: i128) -> Result<i128, &'static str> {
+    let x = match leaf {
+        Leaf::Int(i) => i128::from(i),
+        Leaf::Uint(u) => i128::from(u),
+        _ => return Err("not an integer"),
     };
     if x < min || x > max {
         return Err("out of range");
@@ -186,16 +256,17 @@ fn integer(v: &Value, min: i128, max: i128) -> Result<i128, &'static str> {
 }
 
 /// `converted` unless a finite `x` overflowed to infinity in the narrower type.
-fn finite_as<T>(x: f64, converted: T, is_inf: impl Fn(&T) -> bool) -> Option<T> {
+fn finite_as<T>(x: f64, converted: T, is_inf: impl Fn(&T) -> bool) -> Result<T, &'static str> {
     if x.is_finite() && is_inf(&converted) {
-        None
+        Err("out of range")
     } else {
-        Some(converted)
+        Ok(converted)
     }
 }
 
-fn element_error(index: usize, value: &Value, problem: &str, dtype: DataType) -> String {
-    let mut shown = value.to_string();
+/// An element as an error shows it: at most 40 bytes.
+fn shown(leaf: Leaf) -> String {
+    let mut shown = leaf.to_string();
     if shown.len() > 40 {
         let cut = (0..=40)
             .rev()
@@ -204,7 +275,87 @@ fn element_error(index: usize, value: &Value, problem: &str, dtype: DataType) ->
         shown.truncate(cut);
         shown.push_str("...");
     }
-    format!("element {index} ({shown}) is {problem} for {dtype}")
+    shown
+}
+
+/// One nesting level of `data`: an array (whose items are the next level)
+/// or an element.
+struct Level<'s> {
+    flat: &'s mut Flatten,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Level<'_> {
+    fn leaf<E: serde::de::Error>(self, leaf: Leaf) -> Result<(), E> {
+        self.flat.leaf(self.depth, leaf).map_err(E::custom)
+    }
+}
+
+impl<'de> Visitor<'de> for Level<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor data: an element or an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.depth;
+        self.flat.array_starts(depth).map_err(A::Error::custom)?;
+        let mut len = 0usize;
+        while seq
+            .next_element_seed(Level {
+                flat: &mut *self.flat,
+                depth: depth + 1,
+            })?
+            .is_some()
+        {
+            len += 1;
+        }
+        self.flat.array_ends(depth, len).map_err(A::Error::custom)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        Err(A::Error::custom(format!(
+            "'data' holds an object at depth {}: tensor data is elements or arrays",
+            self.depth
+        )))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.leaf(Leaf::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.leaf(Leaf::Int(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.leaf(Leaf::Uint(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.leaf(Leaf::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.leaf(Leaf::Str(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.leaf(Leaf::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.leaf(Leaf::Null)
+    }
 }
 
 #[cfg(test)]
