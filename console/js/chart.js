@@ -163,3 +163,51 @@ export function checkTimeline(checks, { title = 'checks' } = {}) {
   svg.append(s('text', { x: W - R, y: h - 4, 'text-anchor': 'end' }, clock(x1)));
   return figure(title, svg);
 }
+
+/**
+ * A histogram of two or more series over the same bins, bars side by side
+ * per bin. `bins`: [{label, values: [per series], detail}] (values as shares
+ * 0..1, drawn as percentages); `ticks`: the labels under the bins' bounds
+ * (bins.length + 1 of them, '' for none); `series`: the series' names.
+ */
+export function histogram(bins, { title = 'histogram', series = [], ticks = [] } = {}) {
+  const b0 = 34;
+  const all = bins.flatMap(b => b.values);
+  let yMax = Math.max(0, ...all);
+  if (!(yMax > 0)) yMax = 1;
+  yMax *= 1.1;
+  const pctLabel = v => `${+(v * 100).toFixed(1)}%`;
+  const svg = s('svg', { class: 'chart histogram', viewBox: `0 0 ${W} ${H + b0 - B}`, role: 'img',
+    'aria-label': `${title}: ${bins.map(b => `${b.label}: ${b.values.map((v, i) => `${series[i] ?? i} ${pctLabel(v)}`).join(', ')}`).join('; ') || 'no data'}` });
+  const base = H - B;
+  for (let i = 0; i <= 4; i++) {
+    const y = T + (base - T) * (1 - i / 4);
+    svg.append(s('line', { class: 'gridline', x1: L, x2: W - R, y1: y, y2: y }));
+    svg.append(s('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, pctLabel(yMax * i / 4)));
+  }
+  svg.append(s('line', { class: 'axis', x1: L, x2: L, y1: T, y2: base }));
+  svg.append(s('line', { class: 'axis', x1: L, x2: W - R, y1: base, y2: base }));
+  const sy = y => T + (base - T) * (1 - y / yMax);
+  const slot = (W - L - R) / Math.max(1, bins.length);
+  const n = Math.max(1, series.length, ...bins.map(b => b.values.length));
+  const bar = slot * 0.8 / n;
+  bins.forEach((b, i) => {
+    const g = s('g', { class: 'bin', 'data-bin': i });
+    b.values.forEach((v, j) => {
+      const x = L + slot * i + slot * 0.1 + bar * j;
+      const y = sy(v);
+      g.append(s('rect', { class: `bar c${j % 6}`, x: x.toFixed(1), y: y.toFixed(1), width: bar.toFixed(1), height: Math.max(0, base - y).toFixed(1) },
+        s('title', {}, `${b.label}: ${series[j] ?? j} ${pctLabel(v)}${b.detail ? ` (${b.detail[j]})` : ''}`)));
+    });
+    svg.append(g);
+  });
+  // The bounds under the bins, every other one when they would crowd.
+  const step = slot < 34 ? 2 : 1;
+  ticks.forEach((t, i) => {
+    if (!t || i % step) return;
+    const x = L + slot * i;
+    svg.append(s('line', { class: 'axis', x1: x, x2: x, y1: base, y2: base + 4 }));
+    svg.append(s('text', { x, y: base + 14 + (i % (2 * step) ? 10 : 0), 'text-anchor': 'middle' }, t));
+  });
+  return figure(title, svg, legend(series));
+}

@@ -1,17 +1,20 @@
 // Features: entities, feature views and pipelines; an online lookup (its
 // values, their event times and the lookup's latency as the browser saw
-// it); drift per feature of each served model (PSI against its threshold).
+// it); each view's freshness (how far its last materialize reached, when
+// it ran, its newest event); drift per feature of each served model (PSI
+// against its threshold, and the reference and current shares per bin).
 
 import { api, can, canAny, seg, session } from './api.js';
-import { h, fill, table, badge, time, ago, num, errorLine, labelled, select } from './dom.js';
-import { barChart, lineChart, Series } from './chart.js';
+import { h, fill, table, badge, time, ago, num, pct, errorLine, labelled, select } from './dom.js';
+import { barChart, histogram, lineChart, Series } from './chart.js';
 
 export async function render(ctx) {
-  const [{ entities }, { feature_views: views }, pipes] = await Promise.all([
+  const [{ entities }, { feature_views: views, freshness = [] }, pipes] = await Promise.all([
     api('/v1/features/entities'), api('/v1/features/views'),
     api('/v1/features/pipelines').catch(() => ({ pipelines: [] })),
   ]);
   const drift = h('div#drift');
+  const fresh = new Map(freshness.map(f => [f.view, f]));
   fill(ctx.el, h('h1', 'Features'),
     h('div.grid',
       h('section', h('h2', 'Entities'), table([
@@ -34,9 +37,25 @@ export async function render(ctx) {
       { label: 'Online', value: v => v.online ? 'yes' : 'no' },
       { label: 'Source', value: v => v.source },
       { label: 'Version', value: v => v.version, num: true },
-    ], views, { id: 'views-table', empty: 'No feature view.' })),
+      { label: 'Last materialize', value: v => materialized(fresh.get(v.name)) },
+      { label: 'Newest event', value: v => when(fresh.get(v.name)?.newest_event_us, 'none', 'newest-event') },
+    ], views, { id: 'views-table', empty: 'No feature view.', rowAttrs: v => ({ 'data-view': v.name }) })),
     h('section', h('h2', 'Online lookup and freshness'), lookup(views, entities)),
     h('section', h('h2', 'Drift per feature'), drift));
+
+  // The ages ("3 min ago") and the freshness itself, kept current.
+  const viewsTable = ctx.el.querySelector('#views-table');
+  let first = true;
+  ctx.every(15000, async () => {
+    if (first) { first = false; return; }
+    const { freshness: now = [] } = await api('/v1/features/views');
+    for (const f of now) {
+      const row = [...viewsTable.querySelectorAll('tr[data-view]')].find(tr => tr.dataset.view === f.view);
+      if (!row) continue;
+      fill(row.cells[7], materialized(f));
+      fill(row.cells[8], when(f.newest_event_us, 'none', 'newest-event'));
+    }
+  });
 
   if (session.roles && !session.roles.includes('monitoring')) {
     fill(drift, h('p.muted#no-drift', 'Drift reports come from the monitoring role, which this gateway does not reach.'));
@@ -59,12 +78,33 @@ export async function render(ctx) {
     const text = JSON.stringify(found);
     if (text === last) return;
     last = text;
+    // The bin tables left open stay open.
+    const key = d => `${d.closest('.drift-report')?.dataset.model} ${d.closest('.drift-report')?.dataset.version} ${d.closest('[data-feature]')?.dataset.feature}`;
+    const open = new Set([...drift.querySelectorAll('details[open]')].map(key));
     fill(drift, found.length ? found.map(report) : h('p.muted', 'No drift analysis yet (it needs served rows in the request log).'));
+    for (const d of drift.querySelectorAll('details')) {
+      if (open.has(key(d))) d.open = true;
+    }
   });
 }
 
+/** A time (microseconds since the epoch, 0 for none) and its age, or `none`. */
+function when(us, none, kind) {
+  us = Number(us || 0);
+  if (!us) return h('span.muted.when', { 'data-kind': kind, 'data-us': '0' }, none);
+  return h('span.when', { 'data-kind': kind, 'data-us': String(us) },
+    h('time', { datetime: new Date(us / 1000).toISOString() }, time(us)), ' ', h('span.ago', `(${ago(us)})`));
+}
+
+/** A view's last materialize: the event time it reached and when it ran. */
+function materialized(f) {
+  if (!f || !f.materialized_at_us) return when(0, 'never', 'materialized-to');
+  return h('span.stack', h('span', 'events to ', when(f.materialized_to_us, 'none', 'materialized-to')),
+    h('span', 'ran ', when(f.materialized_at_us, 'never', 'materialized-at')));
+}
+
 function report(r) {
-  return h('div.drift-report', { 'data-model': r.model, 'data-version': r.version },
+  return h('div.drift-report', { 'data-model': r.model, 'data-version': r.version, 'data-analysed': String(r.analysed_at_us) },
     h('h3', `${r.model} version ${r.version} `, badge(r.state)),
     h('p.muted', `${r.current_rows} current rows (${time(r.current_from_us)} – ${time(r.current_to_us)}) against ${r.reference_rows} reference rows; analysed ${ago(r.analysed_at_us)}. Drifts at PSI ≥ ${num(r.psi_threshold)} with KS p-value < ${num(r.ks_alpha)}.`),
     r.features.length ? h('div.grid',
@@ -80,7 +120,42 @@ function report(r) {
       ], r.features, { rowAttrs: f => ({ 'data-feature': f.feature }) }),
       barChart(r.features.map(f => ({ label: f.feature, value: f.psi, cls: f.drifted ? 'c0 drifted' : 'c0' })),
         { title: `PSI per feature (${r.model} v${r.version})`, threshold: r.psi_threshold }))
-      : null);
+      : null,
+    r.features.some(f => f.bin_edges?.length) ? h('div.histograms',
+      r.features.filter(f => f.bin_edges?.length).map(f => featureHistogram(r, f))) : null);
+}
+
+const edge = v => String(+Number(v).toPrecision(3));
+
+/**
+ * The bins of a feature: under the first edge, then up to and including
+ * each further edge, then over the last one.
+ */
+function bins(edges) {
+  const out = [`< ${edge(edges[0])}`];
+  for (let i = 1; i < edges.length; i++) out.push(`${edge(edges[i - 1])} – ${edge(edges[i])}`);
+  out.push(`> ${edge(edges.at(-1))}`);
+  return out;
+}
+
+/** One feature's reference and current shares per bin, a chart and its table. */
+function featureHistogram(r, f) {
+  const labels = bins(f.bin_edges);
+  const total = xs => xs.reduce((a, b) => a + b, 0) || 1;
+  const rt = total(f.reference_counts), ct = total(f.current_counts);
+  const share = (n, t) => n / t;
+  const rows = labels.map((label, i) => ({ label, ref: f.reference_counts[i] ?? 0, cur: f.current_counts[i] ?? 0 }));
+  const title = `${f.feature} (${r.model} v${r.version}): share of rows per bin, reference and current · PSI ${num(f.psi, 3)}${f.drifted ? ', drifted' : ''}`;
+  return h('div.histogram-of', { 'data-feature': f.feature },
+    histogram(rows.map(x => ({ label: x.label, values: [share(x.ref, rt), share(x.cur, ct)], detail: [`${x.ref} rows`, `${x.cur} rows`] })),
+      { title, series: ['reference', 'current'], ticks: ['', ...f.bin_edges.map(edge), ''] }),
+    h('details', h('summary', `Bins of ${f.feature}`), table([
+      { label: 'Bin', value: x => x.label },
+      { label: 'Reference rows', value: x => x.ref, num: true },
+      { label: 'Reference share', value: x => pct(share(x.ref, rt)), num: true },
+      { label: 'Current rows', value: x => x.cur, num: true },
+      { label: 'Current share', value: x => pct(share(x.cur, ct)), num: true },
+    ], rows, { caption: `Rows per bin of ${f.feature}`, rowAttrs: x => ({ 'data-reference': x.ref, 'data-current': x.cur }) })));
 }
 
 function lookup(views, entities) {

@@ -5,10 +5,15 @@
 
 import { chromium } from 'playwright-core';
 import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 
 export const BASE = process.env.MLSERVE_URL;           // http://127.0.0.1:<gateway port>
 export const WAIT = Number(process.env.MLSERVE_CONSOLE_WAIT_MS || 90000);
 const SHOTS = process.env.MLSERVE_CONSOLE_SCREENSHOTS_DIR || '';
+// The console's files from this folder instead of those the binary embeds
+// (for a console change tried against a binary built before it): each
+// /ui/ response keeps the binary's headers (type, CSP) with the file's bytes.
+const CONSOLE_DIR = process.env.MLSERVE_CONSOLE_DIR || '';
 
 if (!BASE) throw new Error('MLSERVE_URL is not set');
 
@@ -28,6 +33,7 @@ const expected = r => r.status() === 404 && r.url().includes('/v1/monitoring/dri
 export async function newPage(browser, { allowStatus = [] } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   context.setDefaultTimeout(WAIT);
+  if (CONSOLE_DIR) await serveConsoleFrom(context, CONSOLE_DIR);
   const page = await context.newPage();
   page.problems = [];
   page.on('pageerror', e => page.problems.push(`page error: ${e.message}`));
@@ -35,6 +41,17 @@ export async function newPage(browser, { allowStatus = [] } = {}) {
     if (r.status() >= 400 && !allowStatus.includes(r.status()) && !expected(r)) page.problems.push(`${r.status()} ${r.request().method()} ${r.url()}`);
   });
   return page;
+}
+
+/** Answers the context's /ui/ requests with the files under `dir` (see MLSERVE_CONSOLE_DIR). */
+export async function serveConsoleFrom(context, dir) {
+  await context.route(`${BASE}/ui/**`, async route => {
+    const rel = new URL(route.request().url()).pathname.slice('/ui/'.length) || 'index.html';
+    const response = await route.fetch();
+    let body;
+    try { body = await readFile(path.join(dir, path.normalize(rel))); } catch { return route.fulfill({ response }); }
+    await route.fulfill({ response, body });
+  });
 }
 
 /** Opens the console and signs in with `token` (through the form, by keyboard). */

@@ -189,23 +189,123 @@ async function training(page) {
   seen.push('training');
 }
 
+/** dom.js time(): microseconds since the epoch as local "YYYY-MM-DD HH:MM:SS". */
+function localTime(us) {
+  const d = new Date(Number(us) / 1000), pad = n => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** features.js bins(): the labels of the bins around `edges`. */
+function binLabels(edges) {
+  const e = v => String(+Number(v).toPrecision(3));
+  return [`< ${e(edges[0])}`, ...edges.slice(1).map((x, i) => `${e(edges[i])} – ${e(x)}`), `> ${e(edges.at(-1))}`];
+}
+
+/** Each view's freshness as the views table shows it: {view: {kind: {us, time, datetime, ago}}, text}. */
+function shownFreshness(page) {
+  return page.$$eval('#views-table tr[data-view]', trs => Object.fromEntries(trs.map(tr => [tr.dataset.view, {
+    materialize: tr.cells[7].textContent.trim(),
+    newest: tr.cells[8].textContent.trim(),
+    when: Object.fromEntries([...tr.querySelectorAll('.when[data-kind]')].map(w => [w.dataset.kind, {
+      us: w.dataset.us, time: w.querySelector('time')?.textContent ?? null,
+      datetime: w.querySelector('time')?.getAttribute('datetime') ?? null, ago: w.querySelector('.ago')?.textContent ?? null,
+    }])),
+  }])));
+}
+
+/** One time of the freshness columns against the API's microseconds. */
+function sameWhen(what, shown, us, none) {
+  check(shown, `${what}: not shown`);
+  check(shown.us === String(us), `${what}: shown ${shown.us} µs, the API ${us}`);
+  if (!us) return;
+  check(shown.time === localTime(us), `${what}: shown ${shown.time}, the API ${localTime(us)}`);
+  check(shown.datetime === new Date(us / 1000).toISOString(), `${what}: datetime ${shown.datetime}`);
+  check(/^\(\d+ (s|min|h|d) ago\)$/.test(shown.ago ?? ''), `${what}: age ${shown.ago}`);
+}
+
 async function features(page) {
+  // The drift reports the page reads, by model, version and analysis time.
+  const driftSeen = new Map();
+  const pending = [];
+  const onResponse = r => {
+    if (!r.url().includes('/v1/monitoring/drift/') || r.status() !== 200) return;
+    pending.push(r.json().then(d => { for (const rep of d.reports) driftSeen.set(`${rep.model} ${rep.version} ${rep.analysed_at_us}`, rep); }, () => {}));
+  };
+  page.on('response', onResponse);
   await go(page, 'features', 'Features');
-  const [{ entities }, { feature_views: views }] = await Promise.all([get('/v1/features/entities'), get('/v1/features/views')]);
+  const [{ entities }, { feature_views: views, freshness }] = await Promise.all([get('/v1/features/entities'), get('/v1/features/views')]);
   await page.locator('#entities-table').waitFor();
   sameSet('entities', (await rows(page, '#entities-table')).map(r => `${r[0]} ${r[1]}`), entities.map(e => `${e.name} ${e.join_keys.join(', ')}`));
   sameSet('views', (await rows(page, '#views-table')).map(r => `${r[0]} ${r[2]}`),
     views.map(v => `${v.name} ${v.fields.map(f => `${f.name}: ${f.dtype}`).join(', ')}`));
+  // Freshness per view: the last materialize (the event time it reached, when it ran) and the newest event.
+  check(Array.isArray(freshness) && freshness.length === views.length && freshness.every((f, i) => f.view === views[i].name),
+    `freshness does not follow the views: ${JSON.stringify(freshness)}`);
+  check(freshness.some(f => f.materialized_at_us > 0) && freshness.some(f => f.newest_event_us > 0), `no materialized view with events: ${JSON.stringify(freshness)}`);
+  const want = Object.fromEntries(freshness.map(f => [f.view, [String(f.materialized_to_us), String(f.materialized_at_us), String(f.newest_event_us)]]));
+  await until(page, 'the freshness of every view as the API gives it', w => Object.entries(w).every(([view, [to, at, newest]]) => {
+    const tr = [...document.querySelectorAll('#views-table tr[data-view]')].find(x => x.dataset.view === view);
+    const us = kind => tr?.querySelector(`.when[data-kind="${kind}"]`)?.dataset.us;
+    return tr && us('newest-event') === newest && (at === '0' ? !tr.querySelector('[data-kind="materialized-at"]') : us('materialized-to') === to && us('materialized-at') === at);
+  }), want);
+  const shownFresh = await shownFreshness(page);
+  for (const f of freshness) {
+    const row = shownFresh[f.view];
+    check(row, `view ${f.view}: no row`);
+    sameWhen(`${f.view} newest event`, row.when['newest-event'], f.newest_event_us);
+    if (!f.newest_event_us) check(row.newest === 'none', `${f.view}: newest event "${row.newest}" without events`);
+    if (f.materialized_at_us) {
+      sameWhen(`${f.view} materialized to`, row.when['materialized-to'], f.materialized_to_us);
+      sameWhen(`${f.view} materialized at`, row.when['materialized-at'], f.materialized_at_us);
+    } else {
+      check(row.materialize === 'never', `${f.view}: last materialize "${row.materialize}", never materialized`);
+    }
+  }
   // Drift per feature, as the monitoring role reports it.
   const { reports } = reached.has('monitoring') ? await get(`/v1/monitoring/drift/${MODEL}`) : { reports: [] };
   check(reports.length > 0 || !reached.has('monitoring'), 'no drift report');
   if (!reached.has('monitoring')) await page.locator('#no-drift').waitFor();
+  let drifted = 0;
   for (const rep of reports) {
     const sel = `.drift-report[data-model="${rep.model}"][data-version="${rep.version}"]`;
     await page.locator(sel).waitFor();
     const shown = await page.locator(`${sel} tr[data-feature]`).evaluateAll(trs => trs.map(tr => tr.dataset.feature));
     sameSet(`drift features of ${rep.model} v${rep.version}`, shown, rep.features.map(f => f.feature));
+    if (!rep.features.length) continue;
+    // Each feature's histogram, against the report the page drew (the
+    // analysis it shows, read by the page from the API) and the reference
+    // bins against this script's own read (the reference does not move).
+    const snapshot = await page.locator(sel).evaluate(el => ({
+      analysed: el.dataset.analysed,
+      features: Object.fromEntries([...el.querySelectorAll('.histogram-of[data-feature]')].map(d => [d.dataset.feature, {
+        caption: d.querySelector('figcaption')?.textContent ?? '',
+        label: d.querySelector('svg[role="img"]')?.getAttribute('aria-label') ?? '',
+        groups: d.querySelectorAll('svg g.bin').length,
+        bars: [...d.querySelectorAll('svg g.bin')].map(g => g.querySelectorAll('rect.bar').length),
+        bins: [...d.querySelectorAll('tbody tr')].map(tr => [tr.cells[0].textContent, Number(tr.dataset.reference), Number(tr.dataset.current), tr.cells[1].textContent, tr.cells[3].textContent]),
+      }])),
+    }));
+    await Promise.all(pending);
+    const drawn = driftSeen.get(`${rep.model} ${rep.version} ${snapshot.analysed}`);
+    check(drawn, `${rep.model} v${rep.version}: the page shows analysis ${snapshot.analysed}, which no drift response it read carried`);
+    check(drawn.reference_from_us === rep.reference_from_us && drawn.reference_to_us === rep.reference_to_us, `${rep.model} v${rep.version}: the reference moved`);
+    sameSet(`histograms of ${rep.model} v${rep.version}`, Object.keys(snapshot.features), rep.features.filter(f => f.bin_edges.length).map(f => f.feature));
+    for (const f of rep.features.filter(x => x.bin_edges.length)) {
+      const d = drawn.features.find(x => x.feature === f.feature);
+      const h = snapshot.features[f.feature];
+      const what = `histogram of ${f.feature} (${rep.model} v${rep.version})`;
+      check(f.reference_counts.length === f.bin_edges.length + 1 && f.current_counts.length === f.bin_edges.length + 1, `${what}: the API's counts do not fit its ${f.bin_edges.length} edges`);
+      check(JSON.stringify(d.bin_edges) === JSON.stringify(f.bin_edges) && JSON.stringify(d.reference_counts) === JSON.stringify(f.reference_counts), `${what}: the reference bins differ between two reads`);
+      check(h.caption.startsWith(`${f.feature} `) && h.label.startsWith(h.caption), `${what}: caption "${h.caption}", aria-label "${h.label.slice(0, 80)}…"`);
+      check(h.groups === f.bin_edges.length + 1 && h.bars.every(n => n === 2), `${what}: ${h.groups} bins of ${JSON.stringify(h.bars)} bars, want ${f.bin_edges.length + 1} of 2`);
+      const wantBins = binLabels(f.bin_edges).map((label, i) => [label, d.reference_counts[i], d.current_counts[i], String(d.reference_counts[i]), String(d.current_counts[i])]);
+      check(JSON.stringify(h.bins) === JSON.stringify(wantBins), `${what}: bins shown ${JSON.stringify(h.bins)}, the API ${JSON.stringify(wantBins)}`);
+      check(d.current_counts.reduce((a, b) => a + b, 0) === drawn.current_rows, `${what}: current counts do not sum to ${drawn.current_rows} rows`);
+      if (f.drifted) drifted++;
+    }
   }
+  check(drifted > 0 || !reached.has('monitoring'), 'no drifted feature with a histogram');
+  page.off('response', onResponse);
   // An online lookup: the values and their event times, as the API answers.
   const view = views.find(v => v.online);
   const joinKey = entities.find(e => e.name === view.entities[0]).join_keys[0];

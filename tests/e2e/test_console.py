@@ -27,6 +27,9 @@ Node scripts under tests/console drive Chromium through playwright-core
 
 MLSERVE_CONSOLE_SCREENSHOTS=1 writes a screenshot of every page into
 docs/console/ (off by default, so a test run leaves the tree clean).
+The binary embeds console/ when it is built; MLSERVE_CONSOLE_DIR=<repo>/console
+has the browser load the console's files from the working tree instead (the
+binary's headers kept), to try a console change before the next build.
 """
 
 import base64
@@ -193,20 +196,32 @@ def traffic(port, key, request):
 
 
 def seed_features(port):
-    """An entity, a feature view and online values for drivers 1001 to 1003."""
+    """An entity; a feature view with online values for drivers 1001 to 1003
+    (events 1 to 3 minutes old), materialized (incrementally) up to 2 minutes ago (so its
+    newest event is newer than its last materialize); an offline view with
+    neither an event nor a materialize."""
     ok(post(port, "/v1/features/apply", {
         "entities": [{"name": "driver", "join_keys": ["driver_id"], "value_type": "int64",
                       "description": "a driver of the fleet"}],
         "feature_views": [{"name": "driver_stats", "entities": ["driver"], "ttl_secs": 86400,
                            "online": True, "source": "trips table",
                            "fields": [{"name": "rate", "dtype": "float64"},
-                                      {"name": "trips", "dtype": "int64"}]}],
+                                      {"name": "trips", "dtype": "int64"}]},
+                          {"name": "driver_ratings", "entities": ["driver"], "ttl_secs": 0,
+                           "online": False, "source": "ratings table",
+                           "fields": [{"name": "stars", "dtype": "float64"}]}],
     }))
     now_us = int(time.time() * 1e6)
     rows = [{"values": {"driver_id": 1000 + i, "rate": 0.5 + i / 10, "trips": 10 * i},
              "event_ts": now_us - i * 60_000_000} for i in range(1, 4)]
     ok(post(port, "/v1/features/push", {"feature_view": "driver_stats", "rows": rows,
                                          "to": "online_and_offline"}))
+    # Incremental: the runs the freshness records (a range run leaves no mark).
+    ok(post(port, "/v1/features/materialize", {"feature_views": ["driver_stats"], "incremental": True,
+                                                "end_ts": now_us - 120_000_000}))
+    fresh = {f["view"]: f for f in ok(get(port, "/v1/features/views"))["freshness"]}
+    assert fresh["driver_stats"]["materialized_at_us"] > 0, fresh
+    assert fresh["driver_ratings"]["newest_event_us"] == 0, fresh
 
 
 def make_key(config, name, scopes):
