@@ -81,11 +81,11 @@ async fn views(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
 ) -> ServiceResult<Json<ViewsBody>> {
-    let feature_views = s
-        .list_feature_views(ctx, ListRequest {})
-        .await?
-        .feature_views;
-    Ok(Json(ViewsBody { feature_views }))
+    let listed = s.list_feature_views(ctx, ListRequest {}).await?;
+    Ok(Json(ViewsBody {
+        feature_views: listed.feature_views,
+        freshness: listed.freshness,
+    }))
 }
 
 async fn view(

@@ -120,6 +120,26 @@ pub async fn watermark(db: &Database, view: &str) -> Result<Option<i64>> {
     })
 }
 
+/// How fresh `view` is: its last materialization (reached, ran at) and
+/// its newest offline event time (0 for what never happened).
+pub async fn freshness(db: &Database, view: &str) -> Result<(i64, i64, i64)> {
+    let materialized =
+        sqlx::query("SELECT last_end_ts, updated_ts FROM feature_materializations WHERE view = $1")
+            .bind(view)
+            .fetch_optional(&db.pool)
+            .await?;
+    let (to, at) = match materialized {
+        Some(row) => (row.try_get(0)?, row.try_get(1)?),
+        None => (0, 0),
+    };
+    let newest: Option<i64> = sqlx::query("SELECT MAX(event_ts) FROM feature_rows WHERE view = $1")
+        .bind(view)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get(0)?;
+    Ok((to, at, newest.unwrap_or(0)))
+}
+
 /// Records that `view` is materialized up to `end`.
 pub async fn set_watermark(db: &Database, view: &str, end: i64) -> Result<()> {
     sqlx::query(

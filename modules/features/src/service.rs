@@ -288,8 +288,19 @@ impl FeatureService for LocalFeatures {
         let (catalog, _) = self.catalog().await?;
         let mut list: Vec<FeatureView> = catalog.views.values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut freshness = Vec::with_capacity(list.len());
+        for view in &list {
+            let (to, at, newest) = offline::freshness(&self.db, &view.name).await?;
+            freshness.push(ViewFreshness {
+                view: view.name.clone(),
+                materialized_to_us: to,
+                materialized_at_us: at,
+                newest_event_us: newest,
+            });
+        }
         Ok(ListFeatureViewsResponse {
             feature_views: list,
+            freshness,
         })
     }
 

@@ -436,7 +436,31 @@ async fn suite(client: FeaturesClient) {
         vec!["driver_id"]
     );
     point_in_time(&client).await;
+    let listed = client
+        .list_feature_views(ctx(), ListRequest {})
+        .await
+        .unwrap();
+    let fresh = &listed.freshness[0];
+    assert_eq!(fresh.view, "driver_stats");
+    assert_eq!((fresh.materialized_to_us, fresh.materialized_at_us), (0, 0));
+    assert!(fresh.newest_event_us >= T0, "{fresh:?}");
     online(&client).await;
+    // online() ends with incremental materializes, the last one up to its
+    // own "now", after the newest event it ingested: that is the freshness.
+    let listed = client
+        .list_feature_views(ctx(), ListRequest {})
+        .await
+        .unwrap();
+    let fresh = &listed.freshness[0];
+    assert!(fresh.materialized_to_us > T0 + 120 * MIN, "{fresh:?}");
+    assert!(
+        fresh.newest_event_us < fresh.materialized_to_us,
+        "{fresh:?}"
+    );
+    assert!(
+        fresh.materialized_at_us >= fresh.materialized_to_us,
+        "{fresh:?}"
+    );
     transform(&client).await;
     errors(&client).await;
 }

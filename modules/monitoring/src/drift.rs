@@ -15,7 +15,7 @@
 //! noise).
 
 /// The drift of one feature.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureDrift {
     /// Population stability index.
     pub psi: f64,
@@ -27,6 +27,21 @@ pub struct FeatureDrift {
     pub reference_mean: f64,
     /// Mean of the current sample.
     pub current_mean: f64,
+    /// The bins PSI compared, as the histograms a person would look at.
+    pub histogram: Histogram,
+}
+
+/// Both samples over the same bins: under `edges[0]` (the reference's
+/// minimum), then up to and including each further edge in turn, then over
+/// the last one (the reference's maximum). `edges.len() + 1` counts each.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    /// The bin boundaries.
+    pub edges: Vec<f64>,
+    /// Reference values per bin.
+    pub reference: Vec<u64>,
+    /// Current values per bin.
+    pub current: Vec<u64>,
 }
 
 /// When a feature counts as drifted.
@@ -59,12 +74,21 @@ pub fn compare(reference: &[f64], current: &[f64], bins: usize) -> Option<Featur
     r.sort_by(f64::total_cmp);
     c.sort_by(f64::total_cmp);
     let (ks, p_value) = kolmogorov_smirnov(&r, &c);
+    let edges = edges(&r, bins.max(2));
+    let low = r[0];
+    let reference_counts = counts(&r, low, &edges);
+    let current_counts = counts(&c, low, &edges);
     Some(FeatureDrift {
-        psi: psi(&r, &c, bins.max(2)),
+        psi: psi_of_counts(&reference_counts, &current_counts),
         ks,
         p_value,
         reference_mean: mean(&r),
         current_mean: mean(&c),
+        histogram: Histogram {
+            edges: std::iter::once(low).chain(edges).collect(),
+            reference: reference_counts.iter().map(|&n| n as u64).collect(),
+            current: current_counts.iter().map(|&n| n as u64).collect(),
+        },
     })
 }
 
@@ -84,11 +108,11 @@ fn edges(sorted_reference: &[f64], bins: usize) -> Vec<f64> {
     edges
 }
 
-/// Shares of `sorted` values per bin: below the reference's minimum `low`,
+/// Counts of `sorted` values per bin: below the reference's minimum `low`,
 /// then up to and including each edge in turn, then over the last edge (the
 /// reference's maximum). A shift out of the reference's range lands in the
 /// outer bins, which the reference leaves empty.
-fn shares(sorted: &[f64], low: f64, edges: &[f64]) -> Vec<f64> {
+fn counts(sorted: &[f64], low: f64, edges: &[f64]) -> Vec<usize> {
     let mut counts = Vec::with_capacity(edges.len() + 2);
     let mut start = sorted.partition_point(|v| *v < low);
     counts.push(start);
@@ -98,11 +122,21 @@ fn shares(sorted: &[f64], low: f64, edges: &[f64]) -> Vec<f64> {
         start = end;
     }
     counts.push(sorted.len() - start);
-    let total = sorted.len() as f64;
     counts
-        .into_iter()
-        .map(|n| (n as f64 / total).max(MIN_SHARE))
-        .collect()
+}
+
+/// PSI of two samples' counts over the same bins: `(c - r) ln(c / r)`
+/// summed over the bins' shares, each share at least [`MIN_SHARE`].
+fn psi_of_counts(reference: &[usize], current: &[usize]) -> f64 {
+    let shares = |counts: &[usize]| {
+        let total = counts.iter().sum::<usize>().max(1) as f64;
+        counts
+            .iter()
+            .map(|&n| (n as f64 / total).max(MIN_SHARE))
+            .collect::<Vec<f64>>()
+    };
+    let (r, c) = (shares(reference), shares(current));
+    r.iter().zip(&c).map(|(r, c)| (c - r) * (c / r).ln()).sum()
 }
 
 /// Population stability index of two sorted samples (the reference not
@@ -110,9 +144,10 @@ fn shares(sorted: &[f64], low: f64, edges: &[f64]) -> Vec<f64> {
 pub fn psi(sorted_reference: &[f64], sorted_current: &[f64], bins: usize) -> f64 {
     let edges = edges(sorted_reference, bins);
     let low = sorted_reference[0];
-    let r = shares(sorted_reference, low, &edges);
-    let c = shares(sorted_current, low, &edges);
-    r.iter().zip(&c).map(|(r, c)| (c - r) * (c / r).ln()).sum()
+    psi_of_counts(
+        &counts(sorted_reference, low, &edges),
+        &counts(sorted_current, low, &edges),
+    )
 }
 
 /// The two-sample KS statistic of two sorted samples and its asymptotic
@@ -212,6 +247,16 @@ mod tests {
         assert!((0.002..0.025).contains(&ks_rate), "KS alone: {ks_rate}");
         assert_eq!(psi_alone, 0, "PSI over 0.2 on equal distributions");
         assert_eq!(both, 0);
+    }
+
+    #[test]
+    fn the_histogram_holds_the_bins_psi_compared() {
+        let d = compare(&[1.0, 2.0, 3.0, 4.0], &[0.0, 2.0, 5.0, 5.0], 2).unwrap();
+        assert_eq!(d.histogram.edges, [1.0, 3.0, 4.0]);
+        assert_eq!(d.histogram.reference, [0, 3, 1, 0]);
+        assert_eq!(d.histogram.current, [1, 1, 0, 2]);
+        let r = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(d.psi, psi(&r, &[0.0, 2.0, 5.0, 5.0], 2));
     }
 
     #[test]

@@ -220,6 +220,9 @@ impl DriftWatch {
                 reference_mean: d.reference_mean,
                 current_mean: d.current_mean,
                 drifted,
+                bin_edges: d.histogram.edges,
+                reference_counts: d.histogram.reference,
+                current_counts: d.histogram.current,
             });
         }
         report.state = if report.drifted.is_empty() {

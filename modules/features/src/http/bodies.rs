@@ -89,6 +89,8 @@ pub struct EntitiesBody {
 pub struct ViewsBody {
     /// Every feature view.
     pub feature_views: Vec<pb::FeatureView>,
+    /// How fresh each one's data is, in the same order.
+    pub freshness: Vec<pb::ViewFreshness>,
 }
 
 /// One row to write: `{"values": {"driver_id": 1, "rate": 0.5}, "event_ts": ...}`.
