@@ -2,6 +2,8 @@
 //! PostgreSQL), the latest row per entity of a time range for materialize,
 //! materialization watermarks, and feature means.
 
+use std::collections::HashMap;
+
 use futures_util::TryStreamExt;
 use mlserve_common::Database;
 use sqlx::Row as _;
@@ -120,24 +122,27 @@ pub async fn watermark(db: &Database, view: &str) -> Result<Option<i64>> {
     })
 }
 
-/// How fresh `view` is: its last materialization (reached, ran at) and
-/// its newest offline event time (0 for what never happened).
-pub async fn freshness(db: &Database, view: &str) -> Result<(i64, i64, i64)> {
+/// How fresh every view with data is, by name: its last incremental
+/// materialization (reached, ran at) and its newest offline event time (0
+/// for what never happened). Two queries, however many views there are.
+pub async fn freshness(db: &Database) -> Result<HashMap<String, (i64, i64, i64)>> {
+    let mut fresh: HashMap<String, (i64, i64, i64)> = HashMap::new();
     let materialized =
-        sqlx::query("SELECT last_end_ts, updated_ts FROM feature_materializations WHERE view = $1")
-            .bind(view)
-            .fetch_optional(&db.pool)
+        sqlx::query("SELECT view, last_end_ts, updated_ts FROM feature_materializations")
+            .fetch_all(&db.pool)
             .await?;
-    let (to, at) = match materialized {
-        Some(row) => (row.try_get(0)?, row.try_get(1)?),
-        None => (0, 0),
-    };
-    let newest: Option<i64> = sqlx::query("SELECT MAX(event_ts) FROM feature_rows WHERE view = $1")
-        .bind(view)
-        .fetch_one(&db.pool)
-        .await?
-        .try_get(0)?;
-    Ok((to, at, newest.unwrap_or(0)))
+    for row in materialized {
+        let entry = fresh.entry(row.try_get(0)?).or_default();
+        (entry.0, entry.1) = (row.try_get(1)?, row.try_get(2)?);
+    }
+    let newest = sqlx::query("SELECT view, MAX(event_ts) FROM feature_rows GROUP BY view")
+        .fetch_all(&db.pool)
+        .await?;
+    for row in newest {
+        let latest: Option<i64> = row.try_get(1)?;
+        fresh.entry(row.try_get(0)?).or_default().2 = latest.unwrap_or(0);
+    }
+    Ok(fresh)
 }
 
 /// Records that `view` is materialized up to `end`.

@@ -288,16 +288,19 @@ impl FeatureService for LocalFeatures {
         let (catalog, _) = self.catalog().await?;
         let mut list: Vec<FeatureView> = catalog.views.values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut freshness = Vec::with_capacity(list.len());
-        for view in &list {
-            let (to, at, newest) = offline::freshness(&self.db, &view.name).await?;
-            freshness.push(ViewFreshness {
-                view: view.name.clone(),
-                materialized_to_us: to,
-                materialized_at_us: at,
-                newest_event_us: newest,
-            });
-        }
+        let fresh = offline::freshness(&self.db).await?;
+        let freshness = list
+            .iter()
+            .map(|view| {
+                let (to, at, newest) = fresh.get(&view.name).copied().unwrap_or_default();
+                ViewFreshness {
+                    view: view.name.clone(),
+                    materialized_to_us: to,
+                    materialized_at_us: at,
+                    newest_event_us: newest,
+                }
+            })
+            .collect();
         Ok(ListFeatureViewsResponse {
             feature_views: list,
             freshness,
