@@ -68,11 +68,7 @@ async fn run(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut transform = if content_type.starts_with("multipart/form-data") {
-        transform_from_multipart(content_type, body).await?
-    } else {
-        transform_from_json(&body)?
-    };
+    let mut transform = transform_request(content_type, body).await?;
     transform.model = model.to_string();
     let batch = transform.rows_json.len() + transform.images.len() + transform.texts.len();
     if batch == 0 {
@@ -110,6 +106,21 @@ async fn run(
         "model_version": response.model_version,
         "predictions": predictions,
     }))
+}
+
+/// Decodes a predict body into the features role's request (model name
+/// still empty): `multipart/form-data` when `content_type` says so, JSON
+/// otherwise. The body is whole in memory, so this never waits on I/O.
+/// Public as the entry point of the fuzz targets in `fuzz/`.
+pub async fn transform_request(
+    content_type: &str,
+    body: Bytes,
+) -> Result<TransformRequest, GatewayError> {
+    if content_type.starts_with("multipart/form-data") {
+        transform_from_multipart(content_type, body).await
+    } else {
+        transform_from_json(&body)
+    }
 }
 
 /// A predict request's JSON body: one kind of input, under its plural name or

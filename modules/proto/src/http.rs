@@ -37,7 +37,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use base64_payload::decode_base64_payload;
+pub use body::decode_body;
 pub use call_context::{with_call_context, ContextFuture, WithCallContext};
+pub use infer_request::decode_infer_body;
 
 use crate::inference::InferenceClient;
 use crate::internal_auth::InternalToken;

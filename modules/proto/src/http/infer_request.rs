@@ -369,6 +369,25 @@ fn decode_input(
     Ok((tensor, raw))
 }
 
+/// Decodes the body of `POST /v2/models/{m}/infer` into the request the
+/// inference service gets, as the handler does once the body is read and
+/// decompressed: `headers` give the `Inference-Header-Content-Length`
+/// (absent: all JSON; N > 0: N bytes of JSON, then the binary data; 0: the
+/// raw data of the single input `metadata` describes). The model name and
+/// version are left empty, and the HTTP-only answer plan is dropped. The
+/// entry point of the fuzz targets in `fuzz/`.
+pub fn decode_infer_body(
+    headers: &HeaderMap,
+    body: Bytes,
+    metadata: &pb::ModelMetadataResponse,
+) -> Result<pb::ModelInferRequest, ServiceError> {
+    let decoded = match header_length(headers)? {
+        Some(0) => decode_raw(body, metadata)?,
+        header_len => decode(body, header_len)?,
+    };
+    Ok(decoded.request)
+}
+
 /// A datatype as named on the wire (`FP32`; the config spelling `TYPE_FP32`
 /// is not a wire name).
 fn wire_datatype(name: &str) -> Option<DataType> {
