@@ -26,3 +26,9 @@ echo "== cargo test (release, nothing left to compile) =="
 cargo test --release --workspace
 echo "== end-to-end (pytest, real binary) =="
 .venv/bin/python -m pytest
+# Fuzz smoke: every decoder of untrusted input (fuzz/README.md) runs 15 s of
+# coverage-guided fuzzing from its seed corpus, two targets at a time; a
+# crash fails the suite and names the input. Its own build (fuzz/target:
+# instrumented, so nothing of the release build above is reused).
+echo "== fuzz smoke (scripts/fuzz.sh) =="
+bash scripts/fuzz.sh 15

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Fuzzes the decoders of untrusted input (fuzz/, see fuzz/README.md):
+#
+#   bash scripts/fuzz.sh SECONDS [TARGET...]     # every target when none is named
+#
+# Installs cargo-fuzz into .tools/ when it is missing, builds every target
+# once (the machine's stable toolchain; RUSTC_BOOTSTRAP=1 lets cargo-fuzz
+# pass its -Z flags), then runs each target for SECONDS with libFuzzer on a
+# copy of its seed corpus in a temporary directory (the committed corpus
+# never grows), FUZZ_JOBS targets at a time (default: the number of cores).
+# Prints per target the seconds, the executions and the crashes; exits
+# non-zero on any crash, with the path of the input that crashed (kept under
+# fuzz/artifacts/<target>/, git-ignored).
+#
+# The build is the release profile of fuzz/Cargo.toml (opt-level 1) with
+# debug assertions and overflow checks, coverage instrumentation and no
+# sanitizer: the targets are Rust, where a memory error needs `unsafe`, and
+# what fuzzing finds here is panics, overflows, hangs and memory blow-ups,
+# which need no sanitizer. FUZZ_SANITIZER=address builds with ASan instead
+# (into fuzz/target too; the next default run rebuilds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_FUZZ_VERSION=0.13.2
+SANITIZER=${FUZZ_SANITIZER:-none}
+
+if [[ $# -lt 1 || ! $1 =~ ^[0-9]+$ ]]; then
+  echo "usage: scripts/fuzz.sh SECONDS [TARGET...]" >&2
+  exit 2
+fi
+seconds=$1
+shift
+if [[ $# -gt 0 ]]; then
+  targets=("$@")
+else
+  targets=()
+  for file in fuzz/fuzz_targets/*.rs; do
+    targets+=("$(basename "$file" .rs)")
+  done
+fi
+for target in "${targets[@]}"; do
+  if [[ ! -f fuzz/fuzz_targets/$target.rs ]]; then
+    echo "fuzz: no target '$target' (fuzz/fuzz_targets/$target.rs)" >&2
+    exit 2
+  fi
+done
+
+if [[ $(.tools/bin/cargo-fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools"
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root .tools
+fi
+export PATH=$PWD/.tools/bin:$PATH
+export CARGO_TARGET_DIR=$PWD/fuzz/target
+export RUSTC_BOOTSTRAP=1
+
+echo "== fuzz: build (release, debug assertions, sanitizer: $SANITIZER) =="
+build_start=$(date +%s)
+cargo fuzz build --fuzz-dir fuzz --release --debug-assertions --sanitizer "$SANITIZER"
+echo "fuzz: build took $(($(date +%s) - build_start)) s"
+
+bin_dir=$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release
+work=$(mktemp -d "${TMPDIR:-/tmp}/mlserve-fuzz.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# Runs one target for $seconds on a copy of its corpus; the log goes to
+# $work/<target>.log, the wall time to $work/<target>.secs.
+run_target() {
+  local target=$1 artifacts=fuzz/artifacts/$1
+  mkdir -p "$work/$target" "$artifacts"
+  if [[ -d fuzz/corpus/$target ]]; then
+    cp -R "fuzz/corpus/$target/." "$work/$target/"
+  fi
+  local start rc=0
+  start=$(date +%s)
+  "$bin_dir/$target" -max_total_time="$seconds" -print_final_stats=1 \
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$PWD/$artifacts/" \
+    "$work/$target" >"$work/$target.log" 2>&1 || rc=$?
+  echo $(($(date +%s) - start)) >"$work/$target.secs"
+  echo "$rc" >"$work/$target.rc"
+}
+
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+echo "== fuzz: ${#targets[@]} targets, $seconds s each, $jobs_max at a time =="
+running=0
+for target in "${targets[@]}"; do
+  if ((running >= jobs_max)); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_target "$target" &
+  running=$((running + 1))
+done
+wait || true
+
+failed=0
+printf '%-20s %8s %14s %8s\n' target seconds executions crashes
+for target in "${targets[@]}"; do
+  log=$work/$target.log
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  crashes=$(grep -c '^artifact_prefix=.*Test unit written to' "$log" || true)
+  rc=$(cat "$work/$target.rc")
+  printf '%-20s %8s %14s %8s\n' "$target" "$(cat "$work/$target.secs")" "${execs:-?}" "$crashes"
+  if [[ $rc != 0 || $crashes != 0 ]]; then
+    failed=1
+    echo "---- $target: libFuzzer exited $rc; the end of its log:"
+    tail -n 60 "$log"
+    grep 'Test unit written to' "$log" | sed 's/^.*Test unit written to /crash input: /' || true
+  fi
+done
+exit $failed
