@@ -1,12 +1,14 @@
 // Features: entities, feature views and pipelines; an online lookup (its
 // values, their event times and the lookup's latency as the browser saw
-// it); each view's freshness (how far its last materialize reached, when
+// it); the lookups the features role served (rate, p50 and p99 from its
+// latency histogram, polled); each view's freshness (how far its last materialize reached, when
 // it ran, its newest event); drift per feature of each served model (PSI
 // against its threshold, and the reference and current shares per bin).
 
 import { api, can, canAny, seg, session } from './api.js';
 import { h, fill, table, badge, time, ago, num, pct, errorLine, labelled, select } from './dom.js';
 import { barChart, histogram, lineChart, Series } from './chart.js';
+import { histogramQuantile } from './stats.js';
 
 export async function render(ctx) {
   const [{ entities }, { feature_views: views, freshness = [] }, pipes] = await Promise.all([
@@ -41,6 +43,7 @@ export async function render(ctx) {
       { label: 'Newest event', value: v => when(fresh.get(v.name)?.newest_event_us, 'none', 'newest-event') },
     ], views, { id: 'views-table', empty: 'No feature view.', rowAttrs: v => ({ 'data-view': v.name }) })),
     h('section', h('h2', 'Online lookup and freshness'), lookup(views, entities)),
+    h('section', h('h2', 'Online lookups served'), h('p.muted', 'Every lookup the features role answered (the gateway\'s predict calls included), from its latency histogram every 2 s: lookups per second, and the p50 and p99 between two readings.'), served(ctx)),
     h('section', h('h2', 'Drift per feature'), drift));
 
   // The ages ("3 min ago") and the freshness itself, kept current.
@@ -201,4 +204,31 @@ function lookup(views, entities) {
     } catch (e) { err.textContent = e.message; }
   });
   return form;
+}
+
+/** The lookups the features role served: rate, p50 and p99 over time. */
+function served(ctx) {
+  const out = h('div.grid#lookup-served'), totals = h('p.muted#lookup-served-totals');
+  const rate = new Series(), latency = new Series();
+  let before = null;
+  ctx.every(2000, async () => {
+    const s = await api('/v1/features/lookup-stats');
+    const now = { at: Date.now(), total: s.lookups, seconds: s.seconds, buckets: s.buckets };
+    // A reading below the last one came from another replica or a restart.
+    if (before && now.total >= before.total) {
+      const dt = Math.max(0.001, (now.at - before.at) / 1000);
+      rate.add('lookups', (now.total - before.total) / dt, now.at);
+      for (const [label, q] of [['p50', 0.5], ['p99', 0.99]]) {
+        const v = histogramQuantile(q, before, now);
+        if (v !== null) latency.add(label, v * 1000, now.at);
+      }
+    }
+    before = now;
+    fill(out,
+      lineChart(rate.list(), { title: 'Lookups served per second', unit: '/s' }),
+      lineChart(latency.list(), { title: 'Online lookup latency in the features role (ms)', unit: 'ms' }));
+    fill(totals, `${s.lookups} lookups of ${s.entities} entities since the role started` +
+      (s.lookups ? `, ${num(s.seconds / s.lookups * 1000, 3)} ms each on average` : ''));
+  });
+  return h('div', totals, out);
 }

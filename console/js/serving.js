@@ -1,6 +1,7 @@
 // Serving, per model: the versions loaded, the instances, the batcher's
 // settings, and over time (from the inference statistics, polled) the
-// throughput, latency, queue time and batch size; the batch sizes run so far.
+// throughput, latency, queue time, queue depth and batch size; the batch
+// sizes run so far.
 
 import { api, can, seg } from './api.js';
 import { h, fill, table, badge, num } from './dom.js';
@@ -38,13 +39,14 @@ export async function render(ctx, name) {
       h('p.muted#serving-batching', `Max batch size ${config.max_batch_size}` + (batching
         ? ` · dynamic batching: preferred ${JSON.stringify(batching.preferred_batch_size || [])}, max queue delay ${batching.max_queue_delay_microseconds ?? 0} µs`
         : ' · no dynamic batching')))),
-    h('section', h('h2', 'Over time'), h('p.muted', 'From the inference statistics, every 2 s: requests per second, mean latency, mean queue time and mean batch size of each version between two readings.'), live),
+    h('section', h('h2', 'Over time'), h('p.muted', 'From the inference statistics, every 2 s: requests per second, mean latency, mean queue time and mean batch size of each version between two readings, and the requests waiting in its queue at each reading.'), live),
     h('section', h('h2', 'Batch sizes run'), hist));
 
-  const series = { rps: new Series(), lat: new Series(), queue: new Series(), batch: new Series() };
+  const series = { rps: new Series(), lat: new Series(), queue: new Series(), depth: new Series(), batch: new Series() };
   let before = null;
   await ctx.every(2000, async () => {
     const now = { at: Date.now(), stats: (await api(`/v2/models/${seg(name)}/stats`)).model_stats };
+    for (const m of now.stats) series.depth.add(`version ${m.version}`, m.queue_depth ?? 0, now.at);
     if (before) {
       for (const d of statsDelta(before, now, { byVersion: true })) {
         const v = `version ${d.version}`;
@@ -59,6 +61,7 @@ export async function render(ctx, name) {
       lineChart(series.rps.list(), { title: 'Requests per second', unit: '/s' }),
       lineChart(series.lat.list(), { title: 'Mean latency (ms)', unit: 'ms' }),
       lineChart(series.queue.list(), { title: 'Mean queue time (ms)', unit: 'ms' }),
+      lineChart(series.depth.list(), { title: 'Queue depth (requests waiting)', unit: '' }),
       lineChart(series.batch.list(), { title: 'Mean batch size', unit: '' }));
     const sizes = new Map();
     for (const m of now.stats) for (const b of m.batch_stats) {
@@ -66,6 +69,6 @@ export async function render(ctx, name) {
     }
     const bars = [...sizes.entries()].sort((a, b) => a[0] - b[0]).map(([k, n]) => ({ label: String(k), value: n }));
     fill(hist, bars.length ? barChart(bars, { title: 'Executions per batch size (since start)' }) : h('p.muted', 'Nothing ran yet.'),
-      h('p.muted#serving-counts', now.stats.map(m => `version ${m.version}: ${m.inference_count} inferences in ${m.execution_count} executions`).join(' · ')));
+      h('p.muted#serving-counts', now.stats.map(m => `version ${m.version}: ${m.inference_count} inferences in ${m.execution_count} executions, ${m.instances ?? '?'} instances, ${m.queue_depth ?? 0} waiting`).join(' · ')));
   });
 }

@@ -39,3 +39,27 @@ export function statsDelta(before, now, { byVersion = false } = {}) {
     batch: a.exec ? a.infer / a.exec : null,
   }));
 }
+
+/**
+ * The `q` quantile of the observations between two readings of a
+ * cumulative histogram (`[{le, count}]`, `total` observations in all), as
+ * Prometheus' histogram_quantile: linear within the bucket it falls in;
+ * past the last finite bound, that bound. Null when nothing was observed.
+ */
+export function histogramQuantile(q, before, now) {
+  const total = now.total - before.total;
+  if (total <= 0) return null;
+  const rank = q * total;
+  let lower = 0, below = 0;
+  for (let i = 0; i < now.buckets.length; i++) {
+    const le = now.buckets[i].le;
+    const seen = now.buckets[i].count - (before.buckets[i]?.count || 0);
+    if (seen >= rank) {
+      const inBucket = seen - below;
+      return inBucket > 0 ? lower + (le - lower) * (rank - below) / inBucket : le;
+    }
+    lower = le;
+    below = seen;
+  }
+  return lower;
+}

@@ -94,6 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".features.Field", definition)
         .type_attribute(".features.FeatureView", definition)
         .type_attribute(".features.ViewFreshness", "#[derive(serde::Serialize)]")
+        .type_attribute(
+            ".features.LookupStatsResponse",
+            "#[derive(serde::Serialize)]",
+        )
+        .type_attribute(".features.LatencyBucket", "#[derive(serde::Serialize)]")
         .compile_protos(&["proto/features.proto"], &["proto"])?;
 
     services::generate(&std::fs::read(&core)?, &SERVICES[..2], &out);

@@ -87,7 +87,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
             .with_events(node.events.clone()),
     );
     tracing::info!(online_store = local.online_store(), "features role started");
-    let stats = Arc::new(mlserve_features::metrics::Stats::default());
+    let stats = local.stats();
     let metered: Arc<dyn FeatureService> =
         Arc::new(mlserve_features::metrics::observed(local, stats.clone()));
     node.metrics.register_collector(Box::new(stats));

@@ -112,10 +112,15 @@ async function serving(page) {
   const shown = await rows(page, '#serving-instances');
   if (groups.length) sameSet('instances', shown.map(r => `${r[1]} ${r[2]}`), groups.map(g => `${g.count} ${g.kind}`));
   // Two readings make the first points; traffic flows, so the lines appear.
-  await until(page, 'serving charts with lines', () => document.querySelectorAll('#serving-charts svg').length === 4 && document.querySelectorAll('#serving-charts path.line').length >= 2);
+  await until(page, 'serving charts with lines', () => document.querySelectorAll('#serving-charts svg').length === 5 && document.querySelectorAll('#serving-charts path.line').length >= 2);
+  const titles = await page.locator('#serving-charts svg').evaluateAll(svgs => svgs.map(s => s.getAttribute('aria-label') || s.textContent));
+  check(titles.some(t => t.includes('Queue depth')), `no queue depth chart: ${JSON.stringify(titles).slice(0, 300)}`);
   const stats = (await get(`/v2/models/${MODEL}/stats`)).model_stats;
   const counts = await page.locator('#serving-counts').textContent();
-  for (const m of stats) check(counts.includes(`version ${m.version}:`), `no counts of version ${m.version}: ${counts}`);
+  for (const m of stats) {
+    check(counts.includes(`version ${m.version}:`), `no counts of version ${m.version}: ${counts}`);
+    check(Number.isInteger(m.instances) && m.instances >= 1 && counts.includes(`${m.instances} instances`), `version ${m.version}: the API says ${m.instances} instances, the page: ${counts}`);
+  }
   await until(page, 'the batch size chart', () => document.querySelectorAll('#batch-sizes rect.bar').length >= 1);
   await settle(page, '#serving-charts');
   await shot(page, 'serving');
@@ -318,6 +323,14 @@ async function features(page) {
   sameSet('online values', (await rows(page, '#lookup-table')).map(r => `${r[0]} ${r[1]} ${r[2]}`),
     online.features.map((f, i) => { const v = online.rows[0].values[i]; return `${f} ${v.value === null ? '—' : JSON.stringify(v.value)} ${v.status}`; }));
   await until(page, 'the lookup latency chart', () => document.querySelectorAll('#lookup-latency svg').length === 1);
+  // The lookups the features role served, from its histogram: the page's
+  // count never runs ahead of the API's, and the lookups above are in it.
+  const shownLookups = await until(page, 'the lookups served', () => {
+    const m = /^(\d+) lookups of (\d+) entities/.exec(document.querySelector('#lookup-served-totals')?.textContent || '');
+    return m && Number(m[1]) >= 2 && document.querySelectorAll('#lookup-served svg').length === 2 && document.querySelectorAll('#lookup-served path.line').length >= 1 ? Number(m[1]) : null;
+  });
+  const served = await get('/v1/features/lookup-stats');
+  check(served.lookups >= shownLookups && served.buckets.length > 0 && served.buckets.at(-1).count <= served.lookups, `the page shows ${shownLookups} lookups, the API ${JSON.stringify(served).slice(0, 200)}`);
   await shot(page, 'features');
   seen.push('features');
 }

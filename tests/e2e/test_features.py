@@ -92,6 +92,15 @@ def cli_and_rest(server, tmp_path):
         {"value": 0.9, "status": "PRESENT", "event_ts": now},
     ]
 
+    # The server's own count and latency histogram of the lookups it
+    # answered: the two above, 4 entities (this process made no other).
+    stats = ok(get(port, "/v1/features/lookup-stats"))
+    assert (stats["lookups"], stats["entities"]) == (2, 4), stats
+    counts = [b["count"] for b in stats["buckets"]]
+    bounds = [b["le"] for b in stats["buckets"]]
+    assert counts == sorted(counts) and bounds == sorted(bounds) and counts[-1] == 2, stats
+    assert 0 < stats["seconds"] <= 2 * bounds[-1], stats
+
     view = ok(get(port, "/v1/features/views/driver_stats"))
     assert view["version"] == 1 and view["tags"] == {"team": "risk"}
     assert ok(get(port, "/v1/features/entities"))["entities"][0]["name"] == "driver"

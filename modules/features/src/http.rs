@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use mlserve_proto::features::{
     Entity, FeatureService, FeatureView, FeaturesClient, GetHistoricalFeaturesRequest,
-    GetPipelineRequest, HistoricalRow, ListRequest,
+    GetPipelineRequest, HistoricalRow, ListRequest, LookupStatsRequest, LookupStatsResponse,
 };
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use serde::de::DeserializeOwned;
@@ -37,6 +37,7 @@ pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
         .route("/v1/features/pipelines", get(pipelines).post(put_pipeline))
         .route("/v1/features/pipelines/{model}", get(pipeline))
         .route("/v1/features/transform", post(transform))
+        .route("/v1/features/lookup-stats", get(lookup_stats))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(service)
 }
@@ -86,6 +87,15 @@ async fn views(
         feature_views: listed.feature_views,
         freshness: listed.freshness,
     }))
+}
+
+/// `GET /v1/features/lookup-stats`: the online lookups this process has
+/// answered (count, summed seconds, entities, cumulative latency buckets).
+async fn lookup_stats(
+    State(s): State<FeaturesClient>,
+    ctx: CallContext,
+) -> ServiceResult<Json<LookupStatsResponse>> {
+    Ok(Json(s.lookup_stats(ctx, LookupStatsRequest {}).await?))
 }
 
 async fn view(

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlserve_common::metrics::{
-    counter, counter_family, histogram_family, latency_histogram, Collector, DescriptorEncoder,
-    Histogram, Label,
+    bucket_family, counter, counter_family, latency_buckets, Collector, DescriptorEncoder, Label,
 };
 use mlserve_proto::features::*;
 use mlserve_proto::{CallObserver, ServiceError};
@@ -24,7 +23,7 @@ type Calls = BTreeMap<(&'static str, &'static str), (u64, f64)>;
 pub struct Stats {
     calls: Mutex<Calls>,
     online_entities: AtomicU64,
-    lookup: Histogram,
+    lookup: LookupLatency,
 }
 
 impl Default for Stats {
@@ -32,8 +31,89 @@ impl Default for Stats {
         Stats {
             calls: Mutex::default(),
             online_entities: AtomicU64::new(0),
-            lookup: latency_histogram(),
+            lookup: LookupLatency::default(),
         }
+    }
+}
+
+impl Stats {
+    /// The online lookups so far, as `LookupStats` answers them.
+    pub fn lookup_stats(&self) -> LookupStatsResponse {
+        let mut cumulative = 0;
+        let buckets = self
+            .lookup
+            .bounds
+            .iter()
+            .zip(&self.lookup.counts)
+            .map(|(le, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                LatencyBucket {
+                    le: *le,
+                    count: cumulative,
+                }
+            })
+            .collect();
+        LookupStatsResponse {
+            lookups: self.lookup.total.load(Ordering::Relaxed),
+            seconds: self.lookup.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            entities: self.online_entities.load(Ordering::Relaxed),
+            buckets,
+        }
+    }
+}
+
+/// Online lookup durations in the shared latency buckets, kept as plain
+/// counters so the service can answer them as well as export them.
+#[derive(Debug)]
+struct LookupLatency {
+    /// The finite upper bounds (seconds).
+    bounds: Vec<f64>,
+    /// Lookups in each finite bucket alone.
+    counts: Vec<AtomicU64>,
+    /// Every lookup (the +Inf bucket is `total` minus the finite ones).
+    total: AtomicU64,
+    /// Summed duration.
+    nanos: AtomicU64,
+}
+
+impl Default for LookupLatency {
+    fn default() -> Self {
+        let bounds: Vec<f64> = latency_buckets().collect();
+        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        LookupLatency {
+            bounds,
+            counts,
+            total: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LookupLatency {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|le| seconds <= *le) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(upper bound, count in that bucket alone)`, +Inf last.
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(le, n)| (*le, n.load(Ordering::Relaxed)))
+            .collect();
+        let finite: u64 = out.iter().map(|(_, n)| n).sum();
+        let total = self.total.load(Ordering::Relaxed);
+        out.push((f64::INFINITY, total.saturating_sub(finite)));
+        out
     }
 }
 
@@ -66,11 +146,15 @@ impl Collector for Stats {
             "Entities asked of the online store.",
             self.online_entities.load(Ordering::Relaxed),
         )?;
-        histogram_family(
+        bucket_family(
             &mut encoder,
             "mlserve_features_lookup_duration_seconds",
             "Online feature lookups (get_online_features), any outcome (seconds).",
-            [([("op", Label("get_online_features"))], &self.lookup)],
+            [(
+                [("op", Label("get_online_features"))],
+                self.lookup.buckets(),
+                self.lookup.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            )],
         )
     }
 }
@@ -95,7 +179,7 @@ impl CallObserver for Stats {
             entry.1 += seconds;
         }
         if rpc == "get_online_features" {
-            self.lookup.observe(seconds);
+            self.lookup.observe(elapsed);
         }
     }
 }
@@ -146,5 +230,17 @@ mod tests {
             text.contains("mlserve_features_online_entities_total 3"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "mlserve_features_lookup_duration_seconds_count{op=\"get_online_features\"} 1"
+            ),
+            "{text}"
+        );
+        let lookups = stats.lookup_stats();
+        assert_eq!((lookups.lookups, lookups.entities), (1, 3));
+        assert_eq!(lookups.buckets.len(), 21);
+        let counts: Vec<u64> = lookups.buckets.iter().map(|b| b.count).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert_eq!(counts.last(), Some(&1), "a lookup takes under 26 s");
     }
 }

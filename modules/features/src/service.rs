@@ -13,6 +13,7 @@ use mlserve_proto::{CallContext, ServiceResult};
 
 use crate::catalog::{self, Catalog, PIPELINE};
 use crate::error::{invalid, FeaturesError, Result};
+use crate::metrics::Stats;
 use crate::offline::{self, OfflineRow};
 use crate::online::{OnlineRow, OnlineStore};
 use crate::served;
@@ -69,6 +70,9 @@ pub struct LocalFeatures {
     events: Option<Arc<dyn EventBus>>,
     /// When the request log was last pruned of rows past the retention.
     last_prune: Mutex<Option<Instant>>,
+    /// The calls counted by the decorator [`LocalFeatures::stats`] feeds;
+    /// `LookupStats` answers from its lookup histogram.
+    stats: Arc<Stats>,
 }
 
 /// Time between two prunes of the request log.
@@ -86,7 +90,14 @@ impl LocalFeatures {
             tokenizers: Mutex::new(HashMap::new()),
             events: None,
             last_prune: Mutex::new(None),
+            stats: Arc::default(),
         }
+    }
+
+    /// The counters `LookupStats` reads: observe this service with them
+    /// ([`crate::metrics::observed`]) for the answer to count its calls.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Deletes request-log rows past the retention, at most once a minute
@@ -644,6 +655,14 @@ impl FeatureService for LocalFeatures {
         Ok(ServedVersionsResponse {
             versions: served::versions(&self.db, request.since_ts).await?,
         })
+    }
+
+    async fn lookup_stats(
+        &self,
+        _ctx: CallContext,
+        _request: LookupStatsRequest,
+    ) -> ServiceResult<LookupStatsResponse> {
+        Ok(self.stats.lookup_stats())
     }
 }
 

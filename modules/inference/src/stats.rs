@@ -271,6 +271,8 @@ impl VersionStats {
                 cache_miss: Some(pb::StatisticDuration::default()),
             }),
             batch_stats,
+            queue_depth: self.queue_depth.load(Ordering::Relaxed) as u64,
+            instances: u32::try_from(self.instances.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
         }
     }
 }

@@ -33,7 +33,8 @@ fn duration(d: Option<&pb::StatisticDuration>) -> Value {
 }
 
 /// `GET .../stats`: `{"model_stats": [...]}`; a missing duration is
-/// `{"count": 0, "ns": 0}`.
+/// `{"count": 0, "ns": 0}`. Beside Triton's fields each entry carries
+/// mlserve's `queue_depth` (requests waiting now) and `instances`.
 pub(super) fn statistics(stats: &pb::ModelStatisticsResponse) -> Value {
     let models: Vec<Value> = stats
         .model_stats
@@ -69,6 +70,8 @@ pub(super) fn statistics(stats: &pb::ModelStatisticsResponse) -> Value {
                     "cache_miss": duration(s.and_then(|s| s.cache_miss.as_ref())),
                 },
                 "batch_stats": batches,
+                "queue_depth": m.queue_depth,
+                "instances": m.instances,
             })
         })
         .collect();
@@ -118,10 +121,16 @@ mod tests {
                     batch_size: 2,
                     ..Default::default()
                 }],
+                queue_depth: 7,
+                instances: 2,
             }],
         };
         let v = statistics(&stats);
         let m = &v["model_stats"][0];
+        assert_eq!(
+            (m["queue_depth"].as_u64(), m["instances"].as_u64()),
+            (Some(7), Some(2))
+        );
         assert_eq!(
             m["inference_stats"]["success"],
             json!({"count": 3, "ns": 300})
