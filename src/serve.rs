@@ -8,6 +8,7 @@ mod connections;
 pub mod features;
 #[cfg(feature = "gateway")]
 mod gateway;
+mod grpc_connections;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;

@@ -3,7 +3,8 @@
 //! timer, so that a client has `server.http_header_read_timeout` to send each
 //! request's headers (a connect-only, trickling or idle connection is cut
 //! off), at most `server.http_max_connections` connections at once (one more
-//! is closed as soon as it is accepted), Nagle off, the peer's address as
+//! is closed as soon as it is accepted), every request's body under the
+//! process's budget and pace ([`mlserve_proto::body_guard`]), Nagle off, the peer's address as
 //! axum's `ConnectInfo`, and a graceful shutdown that stops accepting, lets
 //! requests in flight finish and closes idle connections.
 
@@ -14,34 +15,38 @@ use std::time::Duration;
 
 use anyhow::Result;
 use axum::extract::{ConnectInfo, Request};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use mlserve_common::config::ServerConfig;
 use mlserve_common::ShutdownSignal;
+use mlserve_proto::body_guard::BodyGuard;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
 /// Bounds on one HTTP listener's connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Time a connection has to send a request's headers once the server
     /// waits for them.
     pub header_read_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// The process's budget and pace for request bodies.
+    pub bodies: BodyGuard,
 }
 
 impl ConnectionLimits {
-    /// The limits `[server]` configures.
-    pub fn of(server: &ServerConfig) -> ConnectionLimits {
+    /// The limits `[server]` configures, with the process's `bodies` guard.
+    pub fn of(server: &ServerConfig, bodies: BodyGuard) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: server
                 .http_header_read_timeout
                 .max(Duration::from_millis(1)),
             max_connections: server.http_max_connections.max(1),
+            bodies,
         }
     }
 }
@@ -87,7 +92,10 @@ where
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let connection = builder.serve_connection(TokioIo::new(tcp), hyper_service(&service, peer));
+        let connection = builder.serve_connection(
+            TokioIo::new(tcp),
+            hyper_service(&service, &limits.bodies, peer),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -104,6 +112,7 @@ where
 /// `service` as hyper calls it, for one connection from `peer`.
 fn hyper_service<S>(
     service: &S,
+    bodies: &BodyGuard,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
@@ -116,13 +125,22 @@ where
     S::Future: Send + 'static,
 {
     let service = service.clone();
+    let bodies = bodies.clone();
     hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut service = service.clone();
-        let mut request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let admitted = bodies.admit(request);
         async move {
+            // Refused before it ran: the budget cannot hold its body now.
+            let (request, lease) = match admitted {
+                Ok(admitted) => admitted,
+                Err(err) => return Ok(err.into_response()),
+            };
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-            service.call(request).await
+            let answer = service.call(request).await;
+            drop(lease);
+            answer
         }
     })
 }

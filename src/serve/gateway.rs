@@ -14,7 +14,8 @@ use mlserve_proto::http::with_error_fallbacks;
 use mlserve_proto::inference::inference_grpc_server;
 
 use super::connections::{self, ConnectionLimits};
-use super::listen::{bind, grpc_incoming, grpc_server};
+use super::grpc_connections::{grpc_incoming, GrpcLimits};
+use super::listen::{bind, grpc_server};
 use super::Node;
 
 /// Adds the gateway role to `node` and starts its listeners.
@@ -39,7 +40,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let routes = mlserve_gateway::http::routes(gateway.clone(), services(node), role_probes(node)?);
     let router = mlserve_gateway::http::with_cors(&gateway, with_error_fallbacks(routes));
     let signal = node.shutdown.signal();
-    let limits = ConnectionLimits::of(&node.config.server);
+    let limits = ConnectionLimits::of(&node.config.server, node.bodies.clone());
     node.servers.spawn(async move {
         connections::serve(http, router, limits, signal)
             .await
@@ -67,12 +68,13 @@ pub async fn start(node: &mut Node) -> Result<()> {
                 .await
         });
     }));
+    let grpc_limits = GrpcLimits::of(&node.config.server);
     node.servers.spawn(async move {
         grpc_server()
             .layer(layer)
             .add_service(health_service)
             .add_service(service)
-            .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
+            .serve_with_incoming_shutdown(grpc_incoming(grpc, grpc_limits), signal.wait())
             .await
             .context("gateway grpc server failed")
     });

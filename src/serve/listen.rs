@@ -6,9 +6,7 @@ use anyhow::{Context, Result};
 use mlserve_common::ShutdownSignal;
 use mlserve_proto::grpc_size::SizeLimitLayer;
 use mlserve_proto::http::with_call_context;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::net::TcpListener;
 use tower_layer::{Identity, Stack};
 
 use super::connections::{self, ConnectionLimits};
@@ -50,14 +48,4 @@ pub fn grpc_server() -> tonic::transport::Server<Stack<SizeLimitLayer, Identity>
         .initial_stream_window_size(GRPC_WINDOW_BYTES)
         .initial_connection_window_size(GRPC_WINDOW_BYTES)
         .layer(SizeLimitLayer)
-}
-
-/// The accepted connections of a gRPC listener, with Nagle off (tonic's own
-/// `tcp_nodelay` only applies to listeners it binds itself).
-pub fn grpc_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }

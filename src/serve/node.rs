@@ -7,16 +7,19 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use axum::routing::get;
+use mlserve_common::config::ServerConfig;
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
 use mlserve_common::{Config, Databases, Role, Shutdown};
+use mlserve_proto::body_guard::{BodyBudget, BodyGuard, BodyPace};
 use mlserve_proto::http::{with_error_fallbacks, with_internal_token};
 use mlserve_proto::internal_auth::{InternalAuthLayer, InternalToken};
 use tokio::task::JoinSet;
 
 use super::clients::Clients;
 use super::connections::ConnectionLimits;
-use super::listen::{bind, grpc_incoming, grpc_server, serve_http};
+use super::grpc_connections::{grpc_incoming, GrpcLimits};
+use super::listen::{bind, grpc_server, serve_http};
 use super::readiness::Readiness;
 
 /// Streams a client may reset before the server accepts them, per connection,
@@ -65,6 +68,9 @@ pub struct Node {
     /// Set by a role that reports readiness itself (inference: after the
     /// initial model loads); otherwise the process is ready once serving.
     pub readiness_owned: bool,
+    /// The budget and pace of request bodies, shared by every HTTP listener
+    /// of the process (the node's and the gateway's).
+    pub bodies: BodyGuard,
 }
 
 impl Node {
@@ -75,6 +81,7 @@ impl Node {
         let mut grpc = tonic::service::RoutesBuilder::default();
         grpc.add_service(health_service);
         Node {
+            bodies: body_guard(&config.server),
             config,
             roles,
             shutdown: Shutdown::new(),
@@ -113,9 +120,14 @@ impl Node {
         let http = bind(node_host, server.http_port, "http").await?;
         let routes = std::mem::take(&mut self.http).merge(self.readiness.routes());
         let router = with_internal_token(with_error_fallbacks(routes), token.clone());
-        let limits = ConnectionLimits::of(&server);
-        self.servers
-            .spawn(serve_http(http, router, limits, self.shutdown.signal()));
+        let limits = ConnectionLimits::of(&server, self.bodies.clone());
+        let grpc_limits = GrpcLimits::of(&server);
+        self.servers.spawn(serve_http(
+            http,
+            router,
+            limits.clone(),
+            self.shutdown.signal(),
+        ));
 
         let grpc = bind(node_host, server.grpc_port, "grpc").await?;
         if !self.readiness_owned {
@@ -130,7 +142,7 @@ impl Node {
                 .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .http2_max_local_error_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(grpc_incoming(grpc), signal.wait())
+                .serve_with_incoming_shutdown(grpc_incoming(grpc, grpc_limits), signal.wait())
                 .await
                 .context("grpc server failed")
         });
@@ -163,4 +175,17 @@ impl Node {
         }));
         Ok(())
     }
+}
+
+/// The process's guard of request bodies, from `[server]`.
+fn body_guard(server: &ServerConfig) -> BodyGuard {
+    let budget = BodyBudget::new(
+        server.http_body_budget_bytes,
+        server.http_max_body_bytes as u64,
+    );
+    let pace = BodyPace {
+        grace: server.http_header_read_timeout,
+        min_bytes_per_sec: server.http_body_min_bytes_per_sec,
+    };
+    BodyGuard::new(budget, pace)
 }

@@ -105,6 +105,24 @@ def raw_http(port, head, body, timeout=30):
     return int(head_part.split()[1]), rest
 
 
+def socket_response(sock):
+    """Reads one whole HTTP/1.1 response (with a Content-Length) off a raw
+    socket: its head and body as bytes."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {data[:200]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside the answer"
+        body += chunk
+    return head, body
+
+
 def get(port, path, **kw):
     return http_request(port, "GET", path, **kw)
 

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from helpers import get, wait_until
+from helpers import get, socket_response, wait_until
 from server import start_server
 from topology import GatewayProcess
 
@@ -43,18 +43,8 @@ def closed_by_server(sock):
 
 
 def read_response(sock):
-    """Reads one whole HTTP/1.1 response (with a Content-Length) off `sock`."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"closed before an answer: {data[:200]!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        body += sock.recv(4096)
-    return head
+    """The head of the one HTTP/1.1 response on `sock`."""
+    return socket_response(sock)[0]
 
 
 def ports(server):

@@ -117,6 +117,20 @@ pub struct ServerConfig {
     /// Most HTTP connections open at once per listener; one more is closed
     /// as soon as it is accepted.
     pub http_max_connections: usize,
+    /// Bytes of request bodies the whole process holds at once, every HTTP
+    /// listener together: a body counts from its first byte (a declared
+    /// length at once) until its request is answered, for at most
+    /// `http_max_body_bytes`, its inflated copy included. A request the
+    /// budget cannot hold now is refused with 503, never queued.
+    pub http_body_budget_bytes: u64,
+    /// The pace a request body must keep: after `http_header_read_timeout`,
+    /// each second more needs this many more bytes received (a trickled or
+    /// stalled body is cut off with 400).
+    pub http_body_min_bytes_per_sec: u64,
+    /// Most gRPC connections open at once per gRPC listener; one more is
+    /// closed as soon as it is accepted. A new connection has
+    /// `http_header_read_timeout` to send its first bytes.
+    pub grpc_max_connections: usize,
     /// Directory of the embedded defaults: the SQLite database, local
     /// artifacts, the artifact cache.
     pub data_dir: PathBuf,
@@ -173,6 +187,9 @@ impl Default for ServerConfig {
             http_max_body_bytes: 64 * 1024 * 1024,
             http_header_read_timeout: Duration::from_secs(30),
             http_max_connections: 10_000,
+            http_body_budget_bytes: 1 << 30,
+            http_body_min_bytes_per_sec: 4096,
+            grpc_max_connections: 10_000,
             data_dir: PathBuf::from("data"),
             deployment: Deployment::Local,
             internal_token: None,

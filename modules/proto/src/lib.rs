@@ -13,6 +13,7 @@
 //! - [`http`]: the v2 REST protocol (JSON and the binary tensor extension) over
 //!   any `InferenceService`.
 
+pub mod body_guard;
 pub mod context;
 pub mod datatype;
 pub mod error;

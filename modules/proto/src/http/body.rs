@@ -12,6 +12,7 @@ use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression;
 use http_body_util::LengthLimitError;
 
+use crate::body_guard::{BodyError, BodyLease};
 use crate::ServiceError;
 
 /// Work on more bytes than this runs on tokio's blocking pool, not on an async
@@ -47,11 +48,16 @@ fn too_large(limit: usize) -> ServiceError {
 
 /// Reads the whole request body, refusing more than `limit` bytes (413), and
 /// decodes its `Content-Encoding` (gzip or deflate) with the same limit on the
-/// decoded size. A corrupt stream or an unknown coding is 400.
+/// decoded size, reserving the decoded bytes in the request's share of the
+/// process's body budget (`lease`; 503 when it cannot hold them). A corrupt
+/// stream or an unknown coding is 400; so is a body that arrives too slowly,
+/// and one the budget ran out for while it came is 503
+/// ([`crate::body_guard`]).
 pub(super) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    lease: Option<BodyLease>,
 ) -> Result<Bytes, ServiceError> {
     let coding = content_coding(headers)?;
     let declared = headers
@@ -66,6 +72,8 @@ pub(super) async fn read_body(
             std::error::Error::source(&err).is_some_and(|source| source.is::<LengthLimitError>());
         if over_limit {
             too_large(limit)
+        } else if let Some(guarded) = BodyError::find(&err) {
+            guarded.to_service_error()
         } else {
             ServiceError::bad_request(format!("failed to read the request body: {err}"))
         }
@@ -74,9 +82,30 @@ pub(super) async fn read_body(
         None => Ok(raw),
         // Inflating may produce up to `limit` bytes from a small body: always
         // run it on the blocking pool.
-        Some(coding) => tokio::task::spawn_blocking(move || decompress(coding, &raw, limit))
+        Some(coding) => tokio::task::spawn_blocking(move || {
+            decompress_within(coding, &raw, limit, lease.as_ref())
+        })
+        .await
+        .map_err(|err| ServiceError::internal(format!("decompression task failed: {err}")))?,
+    }
+}
+
+/// A request body read whole by [`read_body`]: under the server's body
+/// limit, with its inflated bytes in the request's share of the budget.
+pub(super) struct WholeBody(pub Bytes);
+
+impl axum::extract::FromRequest<super::SharedState> for WholeBody {
+    type Rejection = ServiceError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &super::SharedState,
+    ) -> Result<Self, ServiceError> {
+        let (parts, body) = request.into_parts();
+        let lease = parts.extensions.get::<BodyLease>().cloned();
+        read_body(&parts.headers, body, state.options.max_body_bytes, lease)
             .await
-            .map_err(|err| ServiceError::internal(format!("decompression task failed: {err}")))?,
+            .map(WholeBody)
     }
 }
 
@@ -111,14 +140,40 @@ fn content_coding(headers: &HeaderMap) -> Result<Option<Coding>, ServiceError> {
 /// Decodes `data`, failing with 413 once the output passes `limit` bytes and
 /// with 400 when the stream is corrupt.
 pub(super) fn decompress(coding: Coding, data: &[u8], limit: usize) -> Result<Bytes, ServiceError> {
+    decompress_within(coding, data, limit, None)
+}
+
+/// Inflated bytes reserved in the body budget at a time.
+const INFLATE_STEP: usize = 64 * 1024;
+
+/// [`decompress`], reserving each step of output in `lease` before keeping
+/// it (503 when the budget cannot hold it).
+fn decompress_within(
+    coding: Coding,
+    data: &[u8],
+    limit: usize,
+    lease: Option<&BodyLease>,
+) -> Result<Bytes, ServiceError> {
     let cap = (limit as u64).saturating_add(1);
+    let mut decoder: Box<dyn Read + '_> = match coding {
+        Coding::Gzip => Box::new(MultiGzDecoder::new(data).take(cap)),
+        Coding::Deflate if looks_like_zlib(data) => Box::new(ZlibDecoder::new(data).take(cap)),
+        Coding::Deflate => Box::new(DeflateDecoder::new(data).take(cap)),
+    };
     let mut out = Vec::new();
-    let read = match coding {
-        Coding::Gzip => MultiGzDecoder::new(data).take(cap).read_to_end(&mut out),
-        Coding::Deflate if looks_like_zlib(data) => {
-            ZlibDecoder::new(data).take(cap).read_to_end(&mut out)
+    let mut step = vec![0u8; INFLATE_STEP];
+    let read = loop {
+        match decoder.read(&mut step) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                if let Some(lease) = lease {
+                    lease.reserve(n as u64)?;
+                }
+                out.extend_from_slice(&step[..n]);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => break Err(err),
         }
-        Coding::Deflate => DeflateDecoder::new(data).take(cap).read_to_end(&mut out),
     };
     if out.len() > limit {
         return Err(ServiceError::new(
@@ -235,11 +290,11 @@ mod tests {
 
     #[tokio::test]
     async fn plain_body_is_read_up_to_the_limit() {
-        let got = read_body(&HeaderMap::new(), Body::from(vec![7u8; 10]), 10)
+        let got = read_body(&HeaderMap::new(), Body::from(vec![7u8; 10]), 10, None)
             .await
             .unwrap();
         assert_eq!(&got[..], &[7u8; 10]);
-        let err = read_body(&HeaderMap::new(), Body::from(vec![7u8; 11]), 10)
+        let err = read_body(&HeaderMap::new(), Body::from(vec![7u8; 11]), 10, None)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
@@ -249,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn declared_length_over_the_limit_is_refused_early() {
         let h = headers(&[(header::CONTENT_LENGTH, "1000")]);
-        let err = read_body(&h, Body::from(vec![0u8; 3]), 10)
+        let err = read_body(&h, Body::from(vec![0u8; 3]), 10, None)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
@@ -260,13 +315,15 @@ mod tests {
         let data = b"hello hello hello hello".to_vec();
         let h = headers(&[(header::CONTENT_ENCODING, "gzip")]);
         assert_eq!(
-            &read_body(&h, Body::from(gzip(&data)), 100).await.unwrap()[..],
+            &read_body(&h, Body::from(gzip(&data)), 100, None)
+                .await
+                .unwrap()[..],
             &data[..]
         );
         let h = headers(&[(header::CONTENT_ENCODING, "deflate")]);
         let zlib = compress(Coding::Deflate, &data).unwrap();
         assert_eq!(
-            &read_body(&h, Body::from(zlib), 100).await.unwrap()[..],
+            &read_body(&h, Body::from(zlib), 100, None).await.unwrap()[..],
             &data[..]
         );
         // A bare deflate stream (no zlib header) is accepted as well.
@@ -274,7 +331,7 @@ mod tests {
         std::io::Write::write_all(&mut raw, &data).unwrap();
         let raw = raw.finish().unwrap();
         assert_eq!(
-            &read_body(&h, Body::from(raw), 100).await.unwrap()[..],
+            &read_body(&h, Body::from(raw), 100, None).await.unwrap()[..],
             &data[..]
         );
     }
@@ -285,12 +342,12 @@ mod tests {
         let packed = gzip(&data);
         assert!(packed.len() < 100);
         let h = headers(&[(header::CONTENT_ENCODING, "gzip")]);
-        let err = read_body(&h, Body::from(packed.clone()), 9_999)
+        let err = read_body(&h, Body::from(packed.clone()), 9_999, None)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{err}");
         assert_eq!(
-            read_body(&h, Body::from(packed), 10_000)
+            read_body(&h, Body::from(packed), 10_000, None)
                 .await
                 .unwrap()
                 .len(),
@@ -301,16 +358,18 @@ mod tests {
     #[tokio::test]
     async fn corrupt_stream_and_unknown_coding_are_bad_requests() {
         let h = headers(&[(header::CONTENT_ENCODING, "gzip")]);
-        let err = read_body(&h, Body::from(b"not gzip at all".to_vec()), 100)
+        let err = read_body(&h, Body::from(b"not gzip at all".to_vec()), 100, None)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
         let mut truncated = gzip(b"some data that is long enough to matter");
         truncated.truncate(truncated.len() - 6);
-        let err = read_body(&h, Body::from(truncated), 100).await.unwrap_err();
+        let err = read_body(&h, Body::from(truncated), 100, None)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
         let h = headers(&[(header::CONTENT_ENCODING, "br")]);
-        let err = read_body(&h, Body::from(b"x".to_vec()), 100)
+        let err = read_body(&h, Body::from(b"x".to_vec()), 100, None)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);

@@ -1,12 +1,11 @@
 //! The handlers of every route except inference.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::body::read_body;
+use super::body::WholeBody;
 use super::model_config::model_config_json;
 use super::params::{kind_of, load_parameters};
 use super::{error_response, json_ok, model_ref, views, PathParams, SharedState};
@@ -151,10 +150,8 @@ pub(super) async fn model_statistics(
 pub(super) async fn repository_index(
     State(state): State<SharedState>,
     ctx: CallContext,
-    headers: HeaderMap,
-    body: Body,
+    WholeBody(body): WholeBody,
 ) -> Answer {
-    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
     let request = pb::RepositoryIndexRequest {
         repository_name: String::new(),
         ready: index_ready_flag(&body)?,
@@ -192,11 +189,9 @@ pub(super) async fn load_model(
     State(state): State<SharedState>,
     ctx: CallContext,
     params: PathParams,
-    headers: HeaderMap,
-    body: Body,
+    WholeBody(body): WholeBody,
 ) -> Answer {
     let model = model_ref(params)?;
-    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
     let request = pb::RepositoryModelLoadRequest {
         repository_name: String::new(),
         parameters: load_parameters(&model.name, &body)?,
@@ -212,11 +207,9 @@ pub(super) async fn unload_model(
     State(state): State<SharedState>,
     ctx: CallContext,
     params: PathParams,
-    headers: HeaderMap,
-    body: Body,
+    WholeBody(body): WholeBody,
 ) -> Answer {
     let model = model_ref(params)?;
-    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
     let request = pb::RepositoryModelUnloadRequest {
         repository_name: String::new(),
         parameters: load_parameters(&model.name, &body)?,

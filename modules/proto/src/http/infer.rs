@@ -10,6 +10,7 @@ use super::handlers::model_config_of;
 use super::infer_request::{decode, decode_raw, header_length, ResponsePlan, HEADER_LENGTH};
 use super::infer_response::encode;
 use super::{model_ref, PathParams, SharedState};
+use crate::body_guard::BodyLease;
 use crate::inference::InferenceService;
 use crate::{pb, CallContext, ServiceError};
 
@@ -25,7 +26,8 @@ pub(super) async fn model_infer(
     let headers = parts.headers;
     let model = model_ref(params)?;
     let header_len = header_length(&headers)?;
-    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let lease = parts.extensions.get::<BodyLease>().cloned();
+    let body = read_body(&headers, body, state.options.max_body_bytes, lease).await?;
     let mut decoded = match header_len {
         Some(0) => {
             let request = pb::ModelMetadataRequest {

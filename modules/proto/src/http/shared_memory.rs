@@ -1,14 +1,13 @@
 //! Triton's system shared-memory routes (`/v2/systemsharedmemory/...`): the
 //! region register, unregister and status calls over the service's RPCs.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::read_body;
+use super::body::WholeBody;
 use super::{json_ok, PathParams, SharedState};
 use crate::inference::InferenceService;
 use crate::{pb, CallContext, ServiceError};
@@ -78,11 +77,9 @@ pub(super) async fn register(
     State(state): State<SharedState>,
     ctx: CallContext,
     params: PathParams,
-    headers: HeaderMap,
-    body: Body,
+    WholeBody(body): WholeBody,
 ) -> Answer {
     let name = region_name(params)?;
-    let body = read_body(&headers, body, state.options.max_body_bytes).await?;
     let doc: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
         ServiceError::bad_request(format!("invalid shared memory register request JSON: {e}"))
     })?;
