@@ -167,11 +167,15 @@ async fn follower(
         .artifact_cache_dir
         .clone()
         .unwrap_or_else(|| node.config.server.data_dir.join("cache"));
+    let cache = ArtifactCache::new(cache_dir);
+    // Before the subscription and the first sync: what a killed process
+    // left half-done in the cache is no one's now.
+    cache.clear_working_dirs().await;
     let follower = Arc::new(
         Follower::new(
             manager.clone(),
             registry,
-            ArtifactCache::new(cache_dir),
+            cache,
             settings.models.clone(),
             node.events.clone(),
         )

@@ -155,6 +155,32 @@ impl Database {
     }
 }
 
+/// Whether `err` means the database cannot be reached or is going away (a
+/// restart, a crash, a failover) rather than that the query is wrong: the
+/// pool found no connection in time or is closed, the connection broke, or
+/// the server ended the session or refused it (SQLSTATE class 08,
+/// connection exception; 57P01 admin shutdown, 57P02 crash shutdown, 57P03
+/// cannot connect now; 53300 too many connections). A fast restart
+/// (`pg_ctl stop -m fast`) ends every session with 57P01, so statements in
+/// flight at that moment fail with it. Roles answer these with
+/// `Unavailable` (503): the same request may succeed once the database is
+/// back.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// The SQLSTATEs of [`is_unavailable`].
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 /// The databases one process has open, one pool per URL: every role that
 /// names the same database shares its pool (and, with SQLite, its one writer
 /// connection). Clones share the set.
@@ -219,6 +245,73 @@ fn create_sqlite_directory(url: &str) -> Result<(), DbError> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    /// A server error carrying only its SQLSTATE.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "sqlstate {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn coded(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code)))
+    }
+
+    #[test]
+    fn a_database_going_away_is_unavailable_a_bad_query_is_not() {
+        for err in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()),
+            coded("57P01"),
+            coded("57P02"),
+            coded("57P03"),
+            coded("08006"),
+            coded("53300"),
+        ] {
+            assert!(is_unavailable(&err), "{err}");
+        }
+        for err in [
+            sqlx::Error::RowNotFound,
+            coded("23505"),
+            coded("42P01"),
+            coded("40001"),
+        ] {
+            assert!(!is_unavailable(&err), "{err}");
+        }
+    }
 }
 
 /// Test databases: a fresh SQLite file, or a fresh schema in the PostgreSQL

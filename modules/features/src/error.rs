@@ -40,9 +40,9 @@ impl FeaturesError {
             FeaturesError::Conflict(_) => ErrorCode::Conflict,
             FeaturesError::OnlineUnavailable(_) => ErrorCode::Unavailable,
             FeaturesError::Database(err) => match err {
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                    ErrorCode::Unavailable
-                }
+                // Down, restarting (a statement in flight when PostgreSQL
+                // stops fails with 57P01), unreachable: retry later.
+                err if mlserve_common::db::is_unavailable(err) => ErrorCode::Unavailable,
                 // Two applies of the same definition raced for one version.
                 sqlx::Error::Database(db) if db.is_unique_violation() => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,

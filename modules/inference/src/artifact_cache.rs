@@ -8,6 +8,11 @@
 //! A version is laid out for the model manager as a staging directory of
 //! hard links (copies across file systems) into the cache:
 //! `<root>/stage/<model>/v<version>/{config.toml, <version>/<files>}`.
+//!
+//! `tmp/` and `stage/` are the working state of the one process using the
+//! cache: a process killed in the middle of a download or a version switch
+//! leaves a partial download or a staged version nobody serves, so they are
+//! cleared when the next one starts ([`ArtifactCache::clear_working_dirs`]).
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -59,6 +64,50 @@ impl ArtifactCache {
     /// The cache root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Removes what a previous process left in the working directories:
+    /// partial downloads in `tmp/` and staged versions in `stage/` (it was
+    /// killed while downloading or switching, or before it removed the
+    /// version it stopped serving). Call it once at start, before the first
+    /// sync, when nothing in them belongs to this process; cached files and
+    /// the served records stay. Returns how many entries were removed.
+    pub async fn clear_working_dirs(&self) -> usize {
+        let mut removed = 0;
+        for dir in ["tmp", "stage"] {
+            let dir = self.root.join(dir);
+            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let path = entry.path();
+                let gone = match entry.file_type().await {
+                    Ok(kind) if kind.is_dir() => tokio::fs::remove_dir_all(&path).await,
+                    _ => tokio::fs::remove_file(&path).await,
+                };
+                match gone {
+                    Ok(()) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "cannot remove a leftover of the artifact cache")
+                    }
+                }
+            }
+        }
+        let served = self.root.join("served");
+        if let Ok(mut entries) = tokio::fs::read_dir(&served).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "tmp")
+                    && tokio::fs::remove_file(&path).await.is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(root = %self.root.display(), entries = removed, "artifact cache: leftovers of a previous process removed");
+        }
+        removed
     }
 
     /// The cached path of the file with this sha256.
@@ -338,6 +387,27 @@ pub async fn hash_file(path: PathBuf) -> Result<(String, u64), SyncError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_start_clears_partial_downloads_and_stale_stages_but_keeps_the_cache() {
+        let root = std::env::temp_dir().join(format!("mlserve-clear-{}", fastrand::u64(..)));
+        let blob = "a".repeat(64);
+        for dir in ["tmp", "stage/m/v3/3", "served"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join(&blob), "whole").unwrap();
+        std::fs::write(root.join(format!("tmp/{blob}.1.0.part")), "half").unwrap();
+        std::fs::write(root.join("stage/m/v3/3/model.onnx"), "onnx").unwrap();
+        std::fs::write(root.join("served/m.json"), "{}").unwrap();
+        std::fs::write(root.join("served/m.json.tmp"), "{").unwrap();
+        let cache = ArtifactCache::new(root.clone());
+        assert_eq!(cache.clear_working_dirs().await, 3);
+        assert!(root.join(&blob).exists() && root.join("served/m.json").exists());
+        assert!(!root.join("stage/m").exists() && !root.join("served/m.json.tmp").exists());
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        assert_eq!(cache.clear_working_dirs().await, 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn paths_that_leave_the_version_are_refused() {

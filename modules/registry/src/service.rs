@@ -142,7 +142,9 @@ impl LocalRegistry {
 
     /// The collector: fails uploads pending for longer than `grace`, then
     /// deletes the objects whose version is neither ready nor pending, once
-    /// older than `grace`. Returns how many objects were deleted.
+    /// older than `grace`, aborting the multipart uploads their markers
+    /// record (S3 keeps the parts of an upload nobody aborted, unlisted).
+    /// Returns how many objects were deleted.
     pub async fn collect_garbage(&self, grace: Duration) -> Result<usize> {
         let grace_us = grace.as_micros().min(i64::MAX as u128) as i64;
         let cutoff = crate::store::now_us().saturating_sub(grace_us);
@@ -160,13 +162,18 @@ impl LocalRegistry {
         for meta in self.artifacts.list(relative).await? {
             let key = self.artifacts.relative(&meta.location);
             let prefix: Vec<&str> = key.splitn(5, '/').take(4).collect();
-            if prefix.len() == 4 && live.contains(&prefix.join("/")) {
+            // A marker older than `grace` in a live prefix belongs to a ready
+            // version (a pending one that old was just failed): its upload was
+            // completed and only the marker's deletion failed.
+            let live_prefix = prefix.len() == 4 && live.contains(&prefix.join("/"));
+            if live_prefix && !crate::artifacts::is_multipart_marker(&key) {
                 continue;
             }
             if meta.last_modified.timestamp_micros() > cutoff {
                 continue;
             }
-            self.artifacts.delete(&meta.location).await?;
+            // a multipart marker: its upload is aborted first
+            self.artifacts.remove(&meta).await?;
             deleted += 1;
         }
         self.metrics.orphans_collected(deleted as u64);

@@ -41,9 +41,7 @@ impl TrainingError {
             TrainingError::NotFound(_) => ErrorCode::NotFound,
             TrainingError::Conflict(_) => ErrorCode::Conflict,
             TrainingError::Database(err) => match err {
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                    ErrorCode::Unavailable
-                }
+                err if mlserve_common::db::is_unavailable(err) => ErrorCode::Unavailable,
                 sqlx::Error::Database(db) if db.is_unique_violation() => ErrorCode::Conflict,
                 _ => ErrorCode::Internal,
             },

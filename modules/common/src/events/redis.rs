@@ -6,7 +6,9 @@
 //! the retry delay, and events left pending by a consumer of the same group
 //! that went away are claimed (`XAUTOCLAIM`) once idle for `claim_idle`.
 //! Connections reconnect with exponential backoff; a lost group (Redis
-//! restarted empty) is recreated.
+//! restarted empty) is recreated from the stream's first entry, so events
+//! published while Redis was down (and sent once the publisher reconnected)
+//! are delivered even when they reach the new stream before the reader does.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -129,10 +131,18 @@ struct Reader {
 type Entries = Vec<(String, HashMap<String, String>)>;
 
 impl Reader {
+    /// Creates the group at the end of the stream (a new subscriber sees
+    /// the events published from now on) unless it exists.
     async fn ensure_group(&self) -> Result<(), EventError> {
+        self.create_group("$").await
+    }
+
+    /// Creates the group, reading from `start` ("$": what is published
+    /// next; "0": every entry the stream holds), unless it exists.
+    async fn create_group(&self, start: &str) -> Result<(), EventError> {
         let created: Result<String, _> = self
             .client
-            .xgroup_create(&self.key, &self.group, "$", true)
+            .xgroup_create(&self.key, &self.group, start, true)
             .await;
         match created {
             Ok(_) => Ok(()),
@@ -199,7 +209,15 @@ impl Reader {
                 Err(err) => {
                     tracing::warn!(stream = %self.key, group = %self.group, error = %err.details(), "event read failed, retrying");
                     if err.details().contains("NOGROUP") {
-                        if let Err(err) = self.ensure_group().await {
+                        // The group is gone: Redis restarted empty (or it was
+                        // deleted). Every entry the stream holds now was
+                        // published after that, unseen by this group: events
+                        // publishers sent while Redis was down land as soon
+                        // as they reconnect, possibly before this read. From
+                        // "$" they would be skipped; from the stream's start
+                        // they are delivered (at-least-once: handlers are
+                        // idempotent).
+                        if let Err(err) = self.create_group("0").await {
                             tracing::warn!(stream = %self.key, error = %err, "cannot recreate the consumer group");
                         }
                     }
