@@ -169,7 +169,9 @@ impl<R: Read> Walker<R> {
                 5 => self.skip(4)?,
                 2 => {
                     let len = self.varint()?;
-                    let field_end = self.pos + len;
+                    let Some(field_end) = self.pos.checked_add(len) else {
+                        return malformed("a field's length is out of range");
+                    };
                     if end.is_some_and(|end| field_end > end) {
                         return malformed("a field runs past the end of its message");
                     }

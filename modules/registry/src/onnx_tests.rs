@@ -68,3 +68,14 @@ fn garbage_truncation_and_graphless_files_are_refused() {
     bad[i + 1] += 1;
     assert!(walk(bad.as_slice()).is_err());
 }
+
+/// Found by the `onnx_walk` fuzz target: a field length of 2^64 - 1 at the
+/// top level made the end offset overflow (a panic with overflow checks,
+/// a wrapped offset in release).
+#[test]
+fn a_field_length_past_the_u64_range_is_refused() {
+    let input = b":\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01:\x00\x00\xff";
+    let err = walk(input.as_slice()).unwrap_err();
+    assert!(matches!(err, OnnxError::Malformed(_)), "{err}");
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
