@@ -139,6 +139,7 @@ pub fn parse_time(text: &str) -> Result<i64> {
             "'{text}' is not a time (microseconds or RFC 3339 UTC)"
         ))
     };
+    let given = text;
     let text = text.trim_end_matches('Z').trim_end_matches("+00:00");
     let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00"));
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>());
@@ -152,7 +153,12 @@ pub fn parse_time(text: &str) -> Result<i64> {
         (Some(Ok(h)), Some(Ok(mi)), Some(Ok(s))) => (h, mi, s),
         _ => return Err(bad()),
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&s)
+    {
         return Err(bad());
     }
     let micros = if frac.is_empty() {
@@ -164,15 +170,26 @@ pub fn parse_time(text: &str) -> Result<i64> {
         }
         format!("{digits:0<6}").parse::<i64>().map_err(|_| bad())?
     };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + micros)
+    // Days from the civil date (Howard Hinnant's algorithm); a year whose
+    // microseconds do not fit an i64 is refused.
+    let since_epoch = || {
+        let y = if m <= 2 { y.checked_sub(1)? } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era.checked_mul(146_097)?.checked_add(doe - 719_468)?;
+        days.checked_mul(86_400)?
+            .checked_add(h * 3600 + mi * 60 + s)?
+            .checked_mul(1_000_000)?
+            .checked_add(micros)
+    };
+    since_epoch().ok_or_else(|| {
+        invalid(format!(
+            "'{given}' is out of range: microseconds since 1970 must fit 64 bits"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -193,6 +210,33 @@ mod tests {
         );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2024-13-01T00:00:00Z").is_err());
+    }
+
+    /// Found by the `features_csv` fuzz target: a year this large overflowed
+    /// (a wrong time in the release build, a panic with overflow checks).
+    #[test]
+    fn years_past_the_i64_range_are_refused() {
+        for text in [
+            "2022224-01-01T00:00:00Z",
+            "9223372036854775807-03-01",
+            "-0-01-01",
+        ] {
+            let err = parse_time(text).unwrap_err();
+            assert!(err.to_string().contains(text), "{err}");
+        }
+        // Negative hours, minutes and seconds are no time either.
+        for text in [
+            "2024-01-01T-9223372036854775808:00:00",
+            "2024-01-01T00:-1:00",
+        ] {
+            assert!(parse_time(text).is_err(), "{text}");
+        }
+        // The last year that fits, and the first one that does not.
+        assert_eq!(
+            parse_time("294247-01-01").unwrap(),
+            9_223_371_244_800_000_000
+        );
+        assert!(parse_time("294248-01-01").is_err());
     }
 
     #[test]
