@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mlserve_proto::features::{Entity, FeatureView, Row};
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as Physical};
+use parquet::column::page::Page;
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -25,6 +26,24 @@ const ROW_GROUP: usize = 65_536;
 
 fn bad(e: parquet::errors::ParquetError) -> FeaturesError {
     invalid(format!("parquet: {e}"))
+}
+
+/// Runs a call into the parquet crate's reader, which panics on some
+/// malformed files (a dictionary-encoded page with no dictionary page, for
+/// one): such a panic is the file's fault, and becomes the error any other
+/// malformed file gets.
+fn guarded<T>(read: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result.map_err(bad),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("the reader failed");
+            Err(invalid(format!("parquet: malformed file: {why}")))
+        }
+    }
 }
 
 fn value_of(field: &Field, column: &str) -> Result<Value> {
@@ -52,6 +71,40 @@ fn value_of(field: &Field, column: &str) -> Result<Value> {
     })
 }
 
+/// Refuses a file with a dictionary page that declares more values than its
+/// bytes can hold (a value takes at least one byte, a boolean one bit): the
+/// parquet crate's reader allocates a dictionary of the declared size before
+/// decoding it, gigabytes for a page of a few bytes.
+fn check_dictionary_pages(reader: &SerializedFileReader<Bytes>) -> Result<()> {
+    for g in 0..reader.num_row_groups() {
+        let group = guarded(|| reader.get_row_group(g))?;
+        for c in 0..group.num_columns() {
+            let booleans = group.metadata().column(c).column_type() == Physical::BOOLEAN;
+            let mut pages = guarded(|| group.get_column_page_reader(c))?;
+            while let Some(page) = guarded(|| pages.get_next_page())? {
+                let Page::DictionaryPage {
+                    buf, num_values, ..
+                } = page
+                else {
+                    continue;
+                };
+                let room = if booleans {
+                    buf.len().saturating_mul(8)
+                } else {
+                    buf.len()
+                };
+                if num_values as usize > room {
+                    return Err(invalid(format!(
+                        "parquet: a dictionary page of column {c} declares {num_values} values in {} bytes",
+                        buf.len()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the rows of `view` from a Parquet file's bytes: the join keys, the
 /// event-time column (a timestamp, microseconds as integers, or RFC 3339
 /// text) and fields of the view.
@@ -61,7 +114,8 @@ pub fn rows_from_parquet(
     entities: &[Entity],
     timestamp_column: &str,
 ) -> Result<Vec<Row>> {
-    let reader = SerializedFileReader::new(Bytes::from(data)).map_err(bad)?;
+    let reader = guarded(|| SerializedFileReader::new(Bytes::from(data)))?;
+    check_dictionary_pages(&reader)?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let header: Vec<String> = schema
         .columns()
@@ -75,8 +129,9 @@ pub fn rows_from_parquet(
         _ => 1,
     };
     let mut rows = Vec::new();
-    for (n, record) in reader.get_row_iter(None).map_err(bad)?.enumerate() {
-        let record = record.map_err(bad)?;
+    let mut records = guarded(|| reader.get_row_iter(None))?;
+    while let Some(record) = guarded(|| records.next().transpose())? {
+        let n = rows.len();
         let mut row = Row::default();
         for (name, field) in record.get_column_iter() {
             let value = value_of(field, name)?;
@@ -186,6 +241,33 @@ mod tests {
     use super::*;
     use mlserve_proto::features::Field as ViewField;
 
+    /// A view `s` of entity `d` (join key `key`, int64) with `fields` given
+    /// as `name:dtype`.
+    fn view_of(key: &str, fields: &[&str]) -> (FeatureView, Vec<Entity>) {
+        let view = FeatureView {
+            name: "s".into(),
+            entities: vec!["d".into()],
+            fields: fields
+                .iter()
+                .map(|f| {
+                    let (name, dtype) = f.split_once(':').unwrap();
+                    ViewField {
+                        name: name.into(),
+                        dtype: dtype.into(),
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let entities = vec![Entity {
+            name: "d".into(),
+            join_keys: vec![key.into()],
+            value_type: "int64".into(),
+            ..Default::default()
+        }];
+        (view, entities)
+    }
+
     #[test]
     fn written_rows_read_back_as_feature_rows() {
         let columns: Vec<(String, String)> = [
@@ -216,27 +298,7 @@ mod tests {
         ];
         let mut out = Vec::new();
         write_parquet(&mut out, &columns, &rows).unwrap();
-        let view = FeatureView {
-            name: "s".into(),
-            entities: vec!["d".into()],
-            fields: ["rate:float64", "tier:string", "ok:bool"]
-                .iter()
-                .map(|f| {
-                    let (name, dtype) = f.split_once(':').unwrap();
-                    ViewField {
-                        name: name.into(),
-                        dtype: dtype.into(),
-                    }
-                })
-                .collect(),
-            ..Default::default()
-        };
-        let entities = vec![Entity {
-            name: "d".into(),
-            join_keys: vec!["driver_id".into()],
-            value_type: "int64".into(),
-            ..Default::default()
-        }];
+        let (view, entities) = view_of("driver_id", &["rate:float64", "tier:string", "ok:bool"]);
         let read = rows_from_parquet(out, &view, &entities, "event_timestamp").unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].event_ts, 1_000_000);
@@ -248,5 +310,47 @@ mod tests {
         assert!(
             rows_from_parquet(b"PAR1 nope".to_vec(), &view, &entities, "event_timestamp").is_err()
         );
+    }
+
+    /// Reads a file of the `features_parquet` fuzz target's view, which must fail.
+    fn read_fuzz_input(data: &[u8]) -> FeaturesError {
+        let (view, entities) = view_of(
+            "user_id",
+            &[
+                "amount:float64",
+                "count:int64",
+                "active:bool",
+                "city:string",
+            ],
+        );
+        rows_from_parquet(data.to_vec(), &view, &entities, "ts").unwrap_err()
+    }
+
+    /// Found by the `features_parquet` fuzz target: a dictionary-encoded
+    /// data page in a column chunk without a dictionary page made the
+    /// parquet crate's reader panic ("Decoder for dict should have been
+    /// set"). This file now fails earlier, on a later page header that the
+    /// dictionary check reads; a panic of the reader is an error too.
+    #[test]
+    fn a_data_page_without_its_dictionary_is_an_error() {
+        let data = include_bytes!("../testdata/parquet_dictionary_page_missing.parquet");
+        let err = read_fuzz_input(data);
+        assert!(err.to_string().starts_with("parquet: "), "{err}");
+        let err = guarded::<()>(|| panic!("Decoder for dict should have been set")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parquet: malformed file: Decoder for dict should have been set"
+        );
+    }
+
+    /// Found by the `features_parquet` fuzz target: a 1.8 KB file whose
+    /// dictionary page declares about 2^31 values made the reader allocate
+    /// a 16 GB dictionary.
+    #[test]
+    fn a_dictionary_page_declaring_more_values_than_bytes_is_refused() {
+        let data = include_bytes!("../testdata/parquet_dictionary_too_many_values.parquet");
+        let err = read_fuzz_input(data);
+        assert!(err.to_string().contains("dictionary page"), "{err}");
+        assert!(err.to_string().contains("declares"), "{err}");
     }
 }
