@@ -499,6 +499,79 @@ def predict_body():
     }
 
 
+def registry_upload():
+    # Selector byte: content type in the low 3 bits (0: boundary=XyZ, 1: quoted,
+    # 2: after charset, 3: capitals, 4: multipart/mixed, 5: JSON, 6: none,
+    # 7: the body's first line), the size of the body's pieces in the high 5.
+    def sel(content_type, step=0):
+        return bytes([content_type | step << 3])
+
+    def part(name, data, filename=None, headers=b"", boundary="XyZ"):
+        disp = f'Content-Disposition: form-data; name="{name}"'
+        if filename is not None:
+            disp += f'; filename="{filename}"'
+        return f"--{boundary}\r\n{disp}\r\n".encode() + headers + b"\r\n" + data + b"\r\n"
+
+    def end(boundary="XyZ"):
+        return f"--{boundary}--\r\n".encode()
+
+    model = b"\x08\x07\x12\x04test:\x00"  # a few ONNX-ish protobuf bytes
+    config = b'name: "m"\nplatform: "onnxruntime_onnx"\n'
+    meta = js({"description": "v", "lineage": {"training_run": "r1", "code_version": "abc"},
+               "metrics": {"auc": 0.9}, "tags": {"stage": "dev"}}).encode()
+    meta_sha = js({"description": "two files", "sha256": {
+        "model.onnx": hashlib.sha256(model).hexdigest(),
+        "config.pbtxt": hashlib.sha256(config).hexdigest()}}).encode()
+    one = part("metadata", meta, headers=b"Content-Type: application/json\r\n") + \
+        part("file", model, "model.onnx", b"Content-Type: application/octet-stream\r\n") + end()
+    two = part("metadata", meta_sha) + part("file", model, "model.onnx") + \
+        part("file", config, "config.pbtxt") + end()
+    return {
+        "one_file": sel(0) + one,
+        "two_files_sha256": sel(0) + two,
+        "two_files_in_7_byte_pieces": sel(0, 7) + two,
+        "one_file_byte_by_byte": sel(0, 1) + one,
+        "quoted_boundary": sel(1, 3) + one,
+        "charset_then_boundary": sel(2) + two,
+        "capitals": sel(3, 16) + one,
+        "no_metadata": sel(0) + part("file", model, "model.onnx") + end(),
+        "no_metadata_no_filename": sel(0) + part("file", model) + end(),
+        "wrong_part_name": sel(0) + part("metadata", meta) + part("model", model, "model.onnx") +
+        part("file", config, "config.pbtxt") + end(),
+        "metadata_after_file": sel(0) + part("file", model, "m.onnx") + part("metadata", meta) + end(),
+        "metadata_twice": sel(0) + part("metadata", meta) + part("metadata", meta) + end(),
+        "metadata_not_json": sel(0) + part("metadata", b"{description: v") + end(),
+        "metadata_unknown_field": sel(0) + part("metadata", js({"descr": "v"}).encode()) + end(),
+        "metadata_not_utf8": sel(0) + part("metadata", b'{"description":"\xff\xfe"}') + end(),
+        "metadata_only": sel(0) + part("metadata", meta) + end(),
+        "empty_body": sel(0),
+        "only_end": sel(0) + end(),
+        "empty_file": sel(0) + part("file", b"", "empty") + end(),
+        "truncated_in_file": sel(0) + one[: len(one) - 20],
+        "truncated_in_headers": sel(0) + b'--XyZ\r\nContent-Disposition: form-data; na',
+        "unterminated": sel(0, 5) + part("metadata", meta) + part("file", model, "model.onnx"),
+        "huge_declared_length": sel(0) + part(
+            "file", model, "model.onnx", b"Content-Length: 18446744073709551615\r\n") + end(),
+        "huge_part_header": sel(0) + b"--XyZ\r\nX-Pad: " + b"a" * 20000 +
+        b'\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nx\r\n' + end(),
+        "many_headers": sel(0) + part("file", b"x", "a", b"".join(
+            f"X-H{i}: v\r\n".encode() for i in range(100))) + end(),
+        "many_files": sel(0) + b"".join(part("file", b"x", f"f{i}") for i in range(300)) + end(),
+        "preamble_epilogue": sel(0) + b"junk before\r\n" + one + b"junk after",
+        "lf_only": sel(0) + one.replace(b"\r\n", b"\n"),
+        "boundary_in_data": sel(0) + part("file", b"--XyZ-\r\n--Xy", "a") + end(),
+        "path_traversal_name": sel(0) + part("file", b"x", "../../etc/passwd") + end(),
+        "multipart_mixed": sel(4) + one,
+        "json": sel(5) + js({"description": "v"}).encode(),
+        "no_content_type": sel(6) + one,
+        "first_line_boundary": sel(7) + b'multipart/form-data; boundary="a b"\n' +
+        part("metadata", meta, boundary="a b") + part("file", model, "m", boundary="a b") + end("a b"),
+        "first_line_long_boundary": sel(7) + b"multipart/form-data; boundary=" + b"b" * 200 + b"\n" +
+        part("file", model, "m", boundary="b" * 200) + end("b" * 200),
+        "first_line_no_boundary": sel(7) + b"multipart/form-data\n" + one,
+    }
+
+
 # --- CSV and Parquet ingest -----------------------------------------------------------------------
 
 def features_csv():
@@ -673,6 +746,7 @@ TARGETS = {
     "onnx_walk": onnx_walk,
     "image_transform": images,
     "predict_body": predict_body,
+    "registry_upload": registry_upload,
     "features_csv": features_csv,
     "features_parquet": features_parquet,
     "workflow_spec": workflow_spec,

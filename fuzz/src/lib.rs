@@ -111,3 +111,54 @@ pub fn selector_and_text(data: &[u8]) -> Option<(u8, &str)> {
     let (&pick, rest) = data.split_first()?;
     Some((pick, std::str::from_utf8(rest).ok()?))
 }
+
+/// A fuzz input's leading selector byte, handed out as small choices, lowest
+/// bits first:
+///
+/// ```ignore
+/// let Some((mut pick, body)) = Selector::split(data) else { return };
+/// let coding = pick.choose(&CODINGS); // as many bits as index CODINGS
+/// let step = pick.bits(4);            // the next 4 bits, 0 to 15
+/// ```
+///
+/// Once its 8 bits are spent, every further choice reads 0 (the first one).
+#[derive(Clone, Copy, Debug)]
+pub struct Selector {
+    byte: u8,
+    used: u32,
+}
+
+impl Selector {
+    /// Splits `data` into its selector byte and the rest; `None` when empty.
+    pub fn split(data: &[u8]) -> Option<(Self, &[u8])> {
+        let (&byte, rest) = data.split_first()?;
+        Some((Self { byte, used: 0 }, rest))
+    }
+
+    /// The next `n` bits (at most 8) as a number, fewer when fewer are left.
+    pub fn bits(&mut self, n: u32) -> u8 {
+        let n = n.min(8 - self.used);
+        let value = (u32::from(self.byte) >> self.used) & ((1u32 << n) - 1);
+        self.used += n;
+        value as u8
+    }
+
+    /// One of `choices` (not empty), read from as many bits as index them,
+    /// modulo their number.
+    pub fn choose<'a, T>(&mut self, choices: &'a [T]) -> &'a T {
+        let n = usize::BITS - choices.len().saturating_sub(1).leading_zeros();
+        &choices[usize::from(self.bits(n)) % choices.len()]
+    }
+}
+
+/// `data` cut into pieces of `step` bytes (the last one shorter), as a body
+/// arrives from a socket; one piece when `step` is 0.
+pub fn pieces(data: &bytes::Bytes, step: usize) -> Vec<bytes::Bytes> {
+    if step == 0 || data.is_empty() {
+        return vec![data.clone()];
+    }
+    (0..data.len())
+        .step_by(step)
+        .map(|start| data.slice(start..data.len().min(start + step)))
+        .collect()
+}

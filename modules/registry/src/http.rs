@@ -26,6 +26,8 @@
 mod upload;
 pub mod views;
 
+pub use upload::decode_upload;
+
 use std::collections::HashMap;
 
 use axum::body::Body;

@@ -3,11 +3,14 @@
 //! refuses the upload early (too large, bad file), the reader drains what the
 //! client still sends (up to a cap) so the client reads the error instead of
 //! a reset connection.
+//!
+//! [`decode_upload`] runs the same reader over a request without a service
+//! (the `registry_upload` fuzz target).
 
 use std::collections::HashMap;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, UploadItem};
 use mlserve_proto::{CallContext, ServiceError, ServiceResult};
@@ -23,6 +26,48 @@ type Metadata = ServiceResult<views::UploadMetadata>;
 
 fn multipart_error(err: axum::extract::multipart::MultipartError) -> ServiceError {
     ServiceError::bad_request(format!("invalid multipart upload: {}", err.body_text()))
+}
+
+/// The upload's multipart reader, or the 400 refusing a body that is not
+/// `multipart/form-data` with a boundary.
+fn upload_multipart(multipart: Result<Multipart, MultipartRejection>) -> ServiceResult<Multipart> {
+    multipart.map_err(|e| {
+        ServiceError::bad_request(format!(
+            "a version upload is multipart/form-data: {}",
+            e.body_text()
+        ))
+    })
+}
+
+/// The metadata the reader answered; a reader that ended without answering
+/// is an internal error.
+fn metadata_answer(answer: Result<Metadata, oneshot::error::RecvError>) -> Metadata {
+    answer.unwrap_or_else(|_| Err(ServiceError::internal("upload reader ended early")))
+}
+
+/// Decodes a version upload as [`create_version`] does, without a service:
+/// the multipart extractor over `request` (its `Content-Type` and body), then
+/// the handler's reader. Returns the metadata answer (a refused body's 400,
+/// the reader's answer, or the handler's internal error when it gave none)
+/// and every item the reader sent after it, read to the end.
+pub async fn decode_upload(request: Request) -> (Metadata, Vec<ServiceResult<UploadItem>>) {
+    let multipart = match upload_multipart(Multipart::from_request(request, &()).await) {
+        Ok(multipart) => multipart,
+        Err(err) => return (Err(err), Vec::new()),
+    };
+    let (metadata_tx, metadata_rx) = oneshot::channel();
+    let (tx, mut rx) = mpsc::channel(4);
+    let collect = async {
+        let metadata = metadata_answer(metadata_rx.await);
+        let mut items = Vec::new();
+        while let Some(item) = rx.recv().await {
+            items.push(item);
+        }
+        (metadata, items)
+    };
+    let ((), decoded) =
+        futures_util::future::join(read_parts(multipart, metadata_tx, tx), collect).await;
+    decoded
 }
 
 /// Reads the parts; sends the metadata once, then files and chunks.
@@ -118,18 +163,11 @@ pub(super) async fn create_version(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult {
     let p = path_params(params)?;
-    let multipart = multipart.map_err(|e| {
-        ServiceError::bad_request(format!(
-            "a version upload is multipart/form-data: {}",
-            e.body_text()
-        ))
-    })?;
+    let multipart = upload_multipart(multipart)?;
     let (metadata_tx, metadata_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(4);
     let reader = tokio::spawn(read_parts(multipart, metadata_tx, tx));
-    let metadata = metadata_rx
-        .await
-        .map_err(|_| ServiceError::internal("upload reader ended early"))??;
+    let metadata = metadata_answer(metadata_rx.await)?;
     let request = pb::CreateVersionRequest {
         name: param(&p, "name"),
         description: metadata.description,
@@ -150,4 +188,103 @@ pub(super) async fn create_version(
         let _ = reader.await;
     }
     Ok(json_response(StatusCode::CREATED, views::version(&result?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::header::CONTENT_TYPE;
+    use mlserve_proto::ErrorCode;
+
+    use super::*;
+
+    const CONTENT_TYPE_XYZ: &str = "multipart/form-data; boundary=XyZ";
+
+    fn request(content_type: Option<&str>, body: &'static [u8]) -> Request {
+        let mut request = axum::http::Request::builder().method("POST").uri("/");
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        request.body(Body::from(body)).unwrap()
+    }
+
+    /// The items with adjacent chunks joined and empty ones left out (multer
+    /// may split a part's bytes, and answers an empty part with one empty
+    /// chunk).
+    fn joined(items: Vec<ServiceResult<UploadItem>>) -> Vec<ServiceResult<UploadItem>> {
+        let mut out: Vec<ServiceResult<UploadItem>> = Vec::new();
+        for item in items {
+            if matches!(&item, Ok(UploadItem::Chunk(chunk)) if chunk.is_empty()) {
+                continue;
+            }
+            if let (Some(Ok(UploadItem::Chunk(last))), Ok(UploadItem::Chunk(next))) =
+                (out.last_mut(), &item)
+            {
+                *last = [last.as_ref(), next.as_ref()].concat().into();
+                continue;
+            }
+            out.push(item);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_upload_decodes_to_its_metadata_then_files_and_chunks() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n\
+            {\"description\":\"d\",\"sha256\":{\"m.onnx\":\"ab\"}}\r\n\
+            --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.onnx\"\r\n\r\n\
+            hello\r\n\
+            --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.txt\"\r\n\r\n\
+            \r\n--XyZ--\r\n";
+        let (metadata, items) = decode_upload(request(Some(CONTENT_TYPE_XYZ), body)).await;
+        assert_eq!(metadata.unwrap().description, "d");
+        let file = |path: &str, sha256: &str| {
+            Ok(UploadItem::File(pb::FileHeader {
+                path: path.into(),
+                sha256: sha256.into(),
+            }))
+        };
+        assert_eq!(
+            joined(items),
+            vec![
+                file("m.onnx", "ab"),
+                Ok(UploadItem::Chunk("hello".into())),
+                file("b.txt", ""),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_is_not_multipart_is_a_400_before_any_item() {
+        for content_type in [None, Some("application/json"), Some("multipart/form-data")] {
+            let (metadata, items) = decode_upload(request(content_type, b"{}")).await;
+            assert_eq!(metadata.unwrap_err().code, ErrorCode::BadRequest);
+            assert!(items.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_upload_answers_metadata_then_ends_with_a_400() {
+        let body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nhel";
+        let (metadata, items) = decode_upload(request(Some(CONTENT_TYPE_XYZ), body)).await;
+        let metadata = metadata.unwrap();
+        assert!(metadata.sha256.is_empty() && metadata.description.is_empty());
+        let items = joined(items);
+        assert!(matches!(&items[0], Ok(UploadItem::File(h)) if h.path == "a"));
+        let last = items.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.code, ErrorCode::BadRequest, "{last}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_part_name_is_a_400_item() {
+        let body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"; filename=\"a\"\r\n\r\n\
+            x\r\n--XyZ--\r\n";
+        let (metadata, items) = decode_upload(request(Some(CONTENT_TYPE_XYZ), body)).await;
+        assert!(metadata.is_ok());
+        let first = items[0].as_ref().unwrap_err();
+        assert_eq!(first.code, ErrorCode::BadRequest);
+        assert!(first.message.contains("unexpected part 'model'"), "{first}");
+    }
 }
