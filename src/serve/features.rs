@@ -93,7 +93,11 @@ pub async fn start(node: &mut Node) -> Result<()> {
     node.metrics.register_collector(Box::new(stats));
     let max_body = node.config.server.http_max_body_bytes;
     let client = FeaturesClient::from_arc(metered.clone());
-    node.add_routes(mlserve_features::http::routes(client.clone(), max_body));
+    node.add_routes(mlserve_features::http::routes(
+        client.clone(),
+        max_body,
+        node.config.features.max_entities_per_request.max(1),
+    ));
     node.grpc
         .add_service(features_grpc_server(metered, max_body));
     node.clients.features = Some(client);

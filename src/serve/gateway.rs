@@ -113,7 +113,11 @@ fn services(node: &Node) -> axum::Router {
     }
     #[cfg(feature = "features")]
     if let Some(client) = node.clients.features.clone() {
-        router = router.merge(mlserve_features::http::routes(client, max_body));
+        router = router.merge(mlserve_features::http::routes(
+            client,
+            max_body,
+            node.config.features.max_entities_per_request.max(1),
+        ));
     }
     #[cfg(feature = "training")]
     if let Some(client) = node.clients.training.clone() {

@@ -154,6 +154,15 @@ def hammer(clients, requests, send):
     return answers
 
 
+def peak_rss_mb(server):
+    """The server process's peak resident set (VmHWM), in MiB."""
+    with open(f"/proc/{server.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
 def wait_until(predicate, timeout, message, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

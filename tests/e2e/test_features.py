@@ -14,8 +14,8 @@ import time
 
 from PIL import Image
 
-from features_helpers import DEFINITIONS, MIN, T0, features_server, ok, online
-from helpers import get, post
+from features_helpers import DEFINITIONS, MIN, T0, apply_json, features_server, ok, online
+from helpers import get, peak_rss_mb, post
 from server import REPO_ROOT, server_binary
 
 
@@ -169,6 +169,31 @@ def bad_input(server, tmp_path):
         assert resp.error()
     conflict = cases[4][0].error()
     assert "'rate' cannot change type (float64 -> string)" in conflict
+
+
+def test_a_million_entity_lookup_is_refused_while_parsing(tmp_path):
+    """A lookup over the entity limit (10,000) is refused as soon as its
+    parse passes the limit: parsed whole, a million entities cost about
+    180 MB before the service counted them (issue 16)."""
+    with features_server(tmp_path) as server:
+        port = server.http_port
+        ok(post(port, "/v1/features/apply", apply_json(port)))
+        one = '{"keys":{"driver_id":1}}'
+        body = ('{"features":["driver_stats:rate"],"entities":['
+                + ",".join([one] * 1_000_000) + "]}").encode()
+        before = peak_rss_mb(server)
+        r = post(port, "/v1/features/online", body,
+                 headers={"Content-Type": "application/json"}, timeout=300)
+        grown = peak_rss_mb(server) - before
+        print(f"a million entities ({len(body) / 2**20:.0f} MiB): peak RSS {before:.0f} -> "
+              f"{before + grown:.0f} MiB (+{grown:.0f})")
+        assert r.status == 400, str(r)
+        assert r.error() == "at least 10001 entities requested, more than the limit of 10000"
+        # The body as read (its chunks, then one copy of them) and 10,000
+        # entities.
+        assert grown < 60, f"peak RSS grew {grown:.0f} MiB"
+        # Under the limit, the same lookup is answered.
+        assert ok(online(port, [1] * 10_000))["rows"][0]["values"][0]["status"] == "NOT_FOUND"
 
 
 def test_pipelines_from_the_configuration(tmp_path):

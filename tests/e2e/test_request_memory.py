@@ -15,19 +15,10 @@ import threading
 
 import pytest
 
-from helpers import copy_models, http_request, wait_until
+from helpers import copy_models, http_request, peak_rss_mb, wait_until
 from server import start_server
 
 MB = 1024 * 1024
-
-
-def peak_rss_mb(server):
-    """The process's peak resident set (VmHWM), in MiB."""
-    with open(f"/proc/{server.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def fp32_request(elements):

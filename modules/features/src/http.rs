@@ -21,8 +21,10 @@ use serde::de::DeserializeOwned;
 use self::bodies::*;
 use crate::export::{self, Format};
 
-/// The REST routes (no fallbacks) over `service`.
-pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
+/// The REST routes (no fallbacks) over `service`. An online lookup naming
+/// more than `max_entities` entities is refused while its body is parsed
+/// (`features.max_entities_per_request`; the service checks its own too).
+pub fn routes(service: FeaturesClient, max_body_bytes: usize, max_entities: usize) -> Router {
     Router::new()
         .route("/v1/features/apply", post(apply))
         .route("/v1/features/entities", get(entities))
@@ -32,7 +34,10 @@ pub fn routes(service: FeaturesClient, max_body_bytes: usize) -> Router {
         .route("/v1/features/ingest", post(ingest))
         .route("/v1/features/push", post(push))
         .route("/v1/features/materialize", post(materialize))
-        .route("/v1/features/online", post(online))
+        .route(
+            "/v1/features/online",
+            post(move |state, ctx, body| online(state, ctx, body, max_entities)),
+        )
         .route("/v1/features/historical", post(historical))
         .route("/v1/features/pipelines", get(pipelines).post(put_pipeline))
         .route("/v1/features/pipelines/{model}", get(pipeline))
@@ -143,8 +148,9 @@ async fn online(
     State(s): State<FeaturesClient>,
     ctx: CallContext,
     body: Bytes,
+    max_entities: usize,
 ) -> ServiceResult<Json<OnlineBody>> {
-    let request = parse::<LookupBody>(&body)?.into();
+    let request = LookupBody::parse_online(&body, max_entities)?.into();
     Ok(Json(s.get_online_features(ctx, request).await?.try_into()?))
 }
 

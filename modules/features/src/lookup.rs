@@ -51,6 +51,15 @@ pub fn parse_refs(catalog: &Catalog, refs: &[String]) -> Result<Vec<ViewRefs>> {
     Ok(groups)
 }
 
+/// The error of a lookup naming more entities than `max_entities`;
+/// `requested` says how many it named (a count, or "at least N" from a
+/// parse that stopped at the first entity past the limit).
+pub fn too_many_entities(requested: impl std::fmt::Display, max_entities: usize) -> FeaturesError {
+    invalid(format!(
+        "{requested} entities requested, more than the limit of {max_entities}"
+    ))
+}
+
 /// Looks up `refs` for `entities` in `store`.
 pub async fn get_online(
     catalog: &Catalog,
@@ -60,10 +69,7 @@ pub async fn get_online(
     max_entities: usize,
 ) -> Result<GetOnlineFeaturesResponse> {
     if entities.len() > max_entities {
-        return Err(invalid(format!(
-            "{} entities requested, more than the limit of {max_entities}",
-            entities.len()
-        )));
+        return Err(too_many_entities(entities.len(), max_entities));
     }
     let groups = parse_refs(catalog, refs)?;
     let mut keys = Vec::with_capacity(groups.len() * entities.len());

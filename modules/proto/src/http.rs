@@ -8,6 +8,7 @@
 //! body, answers with [`error_response`]: the status of the error's
 //! [`ErrorCode`](crate::ErrorCode) and the body `{"error": "<message>"}`.
 
+mod at_most;
 mod base64_payload;
 mod body;
 mod call_context;
@@ -36,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use at_most::AtMost;
 pub use base64_payload::decode_base64_payload;
 pub use body::decode_body;
 pub use call_context::{with_call_context, ContextFuture, WithCallContext};

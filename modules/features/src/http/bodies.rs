@@ -6,15 +6,19 @@
 //! Request bodies reject unknown fields, so a misspelt (or old) name is an
 //! error instead of a silently empty request.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
 
 use base64::Engine as _;
 use mlserve_proto::features as pb;
-use mlserve_proto::http::decode_base64_payload;
-use serde::{Deserialize, Serialize};
+use mlserve_proto::http::{decode_base64_payload, AtMost};
+use serde::de::{DeserializeSeed, Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{invalid, FeaturesError, Result};
+use crate::lookup::too_many_entities;
 
 /// A JSON object: column (or join key) → value.
 pub type Object = Map<String, Value>;
@@ -267,6 +271,89 @@ pub struct LookupBody {
     /// The entities, in order.
     #[serde(default)]
     pub entities: Vec<EntityBody>,
+}
+
+impl LookupBody {
+    /// Parses the body of `POST /v1/features/online`, refusing it as soon as
+    /// the parser reaches entity `max_entities + 1`: a lookup over the limit
+    /// costs its body and `max_entities` parsed entities, never its whole
+    /// list (a million entities once cost 180 MB before the service counted
+    /// them). The error is the service's own for a lookup over the limit.
+    pub fn parse_online(body: &[u8], max_entities: usize) -> Result<LookupBody> {
+        let over = Cell::new(false);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = LookupSeed {
+            max_entities,
+            over: &over,
+        }
+        .deserialize(&mut de)
+        .and_then(|body| de.end().map(|()| body));
+        parsed.map_err(|e| {
+            if over.get() {
+                too_many_entities(format!("at least {}", max_entities + 1), max_entities)
+            } else {
+                invalid(format!("invalid request body: {e}"))
+            }
+        })
+    }
+}
+
+/// [`LookupBody`] with its entities bounded (the derived `Deserialize`,
+/// unbounded, serves historical retrieval).
+struct LookupSeed<'a> {
+    max_entities: usize,
+    /// Set when the entities passed the bound.
+    over: &'a Cell<bool>,
+}
+
+/// The fields of [`LookupBody`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum LookupField {
+    Features,
+    Entities,
+}
+
+impl<'de> DeserializeSeed<'de> for LookupSeed<'_> {
+    type Value = LookupBody;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<LookupBody, D::Error> {
+        deserializer.deserialize_struct("LookupBody", &["features", "entities"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for LookupSeed<'_> {
+    type Value = LookupBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a lookup: {\"features\": [...], \"entities\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LookupBody, A::Error> {
+        let (mut features, mut entities) = (None, None);
+        while let Some(field) = map.next_key::<LookupField>()? {
+            match field {
+                LookupField::Features if features.is_some() => {
+                    return Err(A::Error::duplicate_field("features"))
+                }
+                LookupField::Features => features = Some(map.next_value()?),
+                LookupField::Entities if entities.is_some() => {
+                    return Err(A::Error::duplicate_field("entities"))
+                }
+                LookupField::Entities => {
+                    let over = self.over;
+                    entities = Some(map.next_value_seed(AtMost::new(self.max_entities, || {
+                        over.set(true);
+                        String::from("too many entities")
+                    }))?);
+                }
+            }
+        }
+        Ok(LookupBody {
+            features: features.ok_or_else(|| A::Error::missing_field("features"))?,
+            entities: entities.unwrap_or_default(),
+        })
+    }
 }
 
 impl From<LookupBody> for pb::GetOnlineFeaturesRequest {

@@ -147,3 +147,51 @@ fn old_and_misspelt_names_are_rejected() {
     .is_err());
     assert!(serde_json::from_value::<TransformBody>(json!({"model": "m", "rows": [1]})).is_err());
 }
+
+#[test]
+fn an_online_lookup_over_the_limit_is_refused_while_parsed() {
+    let lookup = |n: usize| {
+        let entities = vec![r#"{"keys": {"id": 1}}"#; n].join(",");
+        format!(r#"{{"features": ["v:f"], "entities": [{entities}]}}"#)
+    };
+    let body = LookupBody::parse_online(lookup(3).as_bytes(), 3).unwrap();
+    assert_eq!((body.features.len(), body.entities.len()), (1, 3));
+
+    // Refused at the fourth entity: the rest of the body is not JSON at all.
+    let text = lookup(4).replace("]}", ", not json");
+    let err = LookupBody::parse_online(text.as_bytes(), 3).unwrap_err();
+    assert!(matches!(err, FeaturesError::Invalid(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "at least 4 entities requested, more than the limit of 3"
+    );
+    // The service's own check says the same, with the count.
+    assert_eq!(
+        crate::lookup::too_many_entities(4, 3).to_string(),
+        "4 entities requested, more than the limit of 3"
+    );
+}
+
+#[test]
+fn a_bounded_online_lookup_parses_as_the_derived_one() {
+    let body = LookupBody::parse_online(br#"{"features": ["v:f"]}"#, 3).unwrap();
+    assert!(body.entities.is_empty());
+    for (text, expected) in [
+        (&br#"{"entities": []}"#[..], "missing field `features`"),
+        (br#"{"features": [], "rows": []}"#, "unknown field `rows`"),
+        (
+            br#"{"features": [], "features": []}"#,
+            "duplicate field `features`",
+        ),
+        (br#"{"features": []} x"#, "trailing characters"),
+        (
+            br#"{"features": [], "entities": [{"key": {}}]}"#,
+            "unknown field `key`",
+        ),
+        (b"{not json", "key must be a string"),
+    ] {
+        let err = LookupBody::parse_online(text, 3).unwrap_err().to_string();
+        assert!(err.starts_with("invalid request body: "), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -17,9 +17,11 @@ use std::collections::HashMap;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use serde::de::DeserializeSeed;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::at_most::AtMost;
 use super::json_input::{json_to_raw, RawSeed};
 use super::params::{infer_params, take_bool, take_count};
 use crate::datatype::{element_count, push_bytes_element};
@@ -109,28 +111,12 @@ where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    struct Bounded<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
-        type Value = Vec<T>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "a list of at most {MAX_TENSORS_PER_REQUEST} tensors")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut items = Vec::new();
-            while let Some(item) = seq.next_element()? {
-                if items.len() == MAX_TENSORS_PER_REQUEST {
-                    return Err(serde::de::Error::custom(format!(
-                        "a request names at most {MAX_TENSORS_PER_REQUEST} inputs and {MAX_TENSORS_PER_REQUEST} outputs"
-                    )));
-                }
-                items.push(item);
-            }
-            Ok(items)
-        }
-    }
-    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
+    AtMost::new(MAX_TENSORS_PER_REQUEST, || {
+        format!(
+            "a request names at most {MAX_TENSORS_PER_REQUEST} inputs and {MAX_TENSORS_PER_REQUEST} outputs"
+        )
+    })
+    .deserialize(deserializer)
 }
 
 /// One input as the JSON names it. Its `data` is converted to raw bytes
