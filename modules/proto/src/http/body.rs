@@ -143,11 +143,12 @@ pub(super) fn decompress(coding: Coding, data: &[u8], limit: usize) -> Result<By
     decompress_within(coding, data, limit, None)
 }
 
-/// Inflated bytes reserved in the body budget at a time.
-const INFLATE_STEP: usize = 64 * 1024;
+/// Inflated bytes read, then reserved in the body budget, at a time.
+const INFLATE_STEP: u64 = 64 * 1024;
 
-/// [`decompress`], reserving each step of output in `lease` before keeping
-/// it (503 when the budget cannot hold it).
+/// [`decompress`], reserving each step of output in `lease` before the
+/// next step and before keeping it (503 when the budget cannot hold it).
+/// A step inflates straight into the output's spare capacity.
 fn decompress_within(
     coding: Coding,
     data: &[u8],
@@ -161,17 +162,18 @@ fn decompress_within(
         Coding::Deflate => Box::new(DeflateDecoder::new(data).take(cap)),
     };
     let mut out = Vec::new();
-    let mut step = vec![0u8; INFLATE_STEP];
     let read = loop {
-        match decoder.read(&mut step) {
-            Ok(0) => break Ok(()),
-            Ok(n) => {
-                if let Some(lease) = lease {
-                    lease.reserve(n as u64)?;
-                }
-                out.extend_from_slice(&step[..n]);
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+        let before = out.len();
+        // Retries `Interrupted` itself; on an error, what it read before
+        // the error is in `out` too, and counted like the rest.
+        let step = (&mut decoder).take(INFLATE_STEP).read_to_end(&mut out);
+        if let Some(lease) = lease {
+            lease.reserve((out.len() - before) as u64)?;
+        }
+        match step {
+            // Short of a whole step: the stream (or the cap) ended.
+            Ok(n) if (n as u64) < INFLATE_STEP => break Ok(()),
+            Ok(_) => {}
             Err(err) => break Err(err),
         }
     };
@@ -398,5 +400,44 @@ mod tests {
                 &data[..]
             );
         }
+    }
+
+    /// Inflating over many steps: the exact bytes, each step counted in the
+    /// lease (the body's budget), refused with 503 once it cannot hold more.
+    #[tokio::test]
+    async fn inflated_steps_are_exact_and_counted_in_the_lease() {
+        use crate::body_guard::{BodyBudget, BodyGuard, BodyPace};
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        assert!(data.len() as u64 > 6 * INFLATE_STEP);
+        let packed = gzip(&data);
+        let lease = |budget: &std::sync::Arc<BodyBudget>| {
+            let pace = BodyPace {
+                grace: std::time::Duration::from_secs(60),
+                min_bytes_per_sec: 1,
+            };
+            let request = http::Request::new(());
+            BodyGuard::new(budget.clone(), pace)
+                .admit(request)
+                .unwrap()
+                .1
+        };
+        let budget = BodyBudget::new(1 << 20, 1 << 20);
+        let held = lease(&budget);
+        let got = decompress_within(Coding::Gzip, &packed, data.len(), Some(&held)).unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert_eq!(
+            (1u64 << 20) - budget.available_bytes(),
+            (data.len() as u64).div_ceil(1024) * 1024
+        );
+        // Past the limit: 413 as before, however the steps fall.
+        let err = decompress_within(Coding::Gzip, &packed, data.len() - 1, None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{err}");
+        // A budget that holds half of it: 503.
+        let budget = BodyBudget::new(data.len() as u64 / 2, 1 << 20);
+        let held = lease(&budget);
+        let err = decompress_within(Coding::Gzip, &packed, data.len(), Some(&held)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
     }
 }
