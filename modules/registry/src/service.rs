@@ -225,14 +225,14 @@ impl LocalRegistry {
                 self.store
                     .commit_version(&name, pending.slot, &rows)
                     .await
-                    .map(|version| (version, bytes))
+                    .map(|committed| (committed, bytes))
             }
             Err(err) => {
                 upload.abort().await;
                 Err(err)
             }
         };
-        let (version, bytes) = match outcome {
+        let (committed, bytes) = match outcome {
             Ok(done) => done,
             Err(err) => {
                 self.refused(&name, pending.slot, &pending.prefix, &err)
@@ -241,13 +241,16 @@ impl LocalRegistry {
             }
         };
         self.metrics.version_created(bytes);
+        let version = committed.version;
         tracing::info!(model = %name, version, by = %new.created_by, bytes, "model version registered");
         self.publish(Event::ModelVersionRegistered {
             model: name.clone(),
             version: version as i64,
         })
         .await;
-        self.store.get_version(&name, version).await
+        // The version as its transaction committed it: no read after the
+        // commit, whose failure would answer 503 for a registered version.
+        Ok(committed)
     }
 
     /// Marks a refused upload failed (it spent no version number) and

@@ -28,6 +28,7 @@ async fn ready_version(store: &Store, name: &str, path: &str) -> u64 {
         .commit_version(name, pending.slot, &[file])
         .await
         .unwrap()
+        .version
 }
 
 async fn suite(store: Store) {
@@ -255,7 +256,13 @@ async fn concurrent_uploads_number_without_gaps(store: Store) {
                     .unwrap();
                 return None;
             }
-            Some(store.commit_version("m", pending.slot, &[]).await.unwrap())
+            Some(
+                store
+                    .commit_version("m", pending.slot, &[])
+                    .await
+                    .unwrap()
+                    .version,
+            )
         }));
     }
     let mut versions = Vec::new();
@@ -275,5 +282,50 @@ async fn concurrent_uploads_number_without_gaps_on_postgres() {
 async fn concurrent_uploads_number_without_gaps_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("mlserve-store-{}", fastrand::u64(..)));
     concurrent_uploads_number_without_gaps(Store::new(testing::sqlite(&dir).await)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The committed version is answered from its own transaction: equal to what
+/// a read gives afterwards, and built with no read after the commit, so a
+/// database lost right after it cannot turn a registered version into a 503
+/// (and a client's retry into a second version).
+#[tokio::test]
+async fn a_committed_version_is_answered_from_its_transaction() {
+    let dir = std::env::temp_dir().join(format!("mlserve-store-{}", fastrand::u64(..)));
+    let store = Store::new(testing::sqlite(&dir).await);
+    store.create_model("m", "", &HashMap::new()).await.unwrap();
+    let new = NewVersion {
+        description: "first".into(),
+        lineage: pb::Lineage {
+            training_run: "run-7".into(),
+            ..Default::default()
+        },
+        metrics: HashMap::from([("auc".to_string(), 0.91)]),
+        tags: tags(&[("stage", "test")]),
+        created_by: "ci".into(),
+    };
+    let pending = store.begin_version("m", &new, "u1").await.unwrap();
+    let file = |path: &str| FileRow {
+        path: path.into(),
+        sha256: "cd".repeat(32),
+        size: 5,
+        object_key: format!("{}/{path}", pending.prefix),
+    };
+    let committed = store
+        .commit_version("m", pending.slot, &[file("model.onnx"), file("labels.txt")])
+        .await
+        .unwrap();
+    assert_eq!(committed, store.get_version("m", 1).await.unwrap());
+    assert_eq!(committed.version, 1);
+    assert_eq!(committed.status, pb::VersionStatus::Ready as i32);
+    let paths: Vec<&str> = committed.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["labels.txt", "model.onnx"]);
+    assert_eq!(
+        (committed.metrics["auc"], committed.tags["stage"].as_str()),
+        (0.91, "test")
+    );
+    // The database gone now, a read fails: the answer above needed none.
+    store.database().pool.close().await;
+    assert!(store.get_version("m", 1).await.is_err());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -79,6 +79,32 @@ fn not_found_version(name: &str, version: u64) -> RegistryError {
     RegistryError::NotFound(format!("model '{name}' has no ready version {version}"))
 }
 
+/// A version from its row ([`VERSION_COLUMNS`]), files and aliases.
+fn version_from_row(
+    row: &AnyRow,
+    files: Vec<pb::VersionFile>,
+    aliases: Vec<String>,
+) -> Result<pb::ModelVersion> {
+    let status = match row.try_get::<String, _>("status")?.as_str() {
+        "ready" => pb::VersionStatus::Ready,
+        "pending_upload" => pb::VersionStatus::PendingUpload,
+        _ => pb::VersionStatus::Failed,
+    };
+    Ok(pb::ModelVersion {
+        version: row.try_get::<i64, _>("version")? as u64,
+        status: status as i32,
+        description: row.try_get("description")?,
+        files,
+        lineage: Some(lineage_from_json(&row.try_get::<String, _>("lineage")?)),
+        metrics: serde_json::from_str(&row.try_get::<String, _>("metrics")?).unwrap_or_default(),
+        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
+        created_by: row.try_get("created_by")?,
+        created_at_us: row.try_get("created_at")?,
+        aliases,
+        name: row.try_get("model")?,
+    })
+}
+
 const VERSION_COLUMNS: &str =
     "model, version, status, description, lineage, metrics, tags, created_by, created_at";
 
@@ -121,9 +147,17 @@ impl Store {
     }
 
     /// Records the files and turns the upload in `slot` into the model's next
-    /// version, `ready`, atomically; returns the version number. Refuses
-    /// when the row is no longer pending (the collector failed it).
-    pub async fn commit_version(&self, name: &str, slot: i64, files: &[FileRow]) -> Result<u64> {
+    /// version, `ready`, atomically; returns the version as committed, read
+    /// inside the transaction, so the answer needs no read after the commit
+    /// (a database lost between both would answer 503 for a committed
+    /// version, and a retry would register a second one). Refuses when the
+    /// row is no longer pending (the collector failed it).
+    pub async fn commit_version(
+        &self,
+        name: &str,
+        slot: i64,
+        files: &[FileRow],
+    ) -> Result<pb::ModelVersion> {
         let gone = || {
             RegistryError::Conflict(format!(
                 "the upload of '{name}' is no longer pending (it took longer than registry.gc_grace or the model was deleted)"
@@ -143,18 +177,18 @@ impl Store {
         .await?
         .try_get("max")?;
         let version = max.unwrap_or(0) + 1;
-        let updated = sqlx::query(
-            "UPDATE registry_versions SET version = $3, status = 'ready', updated_at = $4 WHERE model = $1 AND version = $2 AND status = 'pending_upload'",
-        )
-        .bind(name)
-        .bind(slot)
-        .bind(version)
-        .bind(now_us())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(gone());
-        }
+        let sql = format!(
+            "UPDATE registry_versions SET version = $3, status = 'ready', updated_at = $4 WHERE model = $1 AND version = $2 AND status = 'pending_upload' \
+             RETURNING {VERSION_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(slot)
+            .bind(version)
+            .bind(now_us())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(gone)?;
         for file in files {
             sqlx::query(
                 "INSERT INTO registry_files (model, version, path, sha256, size, object_key) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -168,8 +202,20 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let mut listed: Vec<pb::VersionFile> = files
+            .iter()
+            .map(|f| pb::VersionFile {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+                size: f.size,
+            })
+            .collect();
+        listed.sort_by(|a, b| a.path.cmp(&b.path));
+        // Aliases name ready versions only, and this number was not one
+        // until now (the model's lock is held): it has none yet.
+        let committed = version_from_row(&row, listed, Vec::new())?;
         tx.commit().await?;
-        Ok(version as u64)
+        Ok(committed)
     }
 
     /// Marks the pending upload in `slot` `failed` with the reason; the
@@ -216,25 +262,7 @@ impl Store {
         .iter()
         .map(|r| r.try_get("alias"))
         .collect::<Result<_, sqlx::Error>>()?;
-        let status = match row.try_get::<String, _>("status")?.as_str() {
-            "ready" => pb::VersionStatus::Ready,
-            "pending_upload" => pb::VersionStatus::PendingUpload,
-            _ => pb::VersionStatus::Failed,
-        };
-        Ok(pb::ModelVersion {
-            version: version as u64,
-            status: status as i32,
-            description: row.try_get("description")?,
-            files,
-            lineage: Some(lineage_from_json(&row.try_get::<String, _>("lineage")?)),
-            metrics: serde_json::from_str(&row.try_get::<String, _>("metrics")?)
-                .unwrap_or_default(),
-            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
-            created_by: row.try_get("created_by")?,
-            created_at_us: row.try_get("created_at")?,
-            aliases,
-            name,
-        })
+        version_from_row(row, files, aliases)
     }
 
     /// Fails with the right `NotFound`: no model, or no such ready version.
