@@ -12,6 +12,7 @@ mod grpc_connections;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;
+mod listener_metrics;
 #[cfg(feature = "monitoring")]
 mod monitoring;
 mod node;

@@ -26,6 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
+use super::listener_metrics::{Refusal, RefusedConnections};
+
 /// Bounds on one HTTP listener's connections.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -36,17 +38,25 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// The process's budget and pace for request bodies.
     pub bodies: BodyGuard,
+    /// Where refused connections are counted (the process's metrics).
+    pub refused: Arc<RefusedConnections>,
 }
 
 impl ConnectionLimits {
-    /// The limits `[server]` configures, with the process's `bodies` guard.
-    pub fn of(server: &ServerConfig, bodies: BodyGuard) -> ConnectionLimits {
+    /// The limits `[server]` configures, with the process's `bodies` guard,
+    /// counting refusals in `refused`.
+    pub fn of(
+        server: &ServerConfig,
+        bodies: BodyGuard,
+        refused: Arc<RefusedConnections>,
+    ) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: server
                 .http_header_read_timeout
                 .max(Duration::from_millis(1)),
             max_connections: server.http_max_connections.max(1),
             bodies,
+            refused,
         }
     }
 }
@@ -86,6 +96,7 @@ where
             _ = &mut stop => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            limits.refused.count(Refusal::HttpLimit);
             tracing::debug!(peer = %peer, limit = limits.max_connections, "connection limit reached, closing a new connection");
             continue;
         };

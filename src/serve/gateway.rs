@@ -40,7 +40,11 @@ pub async fn start(node: &mut Node) -> Result<()> {
     let routes = mlserve_gateway::http::routes(gateway.clone(), services(node), role_probes(node)?);
     let router = mlserve_gateway::http::with_cors(&gateway, with_error_fallbacks(routes));
     let signal = node.shutdown.signal();
-    let limits = ConnectionLimits::of(&node.config.server, node.bodies.clone());
+    let limits = ConnectionLimits::of(
+        &node.config.server,
+        node.bodies.clone(),
+        node.refused.clone(),
+    );
     node.servers.spawn(async move {
         connections::serve(http, router, limits, signal)
             .await
@@ -68,7 +72,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
                 .await
         });
     }));
-    let grpc_limits = GrpcLimits::of(&node.config.server);
+    let grpc_limits = GrpcLimits::of(&node.config.server, node.refused.clone());
     node.servers.spawn(async move {
         grpc_server()
             .layer(layer)

@@ -22,23 +22,31 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use super::listener_metrics::{Refusal, RefusedConnections};
+
 /// Bounds on one gRPC listener's connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GrpcLimits {
     /// Connections open at once.
     pub max_connections: usize,
     /// Time a new connection has to send its first bytes.
     pub first_bytes_timeout: Duration,
+    /// Where refused connections are counted (the process's metrics).
+    pub refused: Arc<RefusedConnections>,
 }
 
 impl GrpcLimits {
-    /// The limits `[server]` configures.
-    pub fn of(server: &mlserve_common::config::ServerConfig) -> GrpcLimits {
+    /// The limits `[server]` configures, counting refusals in `refused`.
+    pub fn of(
+        server: &mlserve_common::config::ServerConfig,
+        refused: Arc<RefusedConnections>,
+    ) -> GrpcLimits {
         GrpcLimits {
             max_connections: server.grpc_max_connections.max(1),
             first_bytes_timeout: server
                 .http_header_read_timeout
                 .max(Duration::from_millis(1)),
+            refused,
         }
     }
 }
@@ -55,6 +63,7 @@ pub fn grpc_incoming(
             Err(err) => return Some(Err(err)),
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            limits.refused.count(Refusal::GrpcLimit);
             tracing::debug!(
                 limit = limits.max_connections,
                 "gRPC connection limit reached, closing a new connection"
@@ -68,6 +77,7 @@ pub fn grpc_incoming(
             stream,
             _permit: permit,
             first_bytes: Some(Box::pin(tokio::time::sleep(limits.first_bytes_timeout))),
+            refused: Some(limits.refused.clone()),
         }))
     })
 }
@@ -79,6 +89,8 @@ pub struct GrpcConnection {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     first_bytes: Option<Pin<Box<Sleep>>>,
+    /// Where a missed deadline is counted, once (taken then).
+    refused: Option<Arc<RefusedConnections>>,
 }
 
 impl AsyncRead for GrpcConnection {
@@ -96,10 +108,15 @@ impl AsyncRead for GrpcConnection {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => match self.first_bytes.as_mut().map(|s| s.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client sent nothing in time",
-                ))),
+                Some(Poll::Ready(())) => {
+                    if let Some(refused) = self.refused.take() {
+                        refused.count(Refusal::GrpcFirstBytesTimeout);
+                    }
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing in time",
+                    )))
+                }
                 _ => Poll::Pending,
             },
             other => other,

@@ -20,6 +20,7 @@ use super::clients::Clients;
 use super::connections::ConnectionLimits;
 use super::grpc_connections::{grpc_incoming, GrpcLimits};
 use super::listen::{bind, grpc_server, serve_http};
+use super::listener_metrics::{ListenerCollector, RefusedConnections};
 use super::readiness::Readiness;
 
 /// Streams a client may reset before the server accepts them, per connection,
@@ -71,6 +72,8 @@ pub struct Node {
     /// The budget and pace of request bodies, shared by every HTTP listener
     /// of the process (the node's and the gateway's).
     pub bodies: BodyGuard,
+    /// Connections the process's listeners refused (their metrics).
+    pub refused: Arc<RefusedConnections>,
 }
 
 impl Node {
@@ -80,15 +83,23 @@ impl Node {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut grpc = tonic::service::RoutesBuilder::default();
         grpc.add_service(health_service);
+        let bodies = body_guard(&config.server);
+        let refused = Arc::new(RefusedConnections::default());
+        let mut metrics = Registry::default();
+        metrics.register_collector(Box::new(ListenerCollector {
+            budget: bodies.budget().clone(),
+            refused: refused.clone(),
+        }));
         Node {
-            bodies: body_guard(&config.server),
+            bodies,
+            refused,
             config,
             roles,
             shutdown: Shutdown::new(),
             http: axum::Router::new(),
             grpc,
             readiness: Readiness::new(health),
-            metrics: Registry::default(),
+            metrics,
             metrics_served: Arc::new(OnceLock::new()),
             servers: JoinSet::new(),
             on_shutdown: Vec::new(),
@@ -120,8 +131,8 @@ impl Node {
         let http = bind(node_host, server.http_port, "http").await?;
         let routes = std::mem::take(&mut self.http).merge(self.readiness.routes());
         let router = with_internal_token(with_error_fallbacks(routes), token.clone());
-        let limits = ConnectionLimits::of(&server, self.bodies.clone());
-        let grpc_limits = GrpcLimits::of(&server);
+        let limits = ConnectionLimits::of(&server, self.bodies.clone(), self.refused.clone());
+        let grpc_limits = GrpcLimits::of(&server, self.refused.clone());
         self.servers.spawn(serve_http(
             http,
             router,

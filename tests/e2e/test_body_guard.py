@@ -8,6 +8,9 @@ under their limit (issue 16), on the real all-in-one binary.
 - Pace: a body that stalls is cut off with 400 and its connection closed.
 - gRPC: a connection that sends nothing is closed; one over the limit is
   closed at once.
+- Metrics: the budget in use (`mlserve_http_body_budget_bytes`) shows a
+  held body, and a refused connection counts in
+  `mlserve_connections_refused_total`.
 
 No timing is asserted: sockets wait far longer than the configured times,
 and only what the server did counts."""
@@ -19,7 +22,7 @@ import socket
 
 import pytest
 
-from helpers import post, socket_response, wait_until
+from helpers import get, metric_values, parse_metrics, post, socket_response, wait_until
 from server import start_server
 from topology import GatewayProcess
 
@@ -47,6 +50,18 @@ def impatient(models_repo):
     })
     yield s
     s.stop()
+
+
+def scraped(server, name, **labels):
+    """The one sample of `name` with `labels` on the server's metrics port."""
+    samples, _ = parse_metrics(get(server.metrics_port, "/metrics").body.decode())
+    values = metric_values(samples, name, **labels)
+    assert len(values) == 1, (name, labels, values)
+    return values[0]
+
+
+def budget_in_use(server):
+    return scraped(server, "mlserve_http_body_budget_bytes", state="in_use")
 
 
 def http_ports(server):
@@ -110,6 +125,9 @@ def test_a_body_the_budget_cannot_hold_now_gets_503_at_once(budgeted, held_on, a
             return False
 
         wait_until(refused_now, 30, "a body past the budget was taken")
+        # The held body shows in the budget's gauge while it is held.
+        assert budget_in_use(budgeted) >= 80_000
+        assert scraped(budgeted, "mlserve_http_body_budget_bytes", state="limit") == BUDGET
         refused = refusals[-1]
         assert all(r.status in (200, 503) for r in refusals), [str(r) for r in refusals]
         assert "request bodies" in refused.json()["error"], refused.json()
@@ -123,6 +141,7 @@ def test_a_body_the_budget_cannot_hold_now_gets_503_at_once(budgeted, held_on, a
     # Answered: its share is back.
     wait_until(lambda: post(ports[asked_on], "/v2/repository/index",
                             b" " * 50_000).status == 200, 30, "the budget was not returned")
+    wait_until(lambda: budget_in_use(budgeted) == 0, 30, "the gauge kept the answered body")
 
 
 def test_an_inflated_body_counts_its_inflated_bytes(budgeted):
@@ -181,8 +200,13 @@ def test_a_grpc_connection_over_the_limit_is_closed_at_once(impatient):
     try:
         for _ in range(4):
             wait_until(hold_one, 30, "the server took no new gRPC connection")
+        refused = lambda: scraped(impatient, "mlserve_connections_refused_total",
+                                  protocol="grpc", reason="limit")
+        before = refused()
         with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE_S) as extra:
             assert not speaks_http2(extra) or closed(extra), "a connection over the limit was served"
+        # Counted before it was closed.
+        assert refused() > before
         held.pop().close()
         wait_until(hold_one, 30, "no gRPC connection was taken after one closed")
     finally:

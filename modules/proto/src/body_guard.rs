@@ -63,12 +63,23 @@ impl BodyBudget {
         self.units.available_permits() as u64 * UNIT
     }
 
+    /// Bytes the budget holds in all.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Bytes reserved now (the bodies in flight and their inflated copies,
+    /// counted in whole KiB).
+    pub fn in_use_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.available_bytes())
+    }
+
     fn over(&self, wanted: u64) -> ServiceError {
         ServiceError::new(
             ErrorCode::Unavailable,
             format!(
                 "the server holds too many request bodies now ({} of its {} bytes for bodies are taken; this one needs {wanted}): retry later",
-                self.total_bytes.saturating_sub(self.available_bytes()),
+                self.in_use_bytes(),
                 self.total_bytes
             ),
         )
@@ -205,6 +216,11 @@ impl BodyGuard {
     /// `pace`.
     pub fn new(budget: Arc<BodyBudget>, pace: BodyPace) -> BodyGuard {
         BodyGuard { budget, pace }
+    }
+
+    /// The budget it admits bodies under.
+    pub fn budget(&self) -> &Arc<BodyBudget> {
+        &self.budget
     }
 
     /// Admits `request`: reserves its declared length, or refuses it (503)
