@@ -18,14 +18,19 @@ use super::Node;
 /// Opens the features role's SQL database (the embedded SQLite by default),
 /// sharing the pool of any role of this process that opened it already.
 pub async fn database(config: &mlserve_common::Config, databases: &Databases) -> Result<Database> {
-    let url = match &config.features.database_url {
-        Some(url) => url.clone(),
-        None => db::default_url(&config.server.data_dir),
-    };
+    let url = database_url(config);
     databases
         .open(&url)
         .await
         .context("features: cannot open the database")
+}
+
+/// The features role's database URL (the embedded SQLite by default).
+fn database_url(config: &mlserve_common::Config) -> String {
+    match &config.features.database_url {
+        Some(url) => url.clone(),
+        None => db::default_url(&config.server.data_dir),
+    }
 }
 
 /// Connects the configured online store.
@@ -80,12 +85,18 @@ pub async fn local(
 
 /// Adds the features role to `node`.
 pub async fn start(node: &mut Node) -> Result<()> {
-    // data_arrived goes on the node's bus (the training role's triggers).
-    let local = Arc::new(
-        local(&node.config, &node.databases)
-            .await?
-            .with_events(node.events.clone()),
-    );
+    // data_arrived goes on the node's bus (the training role's triggers);
+    // with Redis, written to the outbox with the offline rows and sent by
+    // its drain task.
+    let db = database(&node.config, &node.databases).await?;
+    let outbox = node.outbox(&database_url(&node.config), &db);
+    let mut features = local(&node.config, &node.databases)
+        .await?
+        .with_events(node.events.clone());
+    if let Some(outbox) = outbox {
+        features = features.with_outbox(outbox);
+    }
+    let local = Arc::new(features);
     tracing::info!(online_store = local.online_store(), "features role started");
     let stats = local.stats();
     let metered: Arc<dyn FeatureService> =

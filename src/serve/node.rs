@@ -7,10 +7,11 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use axum::routing::get;
-use mlserve_common::config::ServerConfig;
+use mlserve_common::config::{EventsBackend, ServerConfig};
+use mlserve_common::events::outbox::{Outbox, Outboxes};
 use mlserve_common::events::{memory::MemoryBus, EventBus};
 use mlserve_common::metrics::{self, Registry};
-use mlserve_common::{Config, Databases, Role, Shutdown};
+use mlserve_common::{Config, Database, Databases, Role, Shutdown};
 use mlserve_proto::body_guard::{BodyBudget, BodyGuard, BodyPace};
 use mlserve_proto::http::{with_error_fallbacks, with_internal_token};
 use mlserve_proto::internal_auth::{InternalAuthLayer, InternalToken};
@@ -66,6 +67,9 @@ pub struct Node {
     /// The SQL databases the roles opened, one pool per URL: roles naming
     /// the same database share its pool.
     pub databases: Databases,
+    /// The event outboxes of those databases (registry, features), one per
+    /// URL, each with its drain task publishing on [`Node::events`].
+    pub outboxes: Outboxes,
     /// Set by a role that reports readiness itself (inference: after the
     /// initial model loads); otherwise the process is ready once serving.
     pub readiness_owned: bool,
@@ -106,8 +110,31 @@ impl Node {
             clients: Clients::default(),
             events,
             databases: Databases::default(),
+            outboxes: Outboxes::default(),
             readiness_owned: false,
         }
+    }
+
+    /// The event outbox of the database at `url` (pool `db`), shared by
+    /// the roles of this process that write to it; its drain task starts
+    /// on the first call, on [`Node::events`]. The first outbox also
+    /// registers the `mlserve_events_outbox_pending` gauge.
+    ///
+    /// None with the in-process bus: its publish cannot fail or wait, and
+    /// its events belong to this process, while a drain of a database that
+    /// other processes share could take their rows and deliver them here.
+    pub fn outbox(&mut self, url: &str, db: &Database) -> Option<Arc<Outbox>> {
+        if self.config.events.backend == EventsBackend::Memory {
+            return None;
+        }
+        let poll = self.config.events.outbox_poll;
+        let signal = self.shutdown.signal();
+        let (outbox, created) = self.outboxes.open(url, db, &self.events, poll, &signal);
+        if created && self.outboxes.len() == 1 {
+            self.metrics
+                .register_collector(Box::new(self.outboxes.clone()));
+        }
+        Some(outbox)
     }
 
     /// Adds a role's REST routes to the shared HTTP listener.

@@ -1,6 +1,6 @@
 //! The registry role: metadata in SQL, artifacts in an object store, REST
 //! under `/v1/registry/`, the gRPC `registry.RegistryService`, events on the
-//! node's bus, the orphan collector, and the local client for other roles.
+//! node's bus (through the event outbox), the orphan collector, and the local client for other roles.
 
 use std::sync::Arc;
 
@@ -34,15 +34,19 @@ pub async fn start(node: &mut Node) -> Result<()> {
         max_bytes: settings.max_upload_bytes,
         max_files: settings.max_files_per_version.max(1),
     };
-    let local = Arc::new(
-        LocalRegistry::new(
-            Store::new(database),
-            artifacts,
-            Some(node.events.clone()),
-            limits,
-        )
-        .with_test_hooks(&settings),
+    // With Redis, version and alias events are written with their changes
+    // and sent by the outbox's drain task.
+    let outbox = node.outbox(&url, &database);
+    let mut registry = LocalRegistry::new(
+        Store::new(database),
+        artifacts,
+        Some(node.events.clone()),
+        limits,
     );
+    if let Some(outbox) = outbox {
+        registry = registry.with_outbox(outbox);
+    }
+    let local = Arc::new(registry.with_test_hooks(&settings));
     let client = RegistryClient::from_arc(local.clone());
     node.metrics
         .register_collector(Box::new(local.metrics().clone()));

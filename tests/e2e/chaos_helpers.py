@@ -272,6 +272,68 @@ def stream_events(port, key):
     return out
 
 
+# -------------------------------------------------------------- forwarder
+class TcpForwarder:
+    """A loopback TCP forwarder on a free port of its own to `target_port`,
+    which `retarget()` changes (a restarted process listens on a new port):
+    each accepted connection is piped to the target of the moment; when
+    either side closes, both do, so the client reconnects (to the new
+    target)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        assert self.port not in SHARED_PORTS
+        self.stop_flag = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def retarget(self, port):
+        self.target = port
+
+    def _accept(self):
+        while not self.stop_flag.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.stop_flag.set()
+        self.sock.close()
+
+
 # ----------------------------------------------------------------- s3s-fs
 class S3Server:
     """An s3s-fs process of the test's own with one bucket. `kill9()` kills

@@ -20,13 +20,22 @@ alone; here all three run at once through the gateway while Redis is killed
   down, the fail-open gateway let it through (200, never 429 nor 503) and the
   fail-closed one answered a typed 503 "rate limit store unavailable";
 - events: an alias move, a version upload and a feature ingest made during
-  the outage are acknowledged, their events are in the stream once Redis is
-  back, and the inference process serves the moved-to version (the event
-  was delivered);
+  the outage are acknowledged before Redis comes back (their events wait in
+  the event outbox, `mlserve_events_outbox_pending`, instead of the writes
+  waiting for Redis), their events are in the stream once Redis is back, and
+  the inference process serves the moved-to version (the event was
+  delivered);
 - online lookups through the gateway: every failure is a typed 503 "online
   store unavailable", answered within the client's limit (the store's
   command timeout plus a generous margin), and lookups succeed again after.
 No timing assertion: counts, and generous bounds for waiting.
+
+A second scenario kills the writer (`kill -9` of the registry+features
+process) while Redis is down, just after an alias move and an ingest were
+acknowledged: once Redis is back and the process restarted on its data
+directory, the events it wrote to its outbox are delivered (the inference
+process, which reaches the registry through a forwarder that follows the
+restarted process's port, serves the moved-to version).
 """
 
 import subprocess
@@ -34,8 +43,8 @@ import threading
 import time
 import uuid
 
-from chaos_helpers import (Load, PrivateRedis, assert_alive, report, shutdown,
-                           start_with_config, stream_events, upload_version)
+from chaos_helpers import (Load, PrivateRedis, TcpForwarder, assert_alive, listening, report,
+                           shutdown, start_with_config, stream_events, upload_version)
 from features_helpers import apply_json
 from helpers import http_request, post, wait_until
 from server import REPO_ROOT, server_binary
@@ -46,7 +55,7 @@ VIEW = "driver_stats"
 COMMAND_TIMEOUT_MS = 400          # features.redis_command_timeout
 LOOKUP_CLIENT_TIMEOUT_S = COMMAND_TIMEOUT_MS / 1000 + 10.0   # generous on a busy machine
 REQUEST_TIMEOUT_S = 30            # the gateway's default deadline
-WRITE_TIMEOUT_S = 60              # a write made during the outage may wait for Redis
+WRITE_TIMEOUT_S = 60              # a guard: writes made during the outage answer at once
 MIN_OUTAGE_S = 6.0
 DELIVERY_BOUND_S = 30.0
 RATE, BURST = 2, 4                # the limited keys' buckets
@@ -63,6 +72,34 @@ def create_key(config, name, *args):
                           cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
+
+
+def start_inference(tmp_path, registry_port, redis_url, prefix, *events_extra):
+    """An inference process following `MODEL:production` of the registry at
+    `registry_port` (gRPC) with polling off: only alias_moved events over
+    Redis make it swap."""
+    return start_with_config(tmp_path, "inference", [
+        "[server]", f'data_dir = "{tmp_path / "inference-data"}"', "",
+        "[inference]",
+        f'models = [{{ name = "{MODEL}", source = "registry", alias = "production" }}]',
+        'registry_poll_interval = "0s"', "",
+        "[registry]", f'endpoint = "http://127.0.0.1:{registry_port}"', "",
+        *toml_events(redis_url, prefix), *events_extra],
+        "--role", "inference")
+
+
+def production_on_version_1(reg, inference):
+    """Versions 1 and 2 of MODEL, `production` on 1 and served by `inference`
+    (its alias_moved delivered over Redis)."""
+    registry_create(reg, MODEL)
+    assert registry_upload(reg, MODEL, {"model.onnx": plus_model(1)}) == 1
+    assert registry_upload(reg, MODEL, {"model.onnx": plus_model(2)}) == 2
+    r = http_request(reg, "PUT", f"/v1/registry/models/{MODEL}/aliases/production",
+                     body={"version": 1})
+    assert r.status == 200, str(r)
+    wait_until(lambda: metric(inference, "mlserve_inference_registry_serving_version",
+                              model=MODEL) == 1, 60,
+               "version 1 never served (alias_moved over Redis)\n" + inference.describe(40))
 
 
 def infer_body():
@@ -84,14 +121,7 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
             "", *toml_events(redis.url, prefix)],
             "--role", "registry,features", ready_path="/v1/registry/models")
         procs.append(core)
-        inference = start_with_config(tmp_path, "inference", [
-            "[server]", f'data_dir = "{tmp_path / "inference-data"}"', "",
-            "[inference]",
-            f'models = [{{ name = "{MODEL}", source = "registry", alias = "production" }}]',
-            'registry_poll_interval = "0s"', "",
-            "[registry]", f'endpoint = "http://127.0.0.1:{core.grpc_port}"', "",
-            *toml_events(redis.url, prefix)],
-            "--role", "inference")
+        inference = start_inference(tmp_path, core.grpc_port, redis.url, prefix)
         procs.append(inference)
         gateway_data = tmp_path / "gateway-data"
 
@@ -119,16 +149,7 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
         reg = core.http_port
 
         # ------------------------------------------------------- state
-        registry_create(reg, MODEL)
-        assert registry_upload(reg, MODEL, {"model.onnx": plus_model(1)}) == 1
-        assert registry_upload(reg, MODEL, {"model.onnx": plus_model(2)}) == 2
-        r = http_request(reg, "PUT", f"/v1/registry/models/{MODEL}/aliases/production",
-                         body={"version": 1})
-        assert r.status == 200, str(r)
-        wait_until(lambda: metric(inference, "mlserve_inference_registry_serving_version",
-                                  model=MODEL) == 1, 60,
-                   "version 1 never served (alias_moved over Redis before the outage)\n"
-                   + inference.describe(40))
+        production_on_version_1(reg, inference)
         r = post(reg, "/v1/features/apply", apply_json(reg))
         assert r.status == 200, str(r)
         now_us = int(time.time() * 1e6)
@@ -181,8 +202,8 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
                 writes[name] = {"status": None, "error": repr(e),
                                 "started_s": round(started - killed_at, 3)}
 
-        # One thread per write: a write may wait for Redis (its event is
-        # published before it answers), the others must still be made now.
+        # One thread per write, made at once: none of them waits for Redis
+        # (each event is written to the outbox with its change).
         outage_writes = [
             ("alias_move", lambda: http_request(
                 reg, "PUT", f"/v1/registry/models/{MODEL}/aliases/production",
@@ -205,6 +226,9 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
                     and len(rl_closed.between(killed_at, now)) >= 3
                     and sum(1 for a in lookups.between(killed_at, now) if a[2] == 503) >= 3)
         wait_until(outage_seen, 60, "answers during the outage")
+        # The events of the outage's writes wait in the outbox.
+        pending_during_outage = metric(core, "mlserve_events_outbox_pending")
+        writes_done_before_redis_back = not any(w.is_alive() for w in writers)
         restart_began = time.monotonic()
         redis.start()
         up_at = time.monotonic()
@@ -270,11 +294,12 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
             "during_outage_by_status": {n: Load.by_status(a) for n, a in outage.items()},
             "slowest_failed_lookup_s": lookups.tally.slowest_failure,
             "outage_writes": writes,
-            # A write answered only once Redis was back waited for it: its
-            # event is published before the answer, with no timeout.
+            # A write answered only once Redis was back waited for it.
             "outage_writes_answered_after_redis_back": sorted(
                 n for n, w in writes.items()
                 if w.get("answered_s") is not None and w["answered_s"] >= up_at - killed_at),
+            "outbox_pending_during_outage": pending_during_outage,
+            "outbox_pending_after": metric(core, "mlserve_events_outbox_pending"),
             "events_in_stream_after": {"alias_moved_to_2": len(alias_events),
                                        "model_version_registered_3": len(version_events),
                                        "data_arrived": len(data_events)},
@@ -316,6 +341,11 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
         assert writes["alias_move"]["status"] == 200, writes
         assert writes["upload"]["status"] == 201, writes
         assert writes["ingest"]["status"] == 200, writes
+        # ... before Redis came back: none waited for it.
+        assert writes_done_before_redis_back, f"a write waited for Redis: {writes}"
+        assert not numbers["outage_writes_answered_after_redis_back"], writes
+        assert pending_during_outage >= 3, numbers
+        assert numbers["outbox_pending_after"] == 0, numbers
         assert alias_events, f"the alias_moved event of the outage is lost: {models_stream}"
         assert version_events, f"the model_version_registered event is lost: {models_stream}"
         assert data_events, f"the data_arrived event of the outage is lost: {data_stream}"
@@ -328,3 +358,105 @@ def test_redis_killed_under_rate_limits_events_and_lookups(tmp_path):
         shutdown(traffic, procs)
         redis.kill()
 
+
+def test_writer_killed_while_redis_down_its_events_are_delivered_after_restart(tmp_path):
+    """kill -9 of the registry+features process while Redis is down, right
+    after an alias move and an ingest were acknowledged (their events only in
+    its outbox); Redis back; nothing sends them while the writer is dead; the
+    writer restarted on its data directory sends them, and the inference
+    process serves the moved-to version."""
+    redis = PrivateRedis()
+    prefix = f"mlserve-chaos:{uuid.uuid4().hex[:8]}:"
+    procs, forwarder = [], None
+    try:
+        redis.start()
+        core_config = ["[server]", f'data_dir = "{tmp_path / "core-data"}"', "",
+                       *toml_events(redis.url, prefix)]
+
+        def start_core():
+            return start_with_config(tmp_path, "core", core_config, "--role", "registry,features",
+                                     ready_path="/v1/registry/models")
+        core = start_core()
+        procs.append(core)
+        # The inference process reaches the registry through a forwarder
+        # that follows the restarted writer's port.
+        forwarder = TcpForwarder(core.grpc_port)
+        inference = start_inference(tmp_path, forwarder.port, redis.url, prefix,
+                                    'retry_delay = "200ms"')
+        procs.append(inference)
+        reg = core.http_port
+        production_on_version_1(reg, inference)
+
+        def serving():
+            return metric(inference, "mlserve_inference_registry_serving_version", model=MODEL)
+        r = post(reg, "/v1/features/apply", apply_json(reg))
+        assert r.status == 200, str(r)
+
+        # ------------------------------------------ writes during the outage
+        redis.kill()
+        started = time.monotonic()
+        moved = http_request(reg, "PUT", f"/v1/registry/models/{MODEL}/aliases/production",
+                             body={"version": 2}, timeout=WRITE_TIMEOUT_S)
+        alias_ack_s = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        ingested = post(reg, "/v1/features/ingest", {
+            "feature_view": VIEW, "rows": [{"values": {"driver_id": 77, "rate": 0.77, "trips": 77},
+                                            "event_ts": int(time.time() * 1e6)}]},
+            timeout=WRITE_TIMEOUT_S)
+        ingest_ack_s = round(time.monotonic() - started, 3)
+        redis_down_at_ack = not listening(redis.port)
+        assert moved.status == 200, str(moved)
+        assert ingested.status == 200, str(ingested)
+        wait_until(lambda: metric(core, "mlserve_events_outbox_pending") >= 2, 30,
+                   "the outage's events are not counted as pending\n" + core.describe(40))
+        pending_before_kill = metric(core, "mlserve_events_outbox_pending")
+
+        # ------------------------------------- kill -9, Redis back, restart
+        core.kill()
+        redis.start()
+        time.sleep(2.0)
+        before_restart = [e for _, e in stream_events(redis.port, f"{prefix}models")
+                          if e and e.get("type") == "alias_moved" and e.get("to") == 2]
+        serving_before_restart = serving()
+        core = start_core()
+        procs.append(core)
+        forwarder.retarget(core.grpc_port)
+        restarted_at = time.monotonic()
+        delivery = None
+        while time.monotonic() < restarted_at + DELIVERY_BOUND_S:
+            if serving() == 2:
+                delivery = round(time.monotonic() - restarted_at, 3)
+                break
+            time.sleep(0.1)
+        alias_events = [e for _, e in stream_events(redis.port, f"{prefix}models")
+                        if e and e.get("type") == "alias_moved" and e.get("to") == 2]
+        data_events = [e for _, e in stream_events(redis.port, f"{prefix}data")
+                       if e and e.get("type") == "data_arrived" and e.get("feature_view") == VIEW]
+        wait_until(lambda: metric(core, "mlserve_events_outbox_pending") == 0, 30,
+                   "the restarted writer's outbox never emptied\n" + core.describe(40))
+        numbers = {
+            "alias_move_ack_s_redis_down": alias_ack_s,
+            "ingest_ack_s_redis_down": ingest_ack_s,
+            "redis_still_down_when_both_acknowledged": redis_down_at_ack,
+            "outbox_pending_before_kill": pending_before_kill,
+            "alias_moved_to_2_in_stream_before_restart": len(before_restart),
+            "serving_before_restart": serving_before_restart,
+            "delivered_s_after_restart": delivery,
+            "alias_moved_to_2_in_stream_after": len(alias_events),
+            "data_arrived_in_stream_after": len(data_events),
+        }
+        report("redis_down_writer_killed", numbers)
+
+        assert redis_down_at_ack, "the writes were acknowledged only once Redis was back"
+        assert pending_before_kill >= 2, numbers
+        assert not before_restart and serving_before_restart == 1, numbers
+        assert alias_events and data_events, numbers
+        assert delivery is not None, \
+            f"the restarted writer's alias_moved never reached the inference process\n" \
+            f"{core.describe(60)}\n{inference.describe(60)}"
+        assert_alive([core, inference])
+    finally:
+        shutdown([], procs)
+        if forwarder is not None:
+            forwarder.close()
+        redis.kill()

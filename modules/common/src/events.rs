@@ -15,8 +15,16 @@
 //! inference role re-resolves the alias on every event, for instance). Each
 //! consumer group receives every event of its topic once it exists; events
 //! published before a group was created are not replayed to it.
+//!
+//! Publishing is bounded: [`publish_bounded`] gives up after the bus's
+//! [`EventBus::publish_timeout`] (`events.publish_timeout`), so no request
+//! waits for Redis to come back. The registry and the feature store do not
+//! publish on their request paths at all: their events go through the
+//! [`outbox::Outbox`], written in the transaction of the change and sent by
+//! a drain task, so an event outlives a bus outage and a crash.
 
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 #[cfg(test)]
 mod tests;
@@ -289,11 +297,37 @@ impl Drop for Subscription {
     }
 }
 
+/// How long a publish may wait for the bus when the bus says nothing.
+pub const DEFAULT_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Publishes events and runs subscriptions.
 #[async_trait::async_trait]
 pub trait EventBus: Send + Sync {
     /// Publishes `event` on its topic. Returns once the backend accepted it.
+    /// May wait while the backend is unreachable: request paths use
+    /// [`publish_bounded`].
     async fn publish(&self, event: &Event) -> Result<(), EventError>;
+
+    /// Publishes an event already serialized (`Event::to_json`, as the
+    /// outbox stores it) on `topic`, unchanged: an event type this build
+    /// does not know travels as it was written. The default decodes it and
+    /// calls [`EventBus::publish`].
+    async fn publish_json(&self, topic: &str, json: &str) -> Result<(), EventError> {
+        let event = Event::from_json(json)?;
+        if event.topic() != topic {
+            return Err(EventError::Decode(format!(
+                "a '{}' event stored for topic '{topic}'",
+                event.topic()
+            )));
+        }
+        self.publish(&event).await
+    }
+
+    /// How long [`publish_bounded`] waits for this bus to accept an event
+    /// (`events.publish_timeout`).
+    fn publish_timeout(&self) -> std::time::Duration {
+        DEFAULT_PUBLISH_TIMEOUT
+    }
 
     /// Runs `handler` for every event published on `topic` from now on, in
     /// consumer group `group`: each group receives every event; subscribers
@@ -308,6 +342,77 @@ pub trait EventBus: Send + Sync {
     /// The name of this process among the consumers ("memory" for the
     /// in-process bus).
     fn consumer_name(&self) -> String;
+}
+
+/// Slack added to the bus's own timeout before [`publish_bounded`] drops
+/// the publish: the Redis bus times its commands out itself (a command that
+/// timed out is never sent later), and this outer bound only catches a bus
+/// that does not.
+const PUBLISH_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Publishes `event` on `bus`, giving up after the bus's
+/// [`EventBus::publish_timeout`] (`Unavailable`): what every publisher on a
+/// request or control path calls, so none waits for a bus that is down.
+pub async fn publish_bounded(bus: &dyn EventBus, event: &Event) -> Result<(), EventError> {
+    let limit = bus.publish_timeout();
+    match tokio::time::timeout(limit + PUBLISH_SLACK, bus.publish(event)).await {
+        Ok(result) => result,
+        Err(_) => Err(EventError::Unavailable(format!(
+            "publish timed out after {} ms",
+            limit.as_millis()
+        ))),
+    }
+}
+
+/// [`publish_bounded`] for a stored event (`topic`, JSON text).
+pub async fn publish_json_bounded(
+    bus: &dyn EventBus,
+    topic: &str,
+    json: &str,
+) -> Result<(), EventError> {
+    let limit = bus.publish_timeout();
+    match tokio::time::timeout(limit + PUBLISH_SLACK, bus.publish_json(topic, json)).await {
+        Ok(result) => result,
+        Err(_) => Err(EventError::Unavailable(format!(
+            "publish timed out after {} ms",
+            limit.as_millis()
+        ))),
+    }
+}
+
+/// The publish timeout `config` sets, within sane bounds (10 ms to 1 h).
+pub fn publish_timeout(config: &EventsConfig) -> std::time::Duration {
+    config.publish_timeout.clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(3600),
+    )
+}
+
+/// Helpers of tests that watch a bus. Only with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::*;
+
+    /// Subscribes (group `test`) a handler that forwards every event of
+    /// `topic` to the returned receiver.
+    pub async fn watch(
+        bus: &dyn EventBus,
+        topic: &str,
+    ) -> (Subscription, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = handler(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event);
+                Ok(())
+            }
+        });
+        let subscription = bus
+            .subscribe(topic, "test", forward)
+            .await
+            .unwrap_or_else(|e| panic!("cannot subscribe to '{topic}': {e}"));
+        (subscription, rx)
+    }
 }
 
 /// The bus `config` asks for: in-process, or Redis Streams (connected now:

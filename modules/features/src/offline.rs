@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
+use mlserve_common::events::{outbox, Event};
 use mlserve_common::Database;
 use sqlx::Row as _;
 
@@ -40,8 +41,14 @@ pub fn placeholders(rows: usize, columns: usize) -> String {
 }
 
 /// Appends `rows` of `view` in one transaction, all stamped with one
-/// created time; returns how many were written.
-pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<usize> {
+/// created time, with `event` (their `data_arrived`) written to the event
+/// outbox in the same transaction when given; returns how many were written.
+pub async fn append(
+    db: &Database,
+    view: &str,
+    rows: &[OfflineRow],
+    event: Option<&Event>,
+) -> Result<usize> {
     let created = now_micros();
     let mut tx = db.begin_write().await?;
     for chunk in rows.chunks(INSERT_CHUNK) {
@@ -59,6 +66,9 @@ pub async fn append(db: &Database, view: &str, rows: &[OfflineRow]) -> Result<us
                 .bind(&row.values_json);
         }
         query.execute(&mut *tx).await?;
+    }
+    if let Some(event) = event {
+        outbox::stage(&mut tx, event).await?;
     }
     tx.commit().await?;
     Ok(rows.len())

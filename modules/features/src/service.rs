@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mlserve_common::events::{Event, EventBus};
+use mlserve_common::events::outbox::Outbox;
+use mlserve_common::events::{publish_bounded, Event, EventBus};
 use mlserve_common::Database;
 use mlserve_proto::features::*;
 use mlserve_proto::{CallContext, ServiceResult};
@@ -68,6 +69,9 @@ pub struct LocalFeatures {
     means: Mutex<HashMap<String, (Instant, Option<f64>)>>,
     tokenizers: Mutex<HashMap<(String, i64), Arc<TextTransform>>>,
     events: Option<Arc<dyn EventBus>>,
+    /// Where `data_arrived` is written (with the offline rows, in their
+    /// transaction) for the drain task to publish; then `events` is unused.
+    outbox: Option<Arc<Outbox>>,
     /// When the request log was last pruned of rows past the retention.
     last_prune: Mutex<Option<Instant>>,
     /// The calls counted by the decorator [`LocalFeatures::stats`] feeds;
@@ -89,6 +93,7 @@ impl LocalFeatures {
             means: Mutex::new(HashMap::new()),
             tokenizers: Mutex::new(HashMap::new()),
             events: None,
+            outbox: None,
             last_prune: Mutex::new(None),
             stats: Arc::default(),
         }
@@ -126,22 +131,65 @@ impl LocalFeatures {
         self
     }
 
-    /// Tells subscribers (the training role's triggers) that `rows` rows
-    /// reached `view`. Best effort: the write has happened either way.
-    async fn data_arrived(&self, view: &str, rows: usize, source: &str, newest: Option<i64>) {
-        let Some(bus) = &self.events else { return };
-        if rows == 0 {
-            return;
+    /// Writes `data_arrived` to `outbox` (the outbox of this service's
+    /// database): with the offline rows, in their transaction, for ingest
+    /// and offline pushes; right after the online writes for
+    /// materialization (they are not in SQL). The drain task publishes
+    /// them, so a write never waits for the bus and its event outlives a
+    /// bus outage and a crash.
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> LocalFeatures {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// The `data_arrived` event of `rows` rows reaching `view`, when rows
+    /// were written and someone listens (a bus or an outbox).
+    fn data_event(
+        &self,
+        view: &str,
+        rows: usize,
+        source: &str,
+        newest: Option<i64>,
+    ) -> Option<Event> {
+        if rows == 0 || (self.events.is_none() && self.outbox.is_none()) {
+            return None;
         }
-        let event = Event::DataArrived {
+        Some(Event::DataArrived {
             feature_view: view.to_string(),
             rows: rows as u64,
             source: source.to_string(),
             newest_event: newest,
             at: now_micros(),
-        };
-        if let Err(err) = bus.publish(&event).await {
-            tracing::warn!(view, error = %err, "could not publish data_arrived");
+        })
+    }
+
+    /// The event a SQL write stages in its own transaction: with an
+    /// outbox, the data event; else none.
+    fn staged<'e>(&self, event: &'e Option<Event>) -> Option<&'e Event> {
+        self.outbox.as_ref().and(event.as_ref())
+    }
+
+    /// Tells subscribers (the training role's triggers) that rows arrived,
+    /// once the write is done: wakes the outbox's drain when the write
+    /// staged `event` in its transaction (`staged`), writes it to the
+    /// outbox now when it did not, or, without an outbox, publishes it
+    /// within the bus's publish timeout. Best effort: the write has
+    /// happened either way (a failure is logged).
+    async fn data_arrived(&self, event: Option<Event>, staged: bool) {
+        let Some(event) = event else { return };
+        match (&self.outbox, &self.events) {
+            (Some(outbox), _) if staged => outbox.wake(),
+            (Some(outbox), _) => {
+                if let Err(err) = outbox.stage_now(&event).await {
+                    tracing::warn!(error = %err, ?event, "could not write data_arrived to the event outbox");
+                }
+            }
+            (None, Some(bus)) => {
+                if let Err(err) = publish_bounded(bus.as_ref(), &event).await {
+                    tracing::warn!(error = %err, ?event, "could not publish data_arrived");
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -326,10 +374,12 @@ impl FeatureService for LocalFeatures {
         let (_, rows) = self
             .validated_rows(&request.feature_view, &request.rows, None)
             .await?;
-        let written = offline::append(&self.db, &request.feature_view, &rows).await?;
         let newest = rows.iter().map(|r| r.event_ts).max();
-        self.data_arrived(&request.feature_view, written, "ingest", newest)
-            .await;
+        let event = self.data_event(&request.feature_view, rows.len(), "ingest", newest);
+        let staged = self.staged(&event);
+        let written = offline::append(&self.db, &request.feature_view, &rows, staged).await?;
+        let staged = staged.is_some();
+        self.data_arrived(event, staged).await;
         Ok(WriteResponse {
             offline_rows: written as i64,
             online_rows: 0,
@@ -353,11 +403,13 @@ impl FeatureService for LocalFeatures {
             .await?;
         let mut response = WriteResponse::default();
         if to_offline {
-            let written = offline::append(&self.db, &request.feature_view, &rows).await?;
-            response.offline_rows = written as i64;
             let newest = rows.iter().map(|r| r.event_ts).max();
-            self.data_arrived(&request.feature_view, written, "ingest", newest)
-                .await;
+            let event = self.data_event(&request.feature_view, rows.len(), "ingest", newest);
+            let staged = self.staged(&event);
+            let written = offline::append(&self.db, &request.feature_view, &rows, staged).await?;
+            response.offline_rows = written as i64;
+            let staged = staged.is_some();
+            self.data_arrived(event, staged).await;
         }
         if to_online {
             let (catalog, _) = self.catalog().await?;
@@ -430,7 +482,8 @@ impl FeatureService for LocalFeatures {
                 offline::set_watermark(&self.db, &name, end).await?;
             }
             tracing::info!(view = %name, start, end, "materialized");
-            self.data_arrived(&name, written, "materialize", None).await;
+            let event = self.data_event(&name, written, "materialize", None);
+            self.data_arrived(event, false).await;
             views.push(MaterializedView {
                 feature_view: name,
                 start_ts: start,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mlserve_common::config::{FollowedModel, PlacementOverride};
-use mlserve_common::events::{handler, Event, EventBus, Handler};
+use mlserve_common::events::{handler, publish_bounded, Event, EventBus, Handler};
 use mlserve_common::ShutdownSignal;
 use mlserve_proto::registry::pb::ModelVersion;
 use mlserve_proto::registry::{pb, RegistryClient, RegistryService};
@@ -368,7 +368,7 @@ impl Follower {
     }
 
     async fn publish(&self, event: Event) {
-        if let Err(err) = self.events.publish(&event).await {
+        if let Err(err) = publish_bounded(self.events.as_ref(), &event).await {
             tracing::warn!(error = %err, "cannot publish a model event");
         }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mlserve_common::config::DriftConfig;
-use mlserve_common::events::{Event, EventBus};
+use mlserve_common::events::{publish_bounded, Event, EventBus};
 use mlserve_common::ShutdownSignal;
 use mlserve_gateway::keys::now_micros;
 use mlserve_proto::features::{
@@ -296,7 +296,7 @@ impl DriftWatch {
             features: report.drifted.clone(),
             at: now_micros(),
         };
-        if let Err(err) = self.events.publish(&event).await {
+        if let Err(err) = publish_bounded(self.events.as_ref(), &event).await {
             tracing::warn!(error = %err, "drift: cannot publish drift_detected");
         }
         if let Some(hook) = &self.webhook {

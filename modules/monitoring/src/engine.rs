@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlserve_common::config::{check_steps, RolloutsConfig, StepConfig};
-use mlserve_common::events::{Event, EventBus};
+use mlserve_common::events::{publish_bounded, Event, EventBus};
 use mlserve_gateway::canary::{CanaryAction, CanaryTable};
 use mlserve_proto::monitoring::{Analysis, Rollout, RolloutStep, StartRolloutRequest};
 use mlserve_proto::registry::{pb, RegistryClient, RegistryService};
@@ -830,7 +830,7 @@ impl Engine {
     }
 
     async fn publish(&self, event: Event) {
-        if let Err(err) = self.parts.events.publish(&event).await {
+        if let Err(err) = publish_bounded(self.parts.events.as_ref(), &event).await {
             tracing::warn!(error = %err, "cannot publish a rollout event");
         }
     }

@@ -1,5 +1,8 @@
 //! [`LocalRegistry`]: the registry service over the SQL store and the
-//! artifact store, publishing version and alias events on the bus.
+//! artifact store, publishing version and alias events on the bus: through
+//! the outbox when it has one (each event written in the transaction of its
+//! change, sent by the drain task), else directly, within the bus's publish
+//! timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use async_trait::async_trait;
 use mlserve_common::config::RegistryConfig;
 #[cfg(feature = "testing")]
 use mlserve_common::config::RegistryFault;
-use mlserve_common::events::{Event, EventBus};
+use mlserve_common::events::outbox::Outbox;
+use mlserve_common::events::{publish_bounded, Event, EventBus};
 use mlserve_proto::registry::{
     download_parts, pb, split_upload, RegistryService, UploadStream, ANONYMOUS,
 };
@@ -29,6 +33,9 @@ pub struct LocalRegistry {
     store: Store,
     artifacts: Artifacts,
     events: Option<Arc<dyn EventBus>>,
+    /// Where the store writes the events of its changes; the drain task
+    /// publishes them (then `events` is not used).
+    outbox: Option<Arc<Outbox>>,
     limits: Limits,
     /// Test-only fault injection (`registry.fault`), in `testing` builds.
     #[cfg(feature = "testing")]
@@ -89,6 +96,7 @@ impl LocalRegistry {
             store,
             artifacts,
             events,
+            outbox: None,
             limits,
             #[cfg(feature = "testing")]
             fault: RegistryFault::None,
@@ -108,6 +116,16 @@ impl LocalRegistry {
         self
     }
 
+    /// Writes the events of every change to `outbox` in the change's
+    /// transaction (the store's database must be the outbox's): a
+    /// committed change's event survives a bus outage and a crash, and no
+    /// request waits for the bus.
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> LocalRegistry {
+        self.store = self.store.clone().with_outbox();
+        self.outbox = Some(outbox);
+        self
+    }
+
     /// The SQL store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -118,9 +136,17 @@ impl LocalRegistry {
         &self.metrics
     }
 
+    /// Announces a committed change's `event`: with an outbox the store
+    /// wrote it in the change's transaction and the drain is woken; else it
+    /// is published on the bus, within its publish timeout (lost if that
+    /// fails: logged).
     async fn publish(&self, event: Event) {
+        if let Some(outbox) = &self.outbox {
+            outbox.wake();
+            return;
+        }
         if let Some(bus) = &self.events {
-            if let Err(err) = bus.publish(&event).await {
+            if let Err(err) = publish_bounded(bus.as_ref(), &event).await {
                 tracing::warn!(error = %err, ?event, "registry event not published");
             }
         }
@@ -128,16 +154,7 @@ impl LocalRegistry {
 
     async fn publish_move(&self, moved: &pb::AliasMove) {
         self.metrics.alias_moved();
-        let version = |v: u64| (v != 0).then_some(v as i64);
-        self.publish(Event::AliasMoved {
-            model: moved.name.clone(),
-            alias: moved.alias.clone(),
-            from: version(moved.from_version),
-            to: version(moved.to_version),
-            by: moved.actor.clone(),
-            at: moved.at_us,
-        })
-        .await;
+        self.publish(crate::store::alias_event(moved)).await;
     }
 
     /// The collector: fails uploads pending for longer than `grace`, then
@@ -338,7 +355,8 @@ impl RegistryService for LocalRegistry {
     ) -> ServiceResult<pb::DeleteModelResponse> {
         let name = request.name.as_str();
         names::model_name(name)?;
-        let aliases = self.store.delete_model(name).await?;
+        let by = actor(&ctx, "");
+        let aliases = self.store.delete_model(name, &by).await?;
         tracing::info!(model = %name, "registered model deleted");
         let now = crate::store::now_us();
         for (alias, version) in aliases {
@@ -347,7 +365,7 @@ impl RegistryService for LocalRegistry {
                 alias,
                 from: Some(version as i64),
                 to: None,
-                by: actor(&ctx, ""),
+                by: by.clone(),
                 at: now,
             })
             .await;
@@ -560,3 +578,7 @@ mod tests;
 #[cfg(test)]
 #[path = "service_more_tests.rs"]
 mod more_tests;
+
+#[cfg(test)]
+#[path = "service_outbox_tests.rs"]
+mod outbox_tests;

@@ -7,6 +7,7 @@ mod versions;
 
 use std::collections::HashMap;
 
+use mlserve_common::events::{outbox, Event};
 use mlserve_common::{Database, Dialect};
 use mlserve_proto::registry::pb;
 use sqlx::any::AnyRow;
@@ -41,6 +42,22 @@ pub fn page_size(limit: u32) -> i64 {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Database,
+    /// Whether changes write their events to the outbox (`event_outbox`),
+    /// in their own transaction.
+    outbox: bool,
+}
+
+/// The `alias_moved` event of a recorded move.
+pub fn alias_event(moved: &pb::AliasMove) -> Event {
+    let version = |v: u64| (v != 0).then_some(v as i64);
+    Event::AliasMoved {
+        model: moved.name.clone(),
+        alias: moved.alias.clone(),
+        from: version(moved.from_version),
+        to: version(moved.to_version),
+        by: moved.actor.clone(),
+        at: moved.at_us,
+    }
 }
 
 fn not_found_model(name: &str) -> RegistryError {
@@ -67,7 +84,27 @@ fn like_pattern(query: &str) -> String {
 impl Store {
     /// The store over a migrated database.
     pub fn new(db: Database) -> Store {
-        Store { db }
+        Store { db, outbox: false }
+    }
+
+    /// The same store, writing the events of its changes (version
+    /// registered, alias moved) to the outbox in the changes' transactions.
+    pub fn with_outbox(mut self) -> Store {
+        self.outbox = true;
+        self
+    }
+
+    /// Whether changes write their events to the outbox.
+    pub fn writes_outbox(&self) -> bool {
+        self.outbox
+    }
+
+    /// Writes `event` to the outbox inside `tx` (when this store has one).
+    async fn stage(&self, tx: &mut Transaction<'static, Any>, event: &Event) -> Result<()> {
+        if self.outbox {
+            outbox::stage(tx, event).await?;
+        }
+        Ok(())
     }
 
     /// The database.
@@ -245,10 +282,23 @@ impl Store {
     }
 
     /// Deletes a model and everything it owns; returns its aliases as they
-    /// were (alias, version) so their removal can be announced.
-    pub async fn delete_model(&self, name: &str) -> Result<Vec<(String, u64)>> {
+    /// were (alias, version), whose removal by `by` is announced (written
+    /// to the outbox with the deletion, when the store has one).
+    pub async fn delete_model(&self, name: &str, by: &str) -> Result<Vec<(String, u64)>> {
         let aliases = self.aliases(name).await?;
         let mut tx = self.lock_model(name).await?;
+        let now = now_us();
+        for alias in &aliases {
+            let event = Event::AliasMoved {
+                model: name.to_string(),
+                alias: alias.alias.clone(),
+                from: Some(alias.version as i64),
+                to: None,
+                by: by.to_string(),
+                at: now,
+            };
+            self.stage(&mut tx, &event).await?;
+        }
         for table in [
             "DELETE FROM registry_alias_history WHERE model = $1",
             "DELETE FROM registry_aliases WHERE model = $1",

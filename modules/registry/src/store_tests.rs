@@ -211,7 +211,7 @@ async fn suite(store: Store) {
     assert!(!store.live_prefixes().await.unwrap().contains(&stale.prefix));
 
     // Deleting a model removes everything it owns.
-    let aliases = store.delete_model("resnet").await.unwrap();
+    let aliases = store.delete_model("resnet", "test").await.unwrap();
     assert_eq!(aliases, [("production".to_string(), 3)]);
     assert!(matches!(
         store.get_model("resnet").await,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mlserve_common::events::{Event, EventBus};
+use mlserve_common::events::{publish_bounded, Event, EventBus};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::attempt::{self, Attempt};
@@ -631,7 +631,7 @@ impl Engine {
                 state: state.as_str().to_string(),
                 at: now_us(),
             };
-            if let Err(err) = bus.publish(&event).await {
+            if let Err(err) = publish_bounded(bus.as_ref(), &event).await {
                 tracing::warn!(run = %run.id, error = %err, "could not publish the run's end");
             }
         }

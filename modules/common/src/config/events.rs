@@ -46,6 +46,16 @@ pub struct EventsConfig {
     /// between reconnection attempts.
     #[serde(with = "duration")]
     pub retry_delay: Duration,
+    /// Longest wait for the bus to accept one published event (Redis down:
+    /// the publish fails after this instead of waiting for Redis). Writes
+    /// of the registry and the feature store never wait for it: with the
+    /// redis backend their events go through the outbox.
+    #[serde(with = "duration")]
+    pub publish_timeout: Duration,
+    /// How often the outbox drain looks for events left by another process
+    /// (a crashed one, another replica); it wakes at once for its own.
+    #[serde(with = "duration")]
+    pub outbox_poll: Duration,
 }
 
 impl Default for EventsConfig {
@@ -59,6 +69,8 @@ impl Default for EventsConfig {
             block: Duration::from_secs(2),
             claim_idle: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
+            publish_timeout: Duration::from_secs(2),
+            outbox_poll: Duration::from_secs(1),
         }
     }
 }

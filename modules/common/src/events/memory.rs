@@ -22,6 +22,7 @@ pub struct MemoryBus {
     /// topic -> group -> subscribers.
     topics: Mutex<BTreeMap<String, BTreeMap<String, Group>>>,
     retry: Duration,
+    publish_timeout: Duration,
 }
 
 impl MemoryBus {
@@ -30,6 +31,7 @@ impl MemoryBus {
         MemoryBus {
             topics: Mutex::new(BTreeMap::new()),
             retry: retry_delay(config),
+            publish_timeout: super::publish_timeout(config),
         }
     }
 }
@@ -56,6 +58,10 @@ impl EventBus for MemoryBus {
             }
         }
         Ok(())
+    }
+
+    fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
     }
 
     async fn subscribe(

@@ -16,6 +16,7 @@ use std::time::Duration;
 use fred::prelude::{
     Builder, Client, ClientLike, Config as RedisConfig, ReconnectPolicy, StreamsInterface,
 };
+use fred::types::config::Options;
 use fred::types::streams::XReadResponse;
 use fred::types::Value;
 
@@ -73,18 +74,35 @@ fn unavailable(err: fred::error::Error) -> EventError {
 #[async_trait::async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, event: &Event) -> Result<(), EventError> {
-        let key = self.stream_key(event.topic());
+        self.publish_json(event.topic(), &event.to_json()).await
+    }
+
+    /// `XADD` with the publish timeout as the command's own timeout: while
+    /// Redis is down the command fails after it, and a command that timed
+    /// out is dropped from the client's queue rather than sent once Redis
+    /// is back (a plain outer timeout would leave it queued).
+    async fn publish_json(&self, topic: &str, json: &str) -> Result<(), EventError> {
+        let key = self.stream_key(topic);
         let fields = vec![
             (VERSION_FIELD, EVENT_FORMAT_VERSION.to_string()),
-            (EVENT_FIELD, event.to_json()),
+            (EVENT_FIELD, json.to_string()),
         ];
         let cap = ("MAXLEN", "~", self.config.max_len.max(1) as i64);
+        let options = Options {
+            timeout: Some(self.publish_timeout()),
+            ..Options::default()
+        };
         let _id: String = self
             .client
+            .with_options(&options)
             .xadd(key, false, cap, "*", fields)
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    fn publish_timeout(&self) -> Duration {
+        super::publish_timeout(&self.config)
     }
 
     async fn subscribe(

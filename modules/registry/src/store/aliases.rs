@@ -110,6 +110,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let moved = record(&mut tx, name, alias, from, Some(version as i64), actor, now).await?;
+        self.stage(&mut tx, &super::alias_event(&moved)).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -133,6 +134,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let moved = record(&mut tx, name, alias, Some(from), None, actor, now_us()).await?;
+        self.stage(&mut tx, &super::alias_event(&moved)).await?;
         tx.commit().await?;
         Ok(moved)
     }

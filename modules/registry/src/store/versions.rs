@@ -214,6 +214,11 @@ impl Store {
         // Aliases name ready versions only, and this number was not one
         // until now (the model's lock is held): it has none yet.
         let committed = version_from_row(&row, listed, Vec::new())?;
+        let event = mlserve_common::events::Event::ModelVersionRegistered {
+            model: name.to_string(),
+            version,
+        };
+        self.stage(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(committed)
     }
