@@ -104,13 +104,25 @@ enum JobsCommand {
         run: String,
     },
     /// Print a workflow (a stored one by name, or a file) as an Argo
-    /// Workflow (argoproj.io/v1alpha1), in YAML.
+    /// Workflow (argoproj.io/v1alpha1), or as the Kubernetes objects the
+    /// `kubernetes` executor creates for a run of it (the run's owner
+    /// ConfigMap and a batch/v1 Job per command step), in YAML.
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["argo", "kubernetes"])))]
     Export {
         /// The workflow's name, or a .toml/.yaml file.
         workflow: String,
-        /// Argo Workflows' format (the one there is).
-        #[arg(long, required = true)]
+        /// Argo Workflows' format.
+        #[arg(long)]
         argo: bool,
+        /// The Kubernetes executor's Jobs, shaped by `[training.kubernetes]`.
+        #[arg(long)]
+        kubernetes: bool,
+        /// A parameter of the run, `key=value`, repeatable (--kubernetes).
+        #[arg(short = 'p', long = "parameter", requires = "kubernetes")]
+        parameters: Vec<String>,
+        /// The run id the objects name (--kubernetes); default `<workflow>-export`.
+        #[arg(long, requires = "kubernetes")]
+        run_id: Option<String>,
     },
     /// Run one built-in step on local files, as an exported Argo step's
     /// container does: outputs go to <dir>/outputs/<name>.
@@ -225,7 +237,13 @@ async fn workflow_files(path: &Path) -> Result<Vec<PathBuf>> {
 pub async fn jobs(args: JobsArgs, config: &Config) -> Result<()> {
     let client = client(args.endpoint, config)?;
     match args.command {
-        JobsCommand::Export { workflow, argo: _ } => {
+        JobsCommand::Export {
+            workflow,
+            argo: _,
+            kubernetes,
+            parameters,
+            run_id,
+        } => {
             let spec = if Path::new(&workflow).is_file() {
                 let text = tokio::fs::read_to_string(&workflow).await?;
                 mlserve_training::spec::parse_file(&workflow, &text).map_err(anyhow::Error::msg)?
@@ -242,7 +260,32 @@ pub async fn jobs(args: JobsArgs, config: &Config) -> Result<()> {
                 serde_json::from_str(&stored.spec_json)?
             };
             mlserve_training::validate::check(&spec)?;
-            print!("{}", mlserve_training::argo::export_yaml(&spec));
+            if kubernetes {
+                let mut given = std::collections::BTreeMap::new();
+                for p in parameters {
+                    let (k, v) = p
+                        .split_once('=')
+                        .with_context(|| format!("parameter '{p}' is not key=value"))?;
+                    given.insert(
+                        k.to_string(),
+                        mlserve_training::spec::Scalar::Text(v.to_string()),
+                    );
+                }
+                let resolved = mlserve_training::validate::resolve_parameters(&spec, &given)?;
+                let work_dir = config.training.work_dir(&config.server.data_dir);
+                let options =
+                    mlserve_training::jobs::JobOptions::from_config(&config.training, &work_dir);
+                let objects = mlserve_training::jobs::export(
+                    &spec,
+                    &resolved,
+                    &run_id.unwrap_or_else(|| format!("{}-export", spec.name)),
+                    &options,
+                    &std::env::current_dir()?,
+                );
+                print!("{}", mlserve_training::jobs::to_yaml(&objects));
+            } else {
+                print!("{}", mlserve_training::argo::export_yaml(&spec));
+            }
         }
         JobsCommand::Builtin {
             name,

@@ -6,10 +6,14 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mlserve_common::config::TrainingExecutor;
 use mlserve_common::db;
 use mlserve_proto::training::{training_grpc_server, TrainingClient};
 use mlserve_registry::artifacts::Artifacts;
 use mlserve_training::builtin::BuiltinEnv;
+use mlserve_training::executor::{Executor, LocalExecutor};
+use mlserve_training::jobs::JobOptions;
+use mlserve_training::kubernetes::KubernetesExecutor;
 use mlserve_training::service::LocalTraining;
 use mlserve_training::store::Store;
 use mlserve_training::{triggers, Engine, Settings};
@@ -37,7 +41,18 @@ pub async fn start(node: &mut Node) -> Result<()> {
         .await
         .with_context(|| format!("training: cannot create '{}'", work_dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let engine = Engine::new(
+    let executor: Arc<dyn Executor> = match settings.executor {
+        TrainingExecutor::Local => Arc::new(LocalExecutor),
+        TrainingExecutor::Kubernetes => Arc::new(
+            KubernetesExecutor::connect(
+                JobOptions::from_config(settings, &work_dir),
+                settings.kubernetes.poll_interval,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("training: executor = \"kubernetes\": {e}"))?,
+        ),
+    };
+    let engine = Engine::with_executor(
         Store::new(database),
         BuiltinEnv {
             registry: node.clients.registry.clone(),
@@ -59,12 +74,13 @@ pub async fn start(node: &mut Node) -> Result<()> {
             kill_grace: settings.kill_grace,
         },
         Some(node.events.clone()),
+        executor,
     );
     let resumed = engine
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("training: {e}"))?;
-    tracing::info!(node = %engine.settings().node, resumed, "training role started");
+    tracing::info!(node = %engine.settings().node, executor = engine.executor().name(), resumed, "training role started");
     // Triggers: data_arrived and drift_detected events, and cron schedules.
     let subscriptions = triggers::subscribe(engine.clone(), &node.events)
         .await

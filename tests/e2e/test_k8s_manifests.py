@@ -24,7 +24,7 @@ import kube
 from server import server_binary
 
 SPLIT = ["dev", "production", "gpu", "keda"]
-ROLES = {"gateway", "registry", "features", "inference", "monitoring"}
+ROLES = {"gateway", "registry", "features", "inference", "monitoring", "training"}
 
 
 def effective(args, env, tmp_path):

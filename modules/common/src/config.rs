@@ -34,7 +34,7 @@ pub use monitoring::{check_steps, DriftConfig, MonitoringConfig, RolloutsConfig,
 #[cfg(feature = "testing")]
 pub use registry::RegistryFault;
 pub use registry::{ArtifactBackend, RegistryConfig};
-pub use training::TrainingConfig;
+pub use training::{TrainingConfig, TrainingExecutor, TrainingKubernetes};
 
 /// The file read when no `--config` is given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "config/mlserve.toml";

@@ -105,20 +105,23 @@ fn retry_strategy(step: &StepSpec) -> Option<Value> {
 }
 
 fn resources(step: &StepSpec) -> Value {
+    resources_of(&step.resources)
+}
+
+/// A container's `resources` (requests; memory and GPUs also as limits),
+/// shared with the Kubernetes executor's Jobs.
+pub(crate) fn resources_of(resources: &crate::spec::Resources) -> Value {
     let mut requests = Map::new();
     let mut limits = Map::new();
-    if let Some(cpu) = &step.resources.cpu {
+    if let Some(cpu) = &resources.cpu {
         requests.insert("cpu".into(), json!(cpu));
     }
-    if let Some(memory) = &step.resources.memory {
+    if let Some(memory) = &resources.memory {
         requests.insert("memory".into(), json!(memory));
         limits.insert("memory".into(), json!(memory));
     }
-    if step.resources.gpu > 0 {
-        limits.insert(
-            "nvidia.com/gpu".into(),
-            json!(step.resources.gpu.to_string()),
-        );
+    if resources.gpu > 0 {
+        limits.insert("nvidia.com/gpu".into(), json!(resources.gpu.to_string()));
     }
     let mut out = Map::new();
     if !requests.is_empty() {

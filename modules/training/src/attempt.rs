@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::builtin::{self, Builtin, BuiltinOutput};
 use crate::engine::{values_for, Engine, Stop};
 use crate::error::Result;
+use crate::executor::{Exit, StepLaunch};
 use crate::outputs;
-use crate::process::{self, Exit, Launch};
 use crate::spec::StepSpec;
 use crate::state::StepState;
 use crate::store::{now_us, ArtifactRow, RunRow, StepRow, Store};
@@ -32,6 +33,9 @@ pub struct Attempt {
     pub template: StepSpec,
     /// `{{workflow.status}}` for the exit handler.
     pub exit_status: String,
+    /// The attempt was running when the role stopped and its executor keeps
+    /// it: re-attach instead of starting it.
+    pub reattach: bool,
 }
 
 /// How the attempt ended before its state is settled.
@@ -108,7 +112,10 @@ impl Attempt {
             permit = slots.acquire_owned() => permit.ok(),
             reason = wait_stop(stop) => return self.settle_stopped(reason).await,
         };
-        let gpu = if self.template.resources.gpu > 0 && self.template.image.is_none() {
+        let gpu = if self.template.resources.gpu > 0
+            && self.template.image.is_none()
+            && self.engine.executor.is_local()
+        {
             let pool = self.engine.gpus.clone();
             tokio::select! {
                 index = pool.acquire() => Some(index),
@@ -208,18 +215,25 @@ impl Attempt {
         tokio::fs::create_dir_all(self.base_dir().join("logs"))
             .await
             .map_err(io)?;
-        self.step.attempt += 1;
-        self.step.state = StepState::Running;
-        self.step.started_ts = Some(now_us());
-        self.step.finished_ts = None;
-        self.step.exit_code = None;
-        self.step.next_attempt_ts = None;
-        self.step.message = String::new();
-        self.engine.store.put_step(&self.step).await?;
-        self.header(&format!(
-            "=== attempt {} of step {} ===",
-            self.step.attempt, self.step.name
-        ));
+        if self.reattach {
+            self.header(&format!(
+                "=== attempt {} of step {}: re-attached after a restart ===",
+                self.step.attempt, self.step.name
+            ));
+        } else {
+            self.step.attempt += 1;
+            self.step.state = StepState::Running;
+            self.step.started_ts = Some(now_us());
+            self.step.finished_ts = None;
+            self.step.exit_code = None;
+            self.step.next_attempt_ts = None;
+            self.step.message = String::new();
+            self.engine.store.put_step(&self.step).await?;
+            self.header(&format!(
+                "=== attempt {} of step {} ===",
+                self.step.attempt, self.step.name
+            ));
+        }
 
         let steps = self.engine.store.steps(&self.run.id).await?;
         let artifacts = self.engine.store.artifacts(&self.run.id).await?;
@@ -230,7 +244,12 @@ impl Attempt {
         values.insert(Reference::StepDir, work.display().to_string());
         values.insert(Reference::WorkflowStatus, self.exit_status.clone());
 
-        for input in &self.template.inputs.artifacts {
+        let inputs = if self.reattach {
+            &[][..]
+        } else {
+            &self.template.inputs.artifacts[..]
+        };
+        for input in inputs {
             let key = match template::render(&input.from, &values) {
                 Ok(key) => key,
                 Err(e) => {
@@ -290,8 +309,7 @@ impl Attempt {
         if let Some(index) = gpu {
             env.insert("CUDA_VISIBLE_DEVICES".into(), index.to_string());
         }
-        // A relative working directory is relative to the role's own; a
-        // program named by a relative path, to the working directory.
+        // A relative working directory is relative to the role's own.
         let cwd = match &self.template.working_dir {
             Some(dir) => match render(dir) {
                 Ok(dir) => std::env::current_dir().map_err(io)?.join(dir),
@@ -299,31 +317,51 @@ impl Attempt {
             },
             None => work.clone(),
         };
-        let mut argv = argv;
-        match crate::validate::find_program(&argv[0], cwd.to_str()) {
-            Some(program) if argv[0].contains('/') => argv[0] = program.display().to_string(),
-            Some(_) => {}
-            None => {
-                return Ok(Outcome::Failed(
-                    None,
-                    format!("command '{}' does not exist or is not executable", argv[0]),
-                ))
-            }
-        }
-        let launch = Launch {
+        // A re-attached attempt has the time its first start left it.
+        let timeout = match (self.reattach, timeout, self.step.started_ts) {
+            (true, Some(limit), Some(started)) => Some(
+                limit.saturating_sub(Duration::from_micros((now_us() - started).max(0) as u64)),
+            ),
+            (_, limit, _) => limit,
+        };
+        let launch = StepLaunch {
+            run_id: self.run.id.clone(),
+            workflow: self.run.workflow.clone(),
+            step: self.step.name.clone(),
+            attempt: self.step.attempt,
             argv,
             env,
             cwd,
             stdout: self.log_path("stdout"),
             stderr: self.log_path("stderr"),
+            image: self.template.image.clone(),
+            resources: self.template.resources.clone(),
+            timeout,
         };
-        let mut started = match process::spawn(&launch) {
-            Ok(started) => started,
-            Err(e) => return Ok(Outcome::Failed(None, format!("cannot start: {e}"))),
+        let executor = self.engine.executor.clone();
+        let started = if self.reattach {
+            match executor.reattach(&launch).await {
+                Ok(Some(handle)) => Ok(handle),
+                Ok(None) => Err(format!(
+                    "lost: the training role stopped during the attempt and its {} attempt is gone",
+                    executor.name()
+                )),
+                Err(e) => Err(e),
+            }
+        } else {
+            executor.start(&launch).await
         };
-        self.step.pgid = Some(i64::from(started.pgid));
-        self.step.proc_start = started.start;
-        self.engine.store.put_step(&self.step).await?;
+        let mut handle = match started {
+            Ok(handle) => handle,
+            Err(e) => return Ok(Outcome::Failed(None, e)),
+        };
+        let (pgid, proc_start) = handle.record();
+        if !self.reattach || pgid.is_some() {
+            self.step.pgid = pgid;
+            self.step.proc_start = proc_start;
+            self.engine.store.put_step(&self.step).await?;
+        }
+        handle.follow_logs();
         let sleep = async {
             match timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -332,33 +370,39 @@ impl Attempt {
         };
         let grace = self.engine.settings.kill_grace;
         let ended = tokio::select! {
-            exit = process::wait(&mut started.child) => Ok(exit.map_err(io)?),
+            exit = handle.wait() => Ok(exit),
             _ = sleep => Err(None),
             reason = wait_stop(stop) => Err(Some(reason)),
         };
         let outcome = match ended {
-            Ok(Exit::Code(0)) => Outcome::Succeeded(BuiltinOutput::default()),
-            Ok(Exit::Code(code)) => Outcome::Failed(Some(code), format!("exit code {code}")),
-            Ok(Exit::Signal(signal)) => Outcome::Failed(None, format!("killed by signal {signal}")),
+            Ok(Ok(Exit::Code(0))) => Outcome::Succeeded(BuiltinOutput::default()),
+            Ok(Ok(Exit::Code(code))) => Outcome::Failed(Some(code), format!("exit code {code}")),
+            Ok(Ok(Exit::Signal(signal))) => {
+                Outcome::Failed(None, format!("killed by signal {signal}"))
+            }
+            Ok(Ok(Exit::Failed(reason))) => Outcome::Failed(None, reason),
+            Ok(Err(e)) => Outcome::Failed(None, e),
             Err(reason) => {
-                process::kill_group(started.pgid, grace).await;
-                let _ = started.child.wait().await;
+                handle.cancel(grace).await;
                 match reason {
                     Some(reason) => Outcome::Stopped(reason),
                     None => Outcome::Failed(
                         None,
                         format!(
-                            "timed out after {}; its process group was killed",
-                            humantime::format_duration(timeout.unwrap_or_default())
+                            "timed out after {}; {}",
+                            humantime::format_duration(self.template.timeout.unwrap_or_default()),
+                            if executor.is_local() {
+                                "its process group was killed"
+                            } else {
+                                "its job was deleted"
+                            }
                         ),
                     ),
                 }
             }
         };
-        // Whatever the leader did, nothing of the attempt outlives it.
-        if !process::members(started.pgid).is_empty() {
-            process::kill_group(started.pgid, grace).await;
-        }
+        // Whatever the attempt did, nothing of it outlives it.
+        handle.finish(grace).await;
         Ok(outcome)
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::attempt::{self, Attempt};
 use crate::builtin::BuiltinEnv;
 use crate::error::{Result, TrainingError};
+use crate::executor::{Executor, LocalExecutor};
 use crate::spec::{Scalar, StepSpec, WorkflowSpec};
 use crate::state::{RunState, StepState};
 use crate::store::{now_us, RunRow, StepRow, Store};
@@ -55,6 +56,7 @@ pub struct Engine {
     pub(crate) events: Option<Arc<dyn EventBus>>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) gpus: Arc<GpuPool>,
+    pub(crate) executor: Arc<dyn Executor>,
     drivers: Mutex<HashMap<String, watch::Sender<Option<Stop>>>>,
 }
 
@@ -149,14 +151,27 @@ pub fn evaluate_when(rendered: &str) -> std::result::Result<bool, String> {
 }
 
 impl Engine {
-    /// An engine over `store`, reaching the other services through `env`.
+    /// An engine over `store`, reaching the other services through `env`,
+    /// running command steps as local processes.
     pub fn new(
         store: Store,
         env: BuiltinEnv,
         settings: Settings,
         events: Option<Arc<dyn EventBus>>,
     ) -> Arc<Engine> {
+        Engine::with_executor(store, env, settings, events, Arc::new(LocalExecutor))
+    }
+
+    /// An engine whose command steps run on `executor`.
+    pub fn with_executor(
+        store: Store,
+        env: BuiltinEnv,
+        settings: Settings,
+        events: Option<Arc<dyn EventBus>>,
+        executor: Arc<dyn Executor>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
+            executor,
             slots: Arc::new(Semaphore::new(settings.max_parallel.max(1))),
             gpus: Arc::new(GpuPool::new(settings.gpus)),
             store,
@@ -177,6 +192,11 @@ impl Engine {
         &self.settings
     }
 
+    /// Where command steps run.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
     /// Validates and stores a workflow; returns its version and whether it is new.
     pub async fn apply(&self, spec: &WorkflowSpec) -> Result<(i64, bool)> {
         validate::check(spec)?;
@@ -186,7 +206,10 @@ impl Engine {
 
     fn check_resources(&self, spec: &WorkflowSpec) -> Result<()> {
         for step in spec.steps.iter().chain(spec.on_exit.iter()) {
-            if step.resources.gpu as usize > self.settings.gpus.max(1) && step.image.is_none() {
+            if step.resources.gpu as usize > self.settings.gpus.max(1)
+                && step.image.is_none()
+                && self.executor.is_local()
+            {
                 return Err(validate::SpecError::Step {
                     step: step.name.clone(),
                     detail: format!(
@@ -213,7 +236,9 @@ impl Engine {
             .await?
             .ok_or_else(|| TrainingError::NotFound(format!("no workflow '{workflow}'")))?;
         let resolved = validate::resolve_parameters(&stored.spec, parameters)?;
-        validate::check_commands(&stored.spec, &resolved)?;
+        if self.executor.is_local() {
+            validate::check_commands(&stored.spec, &resolved)?;
+        }
         let run = RunRow {
             id: format!("{workflow}-{:08x}", fastrand::u32(..)),
             workflow: workflow.to_string(),
@@ -271,7 +296,9 @@ impl Engine {
 
     /// After a restart: for every unfinished run this node owns, ends what is
     /// left of the attempts that were running (killing their process groups),
-    /// counts each as a lost attempt under its retry policy, and resumes.
+    /// counts each as a lost attempt under its retry policy, and resumes. An
+    /// executor that keeps attempts across restarts (Kubernetes Jobs) keeps
+    /// its command steps running: the driver re-attaches to them.
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
         let runs = self.store.active_runs(&self.settings.node).await?;
         for run in &runs {
@@ -280,14 +307,16 @@ impl Engine {
                 if step.state != StepState::Running {
                     continue;
                 }
-                if let Some(pgid) = step.pgid {
-                    if !crate::process::reap_orphans(pgid as i32, step.proc_start).await {
-                        tracing::error!(run = %run.id, step = %step.name, pgid, "an orphaned step survives SIGKILL");
-                    }
-                }
                 let template = find_step(&spec, &step.template)
                     .cloned()
                     .unwrap_or_default();
+                if self.executor.reattaches() && template.uses.is_none() {
+                    tracing::info!(run = %run.id, step = %step.name, executor = self.executor.name(), "re-attaching to a running step");
+                    continue;
+                }
+                if !self.executor.reap(&step).await {
+                    tracing::error!(run = %run.id, step = %step.name, pgid = ?step.pgid, "an orphaned step survives being killed");
+                }
                 attempt::settle_failure(
                     &self.store,
                     &mut step,
@@ -389,7 +418,12 @@ impl Engine {
                 }
                 let now = now_us();
                 for step in &steps {
+                    // A step recorded as running that no attempt of this
+                    // driver holds was running when the role stopped, on an
+                    // executor that keeps it: re-attach.
+                    let reattach = step.state == StepState::Running && self.executor.reattaches();
                     let ready = step.state == StepState::Pending
+                        || reattach
                         || (step.state == StepState::Retrying
                             && step.next_attempt_ts.is_none_or(|t| t <= now));
                     if ready && !running.contains_key(&step.name) {
@@ -408,6 +442,7 @@ impl Engine {
                             step: step.clone(),
                             template,
                             exit_status: exit_status(&steps, &spec),
+                            reattach,
                         };
                         let done = done_tx.clone();
                         tokio::spawn(async move {
@@ -624,6 +659,7 @@ impl Engine {
         run.finished_ts = Some(now_us());
         self.store.update_run(run).await?;
         tracing::info!(run = %run.id, state = %state, message = %run.message, "run ended");
+        self.executor.run_ended(&run.id).await;
         if let Some(bus) = &self.events {
             let event = Event::TrainingRunFinished {
                 workflow: run.workflow.clone(),
@@ -679,4 +715,28 @@ fn new_instance(run: &RunRow, template: &StepSpec, name: String) -> StepRow {
         state: StepState::Pending,
         ..StepRow::default()
     }
+}
+
+/// An engine for unit tests: SQLite and artifacts under `dir`, node `test`.
+#[cfg(test)]
+pub(crate) async fn test_engine(dir: &std::path::Path, executor: Arc<dyn Executor>) -> Arc<Engine> {
+    let db = mlserve_common::db::testing::sqlite(dir).await;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
+    Engine::with_executor(
+        Store::new(db),
+        BuiltinEnv {
+            registry: None,
+            features: None,
+            artifacts: mlserve_registry::artifacts::Artifacts::new(Arc::new(store), ""),
+        },
+        Settings {
+            node: "test".into(),
+            work_dir: dir.join("work"),
+            max_parallel: 2,
+            gpus: 0,
+            kill_grace: Duration::from_millis(100),
+        },
+        None,
+        executor,
+    )
 }

@@ -1,7 +1,7 @@
 //! mlserve's training role: workflows (a DAG of steps with parameters,
 //! templates, retries, timeouts, conditions, fan-out and an exit handler),
-//! runs and their steps in SQL, the local executor (each attempt in its own
-//! process group and directory), built-in steps that reach the feature store
+//! runs and their steps in SQL, the executors (local: each attempt in its own
+//! process group and directory; kubernetes: a batch/v1 Job), built-in steps that reach the feature store
 //! and the registry, cron schedules and event triggers.
 
 pub mod argo;
@@ -10,7 +10,10 @@ pub mod builtin;
 pub mod cron;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod http;
+pub mod jobs;
+pub mod kubernetes;
 pub mod logs;
 pub mod outputs;
 pub mod process;

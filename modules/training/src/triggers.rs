@@ -199,32 +199,12 @@ pub async fn subscribe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtin::BuiltinEnv;
-    use crate::engine::Settings;
     use crate::spec::parse_toml;
-    use crate::store::Store;
 
     const MIN: i64 = 60_000_000;
 
     async fn engine(dir: &std::path::Path) -> Arc<Engine> {
-        let db = mlserve_common::db::testing::sqlite(dir).await;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
-        Engine::new(
-            Store::new(db),
-            BuiltinEnv {
-                registry: None,
-                features: None,
-                artifacts: mlserve_registry::artifacts::Artifacts::new(Arc::new(store), ""),
-            },
-            Settings {
-                node: "test".into(),
-                work_dir: dir.join("work"),
-                max_parallel: 2,
-                gpus: 0,
-                kill_grace: Duration::from_millis(100),
-            },
-            None,
-        )
+        crate::engine::test_engine(dir, Arc::new(crate::executor::LocalExecutor)).await
     }
 
     fn workflow(name: &str, missed: &str) -> crate::spec::WorkflowSpec {
