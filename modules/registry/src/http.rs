@@ -24,6 +24,7 @@
 //! "anonymous": no header a client sends can claim a name.
 
 mod upload;
+mod upload_bounds;
 pub mod views;
 
 pub use upload::decode_upload;

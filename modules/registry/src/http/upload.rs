@@ -8,8 +8,8 @@
 //! (the `registry_upload` fuzz target).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use mlserve_proto::registry::{pb, RegistryCalls, RegistryClient, UploadItem};
@@ -17,6 +17,7 @@ use mlserve_proto::{CallContext, ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::upload_bounds::{bounded_body, read_metadata, Framing};
 use super::{json_response, param, path_params, views, ApiResult, Params};
 
 /// Most bytes drained from a refused upload before the connection is dropped.
@@ -28,15 +29,20 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ServiceErro
     ServiceError::bad_request(format!("invalid multipart upload: {}", err.body_text()))
 }
 
-/// The upload's multipart reader, or the 400 refusing a body that is not
+/// The upload's multipart reader over `request`'s body, bounded
+/// (`upload_bounds`), or the 400 refusing a body that is not
 /// `multipart/form-data` with a boundary.
-fn upload_multipart(multipart: Result<Multipart, MultipartRejection>) -> ServiceResult<Multipart> {
-    multipart.map_err(|e| {
+async fn upload_multipart(request: Request) -> ServiceResult<(Multipart, Arc<Framing>)> {
+    let framing = Arc::new(Framing::default());
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts, bounded_body(body, framing.clone()));
+    let multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ServiceError::bad_request(format!(
             "a version upload is multipart/form-data: {}",
             e.body_text()
         ))
-    })
+    })?;
+    Ok((multipart, framing))
 }
 
 /// The metadata the reader answered; a reader that ended without answering
@@ -51,8 +57,8 @@ fn metadata_answer(answer: Result<Metadata, oneshot::error::RecvError>) -> Metad
 /// the reader's answer, or the handler's internal error when it gave none)
 /// and every item the reader sent after it, read to the end.
 pub async fn decode_upload(request: Request) -> (Metadata, Vec<ServiceResult<UploadItem>>) {
-    let multipart = match upload_multipart(Multipart::from_request(request, &()).await) {
-        Ok(multipart) => multipart,
+    let (multipart, framing) = match upload_multipart(request).await {
+        Ok(bounded) => bounded,
         Err(err) => return (Err(err), Vec::new()),
     };
     let (metadata_tx, metadata_rx) = oneshot::channel();
@@ -66,13 +72,14 @@ pub async fn decode_upload(request: Request) -> (Metadata, Vec<ServiceResult<Upl
         (metadata, items)
     };
     let ((), decoded) =
-        futures_util::future::join(read_parts(multipart, metadata_tx, tx), collect).await;
+        futures_util::future::join(read_parts(multipart, framing, metadata_tx, tx), collect).await;
     decoded
 }
 
 /// Reads the parts; sends the metadata once, then files and chunks.
 async fn read_parts(
     mut multipart: Multipart,
+    framing: Arc<Framing>,
     metadata_tx: oneshot::Sender<Metadata>,
     tx: mpsc::Sender<ServiceResult<UploadItem>>,
 ) {
@@ -85,7 +92,7 @@ async fn read_parts(
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(err) => {
-                let err = multipart_error(err);
+                let err = framing.error_or(multipart_error(err));
                 match metadata_tx.take() {
                     Some(m) => drop(m.send(Err(err))),
                     None => drop(tx.send(Err(err)).await),
@@ -96,13 +103,13 @@ async fn read_parts(
         let name = field.name().unwrap_or_default().to_string();
         if let Some(m) = metadata_tx.take() {
             if name == "metadata" {
-                let metadata = match field.bytes().await {
+                let metadata = match read_metadata(&mut field, &framing, multipart_error).await {
                     Ok(bytes) => {
                         serde_json::from_slice::<views::UploadMetadata>(&bytes).map_err(|e| {
                             ServiceError::bad_request(format!("invalid metadata part: {e}"))
                         })
                     }
-                    Err(err) => Err(multipart_error(err)),
+                    Err(err) => Err(err),
                 };
                 if let Ok(metadata) = &metadata {
                     sha256 = metadata.sha256.clone();
@@ -131,7 +138,11 @@ async fn read_parts(
             open = tx.send(Ok(UploadItem::File(header))).await.is_ok();
         }
         loop {
-            match field.chunk().await {
+            let chunk = field.chunk().await;
+            if let Ok(Some(chunk)) = &chunk {
+                framing.consumed(chunk.len());
+            }
+            match chunk {
                 Ok(Some(chunk)) if open => {
                     open = tx.send(Ok(UploadItem::Chunk(chunk))).await.is_ok();
                 }
@@ -144,7 +155,7 @@ async fn read_parts(
                 Ok(None) => break,
                 Err(err) => {
                     if open {
-                        let _ = tx.send(Err(multipart_error(err))).await;
+                        let _ = tx.send(Err(framing.error_or(multipart_error(err)))).await;
                     }
                     return;
                 }
@@ -160,13 +171,13 @@ pub(super) async fn create_version(
     State(service): State<RegistryClient>,
     ctx: CallContext,
     params: Params,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> ApiResult {
     let p = path_params(params)?;
-    let multipart = upload_multipart(multipart)?;
+    let (multipart, framing) = upload_multipart(request).await?;
     let (metadata_tx, metadata_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(4);
-    let reader = tokio::spawn(read_parts(multipart, metadata_tx, tx));
+    let reader = tokio::spawn(read_parts(multipart, framing, metadata_tx, tx));
     let metadata = metadata_answer(metadata_rx.await)?;
     let request = pb::CreateVersionRequest {
         name: param(&p, "name"),
@@ -286,5 +297,70 @@ mod tests {
         let first = items[0].as_ref().unwrap_err();
         assert_eq!(first.code, ErrorCode::BadRequest);
         assert!(first.message.contains("unexpected part 'model'"), "{first}");
+    }
+
+    fn streamed(content_type: &str, chunks: Vec<Vec<u8>>) -> Request {
+        let stream =
+            futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(CONTENT_TYPE, content_type)
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn part_headers_that_never_end_are_a_413_at_the_framing_limit() {
+        let mut chunks =
+            vec![b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\nX-Pad: ".to_vec()];
+        // 8 MiB of one header line, in 64 KiB pieces: multer would hold all
+        // of it looking for the headers' end.
+        chunks.extend((0..128).map(|_| vec![b'a'; 64 * 1024]));
+        let (metadata, items) = decode_upload(streamed(CONTENT_TYPE_XYZ, chunks)).await;
+        let err = metadata.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{err}");
+        assert!(err.message.contains("part headers"), "{err}");
+        assert!(items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_metadata_part_over_its_limit_is_a_413() {
+        let mut chunks =
+            vec![b"--XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n".to_vec()];
+        // 1.25 MiB (axum's default body limit, 2 MB, applies here: the route
+        // lifts it).
+        chunks.extend((0..20).map(|_| vec![b' '; 64 * 1024]));
+        chunks.push(b"{}\r\n--XyZ--\r\n".to_vec());
+        let (metadata, _) = decode_upload(streamed(CONTENT_TYPE_XYZ, chunks)).await;
+        let err = metadata.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{err}");
+        assert!(err.message.contains("metadata part"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn large_frames_and_files_pass_the_framing_limit() {
+        // A 1.5 MiB file part arriving in one frame, then 256 KiB in 1 KiB
+        // pieces: only boundaries and headers count against the 1 MiB limit
+        // (and the body stays under axum's 2 MB default, which the route
+        // lifts).
+        let head =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n";
+        let mut first = head.to_vec();
+        first.extend(vec![7u8; 1536 * 1024]);
+        let mut chunks = vec![first];
+        chunks.extend((0..256).map(|_| vec![8u8; 1024]));
+        chunks.push(b"\r\n--XyZ--\r\n".to_vec());
+        let (metadata, items) = decode_upload(streamed(CONTENT_TYPE_XYZ, chunks)).await;
+        assert!(metadata.is_ok());
+        let bytes: usize = items
+            .iter()
+            .map(|item| match item {
+                Ok(UploadItem::Chunk(chunk)) => chunk.len(),
+                Ok(UploadItem::File(_)) => 0,
+                Err(err) => panic!("{err}"),
+            })
+            .sum();
+        assert_eq!(bytes, (1536 + 256) * 1024);
     }
 }
