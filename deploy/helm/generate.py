@@ -71,6 +71,12 @@ def chart_files():
             for container in pod["spec"]["containers"]:
                 image = container["image"]
                 container["image"] = Literal('"{{ .Values.image.repository }}:{{ .Values.image.tag }}"')
+        if obj["kind"] == "RoleBinding":
+            # The chart installs into the release's namespace, not the one
+            # deploy/README.md applies the kustomize tree to.
+            for subject in obj.get("subjects", []):
+                if subject.get("kind") == "ServiceAccount":
+                    subject["namespace"] = Literal('"{{ .Release.Namespace }}"')
         text = yaml.safe_dump(obj, sort_keys=False, width=1000)
         for old, new in renames.items():
             text = text.replace(old, new)
@@ -113,7 +119,7 @@ data:
     files["Chart.yaml"] = HEADER + yaml.safe_dump({
         "apiVersion": "v2", "name": "mlserve", "type": "application", "version": "0.1.0",
         "appVersion": tag,
-        "description": "mlserve's split deployment: gateway, registry, features and inference roles",
+        "description": "mlserve's split deployment: gateway, registry, features, inference, training and monitoring roles",
     }, sort_keys=False)
     return files
 

@@ -24,8 +24,10 @@ def helm(*args):
     return proc.stdout
 
 
-def template(*sets):
-    out = helm("template", "mlserve", str(CHART), *[a for s in sets for a in ("--set", s)])
+def template(*sets, namespace="mlserve"):
+    """The chart rendered as a release in `namespace` (deploy/README.md's)."""
+    out = helm("template", "mlserve", str(CHART), "--namespace", namespace,
+               *[a for s in sets for a in ("--set", s)])
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -79,3 +81,9 @@ def test_values_change_what_they_name():
     before = kube.find(template(), "Deployment", "mlserve-gateway")["spec"]["template"]["metadata"]
     after = kube.find(objects, "Deployment", "mlserve-gateway")["spec"]["template"]["metadata"]
     assert before["annotations"]["checksum/config"] != after["annotations"]["checksum/config"]
+
+
+def test_the_training_role_binding_names_the_release_namespace():
+    binding = kube.find(template(namespace="ml-prod"), "RoleBinding", "mlserve-training")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mlserve-training", "namespace": "ml-prod"}]
