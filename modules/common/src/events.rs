@@ -354,14 +354,7 @@ const PUBLISH_SLACK: std::time::Duration = std::time::Duration::from_millis(250)
 /// [`EventBus::publish_timeout`] (`Unavailable`): what every publisher on a
 /// request or control path calls, so none waits for a bus that is down.
 pub async fn publish_bounded(bus: &dyn EventBus, event: &Event) -> Result<(), EventError> {
-    let limit = bus.publish_timeout();
-    match tokio::time::timeout(limit + PUBLISH_SLACK, bus.publish(event)).await {
-        Ok(result) => result,
-        Err(_) => Err(EventError::Unavailable(format!(
-            "publish timed out after {} ms",
-            limit.as_millis()
-        ))),
-    }
+    within_publish_timeout(bus, bus.publish(event)).await
 }
 
 /// [`publish_bounded`] for a stored event (`topic`, JSON text).
@@ -370,8 +363,17 @@ pub async fn publish_json_bounded(
     topic: &str,
     json: &str,
 ) -> Result<(), EventError> {
+    within_publish_timeout(bus, bus.publish_json(topic, json)).await
+}
+
+/// `publish` (one of `bus`'s), given up as unavailable past the bus's
+/// publish timeout.
+async fn within_publish_timeout(
+    bus: &dyn EventBus,
+    publish: impl std::future::Future<Output = Result<(), EventError>>,
+) -> Result<(), EventError> {
     let limit = bus.publish_timeout();
-    match tokio::time::timeout(limit + PUBLISH_SLACK, bus.publish_json(topic, json)).await {
+    match tokio::time::timeout(limit + PUBLISH_SLACK, publish).await {
         Ok(result) => result,
         Err(_) => Err(EventError::Unavailable(format!(
             "publish timed out after {} ms",
