@@ -116,17 +116,23 @@ class Flask:
             return False
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pids = tree(self.pid)
-        self.proc.send_signal(signal.SIGTERM)
+        stop_tree(self.proc, signal.SIGTERM)
+
+
+def stop_tree(proc, signum, timeout=STOP_TIMEOUT_S):
+    """Stops a server process with `signum` (SIGKILL after `timeout` s), then
+    kills what it left of its tree (workers, stubs) if it had to be killed."""
+    if proc is None or proc.poll() is not None:
+        return
+    pids = tree(proc.pid)
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for p in pids[1:]:  # children left behind by a killed parent
         try:
-            self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for p in pids[1:]:  # workers left behind by a killed master
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
