@@ -20,7 +20,13 @@ for each model, one after the other:
      sampled from /metrics);
   3. the Flask monolith (bench/baselines/run_flask.sh, 4 gunicorn workers):
      its closed-loop saturation, then the same three profiles at the same
-     rates.
+     rates;
+  4. with `--architectures ...,triton`: real Triton (the nvidia-pytriton
+     wheel's tritonserver, python backend running onnxruntime with the
+     ONNX Runtime threads mlserve gets, mlserve's batching settings;
+     bench/baselines/triton_server.py, set up by bench/triton/setup.sh):
+     the same closed-loop saturation over HTTP binary and gRPC and the same
+     profiles at the same rates.
 
 Rates: the paper's profiles (steady 100 rps, bursty 100 rps with 1,000 rps
 from 60 s to 120 s, ramp 50 to 500 rps) are scaled per workload so that the
@@ -42,6 +48,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "baselines"))
+import triton_server  # noqa: E402
 from baseline_proc import Flask, cpu_delta, tree_cpu_seconds  # noqa: E402
 from mlserve_proc import Server  # noqa: E402
 from paper_report import write_outputs  # noqa: E402
@@ -68,7 +76,7 @@ MODEL_SETUP = {
     "bert_base": {"worker_threads": 1, "cpu_threads": 2, "raw_batches": [1, 4, 8, 16],
                   "closed_concurrency": 8, "closed_s": 20},
 }
-ARCHITECTURES = ["flask", "mlserve", "mlserve-split"]
+ARCHITECTURES = ["flask", "mlserve", "mlserve-split", "triton"]
 
 
 class Progress:
@@ -221,8 +229,9 @@ class Experiment:
                 "--drain", str(self.args.timeout)]
             if metrics_url:
                 args += ["--metrics-url", metrics_url]
-            if arch.startswith("mlserve") and self.args.protocol != "grpc" and self.args.warm_connections:
-                # A kept-alive pool, as a load balancer keeps. Never for Flask:
+            if arch != "flask" and self.args.protocol != "grpc" and self.args.warm_connections:
+                # A kept-alive pool, as a load balancer keeps (mlserve and
+                # Triton keep connections alive). Never for Flask:
                 # gunicorn's sync workers close every connection, and an idle
                 # one would hold a worker.
                 args += ["--warm-connections", str(self.args.warm_connections)]
@@ -288,6 +297,31 @@ class Experiment:
                     self.say("  the Flask baseline has no gRPC: skipped")
             finally:
                 flask.stop()
+        if "triton" in self.args.architectures:
+            self.triton(model, profiles, saturation)
+
+    def triton(self, model, profiles, saturation):
+        """Real Triton, python backend running onnxruntime with mlserve's
+        ONNX Runtime threads and batching settings: the same closed-loop
+        runs and profiles as mlserve, at the same rates."""
+        setup = MODEL_SETUP[model]
+        repo = WORK / "repos-triton" / model
+        triton_server.write_model(repo, model, MODELS / model, intra_threads=setup["cpu_threads"],
+                                  queue_bound=self.args.triton_queue_bound == "on")
+        server = triton_server.Triton(repo, WORK / f"triton-{model}.log")
+        try:
+            self.say(f"{model}: {triton_server.LABEL} ({setup['cpu_threads']} intra-op thread(s))")
+            server.start([model])
+            http, grpc = server.url("http"), server.url("grpc")
+            for protocol in (["http-binary", "grpc"] if saturation else [self.args.protocol]):
+                self.closed("triton", model, grpc if protocol == "grpc" else http, protocol,
+                            setup["closed_concurrency"], server.pid)
+            if profiles:
+                # No queue-depth scrape: loadgen reads mlserve's metric name.
+                self.profiles("triton", model, grpc if self.args.protocol == "grpc" else http,
+                              server.pid, None)
+        finally:
+            server.stop()
 
     def split(self, model, server_args, profiles, saturation):
         """The split deployment on loopback: an inference process and a
@@ -345,7 +379,7 @@ def planned_minutes(args, profile_models, sat_models):
         total += len(MODEL_SETUP[m]["raw_batches"]) * 6 * f + 15
         total += (2 if m in sat_models else 1) * (MODEL_SETUP[m]["closed_s"] + 5) * f
         if m in profile_models:
-            archs = 1 + ("flask" in args.architectures) + ("mlserve-split" in args.architectures)
+            archs = 1 + sum(a in args.architectures for a in ("flask", "mlserve-split", "triton"))
             total += archs * (per_profile_s + 3 * 8) + 25 + (MODEL_SETUP[m]["closed_s"] + 5) * f
     return total / 60
 
@@ -370,7 +404,8 @@ def main():
                     help="models whose saturation fraction of raw is measured over HTTP binary and gRPC")
     ap.add_argument("--architectures", default="flask,mlserve",
                     help="flask, mlserve, mlserve-split (a gateway process in front of an "
-                         "inference process, over gRPC)")
+                         "inference process, over gRPC), triton (real Triton, python backend "
+                         "running onnxruntime: bash bench/triton/setup.sh first)")
     ap.add_argument("--spike-load", type=float, default=2.0,
                     help="the spike's rate as a multiple of mlserve's closed-loop capacity")
     ap.add_argument("--max-rate", type=float, default=20000.0,
@@ -382,6 +417,7 @@ def main():
                     help="the client's bound on outstanding requests (2048: gunicorn's listen backlog)")
     ap.add_argument("--timeout", type=float, default=None, help="per-request timeout and drain, s")
     ap.add_argument("--flask-workers", type=int, default=4)
+    triton_server.add_queue_bound_option(ap)
     ap.add_argument("--warm-connections", type=int, default=0,
                     help="kept-alive HTTP connections opened before each mlserve profile run "
                          "(default 0: connections open on demand, as for Flask)")
@@ -406,6 +442,8 @@ def main():
     for binary in (args.mlserve, args.loadgen):
         if not binary.is_file():
             sys.exit(f"{binary} is missing: run `cargo build --release -p mlserve -p mlserve-loadgen`")
+    if "triton" in args.architectures and not triton_server.installed():
+        sys.exit("Triton is not set up: run `bash bench/triton/setup.sh`")
 
     progress = Progress()
     date = datetime.date.today().isoformat()
@@ -425,6 +463,7 @@ def main():
         "protocol": args.protocol, "arrivals": args.arrivals, "max_in_flight": args.max_in_flight,
         "timeout_s": args.timeout, "flask_workers": args.flask_workers, "quick": args.quick,
         "warm_connections": args.warm_connections,
+        "triton_queue_bound": args.triton_queue_bound,
         "architectures": args.architectures, "model_setup": {m: MODEL_SETUP[m] for m in order},
         "wall_minutes": (time.monotonic() - progress.start) / 60,
     }

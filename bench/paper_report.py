@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 ARCH_LABEL = {"flask": "Flask monolith (gunicorn, 4 workers)", "mlserve": "mlserve all-in-one",
-              "mlserve-split": "mlserve split (gateway -> inference over gRPC)"}
-ARCH_COLOR = {"flask": "tab:red", "mlserve": "tab:blue", "mlserve-split": "tab:green"}
+              "mlserve-split": "mlserve split (gateway -> inference over gRPC)",
+              "triton": "Triton (python backend, onnxruntime)"}
+ARCH_COLOR = {"flask": "tab:red", "mlserve": "tab:blue", "mlserve-split": "tab:green", "triton": "tab:orange"}
+ORDER = ["flask", "triton", "mlserve", "mlserve-split"]
 PROFILES = ["steady", "bursty", "ramp"]
 
 
@@ -33,7 +35,7 @@ def _archs(results):
     for r in results["profiles"]:
         if r["architecture"] not in seen:
             seen.append(r["architecture"])
-    return sorted(seen, key=lambda a: ["flask", "mlserve"].index(a) if a in ("flask", "mlserve") else 9)
+    return sorted(seen, key=lambda a: ORDER.index(a) if a in ORDER else 9)
 
 
 def _models(results):
@@ -55,12 +57,14 @@ def _cpu_us(results, arch, model):
 
 
 def summary(results):
-    """The numbers the README quotes: per workload, mlserve vs Flask under the burst."""
+    """The numbers the README quotes: per workload, mlserve vs Flask (and
+    Triton, when it ran) under the burst."""
     out = {}
     for m in _models(results):
         f, s = _run(results, "flask", m, "bursty"), _run(results, "mlserve", m, "bursty")
         row = {"offered_spike_rps": results["workloads"][m]["spike_rps"]}
-        for name, r in (("flask", f), ("mlserve", s)):
+        t = _run(results, "triton", m, "bursty")
+        for name, r in (("flask", f), ("mlserve", s), ("triton", t)):
             if r:
                 row[name] = {
                     "peak_sustained_rps": r["spike_peak_sustained_per_s"],
@@ -74,8 +78,68 @@ def summary(results):
             row["throughput_ratio"] = s["spike_peak_sustained_per_s"] / max(f["spike_peak_sustained_per_s"], 1e-9)
             row["spike_mean_ratio"] = (_spike_mean(results, "mlserve", m) or 0) / max(_spike_mean(results, "flask", m) or 0, 1e-9)
             row["p99_ratio_flask_over_mlserve"] = f["latency_ms"]["p99"] / max(s["latency_ms"]["p99"], 1e-9)
+        if t and s:
+            row["mlserve_over_triton"] = triton_ratios(results, m)
         out[m] = row
     return out
+
+
+def _closed(results, arch, model, protocol):
+    for row in results["saturation"]:
+        if row["architecture"] == arch and row["model"] == model and row["protocol"] == protocol:
+            return row
+    return None
+
+
+def _quotient(a, b):
+    return a / b if a and b else None
+
+
+def triton_ratios(results, m):
+    """mlserve ÷ Triton for one workload: closed-loop throughput per
+    protocol, the burst's peak, p99 of each profile, server CPU per request."""
+    out = {}
+    for protocol in ("http-binary", "grpc", "http-json"):
+        s, t = _closed(results, "mlserve", m, protocol), _closed(results, "triton", m, protocol)
+        if s and t:
+            out[f"closed_{protocol}_throughput"] = _quotient(s["inferences_per_s"], t["inferences_per_s"])
+            out[f"closed_{protocol}_p99"] = _quotient(s["p99_ms"], t["p99_ms"])
+    s, t = _run(results, "mlserve", m, "bursty"), _run(results, "triton", m, "bursty")
+    if s and t:
+        out["spike_peak_throughput"] = _quotient(s["spike_peak_sustained_per_s"], t["spike_peak_sustained_per_s"])
+    for p in PROFILES:
+        s, t = _run(results, "mlserve", m, p), _run(results, "triton", m, p)
+        if s and t:
+            out[f"{p}_p99"] = _quotient(s["latency_ms"]["p99"], t["latency_ms"]["p99"])
+    out["cpu_us_per_request"] = _quotient(_cpu_us(results, "mlserve", m), _cpu_us(results, "triton", m))
+    return out
+
+
+def triton_section(results):
+    """Markdown: mlserve ÷ Triton side by side (below 1 is mlserve cheaper
+    or faster for p99 and CPU; above 1 is mlserve ahead for throughput)."""
+    models = []
+    for m in [r["model"] for r in results["saturation"] if r["architecture"] == "triton"] + [
+            r["model"] for r in results["profiles"] if r["architecture"] == "triton"]:
+        if m not in models:
+            models.append(m)
+    if not models:
+        return []
+    rows = {m: triton_ratios(results, m) for m in models}
+    keys = [k for k in ("closed_http-binary_throughput", "closed_grpc_throughput", "closed_http-json_throughput",
+                        "spike_peak_throughput", "closed_http-binary_p99", "closed_grpc_p99", "steady_p99",
+                        "bursty_p99", "ramp_p99", "cpu_us_per_request") if any(k in r for r in rows.values())]
+    L = ["", "## mlserve ÷ Triton (python backend, onnxruntime)", "",
+         "Same model file, same ONNX Runtime threads, the same max_batch_size, dynamic batching "
+         "and instance count; Triton is the nvidia-pytriton wheel's tritonserver, whose only "
+         "backend for this is python (onnxruntime inside the python backend's stub process). "
+         "Throughput: above 1 is mlserve ahead. p99 and CPU per request: below 1 is mlserve "
+         "ahead. CPU is the process tree (tritonserver and its stub processes).", "",
+         "| ratio | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    for k in keys:
+        L.append(f"| {k.replace('_', ' ')} | " + " | ".join(
+            _fmt(rows[m].get(k), ".2f") + ("×" if rows[m].get(k) else "") for m in models) + " |")
+    return L
 
 
 def markdown(setup, results):
@@ -170,6 +234,7 @@ def markdown(setup, results):
                  f"{_fmt(raw.get('inferences_per_s'))} (b{raw.get('batch', '?')}) | "
                  f"**{_fmt(row['fraction_of_raw'], '.3f')}** | {row['server_cores']:.2f} | {row['loadgen_cores']:.2f} | "
                  f"{row.get('other_cores', 0):.2f} |")
+    L += triton_section(results)
     L += ["", "## Server CPU per successful request (µs, all three profiles)", "",
           "utime + stime of the server's processes (/proc/PID/stat; Flask: gunicorn's master and "
           "workers) over the profile runs, divided by the successful requests.", "",

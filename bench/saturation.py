@@ -20,6 +20,13 @@ and for each case (model x batch):
      resnet50: 2 requests, so the instance always has the next batch
      queued and runs batches of exactly the case's size, like raw).
 
+With `--peers triton` it then starts real Triton (the nvidia-pytriton
+wheel's tritonserver, python backend running onnxruntime with as many
+intra-op threads as mlserve's ONNX Runtime gets, the bench models' batching
+settings; bench/baselines/triton_server.py, set up by
+bench/triton/setup.sh) and measures every case and protocol the same way,
+against the same raw ceiling; the report puts mlserve ÷ Triton beside them.
+
 Around every run it samples the server's statistics (/v2/models/M/stats) and
 the CPU time of the server's threads and of the load generator, which say
 where the time went. Writes bench/results/<date>/saturation.{md,json} and,
@@ -40,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "baselines"))
+import triton_server  # noqa: E402
+from baseline_proc import cpu_delta, tree_cpu_seconds  # noqa: E402
 from mlserve_proc import Server, cpu_seconds, thread_cpu  # noqa: E402
 from saturation_report import write_outputs  # noqa: E402
 
@@ -155,23 +165,28 @@ def stats_delta(before, after):
 
 
 def measure_closed(ctx, case, protocol, concurrency, duration, warmup):
-    """One closed-loop run with the server-side and CPU accounting around it."""
-    server = ctx["server"]
+    """One closed-loop run with the server-side and CPU accounting around it
+    (mlserve: per thread; Triton: its process tree, the python stubs too)."""
+    server, peer = ctx["server"], ctx.get("target", "mlserve") != "mlserve"
     url = server.url("grpc" if protocol == "grpc" else "http")
-    stats0, threads0, total0 = server.model_stats(case.model), thread_cpu(server.pid), cpu_seconds(server.pid)
+    stats0 = server.model_stats(case.model)
+    threads0, total0 = ({}, tree_cpu_seconds(server.pid)) if peer else (thread_cpu(server.pid), cpu_seconds(server.pid))
     report, client_cpu, wall = run_loadgen(ctx["loadgen"], [
         "closed", "--target", url, "--protocol", protocol, "--model", case.model,
         "--batch", str(case.batch), "--concurrency", str(concurrency),
         "--duration", str(duration), "--warmup", str(warmup), "--threads", str(ctx["client_threads"])])
-    stats1, threads1, total1 = server.model_stats(case.model), thread_cpu(server.pid), cpu_seconds(server.pid)
+    stats1 = server.model_stats(case.model)
+    threads1, total1 = ({}, tree_cpu_seconds(server.pid)) if peer else (thread_cpu(server.pid), cpu_seconds(server.pid))
+    server_cpu = cpu_delta(total0, total1) if peer else total1 - total0
     server_side = stats_delta(stats0, stats1)
     server_side["ort_busy"] = server_side.pop("compute_s") / wall
     groups = {}
     for tid, (group, ticks) in threads1.items():
         groups[group] = groups.get(group, 0.0) + ticks - threads0.get(tid, (group, 0.0))[1]
     report["server"] = server_side
+    report["target"] = ctx.get("target", "mlserve")
     report["cpu_cores"] = {
-        "server": (total1 - total0) / wall,
+        "server": server_cpu / wall,
         "server_threads": {g: round(v / wall, 3) for g, v in sorted(groups.items())},
         "loadgen": client_cpu / wall,
     }
@@ -180,7 +195,6 @@ def measure_closed(ctx, case, protocol, concurrency, duration, warmup):
 
 def measure_case(ctx, case, progress):
     """Raw ceiling, then each protocol; returns the reports."""
-    reports = []
     model_file = (MODELS / case.model / "1" / "model.onnx").relative_to(REPO)  # loadgen runs in REPO
     progress.say(f"{case.name} raw ceiling ({ctx['intra']} intra-op thread(s), {case.duration:g} s)")
     raw, cpu, wall = run_loadgen(ctx["loadgen"], [
@@ -188,13 +202,19 @@ def measure_case(ctx, case, progress):
         "--intra-threads", str(ctx["intra"]), "--duration", str(case.duration),
         "--warmup", str(min(case.warmup, 3.0))])
     raw["cpu_cores"] = {"loadgen": cpu / wall}
-    reports.append(raw)
     ceiling = raw["inferences_per_s"]
     progress.say(f"  raw: {ceiling:,.0f} inf/s, p50 {raw['latency_ms']['p50']:.3f} ms", advance=False)
+    return [raw, *measure_protocols(ctx, case, ceiling, progress)]
+
+
+def measure_protocols(ctx, case, ceiling, progress):
+    """Each protocol against the server in `ctx`: the concurrency sweep, then
+    the measured run at the best level; returns the reports."""
+    reports, who = [], "" if ctx.get("target", "mlserve") == "mlserve" else f"{ctx['target']} "
     for protocol in ctx["protocols"]:
         best, sweep = case.concurrency[0], []
         if case.sweep and len(case.concurrency) > 1:
-            progress.say(f"{case.name} {protocol}: sweep concurrency {case.concurrency}")
+            progress.say(f"{who}{case.name} {protocol}: sweep concurrency {case.concurrency}")
             for c in case.concurrency:
                 r = measure_closed(ctx, case, protocol, c, case.sweep, min(1.0, case.warmup))
                 sweep.append({"concurrency": c, "inferences_per_s": r["inferences_per_s"],
@@ -202,7 +222,7 @@ def measure_case(ctx, case, progress):
             best = max(sweep, key=lambda s: (s["errors"] == 0, s["inferences_per_s"]))["concurrency"]
         else:
             progress.step += 1
-        progress.say(f"{case.name} {protocol} concurrency {best} ({case.duration:g} s)")
+        progress.say(f"{who}{case.name} {protocol} concurrency {best} ({case.duration:g} s)")
         r = measure_closed(ctx, case, protocol, best, case.duration, case.warmup)
         r["sweep"] = sweep
         r["fraction_of_raw"] = r["inferences_per_s"] / ceiling if ceiling else 0.0
@@ -214,13 +234,34 @@ def measure_case(ctx, case, progress):
     return reports
 
 
-def planned_seconds(cases, protocols):
+def planned_seconds(cases, protocols, servers=1):
     total = 0.0
     for c in cases:
         total += c.duration + min(c.warmup, 3.0) + 1
         sweep = (c.sweep + min(1.0, c.warmup) + 0.5) * len(c.concurrency) if c.sweep else 0
-        total += len(protocols) * (sweep + c.duration + c.warmup + 0.5)
+        total += servers * len(protocols) * (sweep + c.duration + c.warmup + 0.5)
     return total
+
+
+def measure_triton(args, cases, ceilings, protocols, intra, progress):
+    """Every case and protocol against real Triton serving the same models
+    (python backend, `intra` onnxruntime threads); returns the reports."""
+    repo = REPO / "bench" / "work" / "saturation-triton"
+    models = list(dict.fromkeys(c.model for c in cases))
+    for model in models:
+        triton_server.write_model(repo, model, MODELS / model, intra_threads=intra,
+                                  queue_bound=args.triton_queue_bound == "on")
+    server = triton_server.Triton(repo, REPO / "bench" / "work" / "tritonserver.log")
+    reports = []
+    try:
+        server.start(models)
+        ctx = {"server": server, "target": "triton", "loadgen": args.loadgen, "protocols": protocols,
+               "client_threads": args.client_threads}
+        for case, ceiling in zip(cases, ceilings):
+            reports.extend(measure_protocols(ctx, case, ceiling, progress))
+    finally:
+        server.stop()
+    return reports
 
 
 def ensure_models():
@@ -239,6 +280,9 @@ def main():
     ap.add_argument("--worker-threads", type=int, default=0, help="server tokio workers (0: its default)")
     ap.add_argument("--cpu-threads", type=int, default=0, help="server ONNX Runtime cores (0: its default)")
     ap.add_argument("--client-threads", type=int, default=1, help="loadgen threads")
+    ap.add_argument("--peers", default="", help="servers measured after mlserve the same way: triton "
+                    "(real Triton, python backend running onnxruntime; bash bench/triton/setup.sh first)")
+    triton_server.add_queue_bound_option(ap)
     ap.add_argument("--out", type=Path, help="results directory (default bench/results/<date>)")
     ap.add_argument("--mlserve", type=Path, default=REPO / "target" / "release" / "mlserve")
     ap.add_argument("--loadgen", type=Path, default=REPO / "target" / "release" / "loadgen")
@@ -249,6 +293,12 @@ def main():
             sys.exit(f"{binary} is missing: run `cargo build --release -p mlserve -p mlserve-loadgen`")
     cases = parse_cases(args.cases, args.quick) if args.cases else default_cases(args.quick)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    for peer in peers:
+        if peer != "triton":
+            sys.exit(f"unknown peer {peer!r}; known: triton")
+    if peers and not triton_server.installed():
+        sys.exit("Triton is not set up: run `bash bench/triton/setup.sh`")
     ensure_models()
 
     cores = len(os.sched_getaffinity(0))
@@ -262,8 +312,8 @@ def main():
     if args.cpu_threads:
         server_args += ["--cpu-threads", str(ort_cores)]
     out_dir = args.out or REPO / "bench" / "results" / datetime.date.today().isoformat()
-    steps = sum(1 + 2 * len(protocols) for _ in cases)
-    progress = Progress(planned_seconds(cases, protocols), steps)
+    steps = sum(1 + 2 * len(protocols) * (1 + len(peers)) for _ in cases)
+    progress = Progress(planned_seconds(cases, protocols, 1 + len(peers)), steps)
     print(f"{cores} cores: server {workers} tokio worker(s) + {ort_cores} ONNX Runtime core(s); "
           f"raw ceiling with {ort_cores} intra-op thread(s); ~{progress.planned / 60:.1f} min planned",
           flush=True)
@@ -278,6 +328,9 @@ def main():
             reports.extend(measure_case(ctx, case, progress))
     finally:
         server.stop()
+    if peers:
+        ceilings = [r["inferences_per_s"] for r in reports if r["mode"] == "raw"]
+        reports.extend(measure_triton(args, cases, ceilings, protocols, ort_cores, progress))
     setup = {
         "date": datetime.date.today().isoformat(),
         "cores": cores,
@@ -286,6 +339,8 @@ def main():
         "server_args": server_args,
         "loadgen_threads": args.client_threads,
         "quick": args.quick,
+        "peers": peers,
+        "triton_queue_bound": args.triton_queue_bound if peers else None,
     }
     written = write_outputs(out_dir, setup, reports)
     for path in written:

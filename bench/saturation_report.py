@@ -1,6 +1,7 @@
 """Writes the saturation experiment's results: a Markdown table, the full
 JSON, and (when matplotlib is installed) a bar chart of the fraction of the
-raw ceiling per model and protocol."""
+raw ceiling per model and protocol; with a peer (Triton) measured too, its
+rows and mlserve ÷ Triton beside them."""
 
 import json
 from pathlib import Path
@@ -18,10 +19,15 @@ def rows(reports):
         model, batch = _case(r)
         server = r.get("server", {})
         cpu = r.get("cpu_cores", {})
+        target = r.get("target", "mlserve") if r["mode"] != "raw" else None
+        path = "raw ONNX Runtime" if r["mode"] == "raw" else r["protocol"]
         out.append({
             "model": model,
             "batch": batch,
-            "path": "raw ONNX Runtime" if r["mode"] == "raw" else r["protocol"],
+            "target": target,
+            # mlserve's rows keep the bare protocol; a peer's carry its name
+            "path": path if target in (None, "mlserve") else f"{target} {path}",
+            "protocol": path,
             "concurrency": r.get("concurrency"),
             "inferences_per_s": r["inferences_per_s"],
             "p50_ms": r["latency_ms"]["p50"],
@@ -32,7 +38,28 @@ def rows(reports):
             "ort_busy": server.get("ort_busy"),
             "server_cores": cpu.get("server"),
             "loadgen_cores": cpu.get("loadgen"),
+            "server_us_per_inference": (1e6 * cpu["server"] / r["inferences_per_s"]
+                                        if cpu.get("server") is not None and r["inferences_per_s"] else None),
         })
+    return out
+
+
+def peer_ratios(table, peer="triton"):
+    """mlserve ÷ peer per case and protocol: throughput, p99, server CPU per
+    inference."""
+    out = []
+    for row in table:
+        if row["target"] != "mlserve":
+            continue
+        other = next((r for r in table if r["target"] == peer and r["model"] == row["model"]
+                      and r["batch"] == row["batch"] and r["protocol"] == row["protocol"]), None)
+        if other is None:
+            continue
+        q = lambda a, b: a / b if a and b else None  # noqa: E731
+        out.append({"model": row["model"], "batch": row["batch"], "protocol": row["protocol"],
+                    "throughput": q(row["inferences_per_s"], other["inferences_per_s"]),
+                    "p99": q(row["p99_ms"], other["p99_ms"]),
+                    "cpu_per_inference": q(row["server_us_per_inference"], other["server_us_per_inference"])})
     return out
 
 
@@ -53,8 +80,8 @@ def markdown(setup, table):
         "same cores as the server, so the fractions are conservative.",
         "",
         "| model | batch | path | concurrency | inferences/s | p50 ms | p99 ms | fraction of raw "
-        "| rows/execution | ORT busy | server cores | loadgen cores | errors |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows/execution | ORT busy | server cores | server µs/inference | loadgen cores | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in table:
         lines.append(
@@ -62,6 +89,7 @@ def markdown(setup, table):
             f"| {row['inferences_per_s']:,.0f} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} "
             f"| {row['fraction_of_raw']:.3f} | {_num(row['rows_per_execution'], '.1f')} "
             f"| {_num(row['ort_busy'], '.0%')} | {_num(row['server_cores'], '.2f')} "
+            f"| {_num(row['server_us_per_inference'], ',.1f')} "
             f"| {_num(row['loadgen_cores'], '.2f')} | {row['errors']} |")
     lines += [
         "",
@@ -69,9 +97,26 @@ def markdown(setup, table):
         "requests); ORT busy: share of wall time the server's instance spent in a batch "
         "(input copy + run + output split), from /v2/models/M/stats.",
         "- server cores / loadgen cores: CPU seconds per wall second of each process during the "
-        "run (warm-up included).",
+        "run (warm-up included); server µs/inference: server CPU per row answered.",
         "",
     ]
+    ratios = peer_ratios(table)
+    if ratios:
+        lines += [
+            "## mlserve ÷ Triton (python backend, onnxruntime)",
+            "",
+            "Rows named `triton ...` are real Triton (the nvidia-pytriton wheel's tritonserver; its "
+            "python backend runs the same model file in onnxruntime with the same intra-op threads, "
+            "the same batching settings); server CPU is its process tree (python stubs included). "
+            "Throughput above 1, p99 and CPU below 1: mlserve ahead.",
+            "",
+            "| model | batch | protocol | throughput | p99 | server CPU per inference |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for r in ratios:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['protocol']} | {_num(r['throughput'], '.2f')}× "
+                         f"| {_num(r['p99'], '.2f')}× | {_num(r['cpu_per_inference'], '.2f')}× |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -117,7 +162,8 @@ def plot(path, table, setup):
     ax.set_xticks(range(len(cases)), ticks)
     ax.set_ylabel("server throughput / raw ceiling")
     ax.set_ylim(0, max([1.25] + [r["fraction_of_raw"] * 1.25 for r in table]))
-    ax.set_title(f"mlserve at saturation vs in-process ONNX Runtime ({setup['cores']} cores, {setup['date']})",
+    who = "mlserve and Triton" if any(r["target"] == "triton" for r in table) else "mlserve"
+    ax.set_title(f"{who} at saturation vs in-process ONNX Runtime ({setup['cores']} cores, {setup['date']})",
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(protocols) + 1, frameon=False)
     fig.tight_layout()
@@ -136,7 +182,8 @@ def write_outputs(out_dir, setup, reports):
     md.write_text(markdown(setup, table))
     written.append(md)
     js = out_dir / "saturation.json"
-    js.write_text(json.dumps({"setup": setup, "rows": table, "runs": reports}, indent=2) + "\n")
+    js.write_text(json.dumps({"setup": setup, "rows": table, "mlserve_over_triton": peer_ratios(table),
+                               "runs": reports}, indent=2) + "\n")
     written.append(js)
     png = out_dir / "saturation.png"
     if plot(png, table, setup):

@@ -139,3 +139,10 @@ def test_load_serves_a_new_version(triton, mlserve_model):
     finally:
         shutil.rmtree(version_dir)
         triton.load("tabular")
+
+
+def test_queue_bound_off_leaves_the_policy_out(mlserve_model, tmp_path):
+    triton_server.write_model(tmp_path, "tabular", mlserve_model, intra_threads=2, queue_bound=False)
+    text = (tmp_path / "tabular" / "config.pbtxt").read_text()
+    assert "max_queue_size" not in text and "max_queue_delay_microseconds: 500" in text
+    assert 'string_value: "2"' in text

@@ -28,6 +28,7 @@ through PYTHONPATH (the venv's site-packages) and, being a copy, the
 wheel's bundled libraries through LD_LIBRARY_PATH (nvidia_pytriton.libs).
 """
 
+import json
 import os
 import shutil
 import signal
@@ -49,6 +50,13 @@ MODEL_PY = Path(__file__).resolve().parent / "triton_model.py"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 LOAD_TIMEOUT_S = 120.0
+
+
+def add_queue_bound_option(parser):
+    """`--triton-queue-bound on|off` for the bench scripts (see config_pbtxt)."""
+    parser.add_argument("--triton-queue-bound", default="on", choices=["on", "off"],
+                        help="give Triton the models' max_queue_size (on, as mlserve) or leave it "
+                             "unbounded (off): with the bound its batcher sometimes sleeps 500 ms")
 
 
 class Install:
@@ -101,9 +109,15 @@ def _tensors(kind, entries):
     return out
 
 
-def config_pbtxt(name, config, intra_threads, instances=None):
+def config_pbtxt(name, config, intra_threads, instances=None, queue_bound=True):
     """Triton's config.pbtxt for an mlserve config.toml (parsed): the python
-    backend, the same batch size, dynamic batching and instance count."""
+    backend, the same batch size, dynamic batching and instance count.
+
+    `queue_bound=False` leaves out `default_queue_policy { max_queue_size }`:
+    with it, Triton's dynamic batcher (this wheel's 2.x core) now and then
+    sleeps its idle wait, `default_wait_microseconds` = 500 ms, with
+    requests queued (p99.9 ~502 ms at 8 requests in flight, tabular, on this
+    2-core machine; none without the bound)."""
     lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {config.get('max_batch_size', 0)}"]
     lines += _tensors("input", config.get("input", []))
     lines += _tensors("output", config.get("output", []))
@@ -114,7 +128,7 @@ def config_pbtxt(name, config, intra_threads, instances=None):
         if batching.get("preferred_batch_size"):
             body.append(f"  preferred_batch_size: {_dims(batching['preferred_batch_size'])}")
         body.append(f"  max_queue_delay_microseconds: {batching.get('max_queue_delay_microseconds', 0)}")
-        if policy.get("max_queue_size"):
+        if policy.get("max_queue_size") and queue_bound:
             body.append(f"  default_queue_policy {{ max_queue_size: {policy['max_queue_size']} }}")
         lines.append("dynamic_batching {\n" + "\n".join(body) + "\n}")
     count = instances or sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1
@@ -123,7 +137,7 @@ def config_pbtxt(name, config, intra_threads, instances=None):
     return "\n".join(lines) + "\n"
 
 
-def write_model(repo, name, model_dir, intra_threads, version=1, instances=None, onnx=None):
+def write_model(repo, name, model_dir, intra_threads, version=1, instances=None, onnx=None, queue_bound=True):
     """repo/name/config.pbtxt and repo/name/<version>/{model.onnx, model.py}
     from an mlserve model directory (its config.toml and highest version's
     model.onnx, or `onnx`). Returns the version directory."""
@@ -137,7 +151,7 @@ def write_model(repo, name, model_dir, intra_threads, version=1, instances=None,
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(onnx, version_dir / "model.onnx")
     shutil.copy2(MODEL_PY, version_dir / "model.py")
-    (dst / "config.pbtxt").write_text(config_pbtxt(name, config, intra_threads, instances))
+    (dst / "config.pbtxt").write_text(config_pbtxt(name, config, intra_threads, instances, queue_bound))
     return version_dir
 
 
@@ -174,7 +188,10 @@ class Triton:
                "--http-address", "127.0.0.1", "--http-port", str(self.ports["http"]),
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.ports["grpc"]),
                "--metrics-address", "127.0.0.1", "--metrics-port", str(self.ports["metrics"]),
-               "--allow-gpu-metrics", "false", "--exit-on-error", "true", *self.extra_args]
+               "--allow-gpu-metrics", "false", "--exit-on-error", "true",
+               # Each stub's shared-memory pool starts at 64 MB instead of
+               # 1 MB, so large batches (ResNet-50 at 32: 19 MB) do not grow it.
+               "--backend-config", f"python,shm-default-byte-size={64 << 20}", *self.extra_args]
         return cmd + [f"--load-model={m}" for m in models]
 
     def environment(self):
@@ -215,6 +232,11 @@ class Triton:
 
     def ready(self, model):
         return self._status(f"/v2/models/{model}/ready") == 200
+
+    def model_stats(self, model):
+        """The model's entry of `GET /v2/models/{model}/stats`."""
+        with urllib.request.urlopen(f"{self.url()}/v2/models/{model}/stats", timeout=10) as r:
+            return json.loads(r.read())["model_stats"][0]
 
     def load(self, model):
         """POST /v2/repository/models/{model}/load: Triton (re)loads the
