@@ -115,7 +115,7 @@ def triton_ratios(results, m):
     return out
 
 
-def triton_section(results):
+def triton_section(results, setup):
     """Markdown: mlserve ÷ Triton side by side (below 1 is mlserve cheaper
     or faster for p99 and CPU; above 1 is mlserve ahead for throughput)."""
     models = []
@@ -131,7 +131,10 @@ def triton_section(results):
                         "bursty_p99", "ramp_p99", "cpu_us_per_request") if any(k in r for r in rows.values())]
     L = ["", "## mlserve ÷ Triton (python backend, onnxruntime)", "",
          "Same model file, same ONNX Runtime threads, the same max_batch_size, dynamic batching "
-         "and instance count; Triton is the nvidia-pytriton wheel's tritonserver, whose only "
+         "and instance count"
+         + (" (but no max_queue_size: `--triton-queue-bound off`)" if setup.get("triton_queue_bound") == "off"
+            else " (max_queue_size included: `--triton-queue-bound on`)")
+         + "; Triton is the nvidia-pytriton wheel's tritonserver, whose only "
          "backend for this is python (onnxruntime inside the python backend's stub process). "
          "Throughput: above 1 is mlserve ahead. p99 and CPU per request: below 1 is mlserve "
          "ahead. CPU is the process tree (tritonserver and its stub processes).", "",
@@ -234,7 +237,7 @@ def markdown(setup, results):
                  f"{_fmt(raw.get('inferences_per_s'))} (b{raw.get('batch', '?')}) | "
                  f"**{_fmt(row['fraction_of_raw'], '.3f')}** | {row['server_cores']:.2f} | {row['loadgen_cores']:.2f} | "
                  f"{row.get('other_cores', 0):.2f} |")
-    L += triton_section(results)
+    L += triton_section(results, setup)
     L += ["", "## Server CPU per successful request (µs, all three profiles)", "",
           "utime + stime of the server's processes (/proc/PID/stat; Flask: gunicorn's master and "
           "workers) over the profile runs, divided by the successful requests.", "",

@@ -27,8 +27,9 @@ Swaps: after `--warmup` s, every `--swap-every` s, a version directory k+1
 is written next to the served version k (the same model.onnx: the swap, not
 the model, is measured) and the load call is made, the same for both:
 `POST /v2/repository/models/tabular/load`. A request belongs to a swap's
-window when its intended send time lies between the load call's start and
-`--window-after` s after it returned; the rest after warm-up is steady.
+window when it was due or waiting (from its intended send time to its
+answer) at some time between the load call's start and `--window-after` s
+after the call returned; the rest after warm-up is steady.
 
 Writes reload.{md,json,png} to --out (default bench/results/<date>/reload/).
 """
@@ -49,8 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "baselines"))
-from baseline_proc import cpu_delta, tree_cpu_seconds  # noqa: E402
-from mlserve_proc import Server  # noqa: E402
+from baseline_proc import tree_cpu_seconds  # noqa: E402
+from mlserve_proc import CLK_TCK, Server  # noqa: E402
 from saturation import cpu_model, git_commit  # noqa: E402
 import triton_server  # noqa: E402
 
@@ -209,12 +210,21 @@ class TritonTarget(Target):
 
 # --- one run --------------------------------------------------------------
 
+def server_cpu_seconds(pid):
+    """CPU seconds of the server's live process tree plus the children it
+    has reaped (cutime + cstime): Triton's python stub of a version it
+    unloaded exits during the run, and its CPU must still count."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return sum(tree_cpu_seconds(pid).values()) + (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
 def run_target(target, args, say):
     target.start()
     load = Load(target.port, args.rate, args.threads, args.timeout, request_bodies())
     swaps = []
     t0 = time.monotonic()
-    cpu0 = tree_cpu_seconds(target.pid)
+    cpu0 = server_cpu_seconds(target.pid)
     load.start(t0)
     try:
         for i in range(args.swaps):
@@ -230,7 +240,7 @@ def run_target(target, args, say):
         end_at = args.warmup + args.swaps * args.swap_every
         time.sleep(max(0.0, t0 + end_at - time.monotonic()))
         load.finish(end_at)
-        cpu = cpu_delta(cpu0, tree_cpu_seconds(target.pid))
+        cpu = server_cpu_seconds(target.pid) - cpu0
     finally:
         load.stop_at = load.stop_at or 0.0
         target.stop()
@@ -255,13 +265,19 @@ def stats(rows):
             "max_ms": max(ok) if ok else None}
 
 
+def overlaps(record, a, b):
+    """The request was due or waiting between a and b (seconds)."""
+    due, latency = record[0], record[1]
+    return due <= b and due + latency >= a
+
+
 def summarize(records, swaps, args):
     windows = [(s["start_s"], s["end_s"] + args.window_after) for s in swaps]
-    inside = lambda t: any(a <= t <= b for a, b in windows)  # noqa: E731
+    inside = lambda r: any(overlaps(r, a, b) for a, b in windows)  # noqa: E731
     measured = [r for r in records if r[0] >= args.warmup - 1.0]
     per_swap = []
     for s, (a, b) in zip(swaps, windows):
-        rows = [r for r in records if a <= r[0] <= b]
+        rows = [r for r in records if overlaps(r, a, b)]
         first_new = next((r[0] + r[1] for r in rows if r[3] == str(s["version"])), None)
         per_swap.append({"version": s["version"], "load_call_ms": 1000 * (s["end_s"] - s["start_s"]),
                          "new_version_first_answer_s": None if first_new is None else first_new - s["start_s"],
@@ -270,8 +286,8 @@ def summarize(records, swaps, args):
     for r in records:
         versions[str(r[3])] = versions.get(str(r[3]), 0) + 1
     ok = sum(1 for r in records if r[2] == "ok")
-    return {"all": stats(records), "steady": stats([r for r in measured if not inside(r[0])]),
-            "swap_windows": stats([r for r in records if inside(r[0])]), "per_swap": per_swap,
+    return {"all": stats(records), "steady": stats([r for r in measured if not inside(r)]),
+            "swap_windows": stats([r for r in records if inside(r)]), "per_swap": per_swap,
             "answers_by_version": versions, "ok": ok}
 
 
@@ -282,7 +298,7 @@ def fmt(v, spec=",.1f"):
 
 
 def ratio(a, b):
-    return "–" if not a or not b else f"{a / b:.2f}×"
+    return "–" if not a or not b else f"{a / b:.3g}×"
 
 
 def markdown(setup, runs):
@@ -294,8 +310,9 @@ def markdown(setup, runs):
           f"{setup['rate']:g}/s over {setup['threads']} kept-alive connections (open loop, latency from "
           f"the intended send time, {setup['timeout_s']:g} s timeout); after {setup['warmup_s']:g} s, "
           f"{setup['swaps']} swaps {setup['swap_every_s']:g} s apart: version k+1 written, then "
-          f"`POST /v2/repository/models/{MODEL}/load`. A swap's window runs from the load call to "
-          f"{setup['window_after_s']:g} s after it returned. Both targets ran one after the other in "
+          f"`POST /v2/repository/models/{MODEL}/load`. A request is in a swap's window when it was "
+          f"due or waiting at some time from the load call to {setup['window_after_s']:g} s after "
+          "it returned; the other requests after warm-up are steady. Both targets ran one after the other in "
           f"this run. Triton's model {'has' if setup['triton_queue_bound'] == 'on' else 'has no'} "
           "max_queue_size (`--triton-queue-bound`).", ""]
     L += ["| target | phase | requests | errors | p50 ms | p99 ms | max ms |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -329,7 +346,7 @@ def markdown(setup, runs):
         L.append(f"- {run['label']}: {a['requests']:,} requests, errors {kinds}; answers by version "
                  f"{run['summary']['answers_by_version']}; server CPU "
                  f"{1e6 * run['server_cpu_s'] / max(run['summary']['ok'], 1):,.0f} µs per successful "
-                 "request (process tree, /proc; a python stub that exited during the run is not counted)")
+                 "request (process tree and the children it reaped, /proc)")
         for s in run["swaps"]:
             if s["status"] != 200:
                 L.append(f"  - load call for v{s['version']}: HTTP {s['status']} {s['body']}")

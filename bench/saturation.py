@@ -264,8 +264,8 @@ def measure_triton(args, cases, ceilings, protocols, intra, progress):
     return reports
 
 
-def ensure_models():
-    missing = [m for m in MAX_BATCH if not (MODELS / m / "1" / "model.onnx").is_file()]
+def ensure_models(models):
+    missing = [m for m in models if not (MODELS / m / "1" / "model.onnx").is_file()]
     if missing:
         print(f"making bench models {missing} in {MODELS.relative_to(REPO)}", flush=True)
         subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), "--set", "bench",
@@ -299,7 +299,7 @@ def main():
             sys.exit(f"unknown peer {peer!r}; known: triton")
     if peers and not triton_server.installed():
         sys.exit("Triton is not set up: run `bash bench/triton/setup.sh`")
-    ensure_models()
+    ensure_models(list(dict.fromkeys(c.model for c in cases)))
 
     cores = len(os.sched_getaffinity(0))
     # The server's own defaults (src/threads.rs) unless a count is given;

@@ -107,7 +107,12 @@ def markdown(setup, table):
             "",
             "Rows named `triton ...` are real Triton (the nvidia-pytriton wheel's tritonserver; its "
             "python backend runs the same model file in onnxruntime with the same intra-op threads, "
-            "the same batching settings); server CPU is its process tree (python stubs included). "
+            "the same batching settings"
+            + (", except max_queue_size, left unbounded (`--triton-queue-bound off`)"
+               if setup.get("triton_queue_bound") == "off" else
+               ", max_queue_size included (`--triton-queue-bound on`): Triton's batcher then now and "
+               "then sleeps its 500 ms idle wait with requests queued")
+            + "); server CPU is its process tree (python stubs included). "
             "Throughput above 1, p99 and CPU below 1: mlserve ahead.",
             "",
             "| model | batch | protocol | throughput | p99 | server CPU per inference |",
