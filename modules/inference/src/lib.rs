@@ -2,6 +2,7 @@
 //! Runtime, with one dynamic batcher per model version.
 
 pub mod artifact_cache;
+pub mod batch_tuner;
 pub mod demand;
 pub mod error;
 pub mod follow;

@@ -146,6 +146,15 @@ impl Collector for InferenceCollector {
             all.iter()
                 .map(|s| (labels(s), s.queue_depth.load(Ordering::Relaxed) as i64)),
         )?;
+        gauge_family(
+            &mut encoder,
+            "mlserve_inference_preferred_batch_size",
+            "The batch size the dynamic batcher learned gives the best throughput (versions that learn it).",
+            all.iter().filter_map(|s| {
+                let size = s.preferred_batch_size.load(Ordering::Relaxed);
+                (size > 0).then(|| (labels(s), size as i64))
+            }),
+        )?;
         bucket_family(
             &mut encoder,
             "mlserve_inference_batch_size",

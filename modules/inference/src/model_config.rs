@@ -72,6 +72,10 @@ pub struct DynamicBatchingConfig {
     pub default_queue_policy: QueuePolicyConfig,
     /// Accepted for Triton compatibility: responses always keep request order per caller.
     pub preserve_ordering: bool,
+    /// mlserve: learn the batch size with the best throughput from measured
+    /// batches and stop batches there (default on; ignored when
+    /// `preferred_batch_size` is given, which wins as in Triton).
+    pub batch_tuning: Option<bool>,
 }
 
 /// Triton's `ModelQueuePolicy`.
@@ -247,6 +251,8 @@ pub struct BatchingPolicy {
     pub priority_levels: u32,
     /// Level of requests without a priority.
     pub default_priority_level: u32,
+    /// Whether the batcher learns its preferred size (see `batch_tuner`).
+    pub batch_tuning: bool,
 }
 
 /// Everything the server needs to run one model version.
@@ -563,6 +569,7 @@ fn resolve_batching(
         allow_timeout_override: policy.allow_timeout_override,
         priority_levels: config.priority_levels,
         default_priority_level: config.default_priority_level,
+        batch_tuning: config.batch_tuning.unwrap_or(true),
     })
 }
 

@@ -288,6 +288,7 @@ fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
                     timeout_action: Some(timeout_action),
                 },
                 preserve_ordering: b.preserve_ordering,
+                batch_tuning: None,
             })
         }
         _ => None,

@@ -5,8 +5,11 @@
 //! the instances; an instance that is free forms the next batch itself:
 //! greedily when there is no queue delay, otherwise waiting (a timed condvar
 //! wait, microsecond-precise) up to `max_queue_delay` for the batch to reach
-//! `max_batch_size` or a preferred size. A request is answered by the
-//! instance that ran it. A full queue rejects at once. A batch that fails
+//! `max_batch_size` or a preferred size. Without configured preferred sizes,
+//! a [`BatchTuner`] learns the size with the best throughput from the
+//! batches' service times: batches stop at that size even when more rows
+//! wait, and a waiting batch is ready once it reaches it. A request is
+//! answered by the instance that ran it. A full queue rejects at once. A batch that fails
 //! is run again one request at a time, so a request whose data fails the
 //! model fails alone and never takes the requests batched with it along.
 //!
@@ -18,12 +21,13 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
 use crate::stats::{BatchTimings, VersionStats};
@@ -136,6 +140,12 @@ struct Shared {
     policy: BatchingPolicy,
     max_batch_size: usize,
     stats: Arc<VersionStats>,
+    /// Learns the fastest batch size; `None` when the model does not batch,
+    /// configures preferred sizes (they win, as in Triton) or opts out.
+    tuner: Option<Mutex<BatchTuner>>,
+    /// The most rows a batch takes now: the tuner's target, else
+    /// `max_batch_size`.
+    batch_limit: AtomicUsize,
 }
 
 /// Handle to a model version's queue and instances. Dropping it lets the
@@ -156,6 +166,13 @@ impl Scheduler {
         let levels = (0..policy.priority_levels.max(1))
             .map(|_| VecDeque::new())
             .collect();
+        let tuned =
+            policy.batch_tuning && max_batch_size > 1 && policy.preferred_batch_sizes.is_empty();
+        let tuner = tuned.then(|| BatchTuner::new(max_batch_size, TunerSettings::default()));
+        if let Some(tuner) = &tuner {
+            let gauge = &stats.preferred_batch_size;
+            gauge.store(tuner.preferred_size(), Ordering::Relaxed);
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 levels,
@@ -165,6 +182,8 @@ impl Scheduler {
             policy,
             max_batch_size,
             stats,
+            tuner: tuner.map(Mutex::new),
+            batch_limit: AtomicUsize::new(max_batch_size),
         });
         shared
             .stats
@@ -176,7 +195,7 @@ impl Scheduler {
                 .name(format!("inst-{label}-{id}"))
                 .spawn(move || {
                     while let Some(batch) = shared.next_batch() {
-                        execute(runner.as_mut(), batch, &shared.stats);
+                        execute(runner.as_mut(), batch, &shared);
                     }
                 })
                 .map_err(|e| {
@@ -347,13 +366,16 @@ impl Shared {
                 + 1;
             return Some((span, first.inputs.rows, false, first.enqueued));
         }
+        let limit = self.batch_limit.load(Ordering::Relaxed);
         let (mut span, mut rows) = (0, 0);
         for pending in queue.levels.iter().flatten() {
             if !pending.status.is_queued() {
                 span += 1;
                 continue;
             }
-            if rows + pending.inputs.rows > self.max_batch_size
+            // A request bigger than the learned size still runs (alone).
+            if (rows > 0 && rows + pending.inputs.rows > limit)
+                || rows + pending.inputs.rows > self.max_batch_size
                 || !first.inputs.batches_with(&pending.inputs)
             {
                 return Some((span, rows, false, first.enqueued));
@@ -361,7 +383,22 @@ impl Shared {
             span += 1;
             rows += pending.inputs.rows;
         }
-        Some((span, rows, rows < self.max_batch_size, first.enqueued))
+        Some((span, rows, rows < limit, first.enqueued))
+    }
+}
+
+impl Shared {
+    /// Gives the tuner a batch's service time and applies the size it wants
+    /// next: to the batches formed from now on and to the gauge.
+    fn learn(&self, tuner: &Mutex<BatchTuner>, rows: usize, timings: &BatchTimings) {
+        let service = timings.input + timings.infer + timings.output;
+        let mut tuner = tuner.lock().unwrap_or_else(|p| p.into_inner());
+        tuner.record(rows, service);
+        let (target, preferred) = (tuner.target_size(), tuner.preferred_size());
+        drop(tuner);
+        self.batch_limit.store(target, Ordering::Relaxed);
+        let gauge = &self.stats.preferred_batch_size;
+        gauge.store(preferred, Ordering::Relaxed);
     }
 }
 
@@ -393,12 +430,17 @@ impl Queue {
 }
 
 /// Runs one batch on an instance and answers every caller.
-fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, stats: &VersionStats) {
+fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, shared: &Shared) {
+    let stats = &shared.stats;
     let started = Instant::now();
     for pending in &batch {
         stats.record_queue(started - pending.enqueued);
     }
-    if let Err((batch, err)) = run_and_answer(runner, batch, stats) {
+    let outcome = run_and_answer(runner, batch, stats);
+    if let (Ok((rows, timings)), Some(tuner)) = (&outcome, &shared.tuner) {
+        shared.learn(tuner, *rows, timings);
+    }
+    if let Err((batch, err)) = outcome {
         if batch.len() == 1 {
             answer_all(batch, err);
             return;
@@ -415,13 +457,13 @@ fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, stats: &VersionSta
     }
 }
 
-/// Runs `batch` and answers its callers; on failure gives the batch back,
-/// unanswered, with the error.
+/// Runs `batch` and answers its callers, giving back its rows and timings;
+/// on failure gives the batch back, unanswered, with the error.
 fn run_and_answer(
     runner: &mut dyn ModelRunner,
     batch: Vec<Pending>,
     stats: &VersionStats,
-) -> std::result::Result<(), (Vec<Pending>, InferenceError)> {
+) -> std::result::Result<(usize, BatchTimings), (Vec<Pending>, InferenceError)> {
     let inputs: Vec<&RequestInputs> = batch.iter().map(|p| &p.inputs).collect();
     let rows: usize = inputs.iter().map(|i| i.rows).sum();
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(&inputs))).unwrap_or_else(|_| {
@@ -435,7 +477,7 @@ fn run_and_answer(
             for (pending, outputs) in batch.into_iter().zip(outputs) {
                 let _ = pending.reply.send(Ok(outputs));
             }
-            Ok(())
+            Ok((rows, timings))
         }
         Ok(_) => Err((
             batch,

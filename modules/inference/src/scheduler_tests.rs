@@ -48,6 +48,7 @@ fn policy(max_delay: Duration, preferred: Vec<usize>, max_queue: usize) -> Batch
         allow_timeout_override: true,
         priority_levels: 0,
         default_priority_level: 0,
+        batch_tuning: false,
     }
 }
 

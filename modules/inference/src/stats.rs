@@ -93,6 +93,8 @@ pub struct VersionStats {
     pub busy_ns: AtomicU64,
     /// Model instances (parallel executors) of the version now.
     pub instances: AtomicUsize,
+    /// The batch size the batcher learned is fastest; 0 when it does not learn.
+    pub preferred_batch_size: AtomicUsize,
     last_inference_ms: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     batches: Mutex<BTreeMap<usize, BatchAggregate>>,
@@ -141,6 +143,7 @@ impl VersionStats {
             arrivals: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             instances: AtomicUsize::new(0),
+            preferred_batch_size: AtomicUsize::new(0),
             last_inference_ms: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
