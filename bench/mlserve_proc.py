@@ -31,8 +31,13 @@ class Server:
     so it reads the config file its own version understands.
     """
 
-    def __init__(self, binary, repository, args, log_path, cwd=None):
+    def __init__(self, binary, repository, args, log_path, cwd=None, prefix=(),
+                 start_timeout=START_TIMEOUT_S):
+        """`prefix` runs the binary under another program (valgrind and its
+        options); such a start may take longer than `start_timeout`."""
         self.binary = Path(binary)
+        self.prefix = list(prefix)
+        self.start_timeout = start_timeout
         self.cwd = cwd
         self.repository = Path(repository)
         self.args = list(args)
@@ -49,7 +54,7 @@ class Server:
 
     def start(self):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [str(self.binary), "--model-repository", str(self.repository), "--host", "127.0.0.1",
+        cmd = [*self.prefix, str(self.binary), "--model-repository", str(self.repository), "--host", "127.0.0.1",
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                "--gateway-http-port", "0", "--gateway-grpc-port", "0",
                "--data-dir", str(self.log_path.with_suffix(".data")), *self.args]
@@ -57,7 +62,7 @@ class Server:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                          cwd=self.cwd)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             text = _ANSI.sub("", self.log_path.read_text(errors="replace"))
             for service, _, port in _LISTENING.findall(text):
