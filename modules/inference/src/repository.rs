@@ -63,14 +63,22 @@ pub fn list_models(root: &Path) -> Result<Vec<String>> {
 
 /// The numeric version directories of a model that hold the model file.
 pub fn list_versions(model_dir: &Path, model_filename: &str) -> Vec<i64> {
+    let mut versions = list_version_dirs(model_dir);
+    versions.retain(|v| model_dir.join(v.to_string()).join(model_filename).is_file());
+    versions
+}
+
+/// The numeric version directories of a model, sorted, whatever they hold
+/// (an ensemble's are empty).
+pub fn list_version_dirs(model_dir: &Path) -> Vec<i64> {
     let Ok(entries) = std::fs::read_dir(model_dir) else {
         return Vec::new();
     };
     let mut versions: Vec<i64> = entries
         .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|name| name.parse::<i64>().ok().filter(|v| *v >= 0))
-        .filter(|v| model_dir.join(v.to_string()).join(model_filename).is_file())
         .collect();
     versions.sort_unstable();
     versions

@@ -134,7 +134,7 @@ pub fn validate(spec: &ModelSpec, request: &mut pb::ModelInferRequest) -> Result
 }
 
 /// Checks one input's shape; returns the rows it adds to a batch.
-fn check_shape(spec: &ModelSpec, index: usize, shape: &[i64]) -> Result<usize> {
+pub(crate) fn check_shape(spec: &ModelSpec, index: usize, shape: &[i64]) -> Result<usize> {
     let expected = &spec.inputs[index];
     let name = &expected.name;
     if let Some(d) = shape.iter().find(|d| **d < 0) {

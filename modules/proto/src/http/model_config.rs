@@ -104,6 +104,21 @@ pub(super) fn model_config_json(c: &pb::ModelConfig) -> Value {
         }
         out.insert("dynamic_batching".into(), Value::Object(batching));
     }
+    if let Some(SchedulingChoice::EnsembleScheduling(e)) = &c.scheduling_choice {
+        let steps: Vec<Value> = e
+            .step
+            .iter()
+            .map(|s| {
+                json!({
+                    "model_name": s.model_name,
+                    "model_version": s.model_version,
+                    "input_map": s.input_map,
+                    "output_map": s.output_map,
+                })
+            })
+            .collect();
+        out.insert("ensemble_scheduling".into(), json!({ "step": steps }));
+    }
     if let Some(o) = &c.optimization {
         let mut optimization = Map::new();
         if let Some(g) = &o.graph {
@@ -231,6 +246,30 @@ mod tests {
         assert_eq!(
             model_config_json(&config)["version_policy"],
             json!({"all": {}})
+        );
+    }
+
+    #[test]
+    fn ensemble_steps_render_with_their_maps() {
+        let step = pb::model_ensembling::Step {
+            model_name: "a".into(),
+            model_version: -1,
+            input_map: [("x".to_string(), "IN".to_string())].into(),
+            output_map: [("y".to_string(), "OUT".to_string())].into(),
+            ..Default::default()
+        };
+        let config = pb::ModelConfig {
+            platform: "ensemble".into(),
+            scheduling_choice: Some(SchedulingChoice::EnsembleScheduling(pb::ModelEnsembling {
+                step: vec![step],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            model_config_json(&config)["ensemble_scheduling"],
+            json!({"step": [{"model_name": "a", "model_version": -1,
+                             "input_map": {"x": "IN"}, "output_map": {"y": "OUT"}}]})
         );
     }
 }
