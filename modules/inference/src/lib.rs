@@ -4,6 +4,9 @@
 pub mod artifact_cache;
 pub mod batch_tuner;
 pub mod demand;
+pub mod dispatch;
+pub mod ensemble;
+pub mod ensemble_plan;
 pub mod error;
 pub mod follow;
 mod follow_error;

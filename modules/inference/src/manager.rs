@@ -7,17 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use mlserve_common::config::{ModelControlMode, PlacementOverride};
 use ort::environment::Environment;
 
+use crate::dispatch::Dispatch;
+use crate::ensemble::Ensemble;
+use crate::ensemble_plan::{ensemble_spec, is_ensemble, plan};
 use crate::error::{InferenceError, Result};
 use crate::graph_level::GraphOptimizationLevel;
 use crate::model_config::{resolve, ModelConfigFile, ModelSpec};
 use crate::ort_runner::{open_session, signature, OrtRunner, SessionOptions};
 use crate::repository::{
-    list_models, list_versions, model_file, validate_model_name, version_stamp, VersionStamp,
+    list_models, model_file, validate_model_name, version_stamp, VersionStamp,
 };
 use crate::scheduler::{ModelRunner, Scheduler};
 use crate::stats::{StatsRegistry, VersionStats};
@@ -30,8 +33,8 @@ pub struct ServedVersion {
     pub label: String,
     /// What the model takes and gives.
     pub spec: Arc<ModelSpec>,
-    /// Its dynamic batcher.
-    pub scheduler: Scheduler,
+    /// Its dynamic batcher, or its ensemble's steps.
+    pub scheduler: Dispatch,
     /// Its statistics.
     pub stats: Arc<VersionStats>,
     stamp: VersionStamp,
@@ -93,12 +96,33 @@ pub struct ManagerOptions {
     pub default_queue: usize,
 }
 
+/// The loaded models by name.
+type Models = RwLock<BTreeMap<String, ModelEntry>>;
+
+/// Finds served versions by name, as [`ModelManager::get`] does, without
+/// keeping the manager's models alive (an ensemble holds one).
+#[derive(Clone)]
+pub struct ModelLookup(Weak<Models>);
+
+impl ModelLookup {
+    /// The version that serves a request, from inside `depth` ensembles.
+    pub fn get_nested(
+        &self,
+        name: &str,
+        version: &str,
+        depth: usize,
+    ) -> Result<Arc<ServedVersion>> {
+        let models = self.0.upgrade().ok_or(InferenceError::ShuttingDown)?;
+        find_ready(&models, name, version, depth)
+    }
+}
+
 /// The set of loaded models.
 pub struct ModelManager {
     options: ManagerOptions,
     env: &'static Environment,
     stats: Arc<StatsRegistry>,
-    models: RwLock<BTreeMap<String, ModelEntry>>,
+    models: Arc<Models>,
     /// Serializes loads so two reloads of one model never race.
     load_lock: std::sync::Mutex<()>,
 }
@@ -114,7 +138,7 @@ impl ModelManager {
             options,
             env,
             stats,
-            models: RwLock::new(BTreeMap::new()),
+            models: Arc::new(RwLock::new(BTreeMap::new())),
             load_lock: Default::default(),
         }
     }
@@ -130,36 +154,14 @@ impl ModelManager {
     }
 
     /// The version that serves a request: `version` "" picks the highest loaded one.
+    /// An ensemble is served only while its composing models are.
     pub fn get(&self, name: &str, version: &str) -> Result<Arc<ServedVersion>> {
-        validate_model_name(name)?;
-        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-        let entry = models.get(name).filter(|e| !e.unloaded);
-        let Some(entry) = entry else {
-            return Err(unknown_model(name));
-        };
-        let found = if version.is_empty() {
-            entry
-                .default
-                .and_then(|v| entry.versions.get(&v))
-                .or_else(|| entry.versions.values().next_back())
-        } else {
-            let number: i64 = version
-                .parse()
-                .map_err(|_| unknown_version(name, version))?;
-            entry.versions.get(&number)
-        };
-        match found {
-            Some(served) => Ok(served.clone()),
-            None if version.is_empty() => Err(InferenceError::ModelUnavailable(format!(
-                "Request for unknown model: '{name}' has no available versions{}",
-                entry
-                    .failure
-                    .as_ref()
-                    .map(|f| format!(": {f}"))
-                    .unwrap_or_default()
-            ))),
-            None => Err(unknown_version(name, version)),
-        }
+        find_ready(&self.models, name, version, 0)
+    }
+
+    /// A lookup of served versions for ensembles.
+    pub fn lookup(&self) -> ModelLookup {
+        ModelLookup(Arc::downgrade(&self.models))
     }
 
     /// Every loaded version of a model, oldest first.
@@ -185,9 +187,20 @@ impl ModelManager {
     /// Loads or reloads `name` (blocking: call from a blocking thread). Versions
     /// whose files did not change are kept as they are; a version that fails to
     /// load leaves the version it would replace serving.
+    /// An ensemble first loads those of its composing models that are not
+    /// served, as Triton does.
     pub fn load(&self, name: &str, override_config: Option<ModelConfigFile>) -> Result<()> {
+        self.load_in_chain(name, override_config, &mut Vec::new())
+    }
+
+    /// [`ModelManager::load`] from inside the loads of the ensembles in `chain`.
+    fn load_in_chain(
+        &self,
+        name: &str,
+        override_config: Option<ModelConfigFile>,
+        chain: &mut Vec<String>,
+    ) -> Result<()> {
         validate_model_name(name)?;
-        let _guard = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.options.root.join(name);
         if !dir.is_dir() {
             return Err(InferenceError::ModelNotFound(format!(
@@ -201,8 +214,11 @@ impl ModelManager {
                 .map_err(|e| failed_to_load(name, e))
                 .inspect_err(|e| self.record_failure(name, e))?,
         };
+        self.load_composing(name, &config, chain)
+            .inspect_err(|e| self.record_failure(name, e))?;
+        let _guard = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
         let filename = config.model_filename().to_string();
-        let present = list_versions(&dir, &filename);
+        let present = config.versions_in(&dir);
         let wanted = config.version_policy().select(&present);
         if wanted.is_empty() {
             let err = InferenceError::InvalidModel(format!(
@@ -264,6 +280,37 @@ impl ModelManager {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Loads the composing models of ensemble `name` that are not served;
+    /// one that fails is reported by the ensemble's plan check.
+    fn load_composing(
+        &self,
+        name: &str,
+        config: &ModelConfigFile,
+        chain: &mut Vec<String>,
+    ) -> Result<()> {
+        let Some(ensemble) = &config.ensemble_scheduling else {
+            return Ok(());
+        };
+        chain.push(name.to_string());
+        for model in ensemble.step.iter().map(|s| &s.model_name) {
+            if chain.contains(model) {
+                let cycle = format!("{} -> {model}", chain.join(" -> "));
+                chain.pop();
+                let err =
+                    InferenceError::InvalidModel(format!("ensembles refer to each other: {cycle}"));
+                return Err(failed_to_load(name, err));
+            }
+            let missing = self.get(model, "").is_err() && self.options.root.join(model).is_dir();
+            if missing {
+                if let Err(err) = self.load_in_chain(model, None, chain) {
+                    tracing::warn!(model = %model, ensemble = name, error = %err, "composing model failed to load");
+                }
+            }
+        }
+        chain.pop();
+        Ok(())
     }
 
     fn record_failure(&self, name: &str, err: &InferenceError) {
@@ -356,6 +403,29 @@ impl ModelManager {
         version: i64,
         stamp: VersionStamp,
     ) -> Result<ServedVersion> {
+        let label = version.to_string();
+        if is_ensemble(config) {
+            let bad =
+                |msg: String| InferenceError::InvalidModel(format!("ensemble '{name}': {msg}"));
+            let spec =
+                Arc::new(ensemble_spec(name, config, self.options.default_queue).map_err(bad)?);
+            let steps = config.ensemble_scheduling.clone().unwrap_or_default();
+            let composing = |model: &str, version: &str| {
+                self.get(model, version)
+                    .map(|served| served.spec.clone())
+                    .map_err(|e| e.to_string())
+            };
+            let plan = plan(&spec, &steps, composing).map_err(bad)?;
+            let ensemble = Ensemble::new(spec.clone(), plan, self.lookup());
+            return Ok(ServedVersion {
+                version,
+                stats: self.stats.get(name, &label),
+                label,
+                spec,
+                scheduler: Dispatch::Ensemble(Arc::new(ensemble)),
+                stamp,
+            });
+        }
         let path = model_file(dir, version, config.model_filename());
         let probe = open_session(
             self.env,
@@ -389,7 +459,6 @@ impl ModelManager {
                 runners.push(Box::new(OrtRunner::new(session, spec.clone())));
             }
         }
-        let label = version.to_string();
         let stats = self.stats.get(name, &label);
         let scheduler = Scheduler::start(
             &format!("{name}-{version}"),
@@ -402,7 +471,7 @@ impl ModelManager {
             version,
             label,
             spec,
-            scheduler,
+            scheduler: Dispatch::Model(scheduler),
             stats,
             stamp,
         })
@@ -486,15 +555,17 @@ impl ModelManager {
             return false;
         };
         let filename = config.model_filename();
-        let wanted = config
-            .version_policy()
-            .select(&list_versions(&dir, filename));
+        let wanted = config.version_policy().select(&config.versions_in(&dir));
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = models.get(name) else {
             return true;
         };
+        // An ensemble that failed (a composing model was missing) is tried
+        // again: it has no files of its own to change.
+        let retry_ensemble = is_ensemble(&config) && entry.versions.is_empty();
         let seen: Vec<i64> = entry.stamps.keys().copied().collect();
-        seen != wanted
+        retry_ensemble
+            || seen != wanted
             || wanted
                 .iter()
                 .any(|v| entry.stamps.get(v) != Some(&version_stamp(&dir, *v, filename)))
@@ -541,6 +612,52 @@ impl ModelManager {
         }
         Ok(rows)
     }
+}
+
+/// The version that serves a request to `name` (`version` "" picks the
+/// default, else the highest loaded one); an ensemble (checked from inside
+/// `depth` others) only while its composing models serve.
+fn find_ready(
+    models: &Models,
+    name: &str,
+    version: &str,
+    depth: usize,
+) -> Result<Arc<ServedVersion>> {
+    validate_model_name(name)?;
+    let served = {
+        let models = models.read().unwrap_or_else(|p| p.into_inner());
+        let entry = models.get(name).filter(|e| !e.unloaded);
+        let Some(entry) = entry else {
+            return Err(unknown_model(name));
+        };
+        let found = if version.is_empty() {
+            entry
+                .default
+                .and_then(|v| entry.versions.get(&v))
+                .or_else(|| entry.versions.values().next_back())
+        } else {
+            let number: i64 = version
+                .parse()
+                .map_err(|_| unknown_version(name, version))?;
+            entry.versions.get(&number)
+        };
+        match found {
+            Some(served) => Ok(served.clone()),
+            None if version.is_empty() => Err(InferenceError::ModelUnavailable(format!(
+                "Request for unknown model: '{name}' has no available versions{}",
+                entry
+                    .failure
+                    .as_ref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            ))),
+            None => Err(unknown_version(name, version)),
+        }
+    }?;
+    if let Some(ensemble) = served.scheduler.ensemble() {
+        ensemble.check_ready(depth)?;
+    }
+    Ok(served)
 }
 
 /// Triton's words for a model that is not served, which client code matches on.

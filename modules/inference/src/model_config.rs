@@ -38,6 +38,8 @@ pub struct ModelConfigFile {
     pub optimization: Option<OptimizationConfig>,
     /// File name inside each version directory (default `model.onnx`).
     pub default_model_filename: Option<String>,
+    /// Triton's ensemble: the steps of a pipeline of other models.
+    pub ensemble_scheduling: Option<crate::ensemble_plan::EnsembleConfig>,
 }
 
 /// One input or output as declared in the config.
@@ -366,6 +368,16 @@ impl ModelConfigFile {
         self.default_model_filename
             .as_deref()
             .unwrap_or("model.onnx")
+    }
+
+    /// The versions present in `model_dir`: directories holding the model
+    /// file, or, for an ensemble (which has no file), every version directory.
+    pub fn versions_in(&self, model_dir: &Path) -> Vec<i64> {
+        if crate::ensemble_plan::is_ensemble(self) {
+            crate::repository::list_version_dirs(model_dir)
+        } else {
+            crate::repository::list_versions(model_dir, self.model_filename())
+        }
     }
 
     /// The version policy (default: latest 1).

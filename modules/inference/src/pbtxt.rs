@@ -6,8 +6,8 @@
 //! transcoded into the generated `pb::ModelConfig` and the fields mlserve
 //! honours are mapped onto [`ModelConfigFile`]; set fields it has no use for
 //! are reported with a warning (the JSON form of the same message, which
-//! Triton's clients send with a load request, takes the same path); scheduling kinds it cannot honour (sequence batching, ensembles)
-//! and backends other than ONNX Runtime are refused.
+//! Triton's clients send with a load request, takes the same path); sequence
+//! batching and backends other than ONNX Runtime are refused.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use mlserve_proto::{pb, ErrorCode};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value as ReflectValue};
 
+use crate::ensemble_plan::{EnsembleConfig, EnsembleStepConfig};
 use crate::error::InferenceError;
 use crate::graph_level::GraphOptimizationLevel;
 use crate::model_config::{
@@ -191,9 +192,14 @@ const HONOURED: &[&str] = &[
     "optimization",
     "optimization.graph",
     "optimization.graph.level",
+    "ensemble_scheduling",
+    "ensemble_scheduling.step",
+    "ensemble_scheduling.step.model_name",
+    "ensemble_scheduling.step.model_version",
+    "ensemble_scheduling.step.input_map",
+    "ensemble_scheduling.step.output_map",
     // Refused with a clear error by `to_mlserve`.
     "sequence_batching",
-    "ensemble_scheduling",
 ];
 
 /// Warns, by dotted path, about every field set in `message` that mlserve
@@ -246,13 +252,8 @@ fn tensor(name: String, data_type: i32, dims: Vec<i64>, optional: bool) -> Tenso
 fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
     use pb::model_config::SchedulingChoice;
     use pb::model_version_policy::PolicyChoice;
-    let refused = match &config.scheduling_choice {
-        Some(SchedulingChoice::SequenceBatching(_)) => Some("sequence_batching"),
-        Some(SchedulingChoice::EnsembleScheduling(_)) => Some("ensemble_scheduling"),
-        _ => None,
-    };
-    if let Some(field) = refused {
-        let msg = format!("{field} is not supported by mlserve");
+    if let Some(SchedulingChoice::SequenceBatching(_)) = &config.scheduling_choice {
+        let msg = "sequence_batching is not supported by mlserve".to_string();
         return Err(PbtxtError::Unsupported(msg));
     }
     if !config.backend.is_empty() && config.backend != "onnxruntime" {
@@ -262,6 +263,10 @@ fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
         );
         return Err(PbtxtError::Unsupported(msg));
     }
+    let ensemble_scheduling = match &config.scheduling_choice {
+        Some(SchedulingChoice::EnsembleScheduling(e)) => Some(ensemble(e)),
+        _ => None,
+    };
     let dynamic_batching = match config.scheduling_choice {
         Some(SchedulingChoice::DynamicBatching(b)) => {
             let policy = b.default_queue_policy.unwrap_or_default();
@@ -353,7 +358,23 @@ fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
         version_policy,
         optimization,
         default_model_filename: non_empty(config.default_model_filename),
+        ensemble_scheduling,
     })
+}
+
+/// Triton's `ensemble_scheduling` as mlserve's config holds it.
+fn ensemble(config: &pb::ModelEnsembling) -> EnsembleConfig {
+    let step = config
+        .step
+        .iter()
+        .map(|s| EnsembleStepConfig {
+            model_name: s.model_name.clone(),
+            model_version: s.model_version,
+            input_map: s.input_map.clone().into_iter().collect(),
+            output_map: s.output_map.clone().into_iter().collect(),
+        })
+        .collect();
+    EnsembleConfig { step }
 }
 
 #[cfg(test)]
@@ -444,11 +465,9 @@ mod tests {
                 "{bad} accepted"
             );
         }
-        let ensemble = parse_json(r#"{"ensembleScheduling": {"step": []}}"#);
-        assert!(
-            matches!(ensemble, Err(PbtxtError::Unsupported(_))),
-            "{ensemble:?}"
-        );
+        let ensemble = parse_json(r#"{"ensembleScheduling": {"step": [{"modelName": "a"}]}}"#);
+        let steps = ensemble.unwrap().ensemble_scheduling.unwrap().step;
+        assert_eq!(steps[0].model_name, "a");
     }
 
     #[test]

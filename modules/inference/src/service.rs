@@ -285,7 +285,7 @@ impl InferenceService for LocalInference {
         Ok(pb::ModelMetadataResponse {
             name: spec.name.clone(),
             versions,
-            platform: "onnxruntime_onnx".into(),
+            platform: crate::ensemble::platform(&served).into(),
             inputs: tensor_metadata(spec, &spec.inputs),
             outputs: tensor_metadata(spec, &spec.outputs),
         })
@@ -298,7 +298,7 @@ impl InferenceService for LocalInference {
     ) -> ServiceResult<pb::ModelConfigResponse> {
         let served = self.manager.get(&request.name, &request.version)?;
         Ok(pb::ModelConfigResponse {
-            config: Some(model_config(&served)),
+            config: Some(crate::ensemble::config_view(&served, model_config(&served))),
         })
     }
 
