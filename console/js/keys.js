@@ -19,13 +19,15 @@ export async function render(ctx) {
   const name = h('input#key-name', { required: true, size: 20, autocomplete: 'off' });
   const rate = h('input#key-rate', { type: 'number', min: 0, step: 'any', value: '0', size: 6 });
   const burst = h('input#key-burst', { type: 'number', min: 0, step: 1, value: '0', size: 6 });
+  const priority = h('input#key-priority', { type: 'number', min: 0, step: 1, value: '0', size: 4 });
   const scopes = h('fieldset#key-scopes', h('legend', 'Scopes'),
     SCOPES.map(s => h('label', h('input', { type: 'checkbox', name: 'scope', value: s, checked: s === 'infer' || s === 'predict' }), ` ${s} `)),
     h('label', { for: 'key-model-scope' }, 'and infer on one model: '), h('input#key-model-scope', { size: 14, placeholder: 'model name' }));
   const form = h('form#create-key',
     h('div.row', h('label', { for: 'key-name' }, 'Name'), name,
       h('label', { for: 'key-rate' }, 'Rate (requests/s, 0: unlimited)'), rate,
-      h('label', { for: 'key-burst' }, 'Burst (0: the rate)'), burst),
+      h('label', { for: 'key-burst' }, 'Burst (0: the rate)'), burst,
+      h('label', { for: 'key-priority' }, 'Priority (1: highest, 0: the request\'s own)'), priority),
     scopes, h('button#create-key-button', { type: 'submit' }, 'Create key'), err);
   fill(ctx.el, h('h1', 'API keys'), h('section', h('h2', 'New key'), form, secret), h('section', h('h2', 'Keys'), list));
 
@@ -36,6 +38,7 @@ export async function render(ctx) {
       { label: 'Name', value: k => k.name },
       { label: 'Scopes', value: k => k.scopes.join(', ') },
       { label: 'Rate limit', value: k => k.rate ? `${k.rate}/s, burst ${k.burst}` : 'unlimited' },
+      { label: 'Priority', value: k => k.priority ? String(k.priority) : 'the request\'s own' },
       { label: 'Created', value: k => when(k.created_at) },
       { label: 'State', value: k => k.revoked_at ? h('span', badge('revoked'), ` ${when(k.revoked_at)}`) : badge('active') },
       { label: '', value: k => k.revoked_at ? '' : h('button.danger', { type: 'button', 'data-revoke': k.id, 'aria-label': `Revoke key ${k.name} (${k.id})`, onclick: () => revoke(k) }, 'Revoke…') },
@@ -56,7 +59,7 @@ export async function render(ctx) {
     const one = document.getElementById('key-model-scope').value.trim();
     if (one) chosen.push(`infer:${one}`);
     try {
-      const made = await api('/v1/keys', { method: 'POST', body: { name: name.value.trim(), scopes: chosen, rate: Number(rate.value) || 0, burst: Number(burst.value) || 0 } });
+      const made = await api('/v1/keys', { method: 'POST', body: { name: name.value.trim(), scopes: chosen, rate: Number(rate.value) || 0, burst: Number(burst.value) || 0, priority: Number(priority.value) || 0 } });
       const code = h('code#new-secret', made.secret);
       fill(secret, h('div.secret', { role: 'status' },
         h('p', h('strong', `Key ${made.key.name} (${made.key.id}) created.`), ' Copy its secret now: it is shown only once.'),

@@ -34,6 +34,12 @@ enum KeysCommand {
         /// Default: infer and predict.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Scheduling priority of the key's requests, as Triton's request
+        /// priority (1 is the highest level of a model with priority_levels;
+        /// a client may ask for a lower one, never a higher); 0: the
+        /// request's own.
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
     },
     /// Lists keys (never their secrets) as JSON lines.
     List,
@@ -58,17 +64,21 @@ pub async fn run(args: KeysArgs, config: &Config) -> Result<()> {
             rate,
             burst,
             scopes,
+            priority,
         } => {
             let burst = if burst < 1.0 { rate.max(1.0) } else { burst };
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            let (key, secret) = store.create_scoped(&name, rate, burst, &scopes).await?;
+            let (key, secret) = store
+                .create_scoped(&name, rate, burst, &scopes, priority)
+                .await?;
             eprintln!(
-                "created key {} for '{}' ({} req/s, burst {}, scopes {}); it is shown once, store it now:",
+                "created key {} for '{}' ({} req/s, burst {}, scopes {}, priority {}); it is shown once, store it now:",
                 key.id,
                 key.name,
                 key.rate,
                 key.burst,
-                key.scopes.join(" ")
+                key.scopes.join(" "),
+                key.priority
             );
             println!("{secret}");
         }

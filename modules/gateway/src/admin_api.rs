@@ -135,6 +135,8 @@ struct NewKey {
     rate: f64,
     #[serde(default)]
     burst: f64,
+    #[serde(default)]
+    priority: u32,
 }
 
 fn refuse(err: GatewayError) -> Response {
@@ -163,7 +165,7 @@ async fn create_key(
         Ok(new) => new,
         Err(e) => {
             return refuse(GatewayError::BadRequest(format!(
-                "a new key is {{\"name\": \"...\", \"scopes\": [\"infer\"], \"rate\": 0, \"burst\": 0}}: {e}"
+                "a new key is {{\"name\": \"...\", \"scopes\": [\"infer\"], \"rate\": 0, \"burst\": 0, \"priority\": 0}}: {e}"
             )))
         }
     };
@@ -177,7 +179,7 @@ async fn create_key(
     match state
         .gateway
         .keys
-        .create_scoped(&new.name, new.rate, burst, &scopes)
+        .create_scoped(&new.name, new.rate, burst, &scopes, new.priority)
         .await
     {
         Ok((key, secret)) => (

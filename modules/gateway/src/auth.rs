@@ -112,6 +112,7 @@ impl Authenticator {
                 caller: Some(Arc::new(Caller {
                     identity: format!("key:{}", key.name),
                     scopes: key.scopes,
+                    priority: key.priority,
                 })),
             });
         }
@@ -125,6 +126,7 @@ impl Authenticator {
             caller: Some(Arc::new(Caller {
                 identity: format!("jwt:{}", claims.subject),
                 scopes: claims.scopes,
+                priority: 0,
             })),
         })
     }

@@ -45,6 +45,9 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
     /// What the key may do (see [`crate::scopes`]).
     pub scopes: Vec<String>,
+    /// The scheduling priority its requests get (Triton's: 1 is the highest
+    /// level); 0 leaves each request's own.
+    pub priority: u32,
     #[serde(skip)]
     salt: String,
     #[serde(skip)]
@@ -117,18 +120,20 @@ impl KeyStore {
         rate: f64,
         burst: f64,
     ) -> Result<(ApiKey, String), GatewayError> {
-        self.create_scoped(name, rate, burst, &crate::scopes::DEFAULT)
+        self.create_scoped(name, rate, burst, &crate::scopes::DEFAULT, 0)
             .await
     }
 
     /// Creates a key holding `scopes` (checked by [`crate::scopes::parse`];
-    /// none given: the defaults).
+    /// none given: the defaults) whose requests run at `priority` (0: their
+    /// own).
     pub async fn create_scoped(
         &self,
         name: &str,
         rate: f64,
         burst: f64,
         scopes: &[&str],
+        priority: u32,
     ) -> Result<(ApiKey, String), GatewayError> {
         let mut scopes = crate::scopes::parse(scopes.iter().copied())?;
         if scopes.is_empty() {
@@ -148,8 +153,8 @@ impl KeyStore {
         let hash = digest(&salt, &secret);
         let created_at = now_micros();
         sqlx::query(
-            "INSERT INTO gateway_api_keys (id, name, salt, hash, rate, burst, created_at, revoked_at, scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+            "INSERT INTO gateway_api_keys (id, name, salt, hash, rate, burst, created_at, revoked_at, scopes, priority) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
         )
         .bind(&id)
         .bind(name)
@@ -159,9 +164,10 @@ impl KeyStore {
         .bind(burst)
         .bind(created_at)
         .bind(scopes.join(" "))
+        .bind(i64::from(priority))
         .execute(&self.db.pool)
         .await?;
-        tracing::info!(key_id = %id, name, rate, burst, scopes = %scopes.join(" "), "api key created");
+        tracing::info!(key_id = %id, name, rate, burst, scopes = %scopes.join(" "), priority, "api key created");
         let key = ApiKey {
             id: id.clone(),
             name: name.into(),
@@ -170,6 +176,7 @@ impl KeyStore {
             created_at,
             revoked_at: None,
             scopes,
+            priority,
             salt,
             hash,
         };
@@ -179,7 +186,7 @@ impl KeyStore {
     /// Every key, newest first.
     pub async fn list(&self) -> Result<Vec<ApiKey>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes FROM gateway_api_keys ORDER BY created_at DESC",
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes, priority FROM gateway_api_keys ORDER BY created_at DESC",
         )
         .fetch_all(&self.db.pool)
         .await?;
@@ -231,7 +238,7 @@ impl KeyStore {
             }
         }
         let row = sqlx::query(
-            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes FROM gateway_api_keys WHERE id = $1",
+            "SELECT id, name, salt, hash, rate, burst, created_at, revoked_at, scopes, priority FROM gateway_api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
@@ -267,6 +274,11 @@ fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, GatewayError> {
             .split_whitespace()
             .map(str::to_string)
             .collect(),
+        priority: row
+            .try_get::<i64, _>("priority")
+            .map_err(get)?
+            .try_into()
+            .unwrap_or(0),
     })
 }
 
@@ -285,17 +297,17 @@ mod tests {
         );
         assert_eq!(found.id, key.id);
         assert_eq!(found.scopes, ["infer", "predict"], "the default scopes");
+        assert_eq!(found.priority, 0, "no priority of its own by default");
         let (_, scoped) = store
-            .create_scoped("ops", 0.0, 1.0, &["rollouts:admin, infer:m"])
+            .create_scoped("ops", 0.0, 1.0, &["rollouts:admin, infer:m"], 2)
             .await
             .unwrap();
-        assert_eq!(
-            store.verify(&scoped).await.unwrap().scopes,
-            ["rollouts:admin", "infer:m"]
-        );
+        let ops = store.verify(&scoped).await.unwrap();
+        assert_eq!(ops.scopes, ["rollouts:admin", "infer:m"]);
+        assert_eq!(ops.priority, 2, "the priority is stored and read back");
         assert_eq!(
             store
-                .create_scoped("bad", 0.0, 1.0, &["root"])
+                .create_scoped("bad", 0.0, 1.0, &["root"], 0)
                 .await
                 .unwrap_err()
                 .code(),

@@ -158,6 +158,7 @@ mod tests {
             caller: Some(Arc::new(Caller {
                 identity: "key:t".into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                priority: 0,
             })),
             ..CallContext::default()
         }

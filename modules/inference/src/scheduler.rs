@@ -269,22 +269,20 @@ impl Scheduler {
     }
 }
 
+/// The queue level of a request asking for `priority`. As Triton's, a
+/// priority of 0 or past the model's levels takes the default level: an API
+/// key's priority applies to every model, whatever levels each one has.
 fn level(policy: &BatchingPolicy, priority: u32) -> Result<usize> {
     let levels = policy.priority_levels;
     if levels == 0 {
         return Ok(0);
     }
-    let level = if priority == 0 {
+    let level = if priority == 0 || priority > levels {
         policy.default_priority_level
     } else {
         priority
     };
-    if level > levels {
-        return Err(InferenceError::InvalidInput(format!(
-            "priority {priority} is outside 1..={levels} for this model"
-        )));
-    }
-    Ok(level as usize - 1)
+    Ok(level.clamp(1, levels) as usize - 1)
 }
 
 impl Drop for Scheduler {

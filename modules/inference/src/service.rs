@@ -348,11 +348,12 @@ impl InferenceService for LocalInference {
             if ctx.expired() {
                 return Err(InferenceError::Timeout);
             }
-            let ticket = served.scheduler.enqueue(
-                validated.inputs,
-                validated.priority,
-                validated.timeout,
-            )?;
+            let priority = ctx.caller.as_ref().map_or(validated.priority, |caller| {
+                caller.request_priority(validated.priority)
+            });
+            let ticket = served
+                .scheduler
+                .enqueue(validated.inputs, priority, validated.timeout)?;
             let outputs = ticket.until(ctx.deadline).wait().await?;
             Ok::<_, InferenceError>((outputs, validated.outputs))
         }

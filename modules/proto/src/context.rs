@@ -3,7 +3,8 @@
 //!
 //! A local call passes the context as it is; a remote call writes it as gRPC
 //! metadata (`grpc-timeout`, `x-request-id`, `traceparent`,
-//! `x-mlserve-caller`, `x-mlserve-scopes`) and the server adapter reads it
+//! `x-mlserve-caller`, `x-mlserve-scopes`, `x-mlserve-priority`) and the
+//! server adapter reads it
 //! back, so a service cannot tell a local caller from a remote one. HTTP
 //! handlers build it from the same headers (`mlserve-timeout-ms` for the
 //! deadline), or take the one an outer layer (the gateway) put in the
@@ -41,6 +42,8 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const CALLER_HEADER: &str = "x-mlserve-caller";
 /// The authenticated caller's scopes (space-separated), between mlserve processes.
 pub const SCOPES_HEADER: &str = "x-mlserve-scopes";
+/// The authenticated caller's scheduling priority, between mlserve processes.
+pub const PRIORITY_HEADER: &str = "x-mlserve-priority";
 /// Reply note naming the model version that served a request.
 pub const MODEL_VERSION_HEADER: &str = "x-mlserve-model-version";
 
@@ -55,6 +58,7 @@ mod names {
     pub const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT_HEADER);
     pub const CALLER: HeaderName = HeaderName::from_static(super::CALLER_HEADER);
     pub const SCOPES: HeaderName = HeaderName::from_static(super::SCOPES_HEADER);
+    pub const PRIORITY: HeaderName = HeaderName::from_static(super::PRIORITY_HEADER);
 }
 
 /// Reply note naming the model that served a request (the gateway's
@@ -71,12 +75,26 @@ pub struct Caller {
     pub identity: String,
     /// What the caller may do.
     pub scopes: Vec<String>,
+    /// The scheduling priority its credential gives its requests (Triton's
+    /// request priority: 1 is the highest level); 0: none, the request's own.
+    pub priority: u32,
 }
 
 impl Caller {
     /// Whether the caller holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The priority a request of this caller runs at, given the one it asked
+    /// for (`requested`, 0: none). The credential's priority sets it; the
+    /// request may ask for a lower level (a larger number), never a higher.
+    pub fn request_priority(&self, requested: u32) -> u32 {
+        if self.priority == 0 {
+            requested
+        } else {
+            requested.max(self.priority)
+        }
     }
 }
 
@@ -211,7 +229,14 @@ impl CallContext {
             let scopes = text(metadata, &names::SCOPES)
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            ctx.caller = Some(Arc::new(Caller { identity, scopes }));
+            let priority = text(metadata, &names::PRIORITY)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            ctx.caller = Some(Arc::new(Caller {
+                identity,
+                scopes,
+                priority,
+            }));
         }
         ctx
     }
@@ -252,6 +277,9 @@ impl CallContext {
         if let Some(caller) = &self.caller {
             put(CALLER_HEADER, &caller.identity);
             put(SCOPES_HEADER, &caller.scopes.join(" "));
+            if caller.priority > 0 {
+                put(PRIORITY_HEADER, &caller.priority.to_string());
+            }
         }
         request
     }
@@ -305,6 +333,7 @@ mod tests {
             caller: Some(Arc::new(Caller {
                 identity: "key-7".into(),
                 scopes: vec!["infer".into(), "predict".into()],
+                priority: 2,
             })),
             ..CallContext::default()
         }
@@ -316,6 +345,27 @@ mod tests {
         assert_eq!(back.caller, ctx.caller);
         let left = back.remaining().expect("a deadline");
         assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_credential_priority_can_be_lowered_never_raised() {
+        let keyed = Caller {
+            priority: 2,
+            ..Caller::default()
+        };
+        assert_eq!(keyed.request_priority(0), 2, "the key's level by default");
+        assert_eq!(
+            keyed.request_priority(1),
+            2,
+            "no higher level than the key's"
+        );
+        assert_eq!(
+            keyed.request_priority(3),
+            3,
+            "a lower level may be asked for"
+        );
+        assert_eq!(Caller::default().request_priority(1), 1);
+        assert_eq!(Caller::default().request_priority(0), 0);
     }
 
     #[test]

@@ -231,6 +231,7 @@ async fn an_authenticated_caller_is_the_actor_over_the_claimed_name() {
         caller: Some(Arc::new(Caller {
             identity: "key-7".into(),
             scopes: vec![],
+            priority: 0,
         })),
         ..CallContext::new()
     };

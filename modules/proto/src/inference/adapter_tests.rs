@@ -156,6 +156,7 @@ async fn the_context_crosses_the_boundary_and_reply_notes_come_back() {
         caller: Some(Arc::new(Caller {
             identity: "alice".into(),
             scopes: vec!["infer".into()],
+            priority: 3,
         })),
         ..CallContext::default()
     }
