@@ -132,13 +132,19 @@ pub fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue + fmt::Debug>(
     Ok(())
 }
 
-/// Writes one histogram family with a histogram per label set.
+/// Writes one histogram family with a histogram per label set; a family with
+/// no label set yet is left out (an OpenMetrics histogram descriptor without
+/// samples right before `# EOF` fails the monitoring role's parser).
 pub fn histogram_family<'h, L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, &'h Histogram)>,
 ) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, histogram) in samples {
         histogram.encode(family.encode_family(&labels)?)?;

@@ -313,6 +313,23 @@ mod tests {
         );
     }
 
+    /// A gateway that has served nothing yet: its request histogram family
+    /// has no series, and it is the last family before `# EOF`.
+    #[derive(Debug)]
+    struct Idle;
+
+    impl Collector for Idle {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            histogram_family::<[(&str, Label); 0]>(&mut encoder, REQUESTS_FAMILY, "Requests.", [])
+        }
+    }
+
+    #[test]
+    fn a_process_that_served_nothing_yet_reads_as_empty() {
+        let reading = parse(&encode_collector(Idle)).unwrap();
+        assert!(reading.requests.is_empty() && reading.followed.is_empty());
+    }
+
     #[test]
     fn unreadable_text_is_an_error() {
         assert!(parse("this is { not metrics\n").is_err());
