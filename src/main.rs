@@ -31,6 +31,15 @@ const COMPILED_ROLES: &[Role] = &[
     Role::Monitoring,
 ];
 
+/// mimalloc serves every Rust allocation of the process. A request allocates
+/// and frees a few dozen small buffers; with glibc's malloc those calls were
+/// about a quarter of a tabular request's server instructions
+/// (`bench/request_cost.py`), and glibc's per-thread arenas grew the resident
+/// set with each model version loaded (`bench/results/2026-12-06/soak-arenas`).
+/// ONNX Runtime's own allocations still go to the C library's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let config = match Config::load(cli.config.as_deref(), cli.overrides()) {
