@@ -280,15 +280,13 @@ async fn higher_priority_requests_run_first() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let low = harness.scheduler.enqueue(request(2, 1), 2, None).unwrap();
     let high = harness.scheduler.enqueue(request(3, 1), 1, None).unwrap();
-    assert!(matches!(
-        harness.scheduler.enqueue(request(4, 1), 3, None),
-        Err(InferenceError::InvalidInput(_))
-    ));
+    // Past the model's levels: the default level, as Triton's.
+    let past = harness.scheduler.enqueue(request(4, 1), 3, None).unwrap();
     let gate = harness.gate.as_ref().unwrap();
-    for _ in 0..3 {
+    for _ in 0..4 {
         gate.send(()).unwrap();
     }
-    for reply in [first, high, low] {
+    for reply in [first, high, low, past] {
         reply.wait().await.unwrap();
     }
     let order: Vec<i32> = harness
@@ -298,7 +296,7 @@ async fn higher_priority_requests_run_first() {
         .iter()
         .map(|b| b[0] / 1000)
         .collect();
-    assert_eq!(order, vec![1, 3, 2]);
+    assert_eq!(order, vec![1, 3, 2, 4]);
 }
 
 #[tokio::test]
