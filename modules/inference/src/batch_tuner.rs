@@ -10,13 +10,15 @@
 //! batch is left out: it warms ONNX Runtime's buffers for that shape.
 //!
 //! The preferred size starts at `max_batch_size` (the batcher's behaviour
-//! without the tuner) and moves by hill climbing: to a neighbouring bucket
-//! (half or double) only when that one is measured cheaper per row by a
-//! margin, so noise does not make it flap and it never leaves the largest
-//! size for one that is not clearly faster. Exploration is deterministic:
-//! the preferred size is measured first, then each neighbour without enough
-//! samples, and afterwards one batch in `explore_every` goes to a neighbour
-//! (alternately the smaller and the larger) to keep their numbers fresh.
+//! without the tuner) and moves by hill climbing: to another bucket only
+//! when that one is measured cheaper per row by a margin, so noise does not
+//! make it flap and it never leaves the largest size for one that is not
+//! clearly faster. Exploration is deterministic: the preferred size is
+//! measured first, then the next bucket on each side without enough samples,
+//! walking on past buckets no worse than the preferred one (a flat stretch
+//! must not hide a faster size beyond it); afterwards one batch in
+//! `explore_every` goes to a neighbour (half or double, alternately) to keep
+//! their numbers fresh.
 //!
 //! The logic here is pure (no clocks, no locks): the scheduler gives it each
 //! batch's rows and service time and asks it for the size to form.
@@ -121,9 +123,11 @@ impl BatchTuner {
             return self.preferred;
         }
         let (smaller, larger) = self.neighbours();
-        if let Some(untried) = [smaller, larger]
+        let (below, above) = self.reach();
+        if let Some(untried) = [below.last(), above.last()]
             .into_iter()
             .flatten()
+            .copied()
             .find(|&i| !trusted(i))
         {
             return untried;
@@ -141,6 +145,29 @@ impl BatchTuner {
         self.preferred
     }
 
+    /// The buckets measured on each side of the preferred one, nearest
+    /// first, up to and including the first that is untried or worse than
+    /// the preferred by more than the margin: a flat stretch must not hide
+    /// a faster size beyond it (MiniLM can cost the same per row at 16 and
+    /// 32, and less at 8).
+    fn reach(&self) -> (Vec<usize>, Vec<usize>) {
+        let ceiling = self.buckets[self.preferred].seconds_per_row * (1.0 + self.settings.margin);
+        let walk = |order: &mut dyn Iterator<Item = usize>| {
+            let mut seen = Vec::new();
+            for i in order {
+                seen.push(i);
+                let b = self.buckets[i];
+                if b.samples() < self.settings.min_samples || b.seconds_per_row > ceiling {
+                    break;
+                }
+            }
+            seen
+        };
+        let below = walk(&mut (0..self.preferred).rev());
+        let above = walk(&mut (self.preferred + 1..self.buckets.len()));
+        (below, above)
+    }
+
     fn neighbours(&self) -> (Option<usize>, Option<usize>) {
         let smaller = self.preferred.checked_sub(1);
         let larger = Some(self.preferred + 1).filter(|&i| i < self.buckets.len());
@@ -148,7 +175,7 @@ impl BatchTuner {
     }
 
     /// Records a batch of `rows` rows that took `service` to run, then
-    /// moves the preferred size when a neighbour is clearly faster.
+    /// moves the preferred size when a measured size is clearly faster.
     pub fn record(&mut self, rows: usize, service: Duration) {
         if rows == 0 || service.is_zero() {
             return;
@@ -175,7 +202,7 @@ impl BatchTuner {
         self.climb();
     }
 
-    /// Moves to the cheaper neighbour, if one is trusted and beats the
+    /// Moves to the cheapest measured bucket within reach, if it beats the
     /// preferred size by the margin.
     fn climb(&mut self) {
         let min = self.settings.min_samples;
@@ -183,10 +210,10 @@ impl BatchTuner {
         if current.samples() < min {
             return;
         }
-        let (smaller, larger) = self.neighbours();
-        let best = [smaller, larger]
+        let (below, above) = self.reach();
+        let best = below
             .into_iter()
-            .flatten()
+            .chain(above)
             .filter(|&i| self.buckets[i].samples() >= min)
             .min_by(|&a, &b| {
                 let (a, b) = (self.buckets[a], self.buckets[b]);

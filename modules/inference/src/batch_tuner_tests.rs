@@ -102,6 +102,18 @@ fn stays_at_the_largest_size_when_bigger_batches_are_cheaper_per_row() {
 }
 
 #[test]
+fn a_flat_stretch_does_not_hide_a_faster_size_beyond_it() {
+    // The same cost per row at 32 and 16, less at 8 and below.
+    let plateau = |rows: usize| {
+        let per_row_us = if rows > 8 { 1000 } else { 600 };
+        Duration::from_micros(per_row_us * rows as u64)
+    };
+    let mut tuner = BatchTuner::new(32, TunerSettings::default());
+    drive(&mut tuner, 200, plateau);
+    assert_eq!(tuner.preferred_size(), 8);
+}
+
+#[test]
 fn a_neighbour_within_the_margin_does_not_move_it() {
     // The same cost per row at every size: nothing is clearly faster, so it
     // keeps the batcher's own behaviour (the largest size).
