@@ -185,8 +185,6 @@ impl Ensemble {
             | InferenceError::QueueFull
             | InferenceError::Timeout
             | InferenceError::ShuttingDown => InferenceError::ModelUnavailable(message),
-            // Kept whole: its Retry-After reaches the caller.
-            refused @ InferenceError::DeadlineUnmet { .. } => refused,
         }
     }
 
