@@ -189,9 +189,10 @@ def test_a_million_entity_lookup_is_refused_while_parsing(tmp_path):
               f"{before + grown:.0f} MiB (+{grown:.0f})")
         assert r.status == 400, str(r)
         assert r.error() == "at least 10001 entities requested, more than the limit of 10000"
-        # The body as read (its chunks, then one copy of them) and 10,000
-        # entities.
-        assert grown < 60, f"peak RSS grew {grown:.0f} MiB"
+        # The body as read (its chunks, then one copy of them: 48 MiB here),
+        # 10,000 entities and the allocator's retained pages (mimalloc peaks
+        # at about +60 MiB, glibc at +30); parsed whole it was +749 MiB.
+        assert grown < 100, f"peak RSS grew {grown:.0f} MiB"
         # Under the limit, the same lookup is answered.
         assert ok(online(port, [1] * 10_000))["rows"][0]["values"][0]["status"] == "NOT_FOUND"
 
