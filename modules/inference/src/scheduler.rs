@@ -216,7 +216,7 @@ impl Scheduler {
     ) -> Result<Ticket> {
         let shared = &self.shared;
         let policy = &shared.policy;
-        let level = level(policy, priority)?;
+        let level = level(policy, priority);
         shared.stats.arrivals.fetch_add(1, Ordering::Relaxed);
         let depth = &shared.stats.queue_depth;
         if depth.fetch_add(1, Ordering::AcqRel) >= policy.max_queue_size {
@@ -272,17 +272,17 @@ impl Scheduler {
 /// The queue level of a request asking for `priority`. As Triton's, a
 /// priority of 0 or past the model's levels takes the default level: an API
 /// key's priority applies to every model, whatever levels each one has.
-fn level(policy: &BatchingPolicy, priority: u32) -> Result<usize> {
+fn level(policy: &BatchingPolicy, priority: u32) -> usize {
     let levels = policy.priority_levels;
     if levels == 0 {
-        return Ok(0);
+        return 0;
     }
     let level = if priority == 0 || priority > levels {
         policy.default_priority_level
     } else {
         priority
     };
-    Ok(level.clamp(1, levels) as usize - 1)
+    level.clamp(1, levels) as usize - 1
 }
 
 impl Drop for Scheduler {
