@@ -37,6 +37,8 @@ pub async fn start(node: &mut Node, ort_cores: usize) -> Result<()> {
         root: settings.model_repository.clone(),
         mode: settings.model_control_mode,
         default_queue: settings.default_max_queue_size.max(1),
+        default_latency_objective: Some(settings.default_latency_objective)
+            .filter(|objective| !objective.is_zero()),
     };
     if !options.root.is_dir() && settings.models.is_empty() {
         anyhow::bail!(

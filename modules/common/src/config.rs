@@ -232,6 +232,11 @@ pub struct InferenceConfig {
     pub cpu_threads: Option<NonZeroUsize>,
     /// Queue bound for models whose config sets no `max_queue_size`.
     pub default_max_queue_size: usize,
+    /// Latency objective of models whose config sets no
+    /// `latency_objective_ms`: a request predicted to miss it is refused at
+    /// once (503 with Retry-After). Zero: none.
+    #[serde(with = "duration")]
+    pub default_latency_objective: Duration,
     /// Models served from the registry, following an alias or pinned to a version.
     pub models: Vec<FollowedModel>,
     /// Time between checks of the followed aliases, the fallback when an
@@ -264,6 +269,7 @@ impl Default for InferenceConfig {
             onnxruntime_library: None,
             cpu_threads: None,
             default_max_queue_size: 1024,
+            default_latency_objective: Duration::ZERO,
             models: Vec::new(),
             registry_poll_interval: Duration::from_secs(30),
             artifact_cache_dir: None,

@@ -185,6 +185,8 @@ impl Ensemble {
             | InferenceError::QueueFull
             | InferenceError::Timeout
             | InferenceError::ShuttingDown => InferenceError::ModelUnavailable(message),
+            // Kept whole: its Retry-After reaches the caller.
+            refused @ InferenceError::DeadlineUnmet { .. } => refused,
         }
     }
 

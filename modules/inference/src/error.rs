@@ -20,6 +20,22 @@ pub enum InferenceError {
     /// The request waited in the queue past its timeout.
     #[error("request timeout expired")]
     Timeout,
+    /// Refused on arrival: the queue ahead of it would not let it finish
+    /// within its deadline (its timeout or the model's latency objective).
+    #[error(
+        "refused: predicted to finish in {} ms, past its deadline of {} ms; retry in {} s",
+        predicted.as_millis(),
+        deadline.as_millis(),
+        retry_after.as_secs()
+    )]
+    DeadlineUnmet {
+        /// Predicted time from arrival to completion.
+        predicted: std::time::Duration,
+        /// The time it was allowed.
+        deadline: std::time::Duration,
+        /// When a retry should fit (whole seconds, at least 1).
+        retry_after: std::time::Duration,
+    },
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -48,6 +64,7 @@ impl InferenceError {
             InferenceError::ModelUnavailable(_)
             | InferenceError::QueueFull
             | InferenceError::Timeout
+            | InferenceError::DeadlineUnmet { .. }
             | InferenceError::ShuttingDown => ErrorCode::Unavailable,
             InferenceError::Backend(_) | InferenceError::Internal(_) => ErrorCode::Internal,
         }
@@ -62,6 +79,7 @@ impl InferenceError {
             InferenceError::ModelNotFound(_) | InferenceError::ModelUnavailable(_) => "unavailable",
             InferenceError::QueueFull => "rejected",
             InferenceError::Timeout => "timeout",
+            InferenceError::DeadlineUnmet { .. } => "deadline",
             InferenceError::ShuttingDown => "canceled",
             InferenceError::Backend(_) => "backend",
             InferenceError::Internal(_) => "other",
@@ -71,7 +89,13 @@ impl InferenceError {
 
 impl From<InferenceError> for ServiceError {
     fn from(err: InferenceError) -> Self {
-        ServiceError::new(err.code(), err.to_string())
+        let service = ServiceError::new(err.code(), err.to_string());
+        match err {
+            InferenceError::DeadlineUnmet { retry_after, .. } => {
+                service.with_retry_after(retry_after.as_secs())
+            }
+            _ => service,
+        }
     }
 }
 

@@ -375,6 +375,7 @@ fn follower_of(
         root: temp_dir("empty-repo"),
         mode: ModelControlMode::None,
         default_queue: 16,
+        default_latency_objective: None,
     };
     let manager = Arc::new(ModelManager::new(
         options,

@@ -1,6 +1,7 @@
 //! The inference role: a Triton-style model repository served through ONNX
 //! Runtime, with one dynamic batcher per model version.
 
+pub mod admission;
 pub mod artifact_cache;
 pub mod batch_tuner;
 pub mod demand;

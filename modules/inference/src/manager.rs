@@ -94,6 +94,8 @@ pub struct ManagerOptions {
     pub mode: ModelControlMode,
     /// Queue bound when a model sets none.
     pub default_queue: usize,
+    /// Latency objective of models whose config sets none.
+    pub default_latency_objective: Option<std::time::Duration>,
 }
 
 /// The loaded models by name.
@@ -467,6 +469,8 @@ impl ModelManager {
             runners,
             stats.clone(),
         )?;
+        let objective = config.latency_objective();
+        scheduler.set_latency_objective(objective.or(self.options.default_latency_objective));
         Ok(ServedVersion {
             version,
             label,

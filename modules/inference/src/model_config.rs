@@ -40,6 +40,11 @@ pub struct ModelConfigFile {
     pub default_model_filename: Option<String>,
     /// Triton's ensemble: the steps of a pipeline of other models.
     pub ensemble_scheduling: Option<crate::ensemble_plan::EnsembleConfig>,
+    /// mlserve: a request's latency objective, arrival to answer, in
+    /// milliseconds. The batcher refuses at once (503 with Retry-After) a
+    /// request it predicts would miss it. Unset or 0: the server's
+    /// `inference.default_latency_objective`.
+    pub latency_objective_ms: Option<u64>,
 }
 
 /// One input or output as declared in the config.
@@ -378,6 +383,13 @@ impl ModelConfigFile {
         } else {
             crate::repository::list_versions(model_dir, self.model_filename())
         }
+    }
+
+    /// The latency objective this config sets; `None` for unset or 0.
+    pub fn latency_objective(&self) -> Option<Duration> {
+        self.latency_objective_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
     }
 
     /// The version policy (default: latest 1).

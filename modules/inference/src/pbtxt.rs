@@ -359,6 +359,7 @@ fn to_mlserve(config: pb::ModelConfig) -> Result<ModelConfigFile, PbtxtError> {
         optimization,
         default_model_filename: non_empty(config.default_model_filename),
         ensemble_scheduling,
+        latency_objective_ms: None,
     })
 }
 

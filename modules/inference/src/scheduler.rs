@@ -13,6 +13,11 @@
 //! is run again one request at a time, so a request whose data fails the
 //! model fails alone and never takes the requests batched with it along.
 //!
+//! Admission by deadline ([`Admission`]): a request that the queue ahead of
+//! it and the measured batch time say would finish past its deadline (its
+//! timeout or the model's latency objective) is refused at once with
+//! [`InferenceError::DeadlineUnmet`], never held.
+//!
 //! Each request carries a small state (queued, started, abandoned) that the
 //! instance and the caller settle with one compare-and-swap: a caller whose
 //! queue timeout passes, or who goes away, abandons a request that has not
@@ -21,12 +26,13 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::admission::{Admission, Offer, Verdict};
 use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
@@ -51,6 +57,10 @@ const ABANDONED: u8 = 2;
 struct Status {
     state: AtomicU8,
     stats: Arc<VersionStats>,
+    admission: Arc<Admission>,
+    /// Its queue level and the rows it counts for in admission.
+    level: usize,
+    rows: usize,
 }
 
 impl Status {
@@ -63,6 +73,7 @@ impl Status {
             .is_ok();
         if moved {
             self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
+            self.admission.leave(self.level, self.rows);
         }
         moved
     }
@@ -146,6 +157,9 @@ struct Shared {
     /// The most rows a batch takes now: the tuner's target, else
     /// `max_batch_size`.
     batch_limit: AtomicUsize,
+    admission: Arc<Admission>,
+    /// A request's latency objective in nanoseconds; 0: none.
+    objective_ns: AtomicU64,
 }
 
 /// Handle to a model version's queue and instances. Dropping it lets the
@@ -173,7 +187,14 @@ impl Scheduler {
             let gauge = &stats.preferred_batch_size;
             gauge.store(tuner.preferred_size(), Ordering::Relaxed);
         }
+        let admission = Admission::new(
+            policy.priority_levels.max(1) as usize,
+            runners.len(),
+            policy.max_queue_delay,
+        );
         let shared = Arc::new(Shared {
+            admission: Arc::new(admission),
+            objective_ns: AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 levels,
                 closing: false,
@@ -195,7 +216,11 @@ impl Scheduler {
                 .name(format!("inst-{label}-{id}"))
                 .spawn(move || {
                     while let Some(batch) = shared.next_batch() {
+                        let rows = batch.iter().map(|p| p.status.rows).sum();
+                        let began = Instant::now();
+                        shared.admission.start(id, began, rows);
                         execute(runner.as_mut(), batch, &shared);
+                        shared.admission.finish(id, rows, began.elapsed());
                     }
                 })
                 .map_err(|e| {
@@ -205,7 +230,16 @@ impl Scheduler {
         Ok(Scheduler { shared })
     }
 
-    /// Queues a validated request. Fails at once when the queue is full.
+    /// Sets the latency objective of a request, arrival to answer (`None`:
+    /// none): one predicted to miss it is refused on arrival.
+    pub fn set_latency_objective(&self, objective: Option<Duration>) {
+        let ns = objective.map_or(0, |o| u64::try_from(o.as_nanos()).unwrap_or(u64::MAX));
+        self.shared.objective_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Queues a validated request. Fails at once when the queue is full, or
+    /// when it is predicted to finish past its deadline (its timeout or the
+    /// latency objective, whichever is earlier).
     /// `priority` 0 takes the default level; `timeout` applies only when the
     /// model allows overrides (else the model's default timeout applies).
     pub fn enqueue(
@@ -229,9 +263,25 @@ impl Scheduler {
             policy.default_timeout
         };
         let enqueued = Instant::now();
+        let offer = shared.offer(level, inputs.rows, timeout);
+        if let Verdict::Refuse {
+            predicted,
+            retry_after,
+        } = shared.admission.offer(enqueued, offer)
+        {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(InferenceError::DeadlineUnmet {
+                predicted,
+                deadline: offer.budget.unwrap_or_default(),
+                retry_after,
+            });
+        }
         let status = Arc::new(Status {
             state: AtomicU8::new(QUEUED),
             stats: shared.stats.clone(),
+            admission: shared.admission.clone(),
+            level,
+            rows: offer.rows,
         });
         let (reply, receiver) = oneshot::channel();
         let ticket = Ticket {
@@ -293,6 +343,30 @@ impl Drop for Scheduler {
 }
 
 impl Shared {
+    /// A request as admission sees it: a model that does not batch runs
+    /// each request alone, as one row of a one-row batch.
+    fn offer(&self, level: usize, rows: usize, timeout: Option<Duration>) -> Offer {
+        let batches = self.max_batch_size > 0;
+        let objective = match self.objective_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        };
+        let budget = match (timeout, objective) {
+            (Some(t), Some(o)) => Some(t.min(o)),
+            (t, o) => t.or(o),
+        };
+        Offer {
+            level,
+            rows: if batches { rows } else { 1 },
+            capacity: if batches {
+                self.batch_limit.load(Ordering::Relaxed).max(1)
+            } else {
+                1
+            },
+            budget,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }

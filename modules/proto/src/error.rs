@@ -6,6 +6,10 @@ use std::fmt;
 /// remote caller sees the same code a local caller sees.
 pub const ERROR_CODE_METADATA: &str = "mlserve-error-code";
 
+/// gRPC metadata key of [`ServiceError::retry_after_secs`]: the same name and
+/// value (whole seconds) as HTTP's `Retry-After` header.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
 /// The small set of error kinds every module error maps into. This enum alone
 /// owns the HTTP status and the gRPC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +151,9 @@ pub struct ServiceError {
     pub message: String,
     /// Set when the transport failed rather than the service answering.
     pub transport: Option<Transport>,
+    /// When a refused caller may try again, in whole seconds (at least 1):
+    /// HTTP's `Retry-After` header, gRPC's `retry-after` metadata.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// Result alias for service calls.
@@ -159,7 +166,14 @@ impl ServiceError {
             code,
             message: message.into(),
             transport: None,
+            retry_after_secs: None,
         }
+    }
+    /// The same error, telling the caller to retry after `secs` seconds
+    /// (raised to 1: `Retry-After: 0` would invite an immediate retry).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
     /// A transport failure: 503, with how far the call got.
     pub fn transport(transport: Transport, message: impl Into<String>) -> Self {
@@ -200,6 +214,12 @@ impl From<ServiceError> for tonic::Status {
         if let Ok(value) = err.code.as_str().parse() {
             status.metadata_mut().insert(ERROR_CODE_METADATA, value);
         }
+        if let Some(secs) = err.retry_after_secs {
+            status.metadata_mut().insert(
+                RETRY_AFTER_METADATA,
+                tonic::metadata::MetadataValue::from(secs),
+            );
+        }
         status
     }
 }
@@ -216,7 +236,16 @@ impl From<tonic::Status> for ServiceError {
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::from_name);
         if let Some(code) = sent {
-            return ServiceError::new(code, status.message());
+            let retry_after = status
+                .metadata()
+                .get(RETRY_AFTER_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let err = ServiceError::new(code, status.message());
+            return match retry_after {
+                Some(secs) => err.with_retry_after(secs),
+                None => err,
+            };
         }
         if let Some(transport) = transport_failure(&status) {
             return ServiceError::transport(
@@ -303,6 +332,25 @@ mod tests {
         }
         impl std::error::Error for Wrapped {}
         Wrapped(inner)
+    }
+
+    #[test]
+    fn retry_after_survives_a_grpc_round_trip() {
+        let status: tonic::Status = ServiceError::unavailable("late").with_retry_after(7).into();
+        assert_eq!(
+            status.metadata().get(RETRY_AFTER_METADATA).unwrap(),
+            "7",
+            "sent as metadata a Triton client can read"
+        );
+        assert_eq!(ServiceError::from(status).retry_after_secs, Some(7));
+        let plain: tonic::Status = ServiceError::unavailable("full").into();
+        assert_eq!(ServiceError::from(plain).retry_after_secs, None);
+        assert_eq!(
+            ServiceError::unavailable("x")
+                .with_retry_after(0)
+                .retry_after_secs,
+            Some(1)
+        );
     }
 
     #[test]

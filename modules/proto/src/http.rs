@@ -167,12 +167,19 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
 }
 
 /// The protocol's error response: the status of `err.code`, the body
-/// `{"error": message}` and `Content-Type: application/json`.
+/// `{"error": message}`, `Content-Type: application/json`, and
+/// `Retry-After` when the error says when to retry.
 pub fn error_response(err: &ServiceError) -> Response {
     let status =
         StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({ "error": err.message }).to_string();
-    json_bytes(status, body.into_bytes())
+    let mut response = json_bytes(status, body.into_bytes());
+    if let Some(secs) = err.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// `router` answering 401 to a call without the node's internal token
@@ -314,5 +321,10 @@ mod tests {
         let resp = error_response(&ServiceError::not_found("no model 'x'"));
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(!resp.headers().contains_key(header::RETRY_AFTER));
+        let late = ServiceError::unavailable("deadline").with_retry_after(3);
+        let resp = error_response(&late);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
     }
 }
