@@ -264,5 +264,7 @@ def test_request_timeout_expires_in_busy_queue(slow_server):
     assert {r.status for r in timed_results} <= {200, 503}, [str(r) for r in timed_results]
     expired = [r.error() for r in timed_results if r.status == 503]
     assert expired, "no request with timeout=1000 us expired while slow was busy"
-    assert all("request timeout expired" in m for m in expired), expired
+    # Expired in the queue, or refused on arrival once slow's batch time is
+    # known (admission: the queue ahead would not let it finish in time).
+    assert all("request timeout expired" in m or "past its deadline" in m for m in expired), expired
     assert get(s.http_port, "/v2/health/live").status == 200

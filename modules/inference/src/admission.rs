@@ -14,7 +14,8 @@
 //! (the batch limit now), each batch taken by the instance that frees first.
 //! Every batch ahead, and the request's own, is costed as a full batch, so
 //! rows that join its batch later cannot make it late. A cold model (no
-//! batch measured yet) admits everything.
+//! batch measured yet) admits everything, and so does an idle one: a
+//! request that would start at once is never refused.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,7 +70,11 @@ impl BatchCost {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Queue it: it is predicted to finish in time (or nothing is known).
-    Admit,
+    Admit {
+        /// Predicted time from arrival to completion; `None` before any
+        /// batch was measured.
+        predicted: Option<Duration>,
+    },
     /// Refuse it now: it would finish `predicted` after arriving, past its
     /// deadline; the queue ahead should have drained enough for a request
     /// like it to fit after `retry_after` (whole seconds, at least 1).
@@ -79,6 +84,13 @@ pub enum Verdict {
         /// When a retry is predicted to fit.
         retry_after: Duration,
     },
+}
+
+impl Verdict {
+    /// Whether the request is queued.
+    pub fn is_admit(&self) -> bool {
+        matches!(self, Verdict::Admit { .. })
+    }
 }
 
 /// A new request as the predictor sees it.
@@ -112,6 +124,14 @@ pub struct Admission {
     queue_delay: Duration,
 }
 
+/// Whether a request at `level` would start at once: no rows queued at its
+/// level or above, and an instance idle.
+fn starts_now(backlog: &Backlog, level: usize) -> bool {
+    let level = level.min(backlog.queued.len() - 1);
+    backlog.queued[..=level].iter().all(|&rows| rows == 0)
+        && backlog.busy_until.iter().any(Option::is_none)
+}
+
 impl Admission {
     /// State for `levels` queue levels and `instances` model instances.
     pub fn new(levels: usize, instances: usize, queue_delay: Duration) -> Self {
@@ -133,21 +153,24 @@ impl Admission {
     /// in the queue until [`Admission::leave`].
     pub fn offer(&self, now: Instant, offer: Offer) -> Verdict {
         let mut backlog = self.lock();
-        if let Some(budget) = offer.budget {
-            if let Some(predicted) = self.predict(&backlog, now, offer) {
-                if predicted > budget {
-                    let late = predicted - budget;
-                    let secs = late.as_secs() + u64::from(late.subsec_nanos() > 0);
-                    return Verdict::Refuse {
-                        predicted,
-                        retry_after: Duration::from_secs(secs.max(1)),
-                    };
-                }
+        let predicted = self.predict(&backlog, now, offer);
+        if let (Some(budget), Some(predicted)) = (offer.budget, predicted) {
+            // One that would start at once is admitted whatever it is
+            // predicted to take: refusing it makes room for nobody, and a
+            // model whose measured batch time outgrew every deadline (a
+            // slow spell) would otherwise never run, nor measure, again.
+            if predicted > budget && !starts_now(&backlog, offer.level) {
+                let late = predicted - budget;
+                let secs = late.as_secs() + u64::from(late.subsec_nanos() > 0);
+                return Verdict::Refuse {
+                    predicted,
+                    retry_after: Duration::from_secs(secs.max(1)),
+                };
             }
         }
         let level = offer.level.min(backlog.queued.len() - 1);
         backlog.queued[level] += offer.rows;
-        Verdict::Admit
+        Verdict::Admit { predicted }
     }
 
     /// The predicted time from `now` until a request like `offer` would

@@ -42,8 +42,32 @@ fn a_cold_model_admits_everything() {
     let now = Instant::now();
     for _ in 0..100 {
         let verdict = admission.offer(now, offer(1, 1, Some(Duration::from_nanos(1))));
-        assert_eq!(verdict, Verdict::Admit);
+        assert!(verdict.is_admit());
     }
+}
+
+#[test]
+fn an_idle_model_admits_a_request_longer_than_its_deadline_and_refuses_the_next() {
+    let admission = Admission::new(1, 1, Duration::ZERO);
+    let now = Instant::now();
+    admission.finish(0, 1, ms(300));
+    let first = admission.offer(now, offer(1, 1, Some(ms(100))));
+    assert_eq!(
+        first,
+        Verdict::Admit {
+            predicted: Some(ms(300))
+        },
+        "it would start at once: refusing it makes room for nobody"
+    );
+    let second = admission.offer(now, offer(1, 1, Some(ms(100))));
+    assert!(
+        matches!(second, Verdict::Refuse { predicted, .. } if predicted == ms(600)),
+        "{second:?}"
+    );
+    admission.leave(0, 1);
+    admission.start(0, now, 1);
+    let behind_a_running_batch = admission.offer(now, offer(1, 1, Some(ms(100))));
+    assert!(!behind_a_running_batch.is_admit(), "no instance is idle");
 }
 
 #[test]
@@ -53,7 +77,7 @@ fn queued_work_refuses_a_short_deadline_with_the_time_it_is_late_by() {
     admission.start(0, now, 4);
     admission.finish(0, 4, ms(300));
     for _ in 0..8 {
-        assert_eq!(admission.offer(now, offer(1, 4, None)), Verdict::Admit);
+        assert!(admission.offer(now, offer(1, 4, None)).is_admit());
     }
     // Two full batches ahead, its own third: 900 ms.
     let wait = admission.predicted_wait(now, offer(1, 4, None));
@@ -67,8 +91,8 @@ fn queued_work_refuses_a_short_deadline_with_the_time_it_is_late_by() {
         }
     );
     let far = admission.offer(now, offer(1, 4, Some(ms(4000))));
-    assert_eq!(far, Verdict::Admit);
-    admission.leave(0, 9);
+    assert!(far.is_admit());
+    admission.leave(0, 5); // one full batch left ahead
     let late = admission.offer(now, offer(1, 4, Some(Duration::from_nanos(1))));
     assert!(
         matches!(late, Verdict::Refuse { retry_after, .. } if retry_after == Duration::from_secs(1)),
@@ -126,10 +150,12 @@ struct Case {
     requests: Vec<(Duration, Option<Duration>)>,
 }
 
-/// When each request arrived, whether it was admitted, when it finished.
+/// When each request arrived, whether it was admitted, when it started and
+/// finished.
 struct Outcome {
     arrived: Vec<Instant>,
     admitted: Vec<bool>,
+    started: Vec<Option<Instant>>,
     finished: Vec<Option<Instant>>,
 }
 
@@ -153,6 +179,7 @@ fn simulate(case: &Case, forced: Option<&[bool]>) -> Outcome {
     let mut outcome = Outcome {
         arrived,
         admitted: vec![false; n],
+        started: vec![None; n],
         finished: vec![None; n],
     };
     let mut busy: Vec<Option<(Instant, Vec<usize>)>> = vec![None; case.instances];
@@ -167,7 +194,7 @@ fn simulate(case: &Case, forced: Option<&[bool]>) -> Outcome {
         let arriving = outcome.arrived.get(next).copied();
         let now = match (ending, arriving) {
             (None, None) => break,
-            (Some((end, i)), a) if a.map_or(true, |a| end <= a) => {
+            (Some((end, i)), a) if a.is_none_or(|a| end <= a) => {
                 let (_, ran) = busy[i].take().unwrap_or((end, Vec::new()));
                 for r in &ran {
                     outcome.finished[*r] = Some(end);
@@ -180,13 +207,13 @@ fn simulate(case: &Case, forced: Option<&[bool]>) -> Outcome {
                 let admit = match forced {
                     Some(set) => {
                         set[next]
-                            && admission.offer(at, offer(case.rows, case.capacity, None))
-                                == Verdict::Admit
+                            && admission
+                                .offer(at, offer(case.rows, case.capacity, None))
+                                .is_admit()
                     }
-                    None => {
-                        admission.offer(at, offer(case.rows, case.capacity, budget))
-                            == Verdict::Admit
-                    }
+                    None => admission
+                        .offer(at, offer(case.rows, case.capacity, budget))
+                        .is_admit(),
                 };
                 if admit {
                     outcome.admitted[next] = true;
@@ -208,6 +235,9 @@ fn simulate(case: &Case, forced: Option<&[bool]>) -> Outcome {
                 batch.push(r);
             }
             admission.start(i, now, batch.len() * case.rows);
+            for r in &batch {
+                outcome.started[*r] = Some(now);
+            }
             *slot = Some((now + case.service, batch));
         }
     }
@@ -243,7 +273,10 @@ proptest! {
             if run.admitted[r] {
                 let finished = run.finished[r];
                 prop_assert!(finished.is_some(), "admitted request {r} was never run");
-                if let (Some(budget), Some(finished)) = (budget, finished) {
+                // One that started on arrival was admitted whatever its
+                // budget (an idle model never refuses).
+                let at_once = run.started[r] == Some(run.arrived[r]);
+                if let (Some(budget), Some(finished), false) = (budget, finished, at_once) {
                     prop_assert!(
                         finished <= run.arrived[r] + *budget,
                         "admitted request {r} finished {:?} after its deadline",

@@ -36,17 +36,20 @@ pub enum DispatchTicket {
 }
 
 impl Dispatch {
-    /// Takes a validated request: a model queues it (failing at once when
-    /// its queue is full); an ensemble runs it when it is waited for.
+    /// Takes a validated request held to the caller's `deadline` too: a
+    /// model queues it (failing at once when its queue is full or it is
+    /// predicted to finish late, see [`Scheduler::enqueue_until`]); an
+    /// ensemble runs it when it is waited for.
     pub fn enqueue(
         &self,
         inputs: RequestInputs,
         priority: u32,
         timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<DispatchTicket> {
         match self {
             Dispatch::Model(scheduler) => scheduler
-                .enqueue(inputs, priority, timeout)
+                .enqueue_until(inputs, priority, timeout, deadline)
                 .map(DispatchTicket::Model),
             Dispatch::Ensemble(ensemble) => Ok(DispatchTicket::Ensemble {
                 ensemble: ensemble.clone(),
@@ -54,7 +57,7 @@ impl Dispatch {
                 scheduling: StepScheduling {
                     priority,
                     timeout,
-                    deadline: None,
+                    deadline,
                 },
             }),
         }
@@ -70,28 +73,6 @@ impl Dispatch {
 }
 
 impl DispatchTicket {
-    /// Holds the request to the caller's `deadline` too (see [`Ticket::until`]).
-    pub fn until(self, deadline: Option<Instant>) -> DispatchTicket {
-        match self {
-            DispatchTicket::Model(ticket) => DispatchTicket::Model(ticket.until(deadline)),
-            DispatchTicket::Ensemble {
-                ensemble,
-                inputs,
-                mut scheduling,
-            } => {
-                if let Some(deadline) = deadline {
-                    let earlier = scheduling.deadline.map_or(deadline, |d| d.min(deadline));
-                    scheduling.deadline = Some(earlier);
-                }
-                DispatchTicket::Ensemble {
-                    ensemble,
-                    inputs,
-                    scheduling,
-                }
-            }
-        }
-    }
-
     /// Waits for the answer: every output of the model, in model order.
     pub fn wait(self) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
         match self {

@@ -123,11 +123,16 @@ impl Ensemble {
                     .map_err(|e| self.in_step(step, e))?;
                 let ticket = composing
                     .scheduler
-                    .enqueue(request, scheduling.priority, scheduling.timeout)
+                    .enqueue(
+                        request,
+                        scheduling.priority,
+                        scheduling.timeout,
+                        scheduling.deadline,
+                    )
                     .map_err(|e| self.in_step(step, e))?;
                 running.push(async move {
                     let began = Instant::now();
-                    let reply = ticket.until(scheduling.deadline).wait().await;
+                    let reply = ticket.wait().await;
                     match &reply {
                         Ok(_) => composing.stats.record_success(began.elapsed()),
                         Err(e) => composing.stats.record_failure(e.reason(), began.elapsed()),
@@ -182,7 +187,7 @@ impl Ensemble {
             InferenceError::Internal(_) => InferenceError::Internal(message),
             // The same code (unavailable), with the model named.
             InferenceError::ModelUnavailable(_)
-            | InferenceError::QueueFull
+            | InferenceError::QueueFull { .. }
             | InferenceError::Timeout
             | InferenceError::ShuttingDown => InferenceError::ModelUnavailable(message),
             // Kept whole: its Retry-After reaches the caller.

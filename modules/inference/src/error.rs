@@ -16,7 +16,11 @@ pub enum InferenceError {
     ModelUnavailable(String),
     /// The model's queue is full.
     #[error("exceeds maximum queue size")]
-    QueueFull,
+    QueueFull {
+        /// When a slot should be free: one batch's measured service time,
+        /// in whole seconds, at least 1.
+        retry_after: std::time::Duration,
+    },
     /// The request waited in the queue past its timeout.
     #[error("request timeout expired")]
     Timeout,
@@ -62,7 +66,7 @@ impl InferenceError {
             | InferenceError::InvalidModel(_) => ErrorCode::BadRequest,
             InferenceError::ModelNotFound(_) => ErrorCode::NotFound,
             InferenceError::ModelUnavailable(_)
-            | InferenceError::QueueFull
+            | InferenceError::QueueFull { .. }
             | InferenceError::Timeout
             | InferenceError::DeadlineUnmet { .. }
             | InferenceError::ShuttingDown => ErrorCode::Unavailable,
@@ -77,7 +81,7 @@ impl InferenceError {
             | InferenceError::InvalidModel(_)
             | InferenceError::NotAllowed(_) => "invalid",
             InferenceError::ModelNotFound(_) | InferenceError::ModelUnavailable(_) => "unavailable",
-            InferenceError::QueueFull => "rejected",
+            InferenceError::QueueFull { .. } => "rejected",
             InferenceError::Timeout => "timeout",
             InferenceError::DeadlineUnmet { .. } => "deadline",
             InferenceError::ShuttingDown => "canceled",
@@ -91,9 +95,12 @@ impl From<InferenceError> for ServiceError {
     fn from(err: InferenceError) -> Self {
         let service = ServiceError::new(err.code(), err.to_string());
         match err {
-            InferenceError::DeadlineUnmet { retry_after, .. } => {
+            InferenceError::DeadlineUnmet { retry_after, .. }
+            | InferenceError::QueueFull { retry_after } => {
                 service.with_retry_after(retry_after.as_secs())
             }
+            // The queue it waited in moves: the smallest Retry-After.
+            InferenceError::Timeout => service.with_retry_after(1),
             _ => service,
         }
     }

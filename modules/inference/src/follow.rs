@@ -438,7 +438,7 @@ async fn warm_up(served: &ServedVersion) -> Result<(), SyncError> {
     let inputs = zero_inputs(&served.spec);
     let ticket = served
         .scheduler
-        .enqueue(inputs, 0, None)
+        .enqueue(inputs, 0, None, None)
         .map_err(SyncError::Warmup)?;
     ticket.wait().await.map_err(SyncError::Warmup)?;
     Ok(())

@@ -414,7 +414,7 @@ async fn served_offset(follower: &Follower) -> (f32, i64) {
     };
     let out = served
         .scheduler
-        .enqueue(inputs, 0, None)
+        .enqueue(inputs, 0, None, None)
         .unwrap()
         .wait()
         .await

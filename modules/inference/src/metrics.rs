@@ -155,6 +155,15 @@ impl Collector for InferenceCollector {
                 (size > 0).then(|| (labels(s), size as i64))
             }),
         )?;
+        gauge_family(
+            &mut encoder,
+            "mlserve_inference_predicted_wait_seconds",
+            "Admission's prediction for the latest arrival: seconds from arrival to completion (versions that measured a batch).",
+            all.iter().filter_map(|s| {
+                s.predicted_wait()
+                    .map(|wait| (labels(s), wait.as_secs_f64()))
+            }),
+        )?;
         bucket_family(
             &mut encoder,
             "mlserve_inference_batch_size",

@@ -101,7 +101,7 @@ pub struct Ticket {
 impl Ticket {
     /// Holds the request to the caller's own `deadline` too, when that is
     /// earlier: it applies whatever the queue policy lets a request ask for.
-    pub fn until(mut self, deadline: Option<Instant>) -> Ticket {
+    fn until(mut self, deadline: Option<Instant>) -> Ticket {
         if let Some(deadline) = deadline {
             self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         }
@@ -248,6 +248,19 @@ impl Scheduler {
         priority: u32,
         timeout: Option<Duration>,
     ) -> Result<Ticket> {
+        self.enqueue_until(inputs, priority, timeout, None)
+    }
+
+    /// [`Scheduler::enqueue`] for a caller with a deadline of its own (the
+    /// call context's): admission holds the request to the earliest of its
+    /// timeout, the latency objective and `deadline`, and so does the ticket.
+    pub fn enqueue_until(
+        &self,
+        inputs: RequestInputs,
+        priority: u32,
+        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket> {
         let shared = &self.shared;
         let policy = &shared.policy;
         let level = level(policy, priority);
@@ -255,7 +268,9 @@ impl Scheduler {
         let depth = &shared.stats.queue_depth;
         if depth.fetch_add(1, Ordering::AcqRel) >= policy.max_queue_size {
             depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(InferenceError::QueueFull);
+            return Err(InferenceError::QueueFull {
+                retry_after: shared.slot_free_in(),
+            });
         }
         let timeout = if policy.allow_timeout_override {
             timeout.or(policy.default_timeout)
@@ -263,18 +278,25 @@ impl Scheduler {
             policy.default_timeout
         };
         let enqueued = Instant::now();
-        let offer = shared.offer(level, inputs.rows, timeout);
-        if let Verdict::Refuse {
-            predicted,
-            retry_after,
-        } = shared.admission.offer(enqueued, offer)
-        {
-            depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(InferenceError::DeadlineUnmet {
+        let left = deadline.map(|d| d.saturating_duration_since(enqueued));
+        let offer = shared.offer(level, inputs.rows, earliest(timeout, left));
+        let predicted = match shared.admission.offer(enqueued, offer) {
+            Verdict::Admit { predicted } => predicted,
+            Verdict::Refuse {
                 predicted,
-                deadline: offer.budget.unwrap_or_default(),
                 retry_after,
-            });
+            } => {
+                depth.fetch_sub(1, Ordering::AcqRel);
+                shared.stats.set_predicted_wait(predicted);
+                return Err(InferenceError::DeadlineUnmet {
+                    predicted,
+                    deadline: offer.budget.unwrap_or_default(),
+                    retry_after,
+                });
+            }
+        };
+        if let Some(predicted) = predicted {
+            shared.stats.set_predicted_wait(predicted);
         }
         let status = Arc::new(Status {
             state: AtomicU8::new(QUEUED),
@@ -288,7 +310,8 @@ impl Scheduler {
             receiver,
             status: status.clone(),
             deadline: timeout.map(|t| enqueued + t),
-        };
+        }
+        .until(deadline);
         {
             let mut queue = shared.lock();
             if queue.closing {
@@ -342,7 +365,24 @@ impl Drop for Scheduler {
     }
 }
 
+/// The shorter of two optional limits; `None` only when both are.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Shared {
+    /// When a full queue should have a free slot: one full batch's measured
+    /// service time, rounded up to whole seconds (1 before any was measured).
+    fn slot_free_in(&self) -> Duration {
+        let capacity = self.batch_limit.load(Ordering::Relaxed).max(1);
+        let batch = self.admission.batch_cost(capacity).unwrap_or_default();
+        let secs = batch.as_secs() + u64::from(batch.subsec_nanos() > 0);
+        Duration::from_secs(secs.max(1))
+    }
+
     /// A request as admission sees it: a model that does not batch runs
     /// each request alone, as one row of a one-row batch.
     fn offer(&self, level: usize, rows: usize, timeout: Option<Duration>) -> Offer {
@@ -351,10 +391,7 @@ impl Shared {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
         };
-        let budget = match (timeout, objective) {
-            (Some(t), Some(o)) => Some(t.min(o)),
-            (t, o) => t.or(o),
-        };
+        let budget = earliest(timeout, objective);
         Offer {
             level,
             rows: if batches { rows } else { 1 },

@@ -76,6 +76,14 @@ struct Harness {
     gate: Option<mpsc::Sender<()>>,
 }
 
+impl Harness {
+    /// The id of the first request of each batch run, in order.
+    fn first_request_of_each_batch(&self) -> Vec<i32> {
+        let batches = self.batches.lock().unwrap();
+        batches.iter().map(|b| b[0] / 1000).collect()
+    }
+}
+
 fn start(policy: BatchingPolicy, max_batch: usize, instances: usize, gated: bool) -> Harness {
     let batches = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(VersionStats::new("echo", "1"));
@@ -212,7 +220,7 @@ async fn a_full_queue_rejects_at_once_and_recovers() {
         .collect();
     assert!(matches!(
         harness.scheduler.enqueue(request(9, 1), 0, None),
-        Err(InferenceError::QueueFull)
+        Err(InferenceError::QueueFull { .. })
     ));
     let gate = harness.gate.as_ref().unwrap();
     for _ in 0..3 {
@@ -255,13 +263,7 @@ async fn queued_requests_time_out_and_abandoned_ones_never_run() {
         .wait()
         .await
         .unwrap();
-    let ran: Vec<i32> = harness
-        .batches
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| b[0] / 1000)
-        .collect();
+    let ran = harness.first_request_of_each_batch();
     assert_eq!(
         ran,
         vec![1, 4],
@@ -467,4 +469,102 @@ async fn concurrent_bad_requests_fail_no_good_ones() {
         .filter(|ids| ids.len() > 1 && ids.iter().any(|id| *id < 0))
         .count();
     eprintln!("batches with a poisoned request among others: {mixed}");
+}
+
+#[tokio::test]
+async fn requests_predicted_past_their_deadline_are_refused_on_arrival_and_never_run() {
+    let harness = start(policy(Duration::ZERO, vec![], 64), 1, 1, true);
+    let gate = harness.gate.as_ref().unwrap();
+    // One measured batch (about 50 ms: the instance waits on the gate).
+    let first = harness.scheduler.enqueue(request(1, 1), 0, None).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.send(()).unwrap();
+    first.wait().await.unwrap();
+    // The instance records the batch's time just after answering it.
+    let admission = &harness.scheduler.shared.admission;
+    let waited = Instant::now();
+    let cost = loop {
+        match admission.batch_cost(1) {
+            Some(cost) => break cost,
+            None if waited.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            None => panic!("the first batch's time was never recorded"),
+        }
+    };
+    // One batch running (less than `cost` left), four queued: a new request
+    // finishes between 5 and 6 batch times from now.
+    let running = harness.scheduler.enqueue(request(2, 1), 0, None).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let queued: Vec<_> = (3..7)
+        .map(|id| harness.scheduler.enqueue(request(id, 1), 0, None).unwrap())
+        .collect();
+    let depth = || harness.stats.queue_depth.load(Ordering::Relaxed);
+    let before = depth();
+
+    let by_timeout = harness
+        .scheduler
+        .enqueue(request(7, 1), 0, Some(cost * 3))
+        .err()
+        .expect("5 batch times ahead, a timeout of 3 is refused");
+    let InferenceError::DeadlineUnmet {
+        predicted,
+        deadline,
+        retry_after,
+    } = by_timeout
+    else {
+        panic!("refused with {by_timeout:?}");
+    };
+    assert_eq!(deadline, cost * 3);
+    assert!(
+        predicted >= cost * 5 && predicted <= cost * 6,
+        "{predicted:?} for {cost:?}"
+    );
+    let late = predicted - deadline;
+    assert_eq!(
+        retry_after.as_secs(),
+        late.as_secs() + 1,
+        "whole seconds, rounded up"
+    );
+    assert_eq!(harness.stats.predicted_wait(), Some(predicted));
+
+    let by_deadline =
+        harness
+            .scheduler
+            .enqueue_until(request(8, 1), 0, None, Some(Instant::now() + cost * 3));
+    assert!(matches!(
+        by_deadline,
+        Err(InferenceError::DeadlineUnmet { .. })
+    ));
+    harness.scheduler.set_latency_objective(Some(cost * 3));
+    let by_objective = harness.scheduler.enqueue(request(9, 1), 0, None);
+    assert!(matches!(
+        by_objective,
+        Err(InferenceError::DeadlineUnmet { .. })
+    ));
+    harness.scheduler.set_latency_objective(None);
+    assert_eq!(
+        depth(),
+        before,
+        "a refused request is never counted as queued"
+    );
+    let in_time = harness
+        .scheduler
+        .enqueue(request(10, 1), 0, Some(cost * 20))
+        .expect("6 batch times ahead at most, a timeout of 20 is admitted");
+
+    for _ in 0..6 {
+        gate.send(()).unwrap();
+    }
+    running.wait().await.unwrap();
+    for ticket in queued {
+        ticket.wait().await.unwrap();
+    }
+    in_time.wait().await.unwrap();
+    let ran = harness.first_request_of_each_batch();
+    assert_eq!(
+        ran,
+        vec![1, 2, 3, 4, 5, 6, 10],
+        "the refused requests never ran"
+    );
 }

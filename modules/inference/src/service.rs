@@ -351,10 +351,13 @@ impl InferenceService for LocalInference {
             let priority = ctx.caller.as_ref().map_or(validated.priority, |caller| {
                 caller.request_priority(validated.priority)
             });
-            let ticket = served
-                .scheduler
-                .enqueue(validated.inputs, priority, validated.timeout)?;
-            let outputs = ticket.until(ctx.deadline).wait().await?;
+            let ticket = served.scheduler.enqueue(
+                validated.inputs,
+                priority,
+                validated.timeout,
+                ctx.deadline,
+            )?;
+            let outputs = ticket.wait().await?;
             Ok::<_, InferenceError>((outputs, validated.outputs))
         }
         .await;

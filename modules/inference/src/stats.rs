@@ -95,6 +95,9 @@ pub struct VersionStats {
     pub instances: AtomicUsize,
     /// The batch size the batcher learned is fastest; 0 when it does not learn.
     pub preferred_batch_size: AtomicUsize,
+    /// The latest arrival's predicted time to completion (admission's
+    /// prediction), nanoseconds; 0 before one was made.
+    predicted_wait_ns: AtomicU64,
     last_inference_ms: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     batches: Mutex<BTreeMap<usize, BatchAggregate>>,
@@ -144,6 +147,7 @@ impl VersionStats {
             busy_ns: AtomicU64::new(0),
             instances: AtomicUsize::new(0),
             preferred_batch_size: AtomicUsize::new(0),
+            predicted_wait_ns: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
@@ -199,6 +203,21 @@ impl VersionStats {
     pub fn record_success(&self, took: Duration) {
         self.success.add(1, took);
         self.latency.request.observe(took.as_secs_f64());
+    }
+
+    /// Admission predicted that the latest arrival would finish `wait`
+    /// after it came.
+    pub fn set_predicted_wait(&self, wait: Duration) {
+        let ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.predicted_wait_ns.store(ns.max(1), Ordering::Relaxed);
+    }
+
+    /// The latest arrival's predicted time to completion, if one was made.
+    pub fn predicted_wait(&self) -> Option<Duration> {
+        match self.predicted_wait_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     /// A request that failed for `reason` after `took`.
