@@ -102,7 +102,7 @@ async fn worker(
         match outcome {
             Outcome::Ok if measured => recorder.success(done - sent),
             Outcome::Ok => {}
-            Outcome::Failed { label, detail } => {
+            Outcome::Failed { label, detail, .. } => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 if measured {
                     recorder.failure(&label, &detail);

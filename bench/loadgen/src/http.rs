@@ -102,10 +102,7 @@ impl HttpConnection {
     }
 
     /// Sends `request`, reading the whole response body.
-    pub async fn send(
-        &mut self,
-        request: &HttpRequest,
-    ) -> Result<(StatusCode, Bytes), TransportError> {
+    pub async fn send(&mut self, request: &HttpRequest) -> Result<Answer, TransportError> {
         let host = self.endpoint.host.clone();
         let mut builder = Request::builder()
             .method(request.method.clone())
@@ -121,8 +118,17 @@ impl HttpConnection {
         let outcome = async {
             let response = sender.send_request(built).await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
             let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, body))
+            Ok::<_, hyper::Error>(Answer {
+                status,
+                retry_after,
+                body,
+            })
         }
         .await;
         outcome.map_err(|e| {
@@ -130,6 +136,16 @@ impl HttpConnection {
             TransportError(e.to_string())
         })
     }
+}
+
+/// A whole HTTP response, as the load generator needs it.
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its `Retry-After` in whole seconds, when it has one.
+    pub retry_after: Option<u64>,
+    /// Its body.
+    pub body: Bytes,
 }
 
 /// One GET on a fresh connection, failing unless the status is 200.
@@ -141,7 +157,7 @@ pub async fn get(endpoint: &Arc<HttpEndpoint>, path: &str) -> Result<Bytes> {
         body: Bytes::new(),
     };
     let mut connection = HttpConnection::new(endpoint.clone());
-    let (status, body) = connection
+    let Answer { status, body, .. } = connection
         .send(&request)
         .await
         .map_err(|e| anyhow::anyhow!("GET {path}: {}", e.0))?;

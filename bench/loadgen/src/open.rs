@@ -95,7 +95,12 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
             Some(done) = done_rx.recv() => {
                 let failure = match &done.outcome {
                     Outcome::Ok => None,
-                    Outcome::Failed { label, detail } => Some((label.as_str(), detail.as_str())),
+                    Outcome::Failed { label, detail, retry_after } => {
+                        if let Some(secs) = retry_after {
+                            book.retry_after(done.at, *secs);
+                        }
+                        Some((label.as_str(), detail.as_str()))
+                    }
                 };
                 book.completion(done.token, done.at, failure);
                 idle.extend(done.client);
@@ -122,6 +127,7 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
                             Err(_) => (Outcome::Failed {
                                 label: TIMEOUT.into(),
                                 detail: format!("no answer within {timeout:?}"),
+                                retry_after: None,
                             }, None),
                         };
                         let _ = tx.send(Done { token, at, outcome, client });

@@ -111,8 +111,8 @@ pub async fn run(
         ticker.tick().await;
         let at = start.elapsed();
         let sample = match tokio::time::timeout(SCRAPE_TIMEOUT, connection.send(&request)).await {
-            Ok(Ok((status, body))) if status.is_success() => {
-                sum_metric(&String::from_utf8_lossy(&body), &metric)
+            Ok(Ok(answer)) if answer.status.is_success() => {
+                sum_metric(&String::from_utf8_lossy(&answer.body), &metric)
             }
             Ok(_) => None,
             Err(_) => {

@@ -59,6 +59,9 @@ pub enum Outcome {
         label: String,
         /// Error text.
         detail: String,
+        /// When the server said to retry (HTTP `Retry-After`, gRPC
+        /// `retry-after` metadata), whole seconds.
+        retry_after: Option<u64>,
     },
 }
 
@@ -283,14 +286,16 @@ impl Client {
                 connection,
                 requests,
             } => match connection.send(&requests[n % requests.len()]).await {
-                Ok((status, _)) if status.is_success() => Outcome::Ok,
-                Ok((status, body)) => Outcome::Failed {
-                    label: format!("http {}", status.as_u16()),
-                    detail: String::from_utf8_lossy(&body).into_owned(),
+                Ok(answer) if answer.status.is_success() => Outcome::Ok,
+                Ok(answer) => Outcome::Failed {
+                    label: format!("http {}", answer.status.as_u16()),
+                    detail: String::from_utf8_lossy(&answer.body).into_owned(),
+                    retry_after: answer.retry_after,
                 },
                 Err(err) => Outcome::Failed {
                     label: "transport".into(),
                     detail: err.0,
+                    retry_after: None,
                 },
             },
             Client::Grpc { client, requests } => {
@@ -300,6 +305,11 @@ impl Client {
                     Err(status) => Outcome::Failed {
                         label: format!("grpc {:?}", status.code()),
                         detail: status.message().to_string(),
+                        retry_after: status
+                            .metadata()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse().ok()),
                     },
                 }
             }

@@ -61,6 +61,10 @@ struct Second {
     queue_sum: f64,
     queue_max: f64,
     queue_samples: u32,
+    /// Retry-After of the refusals answered in this second: sum, count, max.
+    retry_after_sum: u64,
+    retry_after_n: u64,
+    retry_after_max: u64,
 }
 
 impl Second {
@@ -75,6 +79,9 @@ impl Second {
             queue_sum: 0.0,
             queue_max: 0.0,
             queue_samples: 0,
+            retry_after_sum: 0,
+            retry_after_n: 0,
+            retry_after_max: 0,
         }
     }
 }
@@ -214,6 +221,14 @@ impl Book {
         }
     }
 
+    /// A refusal answered at `done` said to retry after `secs` seconds.
+    pub fn retry_after(&mut self, done: Duration, secs: u64) {
+        let s = self.second(done);
+        s.retry_after_sum += secs;
+        s.retry_after_n += 1;
+        s.retry_after_max = s.retry_after_max.max(secs);
+    }
+
     /// A queue-depth sample at `at` (`None`: the scrape failed).
     pub fn queue_sample(&mut self, at: Duration, depth: Option<f64>) {
         self.queue.push((at.as_secs_f64(), depth));
@@ -317,6 +332,10 @@ impl Book {
                     queue_depth_mean: (s.queue_samples > 0)
                         .then(|| s.queue_sum / s.queue_samples as f64),
                     queue_depth_max: (s.queue_samples > 0).then_some(s.queue_max),
+                    with_retry_after: s.retry_after_n,
+                    retry_after_s_mean: (s.retry_after_n > 0)
+                        .then(|| s.retry_after_sum as f64 / s.retry_after_n as f64),
+                    retry_after_s_max: (s.retry_after_n > 0).then_some(s.retry_after_max),
                 }
             })
             .collect();
@@ -470,6 +489,12 @@ pub struct SecondSummary {
     pub queue_depth_mean: Option<f64>,
     /// Largest of them.
     pub queue_depth_max: Option<f64>,
+    /// Failures answered in this second that carried a Retry-After.
+    pub with_retry_after: u64,
+    /// Mean Retry-After (seconds) of those.
+    pub retry_after_s_mean: Option<f64>,
+    /// The largest of them.
+    pub retry_after_s_max: Option<u64>,
 }
 
 /// The bookkeeping, summarized for the report.
