@@ -273,15 +273,18 @@ async function features(page) {
   let drifted = 0;
   for (const rep of reports) {
     const sel = `.drift-report[data-model="${rep.model}"][data-version="${rep.version}"]`;
-    await page.locator(sel).waitFor();
-    const shown = await page.locator(`${sel} tr[data-feature]`).evaluateAll(trs => trs.map(tr => tr.dataset.feature));
-    sameSet(`drift features of ${rep.model} v${rep.version}`, shown, rep.features.map(f => f.feature));
-    if (!rep.features.length) continue;
+    // The page reads the reports again every 5 s, so it may still show an
+    // older analysis than this script's read (a canary's first one can be
+    // empty): wait for one at least as new, then check the page against the
+    // response it drew.
+    await until(page, `drift of ${rep.model} v${rep.version} analysed at ${rep.analysed_at_us} or later`,
+      ([s, at]) => Number(document.querySelector(s)?.dataset.analysed ?? 0) >= at, [sel, rep.analysed_at_us]);
     // Each feature's histogram, against the report the page drew (the
     // analysis it shows, read by the page from the API) and the reference
     // bins against this script's own read (the reference does not move).
     const snapshot = await page.locator(sel).evaluate(el => ({
       analysed: el.dataset.analysed,
+      shown: [...el.querySelectorAll('tr[data-feature]')].map(tr => tr.dataset.feature),
       features: Object.fromEntries([...el.querySelectorAll('.histogram-of[data-feature]')].map(d => [d.dataset.feature, {
         caption: d.querySelector('figcaption')?.textContent ?? '',
         label: d.querySelector('svg[role="img"]')?.getAttribute('aria-label') ?? '',
@@ -293,10 +296,12 @@ async function features(page) {
     await Promise.all(pending);
     const drawn = driftSeen.get(`${rep.model} ${rep.version} ${snapshot.analysed}`);
     check(drawn, `${rep.model} v${rep.version}: the page shows analysis ${snapshot.analysed}, which no drift response it read carried`);
+    sameSet(`drift features of ${rep.model} v${rep.version}`, snapshot.shown, drawn.features.map(f => f.feature));
+    if (!drawn.features.length) continue;
     check(drawn.reference_from_us === rep.reference_from_us && drawn.reference_to_us === rep.reference_to_us, `${rep.model} v${rep.version}: the reference moved`);
-    sameSet(`histograms of ${rep.model} v${rep.version}`, Object.keys(snapshot.features), rep.features.filter(f => f.bin_edges.length).map(f => f.feature));
-    for (const f of rep.features.filter(x => x.bin_edges.length)) {
-      const d = drawn.features.find(x => x.feature === f.feature);
+    sameSet(`histograms of ${rep.model} v${rep.version}`, Object.keys(snapshot.features), drawn.features.filter(f => f.bin_edges.length).map(f => f.feature));
+    for (const d of drawn.features.filter(x => x.bin_edges.length)) {
+      const f = rep.features.find(x => x.feature === d.feature) ?? d;
       const h = snapshot.features[f.feature];
       const what = `histogram of ${f.feature} (${rep.model} v${rep.version})`;
       check(f.reference_counts.length === f.bin_edges.length + 1 && f.current_counts.length === f.bin_edges.length + 1, `${what}: the API's counts do not fit its ${f.bin_edges.length} edges`);
@@ -306,7 +311,7 @@ async function features(page) {
       const wantBins = binLabels(f.bin_edges).map((label, i) => [label, d.reference_counts[i], d.current_counts[i], String(d.reference_counts[i]), String(d.current_counts[i])]);
       check(JSON.stringify(h.bins) === JSON.stringify(wantBins), `${what}: bins shown ${JSON.stringify(h.bins)}, the API ${JSON.stringify(wantBins)}`);
       check(d.current_counts.reduce((a, b) => a + b, 0) === drawn.current_rows, `${what}: current counts do not sum to ${drawn.current_rows} rows`);
-      if (f.drifted) drifted++;
+      if (d.drifted) drifted++;
     }
   }
   check(drifted > 0 || !reached.has('monitoring'), 'no drifted feature with a histogram');
