@@ -60,8 +60,10 @@ WORK = REPO / "bench" / "work"
 MODELS = WORK / "models"
 PROFILES = ["steady", "bursty", "ramp"]
 
-# Per model: mlserve's threads (compute-bound models give ONNX Runtime both
-# cores; the tokio worker is nearly idle for them), the raw ceiling's batch
+# Per model: mlserve's threads with --mlserve-threads tuned (compute-bound
+# models give ONNX Runtime both cores; the tokio worker is nearly idle for
+# them; by default mlserve runs with no thread flags) and Triton's and the raw
+# ceiling's ONNX Runtime intra-op threads, the raw ceiling's batch
 # sizes, how many requests keep the server saturated in closed loop (enough
 # for the dynamic batcher to form batches near the raw optimum), and the
 # closed-loop window: long enough to hold 20+ batches, since a batch's
@@ -264,11 +266,13 @@ class Experiment:
         repo = model_repository(model)
         self.say(f"{model}: raw ONNX Runtime ceiling ({setup['cpu_threads']} intra-op thread(s))")
         self.raw(model)
-        server_args = ["--worker-threads", str(setup["worker_threads"]),
-                       "--cpu-threads", str(setup["cpu_threads"])]
+        # No thread flags by default: what a new user gets.
+        server_args = [] if self.args.mlserve_threads == "default" else [
+            "--worker-threads", str(setup["worker_threads"]),
+            "--cpu-threads", str(setup["cpu_threads"])]
         server = Server(self.args.mlserve, repo, server_args, WORK / f"mlserve-{model}.log")
         try:
-            self.say(f"{model}: mlserve all-in-one ({' '.join(server_args)})")
+            self.say(f"{model}: mlserve all-in-one ({' '.join(server_args) or 'no flags'})")
             server.start()
             http, grpc = server.url("http"), server.url("grpc")
             rows = {}
@@ -417,6 +421,9 @@ def main():
                     help="the client's bound on outstanding requests (2048: gunicorn's listen backlog)")
     ap.add_argument("--timeout", type=float, default=None, help="per-request timeout and drain, s")
     ap.add_argument("--flask-workers", type=int, default=4)
+    ap.add_argument("--mlserve-threads", default="default", choices=["default", "tuned"],
+                    help="default: mlserve with no thread flags (what a new user gets); tuned: "
+                         "each model's --worker-threads/--cpu-threads of MODEL_SETUP")
     triton_server.add_queue_bound_option(ap)
     ap.add_argument("--warm-connections", type=int, default=0,
                     help="kept-alive HTTP connections opened before each mlserve profile run "
@@ -463,7 +470,7 @@ def main():
         "protocol": args.protocol, "arrivals": args.arrivals, "max_in_flight": args.max_in_flight,
         "timeout_s": args.timeout, "flask_workers": args.flask_workers, "quick": args.quick,
         "warm_connections": args.warm_connections,
-        "triton_queue_bound": args.triton_queue_bound,
+        "triton_queue_bound": args.triton_queue_bound, "mlserve_threads": args.mlserve_threads,
         "architectures": args.architectures, "model_setup": {m: MODEL_SETUP[m] for m in order},
         "wall_minutes": (time.monotonic() - progress.start) / 60,
     }

@@ -154,7 +154,9 @@ def markdown(setup, results):
           f"spike, 60 s after). {setup['arrivals'].capitalize()} arrivals, {setup['protocol']} requests "
           f"carrying real payloads (bench/work/inputs), batch 1, at most {setup['max_in_flight']} "
           f"requests in flight, {setup['timeout_s']:g} s timeout. Run took {setup['wall_minutes']:.0f} min"
-          + (" (--quick)." if setup["quick"] else "."), ""]
+          + (" (--quick)." if setup["quick"] else ".")
+          + (" mlserve ran with no thread flags." if setup.get("mlserve_threads", "tuned") == "default"
+             else " mlserve ran with each model's tuned --worker-threads/--cpu-threads."), ""]
     L += ["Rates per workload: the spike offers "
           f"{setup['spike_load']:g}× mlserve's closed-loop capacity (capped at {setup['max_rate']:g} rps); "
           "steady is a tenth of that, the ramp goes from a twentieth to a half (the paper's 100/1,000 "
