@@ -24,7 +24,10 @@ const LISTEN_BACKLOG: u32 = 4096;
 pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpListener> {
     let context = || format!("cannot bind the {service} listener to {host}:{port}");
     let mut failure = None;
-    for addr in tokio::net::lookup_host((host, port)).await.with_context(context)? {
+    for addr in tokio::net::lookup_host((host, port))
+        .await
+        .with_context(context)?
+    {
         match listen(addr) {
             Ok(listener) => {
                 let addr: SocketAddr = listener.local_addr()?;
@@ -35,7 +38,10 @@ pub async fn bind(host: &str, port: u16, service: &'static str) -> Result<TcpLis
         }
     }
     let err = failure.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolved to no address")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host resolved to no address",
+        )
     });
     Err(err).with_context(context)
 }
