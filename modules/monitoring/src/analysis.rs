@@ -23,6 +23,8 @@ pub struct Thresholds {
     pub max_p99: Duration,
     /// Highest ratio of the canary's p99 to the stable one's.
     pub max_p99_ratio: f64,
+    /// A canary p99 at most this above the stable one's passes the ratio.
+    pub p99_ratio_floor: Duration,
     /// Canary requests a check needs to pass or fail.
     pub min_requests: u64,
 }
@@ -103,7 +105,8 @@ pub fn check(canary: &WindowStats, stable: Option<&WindowStats>, t: &Thresholds)
     let stable_p99 = baseline.and_then(|b| b.totals.quantile(0.99));
     if let Some(stable_p99) = stable_p99.filter(|p| *p > 0.0) {
         let ratio = p99 / stable_p99;
-        if ratio > t.max_p99_ratio {
+        let excess = p99 - stable_p99;
+        if ratio > t.max_p99_ratio && excess > t.p99_ratio_floor.as_secs_f64() {
             failures.push(format!(
                 "p99 {} is {ratio:.1}x stable's {} (limit {:.1}x)",
                 ms(p99),
@@ -146,6 +149,7 @@ mod tests {
             max_error_rate_increase: 0.005,
             max_p99: Duration::from_millis(500),
             max_p99_ratio: 3.0,
+            p99_ratio_floor: Duration::ZERO,
             min_requests: 20,
         }
     }
@@ -189,6 +193,18 @@ mod tests {
         let v = check(&stats(100, 0, 8), Some(&stats(900, 0, 4)), &thresholds());
         assert_eq!(v.result(), "fail");
         assert!(v.message().contains("x stable's"), "{v:?}");
+    }
+
+    #[test]
+    fn a_slower_canary_within_the_floor_passes_the_ratio() {
+        // Bucket 8 (3.2..6.4 ms) against bucket 4 (200..400 us): over 10x,
+        // but at most 6.2 ms more; a floor of 10 ms lets it pass.
+        let floor = Thresholds {
+            p99_ratio_floor: Duration::from_millis(10),
+            ..thresholds()
+        };
+        let v = check(&stats(100, 0, 8), Some(&stats(900, 0, 4)), &floor);
+        assert_eq!(v.result(), "pass", "{v:?}");
     }
 
     #[test]

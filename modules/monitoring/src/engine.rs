@@ -356,7 +356,7 @@ impl Engine {
 
     async fn progress(&self, mut r: Rollout, last_check: i64, now: i64) -> ServiceResult<()> {
         let analysis = r.analysis.unwrap_or_default();
-        let t = thresholds(&analysis);
+        let t = thresholds(&analysis, self.parts.defaults.p99_ratio_floor);
         let mut last_check = last_check;
         if now - last_check >= t.interval.as_micros() as i64 {
             last_check = now;
@@ -836,8 +836,8 @@ impl Engine {
     }
 }
 
-/// The thresholds of an analysis (filled).
-pub fn thresholds(a: &Analysis) -> Thresholds {
+/// The thresholds of an analysis (filled), with the server's `p99_ratio_floor`.
+pub fn thresholds(a: &Analysis, p99_ratio_floor: Duration) -> Thresholds {
     Thresholds {
         interval: Duration::from_millis(a.interval_ms.max(10) as u64),
         threshold: a.threshold.max(1),
@@ -845,6 +845,7 @@ pub fn thresholds(a: &Analysis) -> Thresholds {
         max_error_rate_increase: a.max_error_rate_increase,
         max_p99: Duration::from_millis(a.max_p99_ms.max(0) as u64),
         max_p99_ratio: a.max_p99_ratio,
+        p99_ratio_floor,
         min_requests: a.min_requests,
     }
 }

@@ -149,6 +149,11 @@ pub struct RolloutsConfig {
     pub max_p99: Duration,
     /// ... and within this factor of the stable version's p99.
     pub max_p99_ratio: f64,
+    /// A canary p99 within this of the stable version's never fails the
+    /// ratio: at sub-millisecond latencies one scheduling hiccup moves a
+    /// p99 by several times.
+    #[serde(with = "duration")]
+    pub p99_ratio_floor: Duration,
     /// Canary requests an interval needs to count as a pass or a fail.
     pub min_requests: u64,
     /// Longest wait for every inference process to serve the canary (or,
@@ -175,6 +180,7 @@ impl Default for RolloutsConfig {
             max_error_rate_increase: 0.005,
             max_p99: Duration::from_secs(1),
             max_p99_ratio: 3.0,
+            p99_ratio_floor: Duration::from_millis(5),
             min_requests: 20,
             serve_timeout: Duration::from_secs(300),
         }
