@@ -91,6 +91,14 @@ impl Verdict {
     pub fn is_admit(&self) -> bool {
         matches!(self, Verdict::Admit { .. })
     }
+
+    /// The predicted time from arrival to completion, if one was made.
+    pub fn predicted(&self) -> Option<Duration> {
+        match *self {
+            Verdict::Admit { predicted } => predicted,
+            Verdict::Refuse { predicted, .. } => Some(predicted),
+        }
+    }
 }
 
 /// A new request as the predictor sees it.
@@ -122,6 +130,12 @@ pub struct Admission {
     backlog: Mutex<Backlog>,
     /// Longest wait for a batch to fill, added to every prediction.
     queue_delay: Duration,
+}
+
+/// `d` rounded up to whole seconds, at least 1: a Retry-After.
+pub fn whole_seconds(d: Duration) -> Duration {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
 }
 
 /// Whether a request at `level` would start at once: no rows queued at its
@@ -160,11 +174,9 @@ impl Admission {
             // model whose measured batch time outgrew every deadline (a
             // slow spell) would otherwise never run, nor measure, again.
             if predicted > budget && !starts_now(&backlog, offer.level) {
-                let late = predicted - budget;
-                let secs = late.as_secs() + u64::from(late.subsec_nanos() > 0);
                 return Verdict::Refuse {
                     predicted,
-                    retry_after: Duration::from_secs(secs.max(1)),
+                    retry_after: whole_seconds(predicted - budget),
                 };
             }
         }

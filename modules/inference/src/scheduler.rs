@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::admission::{Admission, Offer, Verdict};
+use crate::admission::{whole_seconds, Admission, Offer, Verdict};
 use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
@@ -280,23 +280,21 @@ impl Scheduler {
         let enqueued = Instant::now();
         let left = deadline.map(|d| d.saturating_duration_since(enqueued));
         let offer = shared.offer(level, inputs.rows, earliest(timeout, left));
-        let predicted = match shared.admission.offer(enqueued, offer) {
-            Verdict::Admit { predicted } => predicted,
-            Verdict::Refuse {
-                predicted,
-                retry_after,
-            } => {
-                depth.fetch_sub(1, Ordering::AcqRel);
-                shared.stats.set_predicted_wait(predicted);
-                return Err(InferenceError::DeadlineUnmet {
-                    predicted,
-                    deadline: offer.budget.unwrap_or_default(),
-                    retry_after,
-                });
-            }
-        };
-        if let Some(predicted) = predicted {
+        let verdict = shared.admission.offer(enqueued, offer);
+        if let Some(predicted) = verdict.predicted() {
             shared.stats.set_predicted_wait(predicted);
+        }
+        if let Verdict::Refuse {
+            predicted,
+            retry_after,
+        } = verdict
+        {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(InferenceError::DeadlineUnmet {
+                predicted,
+                deadline: offer.budget.unwrap_or_default(),
+                retry_after,
+            });
         }
         let status = Arc::new(Status {
             state: AtomicU8::new(QUEUED),
@@ -378,9 +376,7 @@ impl Shared {
     /// service time, rounded up to whole seconds (1 before any was measured).
     fn slot_free_in(&self) -> Duration {
         let capacity = self.batch_limit.load(Ordering::Relaxed).max(1);
-        let batch = self.admission.batch_cost(capacity).unwrap_or_default();
-        let secs = batch.as_secs() + u64::from(batch.subsec_nanos() > 0);
-        Duration::from_secs(secs.max(1))
+        whole_seconds(self.admission.batch_cost(capacity).unwrap_or_default())
     }
 
     /// A request as admission sees it: a model that does not batch runs
