@@ -143,6 +143,10 @@ impl Drop for Ticket {
 struct Queue {
     levels: Vec<VecDeque<Pending>>,
     closing: bool,
+    /// Instances waiting for any request (the queue held no batch).
+    idle: usize,
+    /// Instances waiting, with a timeout, for their next batch to fill.
+    filling: usize,
 }
 
 struct Shared {
@@ -198,6 +202,8 @@ impl Scheduler {
             queue: Mutex::new(Queue {
                 levels,
                 closing: false,
+                idle: 0,
+                filling: 0,
             }),
             available: Condvar::new(),
             policy,
@@ -310,7 +316,7 @@ impl Scheduler {
             deadline: timeout.map(|t| enqueued + t),
         }
         .until(deadline);
-        {
+        let wake = {
             let mut queue = shared.lock();
             if queue.closing {
                 drop(queue);
@@ -334,8 +340,11 @@ impl Scheduler {
                     .iter_mut()
                     .for_each(|l| l.retain(|p| p.status.is_queued()));
             }
+            shared.needs_wake(&queue)
+        };
+        if wake {
+            shared.available.notify_one();
         }
-        shared.available.notify_one();
         Ok(ticket)
     }
 }
@@ -414,32 +423,29 @@ impl Shared {
                 if queue.closing {
                     return None;
                 }
+                queue.idle += 1;
                 queue = self
                     .available
                     .wait(queue)
                     .unwrap_or_else(|p| p.into_inner());
+                queue.idle -= 1;
                 continue;
             };
             let delay = self.policy.max_queue_delay;
             let now = Instant::now();
-            let ready = self.max_batch_size == 0
-                || delay.is_zero()
-                || rows >= self.max_batch_size
-                || self.policy.preferred_batch_sizes.contains(&rows)
-                || !grows
-                || queue.closing
-                || oldest + delay <= now;
-            if !ready {
+            if !self.is_ready(rows, grows, queue.closing) && now < oldest + delay {
                 let wait = (oldest + delay).saturating_duration_since(now);
+                queue.filling += 1;
                 queue = self
                     .available
                     .wait_timeout(queue, wait)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                queue.filling -= 1;
                 continue;
             }
             let batch = queue.take(count);
-            let more = queue.levels.iter().any(|l| !l.is_empty());
+            let more = queue.idle + queue.filling > 0 && queue.levels.iter().any(|l| !l.is_empty());
             drop(queue);
             if more {
                 self.available.notify_one();
@@ -450,6 +456,34 @@ impl Shared {
             }
             return Some(batch);
         }
+    }
+
+    /// Whether a batch of `rows` (`grows`: more rows could still join it)
+    /// runs now rather than waiting out the queue delay for more.
+    fn is_ready(&self, rows: usize, grows: bool, closing: bool) -> bool {
+        self.max_batch_size == 0
+            || self.policy.max_queue_delay.is_zero()
+            || rows >= self.max_batch_size
+            || self.policy.preferred_batch_sizes.contains(&rows)
+            || !grows
+            || closing
+    }
+
+    /// Whether a request just queued should wake a waiting instance: one
+    /// is idle and none is filling a batch (that one's batch takes the
+    /// request), or a filling batch is now ready. A request that only
+    /// joins a batch still filling wakes nobody: the instance wakes at the
+    /// batch's deadline anyway, and each needless wake-up costs a system
+    /// call here and a context switch there, per request.
+    fn needs_wake(&self, queue: &Queue) -> bool {
+        if queue.idle + queue.filling == 0 {
+            return false;
+        }
+        if queue.filling == 0 {
+            return true;
+        }
+        self.candidate(queue)
+            .is_some_and(|(_, rows, grows, _)| self.is_ready(rows, grows, queue.closing))
     }
 
     /// The next batch in priority, then arrival, order: how many queue

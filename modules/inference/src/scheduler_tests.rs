@@ -210,6 +210,37 @@ async fn an_idle_server_waits_no_longer_than_the_queue_delay() {
     );
 }
 
+/// An instance waiting for its batch to fill is woken by the request that
+/// makes the batch ready (a preferred size, the largest batch), not only at
+/// the end of the queue delay; requests that merely join the batch do not
+/// wake it. The delay is a minute, so only a wake-up can run the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_becomes_ready_runs_before_the_queue_delay_ends() {
+    let minute = Duration::from_secs(60);
+    for (preferred, max_batch) in [(vec![4], 8), (vec![], 4)] {
+        let harness = start(policy(minute, preferred, 64), max_batch, 1, false);
+        let mut tickets = vec![harness.scheduler.enqueue(request(0, 1), 0, None).unwrap()];
+        // The instance took the first request and waits for its batch to fill.
+        while harness.scheduler.shared.lock().filling == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tickets
+            .extend((1..4).map(|id| harness.scheduler.enqueue(request(id, 1), 0, None).unwrap()));
+        let answers = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(tickets.into_iter().map(Ticket::wait)),
+        )
+        .await
+        .expect("the ready batch waited for the queue delay: its instance was never woken");
+        assert!(answers.iter().all(Result::is_ok));
+        assert_eq!(
+            harness.batches.lock().unwrap().len(),
+            1,
+            "the four requests ran as one batch"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_full_queue_rejects_at_once_and_recovers() {
     let harness = start(policy(Duration::ZERO, vec![], 2), 1, 1, true);
