@@ -16,9 +16,15 @@
 //! rows that join its batch later cannot make it late. A cold model (no
 //! batch measured yet) admits everything, and so does an idle one: a
 //! request that would start at once is never refused.
+//!
+//! Predictions are checked against what happened: each admitted request's
+//! actual time is compared with its prediction, and when predictions run
+//! late ([`Lateness`]) they are scaled up until 19 in 20 come true.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::lateness::Lateness;
 
 /// Weight of the newest batch in the service-time averages.
 const SMOOTHING: f64 = 0.2;
@@ -74,6 +80,9 @@ pub enum Verdict {
         /// Predicted time from arrival to completion; `None` before any
         /// batch was measured.
         predicted: Option<Duration>,
+        /// The prediction before its scaling by measured lateness: what
+        /// [`Admission::observe`] compares the actual time with.
+        raw: Option<Duration>,
     },
     /// Refuse it now: it would finish `predicted` after arriving, past its
     /// deadline; the queue ahead should have drained enough for a request
@@ -95,7 +104,7 @@ impl Verdict {
     /// The predicted time from arrival to completion, if one was made.
     pub fn predicted(&self) -> Option<Duration> {
         match *self {
-            Verdict::Admit { predicted } => predicted,
+            Verdict::Admit { predicted, .. } => predicted,
             Verdict::Refuse { predicted, .. } => Some(predicted),
         }
     }
@@ -121,6 +130,7 @@ struct Backlog {
     /// Per instance: when its running batch is predicted to end.
     busy_until: Vec<Option<Instant>>,
     cost: BatchCost,
+    lateness: Lateness,
 }
 
 /// One model version's admission state: rows queued per level, the
@@ -154,6 +164,7 @@ impl Admission {
                 queued: vec![0; levels.max(1)],
                 busy_until: vec![None; instances.max(1)],
                 cost: BatchCost::default(),
+                lateness: Lateness::default(),
             }),
             queue_delay,
         }
@@ -167,7 +178,8 @@ impl Admission {
     /// in the queue until [`Admission::leave`].
     pub fn offer(&self, now: Instant, offer: Offer) -> Verdict {
         let mut backlog = self.lock();
-        let predicted = self.predict(&backlog, now, offer);
+        let raw = self.predict(&backlog, now, offer);
+        let predicted = raw.map(|d| d.mul_f64(backlog.lateness.factor()));
         if let (Some(budget), Some(predicted)) = (offer.budget, predicted) {
             // One that would start at once is admitted whatever it is
             // predicted to take: refusing it makes room for nobody, and a
@@ -182,13 +194,33 @@ impl Admission {
         }
         let level = offer.level.min(backlog.queued.len() - 1);
         backlog.queued[level] += offer.rows;
-        Verdict::Admit { predicted }
+        Verdict::Admit { predicted, raw }
     }
 
     /// The predicted time from `now` until a request like `offer` would
-    /// finish; `None` while no batch has been measured.
+    /// finish (scaled by measured lateness); `None` while no batch has been
+    /// measured.
     pub fn predicted_wait(&self, now: Instant, offer: Offer) -> Option<Duration> {
-        self.predict(&self.lock(), now, offer)
+        let backlog = self.lock();
+        let factor = backlog.lateness.factor();
+        self.predict(&backlog, now, offer)
+            .map(|d| d.mul_f64(factor))
+    }
+
+    /// Admitted requests answered at `now`: each one's arrival and raw
+    /// prediction ([`Verdict::Admit`]'s `raw`), to measure how late
+    /// predictions run.
+    pub fn observe(&self, now: Instant, answered: &[(Instant, Duration)]) {
+        if answered.is_empty() {
+            return;
+        }
+        let mut backlog = self.lock();
+        for &(arrived, raw) in answered {
+            let actual = now.saturating_duration_since(arrived);
+            backlog
+                .lateness
+                .record(raw.as_nanos() as f64, actual.as_nanos() as f64);
+        }
     }
 
     fn predict(&self, backlog: &Backlog, now: Instant, offer: Offer) -> Option<Duration> {

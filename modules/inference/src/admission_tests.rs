@@ -55,7 +55,8 @@ fn an_idle_model_admits_a_request_longer_than_its_deadline_and_refuses_the_next(
     assert_eq!(
         first,
         Verdict::Admit {
-            predicted: Some(ms(300))
+            predicted: Some(ms(300)),
+            raw: Some(ms(300))
         },
         "it would start at once: refusing it makes room for nobody"
     );
@@ -136,6 +137,36 @@ fn a_running_batch_delays_the_next_until_it_ends() {
         admission.predicted_wait(later, offer(1, 2, None)),
         Some(ms(80)),
         "30 ms left of the first batch, then 50 of its own"
+    );
+}
+
+#[test]
+fn predictions_that_ran_late_are_scaled_up_and_early_ones_are_not() {
+    let admission = Admission::new(1, 1, Duration::ZERO);
+    let now = Instant::now();
+    admission.start(0, now, 4);
+    admission.finish(0, 4, ms(100));
+    admission.start(0, now, 4);
+    // Three requests queued behind the running batch: the next one is
+    // predicted to finish at 100 ms (the batch) + 100 ms (its own).
+    let budget = Some(ms(210));
+    let raw = ms(200);
+    assert!(admission.offer(now, offer(1, 4, budget)).is_admit());
+    admission.leave(0, 1);
+    // Early answers leave predictions as they are.
+    let early: Vec<(Instant, Duration)> = (0..2_000).map(|_| (now, ms(400))).collect();
+    admission.observe(now + ms(100), &early);
+    assert_eq!(admission.predicted_wait(now, offer(1, 4, None)), Some(raw));
+    // Answers 10% late: predictions grow by about that much, so a request
+    // that fits its deadline only by the raw prediction is refused.
+    let late: Vec<(Instant, Duration)> = (0..2_000).map(|_| (now, ms(100))).collect();
+    admission.observe(now + ms(110), &late);
+    let scaled = admission.predicted_wait(now, offer(1, 4, None)).unwrap();
+    assert!(scaled > ms(215) && scaled < ms(230), "{scaled:?}");
+    let verdict = admission.offer(now, offer(1, 4, budget));
+    assert!(
+        matches!(verdict, Verdict::Refuse { predicted, .. } if predicted == scaled),
+        "{verdict:?}"
     );
 }
 

@@ -13,6 +13,7 @@ pub mod follow;
 mod follow_error;
 pub mod follow_metrics;
 pub mod graph_level;
+pub mod lateness;
 pub mod manager;
 pub mod metrics;
 pub mod model_config;

@@ -86,6 +86,8 @@ impl Status {
 struct Pending {
     inputs: RequestInputs,
     enqueued: Instant,
+    /// Admission's raw prediction of its time to answer, if one was made.
+    predicted: Option<Duration>,
     status: Arc<Status>,
     reply: oneshot::Sender<Reply>,
 }
@@ -290,6 +292,10 @@ impl Scheduler {
         if let Some(predicted) = verdict.predicted() {
             shared.stats.set_predicted_wait(predicted);
         }
+        let raw = match verdict {
+            Verdict::Admit { raw, .. } => raw,
+            Verdict::Refuse { .. } => None,
+        };
         if let Verdict::Refuse {
             predicted,
             retry_after,
@@ -328,6 +334,7 @@ impl Scheduler {
             queue.levels[level].push_back(Pending {
                 inputs,
                 enqueued,
+                predicted: raw,
                 status,
                 reply,
             });
@@ -575,7 +582,14 @@ fn execute(runner: &mut dyn ModelRunner, batch: Vec<Pending>, shared: &Shared) {
     for pending in &batch {
         stats.record_queue(started - pending.enqueued);
     }
+    let predictions: Vec<(Instant, Duration)> = batch
+        .iter()
+        .filter_map(|p| p.predicted.map(|d| (p.enqueued, d)))
+        .collect();
     let outcome = run_and_answer(runner, batch, stats);
+    if outcome.is_ok() {
+        shared.admission.observe(Instant::now(), &predictions);
+    }
     if let (Ok((rows, timings)), Some(tuner)) = (&outcome, &shared.tuner) {
         shared.learn(tuner, *rows, timings);
     }
