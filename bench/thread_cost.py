@@ -17,12 +17,11 @@ Writes bench/results/<date>/thread-cost/thread_cost.{md,json}.
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlserve_proc import CLK_TCK, Server, thread_group  # noqa: E402
+from mlserve_proc import Server, thread_cpu, thread_group  # noqa: E402
 from paper import WORK, Progress, ensure_models, model_repository  # noqa: E402
 from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
 
@@ -31,18 +30,16 @@ TOKIO, INSTANCES = thread_group("tokio-rt-worker"), thread_group("inst-")
 
 
 def threads(pid):
-    """{tid: (name, voluntary switches, involuntary switches, CPU ticks)}."""
+    """{tid: (group, voluntary switches, involuntary switches, CPU seconds)}."""
     out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for tid, (group, cpu) in thread_cpu(pid).items():
         try:
             status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        ticks = stat[stat.rindex(")") + 2:].split()
-        out[tid] = (fields["Name"].strip(), int(fields["voluntary_ctxt_switches"]),
-                    int(fields["nonvoluntary_ctxt_switches"]), int(ticks[11]) + int(ticks[12]))
+        out[tid] = (group, int(fields["voluntary_ctxt_switches"]),
+                    int(fields["nonvoluntary_ctxt_switches"]), cpu)
     return out
 
 
@@ -62,10 +59,10 @@ def run(args, label, binary, rate, round_no, progress):
         server.stop()
     ok = max(report["ok"], 1)
     groups = {}
-    for tid, (name, vol, invol, ticks) in after.items():
-        _, vol0, invol0, ticks0 = before.get(tid, (name, 0, 0, 0))
-        g = groups.setdefault(thread_group(name), [0, 0, 0])
-        g[0] += (ticks - ticks0) / CLK_TCK * 1e6 / ok
+    for tid, (group, vol, invol, cpu) in after.items():
+        _, vol0, invol0, cpu0 = before.get(tid, (group, 0, 0, 0.0))
+        g = groups.setdefault(group, [0, 0, 0])
+        g[0] += (cpu - cpu0) * 1e6 / ok
         g[1] += (vol - vol0) / ok
         g[2] += (invol - invol0) / ok
     row = {"build": label, "rate": rate, "round": round_no, "ok": report["ok"], "offered": report["offered"],

@@ -179,7 +179,7 @@ impl Admission {
     pub fn offer(&self, now: Instant, offer: Offer) -> Verdict {
         let mut backlog = self.lock();
         let raw = self.predict(&backlog, now, offer);
-        let predicted = raw.map(|d| d.mul_f64(backlog.lateness.factor()));
+        let predicted = raw.map(|d| backlog.lateness.scale(d));
         if let (Some(budget), Some(predicted)) = (offer.budget, predicted) {
             // One that would start at once is admitted whatever it is
             // predicted to take: refusing it makes room for nobody, and a
@@ -202,9 +202,8 @@ impl Admission {
     /// measured.
     pub fn predicted_wait(&self, now: Instant, offer: Offer) -> Option<Duration> {
         let backlog = self.lock();
-        let factor = backlog.lateness.factor();
         self.predict(&backlog, now, offer)
-            .map(|d| d.mul_f64(factor))
+            .map(|d| backlog.lateness.scale(d))
     }
 
     /// Admitted requests answered at `now`: each one's arrival and raw

@@ -55,6 +55,11 @@ impl Lateness {
     pub fn factor(&self) -> f64 {
         self.estimate.max(1.0)
     }
+
+    /// A raw prediction scaled by [`Lateness::factor`].
+    pub fn scale(&self, predicted: std::time::Duration) -> std::time::Duration {
+        predicted.mul_f64(self.factor())
+    }
 }
 
 #[cfg(test)]

@@ -294,20 +294,18 @@ impl Scheduler {
         }
         let raw = match verdict {
             Verdict::Admit { raw, .. } => raw,
-            Verdict::Refuse { .. } => None,
-        };
-        if let Verdict::Refuse {
-            predicted,
-            retry_after,
-        } = verdict
-        {
-            depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(InferenceError::DeadlineUnmet {
+            Verdict::Refuse {
                 predicted,
-                deadline: offer.budget.unwrap_or_default(),
                 retry_after,
-            });
-        }
+            } => {
+                depth.fetch_sub(1, Ordering::AcqRel);
+                return Err(InferenceError::DeadlineUnmet {
+                    predicted,
+                    deadline: offer.budget.unwrap_or_default(),
+                    retry_after,
+                });
+            }
+        };
         let status = Arc::new(Status {
             state: AtomicU8::new(QUEUED),
             stats: shared.stats.clone(),
