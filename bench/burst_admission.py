@@ -110,6 +110,10 @@ def burst(args, model, objective_ms, multiplier, progress):
             "--drain", str(args.timeout), "--metrics-url", f"{server.url('metrics')}/metrics",
             "--quiet"],
             BURST / f"open-{model}-{label}.json")
+        stats = server.model_stats(model)
+        # The batches the run made: how full the queue kept them.
+        report["batches"] = stats["execution_count"]
+        report["batch_rows_mean"] = stats["inference_count"] / max(stats["execution_count"], 1)
     finally:
         server.stop()
     return report
@@ -162,6 +166,7 @@ def summarize(report, objective_ms, capacity_rps):
         "retry_after_mean_s": said / n if n else None,
         "waited_for_capacity_mean_s": waited / n if n else None,
         "queue_depth_max": max((s["queue_depth_max"] or 0.0 for s in timeline), default=0.0),
+        "batch_rows_mean": report.get("batch_rows_mean"),
     }
 
 
@@ -180,8 +185,8 @@ def markdown(result):
         "",
         "| model | capacity req/s | objective ms | admission | p99 ms (spike) | p99 ÷ objective (spike) "
         "| answered | spike ok/s ÷ capacity | spike within objective | spike goodput ÷ capacity "
-        "| Retry-After s | waited for capacity s | queue max |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Retry-After s | waited for capacity s | queue max | rows per batch |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result["models"]:
         for label in ("off", "on"):
@@ -194,7 +199,7 @@ def markdown(result):
                 f"| {r['answered']:.3f} | {r['spike_ok_over_capacity']:.2f} "
                 f"| ≥{r['spike_within_objective']:.2f} | {r['spike_goodput_over_capacity']:.2f} "
                 f"| {fmt(r['retry_after_mean_s'], '.1f')} | {fmt(r['waited_for_capacity_mean_s'], '.1f')} "
-                f"| {r['queue_depth_max']:.0f} |")
+                f"| {r['queue_depth_max']:.0f} | {fmt(r.get('batch_rows_mean'), '.1f')} |")
     lines += [
         "",
         "- p99: of the successful requests, from their intended send time. With admission off "
@@ -206,6 +211,8 @@ def markdown(result):
         "successes at or under the objective (a lower bound of the share). Goodput: their product.",
         "- Retry-After: the mean the refusals said; waited for capacity: the mean time from a "
         "refusal's second to the first second after the spike with no refusal.",
+        "- rows per batch: the model's inferences over its executions in the whole run "
+        "(`/v2/models/{m}/stats`).",
         "",
         "Errors by label:",
         "",
