@@ -17,8 +17,9 @@ pub enum InferenceError {
     /// The model's queue is full.
     #[error("exceeds maximum queue size")]
     QueueFull {
-        /// When a slot should be free: one batch's measured service time,
-        /// in whole seconds, at least 1.
+        /// When to retry: one batch's measured service time, or as long as
+        /// the model has been refusing if longer ([`crate::overload`]), in
+        /// whole seconds, at least 1.
         retry_after: std::time::Duration,
     },
     /// The request waited in the queue past its timeout.
@@ -37,7 +38,9 @@ pub enum InferenceError {
         predicted: std::time::Duration,
         /// The time it was allowed.
         deadline: std::time::Duration,
-        /// When a retry should fit (whole seconds, at least 1).
+        /// When to retry: when the queue ahead should have drained enough
+        /// for it, or as long as the model has been refusing if longer
+        /// ([`crate::overload`]); whole seconds, at least 1.
         retry_after: std::time::Duration,
     },
     /// The server is shutting down.

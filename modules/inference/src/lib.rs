@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model_config;
 pub mod ort_env;
 pub mod ort_runner;
+pub mod overload;
 pub mod pbtxt;
 pub mod repository;
 pub mod scheduler;

@@ -36,6 +36,7 @@ use crate::admission::{whole_seconds, Admission, Offer, Verdict};
 use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
+use crate::overload::Overload;
 use crate::stats::{BatchTimings, VersionStats};
 use crate::tensor::{OutputTensor, RequestInputs};
 
@@ -164,6 +165,8 @@ struct Shared {
     /// `max_batch_size`.
     batch_limit: AtomicUsize,
     admission: Arc<Admission>,
+    /// The current run of refusals, which lengthens their Retry-After.
+    overload: Overload,
     /// A request's latency objective in nanoseconds; 0: none.
     objective_ns: AtomicU64,
 }
@@ -200,6 +203,7 @@ impl Scheduler {
         );
         let shared = Arc::new(Shared {
             admission: Arc::new(admission),
+            overload: Overload::default(),
             objective_ns: AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 levels,
@@ -276,9 +280,10 @@ impl Scheduler {
         let depth = &shared.stats.queue_depth;
         if depth.fetch_add(1, Ordering::AcqRel) >= policy.max_queue_size {
             depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(InferenceError::QueueFull {
-                retry_after: shared.slot_free_in(),
-            });
+            let retry_after = shared
+                .overload
+                .refused(Instant::now(), shared.slot_free_in());
+            return Err(InferenceError::QueueFull { retry_after });
         }
         let timeout = if policy.allow_timeout_override {
             timeout.or(policy.default_timeout)
@@ -302,7 +307,7 @@ impl Scheduler {
                 return Err(InferenceError::DeadlineUnmet {
                     predicted,
                     deadline: offer.budget.unwrap_or_default(),
-                    retry_after,
+                    retry_after: shared.overload.refused(enqueued, retry_after),
                 });
             }
         };
