@@ -153,7 +153,24 @@ impl<'de> Deserialize<'de> for JsonInput {
                 use serde::de::Error as _;
                 let (mut name, mut shape, mut datatype) = (None, None, None);
                 let (mut parameters, mut data) = (Map::new(), None);
+                let mut seen_parameters = false;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // A repeated field is refused, as serde's derive does:
+                    // `data` is converted with the `datatype` and `shape`
+                    // seen before it, which a later repeat must not change.
+                    let repeated = match key.as_ref() {
+                        "name" => name.is_some(),
+                        "shape" => shape.is_some(),
+                        "datatype" => datatype.is_some(),
+                        "parameters" => std::mem::replace(&mut seen_parameters, true),
+                        "data" => data.is_some(),
+                        _ => false,
+                    };
+                    if repeated {
+                        return Err(A::Error::custom(format_args!(
+                            "duplicate field `{key}` in an input"
+                        )));
+                    }
                     match key.as_ref() {
                         "name" => name = Some(map.next_value::<String>()?),
                         "shape" => shape = Some(map.next_value::<Vec<i64>>()?),

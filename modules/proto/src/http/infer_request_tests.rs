@@ -179,6 +179,27 @@ fn malformed_json_is_refused() {
 }
 
 #[test]
+fn a_repeated_input_field_is_refused() {
+    // Found by the infer_json fuzz target: `data` converted as BOOL, then a
+    // second `datatype` made the input FP16 with half the bytes it needs.
+    let doc = br#"{"inputs":[{"name":"b","datatype":"BOOL","shape":[2],"data":[true,false],"datatype":"FP16"}]}"#;
+    let msg = bad(decode(Bytes::from_static(doc), None));
+    assert!(msg.contains("duplicate field `datatype`"), "{msg}");
+    for field in [
+        r#""name":"c""#,
+        r#""shape":[1]"#,
+        r#""data":[1]"#,
+        r#""parameters":{}"#,
+    ] {
+        let repeated = format!(
+            r#"{{"inputs":[{{"name":"A","shape":[1],"datatype":"INT32","data":[1],"parameters":{{}},{field}}}]}}"#
+        );
+        let msg = bad(decode(Bytes::from(repeated), None));
+        assert!(msg.contains("duplicate field"), "{field}: {msg}");
+    }
+}
+
+#[test]
 fn parameters_are_converted_and_http_ones_taken_out() {
     let doc = json!({
         "parameters": {"binary_data_output": true, "priority": 2, "timeout": 1000, "tag": "t", "w": 0.5},
