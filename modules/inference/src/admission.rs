@@ -86,12 +86,13 @@ pub enum Verdict {
     },
     /// Refuse it now: it would finish `predicted` after arriving, past its
     /// deadline; the queue ahead should have drained enough for a request
-    /// like it to fit after `retry_after` (whole seconds, at least 1).
+    /// like it to fit after `drain` (exact: the Retry-After is rounded
+    /// once, where it is sent).
     Refuse {
         /// Predicted time from arrival to completion.
         predicted: Duration,
         /// When a retry is predicted to fit.
-        retry_after: Duration,
+        drain: Duration,
     },
 }
 
@@ -142,12 +143,6 @@ pub struct Admission {
     queue_delay: Duration,
 }
 
-/// `d` rounded up to whole seconds, at least 1: a Retry-After.
-pub fn whole_seconds(d: Duration) -> Duration {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    Duration::from_secs(secs.max(1))
-}
-
 /// Whether a request at `level` would start at once: no rows queued at its
 /// level or above, and an instance idle.
 fn starts_now(backlog: &Backlog, level: usize) -> bool {
@@ -188,7 +183,7 @@ impl Admission {
             if predicted > budget && !starts_now(&backlog, offer.level) {
                 return Verdict::Refuse {
                     predicted,
-                    retry_after: whole_seconds(predicted - budget),
+                    drain: predicted - budget,
                 };
             }
         }

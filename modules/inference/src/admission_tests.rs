@@ -88,7 +88,7 @@ fn queued_work_refuses_a_short_deadline_with_the_time_it_is_late_by() {
         refused,
         Verdict::Refuse {
             predicted: ms(900),
-            retry_after: Duration::from_secs(1),
+            drain: ms(800),
         }
     );
     let far = admission.offer(now, offer(1, 4, Some(ms(4000))));
@@ -96,8 +96,8 @@ fn queued_work_refuses_a_short_deadline_with_the_time_it_is_late_by() {
     admission.leave(0, 5); // one full batch left ahead
     let late = admission.offer(now, offer(1, 4, Some(Duration::from_nanos(1))));
     assert!(
-        matches!(late, Verdict::Refuse { retry_after, .. } if retry_after == Duration::from_secs(1)),
-        "rounded up to at least a second: {late:?}"
+        matches!(late, Verdict::Refuse { predicted, drain } if drain == predicted - Duration::from_nanos(1)),
+        "the time past its deadline, unrounded: {late:?}"
     );
 }
 

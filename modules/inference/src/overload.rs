@@ -21,12 +21,16 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::admission::whole_seconds;
-
 /// A gap between refusals this long ends an overload episode.
 pub const QUIET: Duration = Duration::from_secs(2);
 /// The most an episode's length adds to a Retry-After.
 pub const MAX_OVERLOAD_RETRY: Duration = Duration::from_secs(60);
+
+/// `d` rounded up to whole seconds, at least 1: a Retry-After.
+fn whole_seconds(d: Duration) -> Duration {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Episode {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::admission::{whole_seconds, Admission, Offer, Verdict};
+use crate::admission::{Admission, Offer, Verdict};
 use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
@@ -299,15 +299,12 @@ impl Scheduler {
         }
         let raw = match verdict {
             Verdict::Admit { raw, .. } => raw,
-            Verdict::Refuse {
-                predicted,
-                retry_after,
-            } => {
+            Verdict::Refuse { predicted, drain } => {
                 depth.fetch_sub(1, Ordering::AcqRel);
                 return Err(InferenceError::DeadlineUnmet {
                     predicted,
                     deadline: offer.budget.unwrap_or_default(),
-                    retry_after: shared.overload.refused(enqueued, retry_after),
+                    retry_after: shared.overload.refused(enqueued, drain),
                 });
             }
         };
@@ -392,10 +389,11 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 
 impl Shared {
     /// When a full queue should have a free slot: one full batch's measured
-    /// service time, rounded up to whole seconds (1 before any was measured).
+    /// service time (zero before any was measured; the Retry-After made of
+    /// it is rounded up to at least 1 s).
     fn slot_free_in(&self) -> Duration {
         let capacity = self.batch_limit.load(Ordering::Relaxed).max(1);
-        whole_seconds(self.admission.batch_cost(capacity).unwrap_or_default())
+        self.admission.batch_cost(capacity).unwrap_or_default()
     }
 
     /// A request as admission sees it: a model that does not batch runs
