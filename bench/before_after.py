@@ -132,7 +132,7 @@ def main():
     f = 0.5 if args.quick else 1.0
     case = Case(args.model, args.batch, args.duration * f, args.warmup * f, 0, [args.concurrency])
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    ensure_models()
+    ensure_models([args.model])
 
     cores = len(os.sched_getaffinity(0))
     workers = max(cores // 2, 1)

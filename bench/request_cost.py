@@ -128,6 +128,30 @@ def top_functions(dump, count):
     return rows
 
 
+def by_object(dump):
+    """{object file name: instructions}, the exclusive cost of every function
+    summed by the file its code is in (the binary, ONNX Runtime, libc)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)], capture_output=True,
+                         text=True, check=True).stdout
+    objects = {}
+    for line in out.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+.*\[([^\]]+)\]\s*$", line)
+        if m:
+            name = Path(m.group(2)).name
+            objects[name] = objects.get(name, 0) + int(m.group(1).replace(",", ""))
+    return objects
+
+
+def executions(server):
+    """(inferences, executions) of the model so far, from its statistics."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.ports["http"], timeout=600)
+    conn.request("GET", f"/v2/models/{MODEL}/stats")
+    stats = json.loads(conn.getresponse().read())["model_stats"]
+    conn.close()
+    return (sum(int(m.get("inference_count", 0)) for m in stats),
+            sum(int(m.get("execution_count", 0)) for m in stats))
+
+
 def send_all(clients, requests):
     """`requests` requests spread over the clients, each on its own thread."""
     share = [requests // len(clients) + (i < requests % len(clients)) for i in range(len(clients))]
@@ -160,19 +184,27 @@ def measure(binary, repo, work, protocol, requests, warmup, cwd, connections):
         server.start()
         clients = [Client(protocol, server) for _ in range(connections)]
         send_all(clients, warmup)
+        before_stats = executions(server)
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
         began = time.monotonic()
         send_all(clients, requests)
         elapsed = time.monotonic() - began
         subprocess.run(["callgrind_control", "-i", "off", str(server.pid)], check=True, capture_output=True)
+        after_stats = executions(server)
         before = set(work.glob(out_file.name + "*"))
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True, capture_output=True)
         dump = wait_for_dump(out_file, before)
     finally:
         server.stop()
     total = total_instructions(dump)
+    ort = sum(n for name, n in by_object(dump).items() if name.startswith("libonnxruntime"))
+    rows = after_stats[0] - before_stats[0]
+    batches = after_stats[1] - before_stats[1]
     return {"protocol": protocol, "requests": requests, "connections": connections, "instructions": total,
             "instructions_per_request": total / requests, "seconds_under_valgrind": elapsed,
+            "onnxruntime_per_request": ort / requests,
+            "outside_onnxruntime_per_request": (total - ort) / requests,
+            "rows_per_batch": rows / batches if batches else None,
             "dump": str(dump.relative_to(REPO)), "top": top_functions(dump, 15)}
 
 
@@ -184,11 +216,18 @@ def write(out_dir, setup, runs):
              f"{setup['requests']} requests over {setup['connections']} keep-alive connections, one request "
              f"in flight on each, after {setup['warmup']} unmeasured ones. Every thread's instructions in the window, divided by "
              "the requests. Counted, not timed: the figure does not move with the machine's load.", "",
-             "| protocol | instructions per request | ratio to HTTP binary |", "|---|---:|---:|"]
+             "ONNX Runtime's share is its own code's (the library's functions, exclusive): it runs once per "
+             "batch, so it moves with how many requests the batcher found together, and the rest is the "
+             "steadier figure to compare builds by.", "",
+             "| protocol | instructions per request | ratio to HTTP binary | in ONNX Runtime | outside it "
+             "| rows per batch |", "|---|---:|---:|---:|---:|---:|"]
     base = next((r["instructions_per_request"] for r in runs if r["protocol"] == "http-binary"), None)
     for r in runs:
         ratio = f"{r['instructions_per_request'] / base:.2f}x" if base else ""
-        lines.append(f"| {r['protocol']} | {r['instructions_per_request']:,.0f} | {ratio} |")
+        rows = f"{r['rows_per_batch']:.2f}" if r.get("rows_per_batch") else ""
+        lines.append(f"| {r['protocol']} | {r['instructions_per_request']:,.0f} | {ratio} "
+                     f"| {r['onnxruntime_per_request']:,.0f} | {r['outside_onnxruntime_per_request']:,.0f} "
+                     f"| {rows} |")
     for r in runs:
         lines += ["", f"## {r['protocol']}: top functions (exclusive)", "", "| share | per request | function |",
                   "|---:|---:|---|"]
@@ -219,7 +258,9 @@ def main():
         print(f"{protocol}: starting mlserve under callgrind ...", file=sys.stderr, flush=True)
         run = measure(Path(args.binary), repo, work, protocol, args.requests, args.warmup, args.cwd,
                       args.connections)
-        print(f"{protocol}: {run['instructions_per_request']:,.0f} instructions per request", file=sys.stderr)
+        print(f"{protocol}: {run['instructions_per_request']:,.0f} instructions per request, "
+              f"{run['outside_onnxruntime_per_request']:,.0f} outside ONNX Runtime, "
+              f"{run['rows_per_batch'] or 0:.2f} rows per batch", file=sys.stderr)
         runs.append(run)
     out = Path(args.out) if args.out else REPO / "bench" / "results" / datetime.date.today().isoformat() / "request-cost"
     setup = {"commit": commit, "requests": args.requests, "warmup": args.warmup, "model": MODEL,

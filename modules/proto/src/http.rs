@@ -19,6 +19,7 @@ mod infer_request;
 mod infer_response;
 mod json_input;
 mod json_output;
+mod json_params;
 mod model_config;
 mod params;
 mod shared_memory;

@@ -19,11 +19,12 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde::de::DeserializeSeed;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::at_most::AtMost;
 use super::json_input::{json_to_raw, RawSeed};
-use super::params::{infer_params, take_bool, take_count};
+use super::json_params::JsonParams;
+use super::params::{infer_params, take_bool, take_count, Site};
 use crate::datatype::{element_count, push_bytes_element};
 use crate::inference::SHARED_MEMORY_REGION;
 use crate::pb;
@@ -90,15 +91,15 @@ pub(super) fn header_length(headers: &HeaderMap) -> Result<Option<usize>, Servic
 }
 
 #[derive(Deserialize)]
-struct JsonRequest {
+struct JsonRequest<'a> {
     #[serde(default)]
     id: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    #[serde(deserialize_with = "at_most_tensors")]
-    inputs: Vec<JsonInput>,
-    #[serde(default, deserialize_with = "at_most_tensors")]
-    outputs: Vec<JsonOutput>,
+    #[serde(default, borrow)]
+    parameters: JsonParams<'a>,
+    #[serde(borrow, deserialize_with = "at_most_tensors")]
+    inputs: Vec<JsonInput<'a>>,
+    #[serde(default, borrow, deserialize_with = "at_most_tensors")]
+    outputs: Vec<JsonOutput<'a>>,
 }
 
 /// Most inputs, and most outputs, one request may name: a request naming
@@ -122,12 +123,61 @@ where
 /// One input as the JSON names it. Its `data` is converted to raw bytes
 /// while it is parsed when `datatype` and `shape` came before it (as every
 /// client writes them); otherwise it is kept as JSON and converted after.
-struct JsonInput {
+struct JsonInput<'de> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    parameters: Map<String, Value>,
+    parameters: JsonParams<'de>,
     data: Option<JsonData>,
+}
+
+/// A key of an input object; the ones mlserve does not know are ignored.
+#[derive(Clone, Copy)]
+enum InputField {
+    Name,
+    Shape,
+    Datatype,
+    Parameters,
+    Data,
+    Other,
+}
+
+impl InputField {
+    fn as_str(self) -> &'static str {
+        match self {
+            InputField::Name => "name",
+            InputField::Shape => "shape",
+            InputField::Datatype => "datatype",
+            InputField::Parameters => "parameters",
+            InputField::Data => "data",
+            InputField::Other => "?",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InputField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldName;
+        impl serde::de::Visitor<'_> for FieldName {
+            type Value = InputField;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InputField, E> {
+                Ok(match v {
+                    "name" => InputField::Name,
+                    "shape" => InputField::Shape,
+                    "datatype" => InputField::Datatype,
+                    "parameters" => InputField::Parameters,
+                    "data" => InputField::Data,
+                    _ => InputField::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldName)
+    }
 }
 
 /// An input's `data`, converted or still JSON.
@@ -136,11 +186,11 @@ enum JsonData {
     Deferred(Value),
 }
 
-impl<'de> Deserialize<'de> for JsonInput {
+impl<'de: 'a, 'a> Deserialize<'de> for JsonInput<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = JsonInput;
+        struct Fields<'a>(std::marker::PhantomData<JsonInput<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = JsonInput<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an input: {\"name\", \"shape\", \"datatype\", \"data\"}")
@@ -149,34 +199,45 @@ impl<'de> Deserialize<'de> for JsonInput {
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<JsonInput, A::Error> {
+            ) -> Result<JsonInput<'a>, A::Error> {
                 use serde::de::Error as _;
-                let (mut name, mut shape, mut datatype) = (None, None, None);
-                let (mut parameters, mut data) = (Map::new(), None);
-                let mut seen_parameters = false;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    // A repeated field is refused, as serde's derive does:
-                    // `data` is converted with the `datatype` and `shape`
-                    // seen before it, which a later repeat must not change.
-                    let repeated = match key.as_ref() {
-                        "name" => name.is_some(),
-                        "shape" => shape.is_some(),
-                        "datatype" => datatype.is_some(),
-                        "parameters" => std::mem::replace(&mut seen_parameters, true),
-                        "data" => data.is_some(),
-                        _ => false,
-                    };
-                    if repeated {
-                        return Err(A::Error::custom(format_args!(
-                            "duplicate field `{key}` in an input"
-                        )));
+                // A repeated field is refused, as serde's derive does:
+                // `data` is converted with the `datatype` and `shape` seen
+                // before it, which a later repeat must not change.
+                fn unset<T, E: serde::de::Error>(
+                    slot: &Option<T>,
+                    key: InputField,
+                ) -> Result<(), E> {
+                    match slot {
+                        Some(_) => Err(E::custom(format_args!(
+                            "duplicate field `{}` in an input",
+                            key.as_str()
+                        ))),
+                        None => Ok(()),
                     }
-                    match key.as_ref() {
-                        "name" => name = Some(map.next_value::<String>()?),
-                        "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
-                        "datatype" => datatype = Some(map.next_value::<String>()?),
-                        "parameters" => parameters = map.next_value()?,
-                        "data" => {
+                }
+                let (mut name, mut shape, mut datatype) = (None, None, None);
+                let (mut parameters, mut data) = (None, None);
+                while let Some(key) = map.next_key::<InputField>()? {
+                    match key {
+                        InputField::Name => {
+                            unset(&name, key)?;
+                            name = Some(map.next_value::<String>()?);
+                        }
+                        InputField::Shape => {
+                            unset(&shape, key)?;
+                            shape = Some(map.next_value::<Vec<i64>>()?);
+                        }
+                        InputField::Datatype => {
+                            unset(&datatype, key)?;
+                            datatype = Some(map.next_value::<String>()?);
+                        }
+                        InputField::Parameters => {
+                            unset(&parameters, key)?;
+                            parameters = Some(map.next_value::<JsonParams<'a>>()?);
+                        }
+                        InputField::Data => {
+                            unset(&data, key)?;
                             let dtype = datatype.as_deref().and_then(wire_datatype);
                             let count = shape.as_deref().and_then(element_count);
                             data = Some(match (dtype, count) {
@@ -190,7 +251,7 @@ impl<'de> Deserialize<'de> for JsonInput {
                                 _ => JsonData::Deferred(map.next_value()?),
                             });
                         }
-                        _ => {
+                        InputField::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
@@ -199,20 +260,20 @@ impl<'de> Deserialize<'de> for JsonInput {
                     name: name.ok_or_else(|| A::Error::missing_field("name"))?,
                     shape: shape.ok_or_else(|| A::Error::missing_field("shape"))?,
                     datatype: datatype.ok_or_else(|| A::Error::missing_field("datatype"))?,
-                    parameters,
+                    parameters: parameters.unwrap_or_default(),
                     data,
                 })
             }
         }
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
     }
 }
 
 #[derive(Deserialize)]
-struct JsonOutput {
+struct JsonOutput<'a> {
     name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
+    #[serde(default, borrow)]
+    parameters: JsonParams<'a>,
 }
 
 /// Decodes a JSON (or JSON + binary) request body; `header_len` is the
@@ -233,8 +294,8 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
 
     let mut params = doc.parameters;
     let binary_default =
-        take_bool(&mut params, "binary_data_output", "the request")?.unwrap_or(false);
-    let parameters = infer_params("the request", params)?;
+        take_bool(&mut params, "binary_data_output", Site::Request)?.unwrap_or(false);
+    let parameters = infer_params(Site::Request, params)?;
 
     let mut inputs = Vec::with_capacity(doc.inputs.len());
     let mut raw_input_contents = Vec::with_capacity(doc.inputs.len());
@@ -257,10 +318,10 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
     };
     let mut outputs = Vec::with_capacity(doc.outputs.len());
     for output in doc.outputs {
-        let what = format!("output '{}'", output.name);
+        let what = Site::Output(&output.name);
         let mut params = output.parameters;
-        let binary = take_bool(&mut params, "binary_data", &what)?;
-        let classification = match take_count(&mut params, "classification", &what)? {
+        let binary = take_bool(&mut params, "binary_data", what)?;
+        let classification = match take_count(&mut params, "classification", what)? {
             Some(0) => {
                 return Err(ServiceError::bad_request(format!(
                     "classification of {what} must be at least 1"
@@ -269,6 +330,7 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
             Some(k) => Some(usize::try_from(k).unwrap_or(usize::MAX)),
             None => None,
         };
+        let parameters = infer_params(what, params)?;
         plan.outputs.insert(
             output.name.clone(),
             OutputPlan {
@@ -278,7 +340,7 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
         );
         outputs.push(InferRequestedOutputTensor {
             name: output.name,
-            parameters: infer_params(&what, params)?,
+            parameters,
         });
     }
 
@@ -297,12 +359,12 @@ pub(super) fn decode(body: Bytes, header_len: Option<usize>) -> Result<Decoded, 
 /// binary section at `offset` or converted from JSON; none for an input in a
 /// shared memory region (its parameters name it, and the service reads it).
 fn decode_input(
-    input: JsonInput,
+    input: JsonInput<'_>,
     binary: &Bytes,
     offset: &mut usize,
 ) -> Result<(InferInputTensor, Option<Bytes>), ServiceError> {
     let name = input.name;
-    let what = format!("input '{name}'");
+    let what = Site::Input(&name);
     let dtype = wire_datatype(&input.datatype).ok_or_else(|| {
         ServiceError::bad_request(format!(
             "{what} has an unknown datatype '{}'",
@@ -313,7 +375,7 @@ fn decode_input(
         ServiceError::bad_request(format!("{what} has an invalid shape {:?}", input.shape))
     })?;
     let mut params = input.parameters;
-    let binary_size = take_count(&mut params, "binary_data_size", &what)?;
+    let binary_size = take_count(&mut params, "binary_data_size", what)?;
     let in_shared_memory = params.contains_key(SHARED_MEMORY_REGION);
     let raw = match (binary_size, input.data) {
         (None, None) if in_shared_memory => None,
@@ -362,11 +424,13 @@ fn decode_input(
             Some(Bytes::from(json_to_raw(&name, dtype, &data, count)?))
         }
     };
+    let parameters = infer_params(what, params)?;
     let tensor = InferInputTensor {
         name,
-        datatype: dtype.as_str().to_string(),
+        // The wire name, as `wire_datatype` accepted it.
+        datatype: input.datatype,
         shape: input.shape,
-        parameters: infer_params(&what, params)?,
+        parameters,
         contents: None,
     };
     Ok((tensor, raw))

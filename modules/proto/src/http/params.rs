@@ -2,10 +2,12 @@
 //! both ways, and repository load parameters (`ModelRepositoryParameter`).
 
 use std::collections::HashMap;
+use std::fmt;
 
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
+use super::json_params::JsonParams;
 use crate::inference::LoadParameters;
 use crate::pb;
 use crate::pb::infer_parameter::ParameterChoice;
@@ -15,12 +17,34 @@ use crate::ServiceError;
 /// Inference parameters as protobuf.
 pub(super) type InferParams = HashMap<String, pb::InferParameter>;
 
+/// Where parameters sit, as error messages name it ("input 'x'"): written
+/// only when a message is, so a good request builds no label.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Site<'a> {
+    /// The request's own parameters.
+    Request,
+    /// An input's, by its name.
+    Input(&'a str),
+    /// A requested output's, by its name.
+    Output(&'a str),
+}
+
+impl fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Site::Request => f.write_str("the request"),
+            Site::Input(name) => write!(f, "input '{name}'"),
+            Site::Output(name) => write!(f, "output '{name}'"),
+        }
+    }
+}
+
 /// Converts one JSON parameter: a bool is `bool_param`, an integer
 /// `int64_param` (`uint64_param` above `i64::MAX`), any other number
 /// `double_param`, a string `string_param`. Anything else is 400; `what` names
 /// where the parameter sits, for the message.
 pub(super) fn infer_param(
-    what: &str,
+    what: impl fmt::Display,
     key: &str,
     value: Value,
 ) -> Result<pb::InferParameter, ServiceError> {
@@ -50,11 +74,11 @@ pub(super) fn infer_param(
 
 /// Converts a JSON parameter object; see [`infer_param`].
 pub(super) fn infer_params(
-    what: &str,
-    map: Map<String, Value>,
+    what: impl fmt::Display + Copy,
+    map: JsonParams<'_>,
 ) -> Result<InferParams, ServiceError> {
     map.into_iter()
-        .map(|(k, v)| infer_param(what, &k, v).map(|p| (k, p)))
+        .map(|(k, v)| infer_param(what, &k, v).map(|p| (k.into_owned(), p)))
         .collect()
 }
 
@@ -81,9 +105,9 @@ pub(super) fn infer_params_json(params: &InferParams) -> Map<String, Value> {
 
 /// Takes a boolean parameter out of `map`; present but not a boolean is 400.
 pub(super) fn take_bool(
-    map: &mut Map<String, Value>,
+    map: &mut JsonParams<'_>,
     key: &str,
-    what: &str,
+    what: impl fmt::Display,
 ) -> Result<Option<bool>, ServiceError> {
     match map.remove(key) {
         None => Ok(None),
@@ -97,9 +121,9 @@ pub(super) fn take_bool(
 
 /// Takes a non-negative integer parameter out of `map`; present but not one is 400.
 pub(super) fn take_count(
-    map: &mut Map<String, Value>,
+    map: &mut JsonParams<'_>,
     key: &str,
-    what: &str,
+    what: impl fmt::Display,
 ) -> Result<Option<u64>, ServiceError> {
     match map.remove(key) {
         None => Ok(None),
@@ -207,7 +231,7 @@ mod tests {
         );
         assert_eq!(choice(json!(1.5)), ParameterChoice::DoubleParam(1.5));
         assert_eq!(choice(json!("x")), ParameterChoice::StringParam("x".into()));
-        let err = infer_param("input 'a'", "k", json!([1])).unwrap_err();
+        let err = infer_param(Site::Input("a"), "k", json!([1])).unwrap_err();
         assert!(
             err.message.contains("input 'a'") && err.message.contains("'k'"),
             "{err}"
@@ -242,10 +266,8 @@ mod tests {
 
     #[test]
     fn typed_takers_reject_wrong_kinds() {
-        let mut map = json!({"binary_data": true, "classification": 3, "bad": "yes"})
-            .as_object()
-            .unwrap()
-            .clone();
+        let params = r#"{"binary_data": true, "classification": 3, "bad": "yes"}"#;
+        let mut map: JsonParams = serde_json::from_str(params).unwrap();
         assert_eq!(take_bool(&mut map, "binary_data", "o").unwrap(), Some(true));
         assert_eq!(
             take_count(&mut map, "classification", "o").unwrap(),
@@ -253,7 +275,7 @@ mod tests {
         );
         assert_eq!(take_bool(&mut map, "missing", "o").unwrap(), None);
         assert!(take_bool(&mut map, "bad", "o").is_err());
-        let mut map = json!({"c": -1}).as_object().unwrap().clone();
+        let mut map: JsonParams = serde_json::from_str(r#"{"c": -1}"#).unwrap();
         assert!(take_count(&mut map, "c", "o").is_err());
     }
 
