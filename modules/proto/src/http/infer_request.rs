@@ -132,52 +132,16 @@ struct JsonInput<'de> {
 }
 
 /// A key of an input object; the ones mlserve does not know are ignored.
-#[derive(Clone, Copy)]
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
 enum InputField {
     Name,
     Shape,
     Datatype,
     Parameters,
     Data,
+    #[serde(other)]
     Other,
-}
-
-impl InputField {
-    fn as_str(self) -> &'static str {
-        match self {
-            InputField::Name => "name",
-            InputField::Shape => "shape",
-            InputField::Datatype => "datatype",
-            InputField::Parameters => "parameters",
-            InputField::Data => "data",
-            InputField::Other => "?",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for InputField {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldName;
-        impl serde::de::Visitor<'_> for FieldName {
-            type Value = InputField;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InputField, E> {
-                Ok(match v {
-                    "name" => InputField::Name,
-                    "shape" => InputField::Shape,
-                    "datatype" => InputField::Datatype,
-                    "parameters" => InputField::Parameters,
-                    "data" => InputField::Data,
-                    _ => InputField::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(FieldName)
-    }
 }
 
 /// An input's `data`, converted or still JSON.
@@ -204,14 +168,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonInput<'a> {
                 // A repeated field is refused, as serde's derive does:
                 // `data` is converted with the `datatype` and `shape` seen
                 // before it, which a later repeat must not change.
-                fn unset<T, E: serde::de::Error>(
-                    slot: &Option<T>,
-                    key: InputField,
-                ) -> Result<(), E> {
+                fn unset<T, E: serde::de::Error>(slot: &Option<T>, key: &str) -> Result<(), E> {
                     match slot {
                         Some(_) => Err(E::custom(format_args!(
-                            "duplicate field `{}` in an input",
-                            key.as_str()
+                            "duplicate field `{key}` in an input"
                         ))),
                         None => Ok(()),
                     }
@@ -221,23 +181,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonInput<'a> {
                 while let Some(key) = map.next_key::<InputField>()? {
                     match key {
                         InputField::Name => {
-                            unset(&name, key)?;
+                            unset(&name, "name")?;
                             name = Some(map.next_value::<String>()?);
                         }
                         InputField::Shape => {
-                            unset(&shape, key)?;
+                            unset(&shape, "shape")?;
                             shape = Some(map.next_value::<Vec<i64>>()?);
                         }
                         InputField::Datatype => {
-                            unset(&datatype, key)?;
+                            unset(&datatype, "datatype")?;
                             datatype = Some(map.next_value::<String>()?);
                         }
                         InputField::Parameters => {
-                            unset(&parameters, key)?;
+                            unset(&parameters, "parameters")?;
                             parameters = Some(map.next_value::<JsonParams<'a>>()?);
                         }
                         InputField::Data => {
-                            unset(&data, key)?;
+                            unset(&data, "data")?;
                             let dtype = datatype.as_deref().and_then(wire_datatype);
                             let count = shape.as_deref().and_then(element_count);
                             data = Some(match (dtype, count) {

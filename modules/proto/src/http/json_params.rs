@@ -12,29 +12,25 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-/// A `parameters` object: keys in the order given, a repeated key keeping
-/// its last value (as `serde_json::Map` does).
+/// A `parameters` object: keys in the order given. Parsing only appends;
+/// a repeated key keeps its last value (as `serde_json::Map` does), which
+/// [`JsonParams::remove`] and [`super::params::infer_params`] resolve in one
+/// pass, so a body of many repeated keys costs linear time.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct JsonParams<'de>(Vec<(Cow<'de, str>, Value)>);
 
 impl<'de> JsonParams<'de> {
-    /// Takes the value of `key` out, if it is there.
+    /// Takes every entry of `key` out and returns the last one's value.
     pub(super) fn remove(&mut self, key: &str) -> Option<Value> {
-        let at = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(at).1)
+        self.0
+            .extract_if(.., |(k, _)| k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// Whether `key` is there.
     pub(super) fn contains_key(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| k == key)
-    }
-
-    /// Sets `key` to `value`, replacing an earlier value.
-    fn insert(&mut self, key: Cow<'de, str>, value: Value) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
-        }
     }
 }
 
@@ -89,7 +85,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonParams<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonParams<'a>, A::Error> {
                 let mut params = JsonParams(Vec::with_capacity(map.size_hint().unwrap_or(2)));
                 while let Some(Key::<'de>(key)) = map.next_key()? {
-                    params.insert(key, map.next_value()?);
+                    params.0.push((key, map.next_value()?));
                 }
                 Ok(params)
             }

@@ -72,14 +72,21 @@ pub(super) fn infer_param(
     })
 }
 
-/// Converts a JSON parameter object; see [`infer_param`].
+/// Converts a JSON parameter object; see [`infer_param`]. Of a repeated
+/// key the last value counts (the others are skipped, read last to first).
 pub(super) fn infer_params(
     what: impl fmt::Display + Copy,
     map: JsonParams<'_>,
 ) -> Result<InferParams, ServiceError> {
-    map.into_iter()
-        .map(|(k, v)| infer_param(what, &k, v).map(|p| (k.into_owned(), p)))
-        .collect()
+    let entries: Vec<_> = map.into_iter().collect();
+    let mut params = InferParams::with_capacity(entries.len());
+    for (k, v) in entries.into_iter().rev() {
+        if !params.contains_key(k.as_ref()) {
+            let param = infer_param(what, &k, v)?;
+            params.insert(k.into_owned(), param);
+        }
+    }
+    Ok(params)
 }
 
 /// Converts protobuf parameters to a JSON object (a NaN or infinite double
@@ -261,6 +268,17 @@ mod tests {
         assert_eq!(
             back,
             json!({"b": true, "i": -3, "u": u64::MAX, "d": 0.25, "s": "v", "nan": null})
+        );
+    }
+
+    #[test]
+    fn a_repeated_parameter_counts_with_its_last_value_only() {
+        let map: JsonParams = serde_json::from_str(r#"{"k": [1], "j": 1, "k": 2}"#).unwrap();
+        let params = infer_params(Site::Request, map).unwrap();
+        assert_eq!(params.len(), 2);
+        assert_eq!(
+            params["k"].parameter_choice,
+            Some(ParameterChoice::Int64Param(2))
         );
     }
 
