@@ -114,10 +114,14 @@ def total_instructions(dump):
     return int(m.group(1))
 
 
-def top_functions(dump, count):
-    """[(share, instructions, function)] by exclusive cost, from callgrind_annotate."""
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)], capture_output=True,
-                         text=True, check=True).stdout
+def annotate(dump):
+    """callgrind_annotate's listing of every function by exclusive cost."""
+    return subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def top_functions(out, count):
+    """[(share, instructions, function)] by exclusive cost, from `annotate`'s listing."""
     rows = []
     for line in out.splitlines():
         m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$", line)
@@ -128,11 +132,10 @@ def top_functions(dump, count):
     return rows
 
 
-def by_object(dump):
+def by_object(out):
     """{object file name: instructions}, the exclusive cost of every function
-    summed by the file its code is in (the binary, ONNX Runtime, libc)."""
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)], capture_output=True,
-                         text=True, check=True).stdout
+    in `annotate`'s listing summed by the file its code is in (the binary,
+    ONNX Runtime, libc)."""
     objects = {}
     for line in out.splitlines():
         m = re.match(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+.*\[([^\]]+)\]\s*$", line)
@@ -197,7 +200,8 @@ def measure(binary, repo, work, protocol, requests, warmup, cwd, connections):
     finally:
         server.stop()
     total = total_instructions(dump)
-    ort = sum(n for name, n in by_object(dump).items() if name.startswith("libonnxruntime"))
+    listing = annotate(dump)
+    ort = sum(n for name, n in by_object(listing).items() if name.startswith("libonnxruntime"))
     rows = after_stats[0] - before_stats[0]
     batches = after_stats[1] - before_stats[1]
     return {"protocol": protocol, "requests": requests, "connections": connections, "instructions": total,
@@ -205,7 +209,7 @@ def measure(binary, repo, work, protocol, requests, warmup, cwd, connections):
             "onnxruntime_per_request": ort / requests,
             "outside_onnxruntime_per_request": (total - ort) / requests,
             "rows_per_batch": rows / batches if batches else None,
-            "dump": str(dump.relative_to(REPO)), "top": top_functions(dump, 15)}
+            "dump": str(dump.relative_to(REPO)), "top": top_functions(listing, 15)}
 
 
 def write(out_dir, setup, runs):
