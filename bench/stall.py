@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Stalls at a high request rate (issue 13, "no stalls"): the tabular model
 at a constant --rate (20,000 requests/s) for --seconds, open loop, batch 1
-over HTTP binary, connections opened on demand (as a client pool grows
-under load), alternating between builds for --rounds rounds each.
+over HTTP binary, alternating between builds for --rounds rounds each.
+
+Connections, `--connections` (repeatable, each a run per round): `on-demand`
+opens one per outstanding request (as a client pool grows under load, up to
+4,096); a number N is a fixed pool, as wrk2 keeps (an arrival that finds all
+N busy waits in the client, its latency still counted from its scheduled
+time).
 
     .venv/bin/python bench/stall.py --binary before=/tmp/mlserve-old --binary after=target/release/mlserve
 
@@ -17,10 +22,12 @@ import argparse
 import datetime
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlserve_proc import Server  # noqa: E402
+from cpu_timeline import CpuTimeline, available as timeline_available  # noqa: E402
+from mlserve_proc import Server, cpu_seconds  # noqa: E402
 from paper import MODELS, WORK, Progress, ensure_models, model_repository  # noqa: E402
 from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
 
@@ -36,27 +43,60 @@ def tcp_ext(name):
     return 0
 
 
-def run(args, label, binary, round_no, progress):
+def pool_args(connections):
+    """The loadgen's options for a `--connections` value."""
+    return [] if connections == "on-demand" else ["--connections", connections, "--warm-connections", connections]
+
+
+def run(args, label, binary, connections, round_no, progress, out):
     server = Server(binary, model_repository("tabular"), [],
-                    WORK / "stall" / f"mlserve-{label}-{round_no}.log")
+                    WORK / "stall" / f"mlserve-{label}-{connections}-{round_no}.log")
+    timeline = CpuTimeline(WORK / "stall" / f"perf-{label}-{connections}-{round_no}.data") \
+        if args.cpu_timeline else None
     try:
         server.start()
         overflows = tcp_ext("ListenOverflows")
-        report, _, _ = run_loadgen(args.loadgen, [
+        server_cpu = cpu_seconds(server.pid)
+        if timeline:
+            timeline.start()
+            time.sleep(1.0)
+        # The loadgen's first arrival is its start plus a 20 ms lead.
+        run_start = time.monotonic() + 0.02
+        report, loadgen_cpu, _ = run_loadgen(args.loadgen, [
             "open", "--target", server.url("http"), "--protocol", "http-binary", "--model", "tabular",
             "--rate", str(args.rate), "--duration", str(args.seconds), "--seed", str(round_no),
             "--inputs", str(WORK), "--max-in-flight", "4096", "--timeout", "10", "--drain", "10",
-            "--quiet"], WORK / "stall" / f"open-{label}-{round_no}.json")
+            "--quiet", *pool_args(connections)], WORK / "stall" / f"open-{label}-{connections}-{round_no}.json")
         overflows = tcp_ext("ListenOverflows") - overflows
+        server_cpu = cpu_seconds(server.pid) - server_cpu
     finally:
+        if timeline:
+            timeline.stop()
         server.stop()
-    worst = max((s["p99_ms"] or 0.0 for s in report["timeline"]), default=0.0)
-    row = {"build": label, "round": round_no, "offered": report["offered"], "ok": report["ok"],
+    per_second = [s["p99_ms"] or 0.0 for s in report["timeline"]]
+    worst = max(per_second, default=0.0)
+    row = {"build": label, "connections": connections, "round": round_no, "offered": report["offered"], "ok": report["ok"],
            "p99_ms": report["latency_ms"]["p99"], "p999_ms": report["latency_ms"]["p999"],
            "max_ms": report["latency_ms"]["max"], "worst_second_p99_ms": worst,
+           "send_lag_p99_ms": report["send_lag_ms"]["p99"],
+           "server_cpu_us": 1e6 * server_cpu / max(report["offered"], 1),
+           "loadgen_cpu_us": 1e6 * loadgen_cpu / max(report["offered"], 1),
            "errors": report["errors"], "listen_overflows": overflows}
-    progress.say(f"  {label} round {round_no}: p99 {row['p99_ms']:.1f} ms, p99.9 {row['p999_ms']:.1f} ms, "
-                 f"worst second p99 {worst:.1f} ms, errors {row['errors']}, accept-queue overflows {overflows}")
+    if timeline:
+        bins = timeline.bins()
+        worst_s = per_second.index(worst)
+        row["other_cores_worst_second"] = CpuTimeline.other_in(bins, run_start + worst_s, run_start + worst_s + 1)
+        row["other_cores_run"] = CpuTimeline.other_in(bins, run_start, run_start + len(per_second))
+        name = f"cpu-{label}-{connections}-{round_no}.png"
+        CpuTimeline.plot(bins, out / name, per_second, run_start,
+                         f"{label}, {connections} connections, round {round_no}: CPU per 100 ms")
+        row["cpu_timeline_png"] = name
+    progress.say(f"  {label} ({connections} connections) round {round_no}: p99 {row['p99_ms']:.1f} ms, p99.9 {row['p999_ms']:.1f} ms, "
+                 f"worst second p99 {worst:.1f} ms, CPU µs/request server {row['server_cpu_us']:.1f} "
+                 f"loadgen {row['loadgen_cpu_us']:.1f}, "
+                 + (f"other processes in the worst second {row['other_cores_worst_second']:.2f} cores, "
+                    if timeline else "")
+                 + f"errors {row['errors']}, accept-queue overflows {overflows}")
     return row
 
 
@@ -66,33 +106,48 @@ def main():
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cpu-timeline", action="store_true",
+                    help="record every CPU with perf during each run and plot who had it, 100 ms at a time")
+    ap.add_argument("--connections", action="append",
+                    help="'on-demand' or a fixed pool size, repeatable (default: on-demand)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--loadgen", type=Path, default=REPO / "target" / "release" / "loadgen")
     args = ap.parse_args()
     builds = [tuple(b.split("=", 1)) for b in args.binary]
+    pools = args.connections or ["on-demand"]
+    for pool in pools:
+        if pool != "on-demand" and not (pool.isdigit() and int(pool) > 0):
+            ap.error(f"--connections {pool}: 'on-demand' or a positive number")
+    if args.cpu_timeline and not timeline_available():
+        ap.error("--cpu-timeline needs perf and permission to record every CPU")
+    date = datetime.date.today().isoformat()
+    out = args.out or REPO / "bench" / "results" / date / "stall"
+    out.mkdir(parents=True, exist_ok=True)
     progress = Progress()
     ensure_models(["tabular"], progress)
     (WORK / "stall").mkdir(parents=True, exist_ok=True)
     rows = []
     for round_no in range(1, args.rounds + 1):
         for label, binary in builds:
-            rows.append(run(args, label, binary, round_no, progress))
-    date = datetime.date.today().isoformat()
-    out = args.out or REPO / "bench" / "results" / date / "stall"
-    out.mkdir(parents=True, exist_ok=True)
+            for pool in pools:
+                rows.append(run(args, label, binary, pool, round_no, progress, out))
     result = {"date": date, "commit": git_commit(), "cpu": cpu_model(), "rate": args.rate,
-              "seconds": args.seconds, "builds": dict(builds), "runs": rows}
+              "seconds": args.seconds, "builds": dict(builds), "connections": pools, "runs": rows}
     (out / "stall.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Stalls at {args.rate:,.0f} requests/s (tabular, HTTP binary, batch 1)", "",
              f"{date}, commit {result['commit']}, {result['cpu']}; mlserve with no flags; "
-             f"{args.seconds:g} s per run, Poisson arrivals, connections opened on demand; builds "
-             f"alternate round by round.", "",
-             "| build | round | ok / offered | p99 ms | p99.9 ms | max ms | worst second's p99 ms "
-             "| errors | accept-queue overflows |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             f"{args.seconds:g} s per run, Poisson arrivals; connections: on demand (one per outstanding "
+             f"request) or a fixed pool of N (arrivals wait in the client for a free one, latency "
+             f"from the scheduled time); builds and pools alternate round by round.", "",
+             "| build | connections | round | ok / offered | p99 ms | p99.9 ms | max ms | worst second's p99 ms "
+             "| client wait p99 ms | CPU µs per request: server, loadgen "
+             "| other processes' most in a 100 ms of the worst second, cores | errors | accept-queue overflows |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['build']} | {r['round']} | {r['ok']:,} / {r['offered']:,} | {r['p99_ms']:.1f} "
-                     f"| {r['p999_ms']:.1f} | {r['max_ms']:.1f} | {r['worst_second_p99_ms']:.1f} "
+        other = f"{r['other_cores_worst_second']:.2f}" if "other_cores_worst_second" in r else "—"
+        lines.append(f"| {r['build']} | {r['connections']} | {r['round']} | {r['ok']:,} / {r['offered']:,} "
+                     f"| {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['max_ms']:.1f} | {r['worst_second_p99_ms']:.1f} "
+                     f"| {r['send_lag_p99_ms']:.1f} | {r['server_cpu_us']:.1f}, {r['loadgen_cpu_us']:.1f} | {other} "
                      f"| {json.dumps(r['errors']) if r['errors'] else '—'} | {r['listen_overflows']} |")
     (out / "stall.md").write_text("\n".join(lines) + "\n")
     progress.say(f"wrote {out}/stall.{{md,json}}")

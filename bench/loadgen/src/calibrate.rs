@@ -220,6 +220,7 @@ impl Runner<'_> {
             metrics_url: None,
             metric: DEFAULT_METRIC.into(),
             warm_connections: 0,
+            connections: None,
         };
         let live = Live::new(format!("calibrate {label}"), profile, self.show);
         open::run(self.target, &plan, live).await.summary()

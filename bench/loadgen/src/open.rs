@@ -11,11 +11,18 @@
 //! before the start, more open on demand) or a handle on the shared gRPC
 //! channel, and sends it in a task of its own. Completions come back on a
 //! channel to the one place that keeps the books ([`Book`]).
+//!
+//! With `--connections N` the pool is fixed, as wrk2's: at most N requests
+//! are on the wire, and an arrival that finds every connection busy waits in
+//! the client, first come first served, for the next one free. Its latency
+//! still runs from its scheduled time (no coordinated omission), and the wait
+//! shows as send lag.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::live::Live;
 use crate::profile::Profile;
@@ -43,6 +50,39 @@ pub struct OpenPlan {
     /// HTTP connections opened before the first arrival (a kept-alive
     /// pool); more open on demand.
     pub warm_connections: usize,
+    /// At most this many requests on the wire (connections, for HTTP);
+    /// arrivals beyond wait in the client. `None`: one per outstanding request.
+    pub connections: Option<usize>,
+}
+
+/// The connections of a run: idle ones, how many exist, and the arrivals
+/// waiting for one when the pool is full.
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
+    limit: usize,
+    waiting: VecDeque<(usize, Token)>,
+}
+
+impl Pool {
+    /// An idle connection, or a new one while under the limit.
+    fn take(&mut self, target: &Target) -> Option<Client> {
+        if let Some(client) = self.idle.pop() {
+            return Some(client);
+        }
+        (self.open < self.limit).then(|| {
+            self.open += 1;
+            target.client()
+        })
+    }
+
+    /// A request ended; its connection comes back unless it was dropped.
+    fn put(&mut self, client: Option<Client>) {
+        match client {
+            Some(client) => self.idle.push(client),
+            None => self.open -= 1,
+        }
+    }
 }
 
 struct Done {
@@ -56,11 +96,18 @@ struct Done {
 pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
     let mut book = Book::new(plan.profile.clone(), plan.max_in_flight);
     let schedule = plan.schedule.clone();
-    let mut idle: Vec<Client> = Vec::new();
-    for _ in 0..plan.warm_connections.min(plan.max_in_flight) {
+    let limit = plan.connections.unwrap_or(usize::MAX).max(1);
+    let mut pool = Pool {
+        idle: Vec::new(),
+        open: 0,
+        limit,
+        waiting: VecDeque::new(),
+    };
+    for _ in 0..plan.warm_connections.min(plan.max_in_flight).min(limit) {
         let mut client = target.client();
         client.warm().await;
-        idle.push(client);
+        pool.idle.push(client);
+        pool.open += 1;
     }
     // A short lead, so the first arrival is not already late.
     let start = Instant::now() + Duration::from_millis(20);
@@ -103,7 +150,13 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
                     }
                 };
                 book.completion(done.token, done.at, failure);
-                idle.extend(done.client);
+                pool.put(done.client);
+                while !pool.waiting.is_empty() {
+                    let Some(client) = pool.take(target) else { break };
+                    let (i, token) = pool.waiting.pop_front().expect("a waiting arrival");
+                    book.sent(token, start.elapsed());
+                    send(client, i, token, start, plan.timeout, done_tx.clone());
+                }
             }
             n = arrivals.recv_many(&mut batch, 512), if pacing => {
                 if n == 0 {
@@ -115,23 +168,14 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
                     let Admission::Send(token) = book.arrival(schedule[i]) else {
                         continue;
                     };
-                    let mut client = idle.pop().unwrap_or_else(|| target.client());
-                    book.sent(token, start.elapsed());
-                    let (tx, timeout) = (done_tx.clone(), plan.timeout);
-                    tokio::spawn(async move {
-                        let outcome = tokio::time::timeout(timeout, client.infer(i)).await;
-                        let at = start.elapsed();
-                        let (outcome, client) = match outcome {
-                            Ok(outcome) => (outcome, Some(client)),
-                            // The connection is mid-request: drop it.
-                            Err(_) => (Outcome::Failed {
-                                label: TIMEOUT.into(),
-                                detail: format!("no answer within {timeout:?}"),
-                                retry_after: None,
-                            }, None),
-                        };
-                        let _ = tx.send(Done { token, at, outcome, client });
-                    });
+                    let free = if pool.waiting.is_empty() { pool.take(target) } else { None };
+                    match free {
+                        Some(client) => {
+                            book.sent(token, start.elapsed());
+                            send(client, i, token, start, plan.timeout, done_tx.clone());
+                        }
+                        None => pool.waiting.push_back((i, token)),
+                    }
                 }
             }
             Some((at, depth)) = queue_rx.recv() => book.queue_sample(at, depth),
@@ -148,6 +192,40 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
     }
     drop(queue_tx);
     book
+}
+
+/// Sends request `i` on `client` in a task of its own; its outcome (and the
+/// connection, unless it timed out mid-request) comes back on `done`.
+fn send(
+    mut client: Client,
+    i: usize,
+    token: Token,
+    start: Instant,
+    timeout: Duration,
+    done: UnboundedSender<Done>,
+) {
+    tokio::spawn(async move {
+        let outcome = tokio::time::timeout(timeout, client.infer(i)).await;
+        let at = start.elapsed();
+        let (outcome, client) = match outcome {
+            Ok(outcome) => (outcome, Some(client)),
+            // The connection is mid-request: drop it.
+            Err(_) => (
+                Outcome::Failed {
+                    label: TIMEOUT.into(),
+                    detail: format!("no answer within {timeout:?}"),
+                    retry_after: None,
+                },
+                None,
+            ),
+        };
+        let _ = done.send(Done {
+            token,
+            at,
+            outcome,
+            client,
+        });
+    });
 }
 
 /// Hands out arrival `i` when it is due, until the schedule ends or the

@@ -77,6 +77,13 @@ pub struct OpenArgs {
     /// on an idle one (gunicorn's sync workers).
     #[arg(long, default_value_t = 0)]
     pub warm_connections: usize,
+    /// A fixed pool, as wrk2's: at most this many requests on the wire (HTTP
+    /// connections, or gRPC calls on the channel); an arrival that finds all
+    /// busy waits in the client for the next one free, and its latency still
+    /// runs from its scheduled time. Default: a connection per outstanding
+    /// request.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: Option<u64>,
     /// Seconds before an unanswered request fails (`client: timeout`).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
@@ -144,6 +151,7 @@ pub fn open(args: &OpenArgs) -> Result<OpenReport> {
         metrics_url: args.metrics_url.clone(),
         metric: args.queue_metric.clone(),
         warm_connections: args.warm_connections,
+        connections: args.connections.map(|n| n as usize),
     };
     let payload = Payload {
         inputs: args.inputs.clone(),
@@ -179,6 +187,7 @@ pub fn open(args: &OpenArgs) -> Result<OpenReport> {
         seed: args.seed,
         max_in_flight: plan.max_in_flight,
         warm_connections: plan.warm_connections,
+        connections: plan.connections,
         timeout_s: timeout.as_secs_f64(),
         threads: args.threads.max(1),
         request_bytes: target.request_bytes,

@@ -33,6 +33,8 @@ pub struct OpenSetup {
     pub max_in_flight: usize,
     /// HTTP connections opened before the start.
     pub warm_connections: usize,
+    /// The fixed pool's size (`--connections`); `None`: one per outstanding request.
+    pub connections: Option<usize>,
     /// Per-request timeout, seconds.
     pub timeout_s: f64,
     /// Load generator threads.
@@ -98,7 +100,7 @@ impl OpenReport {
         );
         let _ = writeln!(
             out,
-            "  profile {} (rates x{:.4}, times x{:.4}, {:.1} s), {} arrivals, seed {}, max in flight {}, inputs: {}",
+            "  profile {} (rates x{:.4}, times x{:.4}, {:.1} s), {} arrivals, seed {}, max in flight {}, connections {}, inputs: {}",
             s.profile.name,
             s.rate_multiplier,
             s.time_factor,
@@ -109,6 +111,8 @@ impl OpenReport {
             },
             s.seed,
             s.max_in_flight,
+            s.connections
+                .map_or_else(|| "on demand".to_string(), |n| format!("{n} (fixed)")),
             s.inputs
         );
         let _ = writeln!(
