@@ -66,7 +66,7 @@ def run(args, label, binary, connections, round_no, progress, out):
             "open", "--target", server.url("http"), "--protocol", "http-binary", "--model", "tabular",
             "--rate", str(args.rate), "--duration", str(args.seconds), "--seed", str(round_no),
             "--inputs", str(WORK), "--max-in-flight", "4096", "--timeout", "10", "--drain", "10",
-            "--quiet", *pool_args(connections)], WORK / "stall" / f"open-{label}-{connections}-{round_no}.json")
+            "--quiet", "--pace-quantum-us", str(args.pace_quantum_us), *pool_args(connections)], WORK / "stall" / f"open-{label}-{connections}-{round_no}.json")
         overflows = tcp_ext("ListenOverflows") - overflows
         server_cpu = cpu_seconds(server.pid) - server_cpu
     finally:
@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pace-quantum-us", type=int, default=0,
+                    help="the load generator's pacer wakes at most once per this many µs (0: per arrival)")
     ap.add_argument("--cpu-timeline", action="store_true",
                     help="record every CPU with perf during each run and plot who had it, 100 ms at a time")
     ap.add_argument("--connections", action="append",
@@ -132,11 +134,13 @@ def main():
             for pool in pools:
                 rows.append(run(args, label, binary, pool, round_no, progress, out))
     result = {"date": date, "commit": git_commit(), "cpu": cpu_model(), "rate": args.rate,
+              "pace_quantum_us": args.pace_quantum_us,
               "seconds": args.seconds, "builds": dict(builds), "connections": pools, "runs": rows}
     (out / "stall.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Stalls at {args.rate:,.0f} requests/s (tabular, HTTP binary, batch 1)", "",
              f"{date}, commit {result['commit']}, {result['cpu']}; mlserve with no flags; "
-             f"{args.seconds:g} s per run, Poisson arrivals; connections: on demand (one per outstanding "
+             f"{args.seconds:g} s per run, Poisson arrivals (the load generator's pacer quantum "
+             f"{args.pace_quantum_us} µs); connections: on demand (one per outstanding "
              f"request) or a fixed pool of N (arrivals wait in the client for a free one, latency "
              f"from the scheduled time); builds and pools alternate round by round.", "",
              "| build | connections | round | ok / offered | p99 ms | p99.9 ms | max ms | worst second's p99 ms "

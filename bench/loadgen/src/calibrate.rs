@@ -221,6 +221,7 @@ impl Runner<'_> {
             metric: DEFAULT_METRIC.into(),
             warm_connections: 0,
             connections: None,
+            pace_quantum: Duration::ZERO,
         };
         let live = Live::new(format!("calibrate {label}"), profile, self.show);
         open::run(self.target, &plan, live).await.summary()

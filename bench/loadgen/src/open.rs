@@ -53,6 +53,8 @@ pub struct OpenPlan {
     /// At most this many requests on the wire (connections, for HTTP);
     /// arrivals beyond wait in the client. `None`: one per outstanding request.
     pub connections: Option<usize>,
+    /// The pacer wakes at most once per this long (zero: for every arrival).
+    pub pace_quantum: Duration,
 }
 
 /// The connections of a run: idle ones, how many exist, and the arrivals
@@ -113,10 +115,10 @@ pub async fn run(target: &Target, plan: &OpenPlan, mut live: Live) -> Book {
     let start = Instant::now() + Duration::from_millis(20);
     let (arrival_tx, mut arrivals) = unbounded_channel::<usize>();
     let pacer = {
-        let schedule = schedule.clone();
+        let (schedule, quantum) = (schedule.clone(), plan.pace_quantum);
         std::thread::Builder::new()
             .name("loadgen-pacer".into())
-            .spawn(move || pace(&schedule, start, &arrival_tx))
+            .spawn(move || pace(&schedule, start, quantum, &arrival_tx))
             .expect("spawn the pacer thread")
     };
     let (done_tx, mut done_rx) = unbounded_channel::<Done>();
@@ -229,25 +231,74 @@ fn send(
 }
 
 /// Hands out arrival `i` when it is due, until the schedule ends or the
-/// receiver is gone.
-fn pace(schedule: &[Duration], start: Instant, tx: &tokio::sync::mpsc::UnboundedSender<usize>) {
+/// receiver is gone. The pacer wakes at most once per `quantum` (zero: for
+/// every arrival), handing out everything due by then: an arrival goes out
+/// late by less than `quantum`, never early, and its latency still counts
+/// from when it was due.
+fn pace(
+    schedule: &[Duration],
+    start: Instant,
+    quantum: Duration,
+    tx: &tokio::sync::mpsc::UnboundedSender<usize>,
+) {
     // Linux lets a sleeping thread wake up to 50 us late ("timer slack");
     // 1 ns makes the pacer's sleeps end on time.
     // SAFETY: PR_SET_TIMERSLACK takes an integer and touches no memory.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
     }
+    let mut next_wake = start;
     for (i, &at) in schedule.iter().enumerate() {
         let due = start + at;
-        loop {
-            let now = Instant::now();
-            if now >= due {
-                break;
+        if Instant::now() < due {
+            let wake = due.max(next_wake);
+            loop {
+                let now = Instant::now();
+                if now >= wake {
+                    break;
+                }
+                std::thread::sleep(wake - now);
             }
-            std::thread::sleep(due - now);
+            next_wake = Instant::now() + quantum;
         }
         if tx.send(i).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Arrivals handed out by a pacer with `quantum`, each with when it came.
+    fn paced(schedule: &[Duration], quantum: Duration) -> (Instant, Vec<(usize, Instant)>) {
+        let (tx, mut rx) = unbounded_channel();
+        let start = Instant::now() + Duration::from_millis(5);
+        let receiver = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(i) = rx.blocking_recv() {
+                got.push((i, Instant::now()));
+            }
+            got
+        });
+        pace(schedule, start, quantum, &tx);
+        drop(tx);
+        (start, receiver.join().expect("the receiver thread"))
+    }
+
+    #[test]
+    fn a_quantum_sends_every_arrival_in_order_and_none_early() {
+        let schedule: Vec<Duration> = (0..50).map(|i| Duration::from_micros(i * 100)).collect();
+        for quantum in [Duration::ZERO, Duration::from_millis(1)] {
+            let (start, got) = paced(&schedule, quantum);
+            assert_eq!(
+                got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                (0..50).collect::<Vec<_>>()
+            );
+            for (i, at) in got {
+                assert!(at >= start + schedule[i], "arrival {i} went out early");
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct OpenSetup {
     pub warm_connections: usize,
     /// The fixed pool's size (`--connections`); `None`: one per outstanding request.
     pub connections: Option<usize>,
+    /// The pacer's quantum, microseconds (`--pace-quantum-us`; 0: exact).
+    pub pace_quantum_us: u64,
     /// Per-request timeout, seconds.
     pub timeout_s: f64,
     /// Load generator threads.
