@@ -7,7 +7,9 @@ Connections, `--connections` (repeatable, each a run per round): `on-demand`
 opens one per outstanding request (as a client pool grows under load, up to
 4,096); a number N is a fixed pool, as wrk2 keeps (an arrival that finds all
 N busy waits in the client, its latency still counted from its scheduled
-time).
+time). Default: a pool of 64, and the generator's pacer waking at most every
+200 µs (`--pace-quantum-us`), so that it takes less of the cores it shares
+with the server.
 
     .venv/bin/python bench/stall.py --binary before=/tmp/mlserve-old --binary after=target/release/mlserve
 
@@ -106,17 +108,17 @@ def main():
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--pace-quantum-us", type=int, default=0,
+    ap.add_argument("--pace-quantum-us", type=int, default=200,
                     help="the load generator's pacer wakes at most once per this many µs (0: per arrival)")
     ap.add_argument("--cpu-timeline", action="store_true",
                     help="record every CPU with perf during each run and plot who had it, 100 ms at a time")
     ap.add_argument("--connections", action="append",
-                    help="'on-demand' or a fixed pool size, repeatable (default: on-demand)")
+                    help="'on-demand' or a fixed pool size, repeatable (default: 64, as wrk keeps)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--loadgen", type=Path, default=REPO / "target" / "release" / "loadgen")
     args = ap.parse_args()
     builds = [tuple(b.split("=", 1)) for b in args.binary]
-    pools = args.connections or ["on-demand"]
+    pools = args.connections or ["64"]
     for pool in pools:
         if pool != "on-demand" and not (pool.isdigit() and int(pool) > 0):
             ap.error(f"--connections {pool}: 'on-demand' or a positive number")
