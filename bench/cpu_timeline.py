@@ -18,14 +18,16 @@ import signal
 import subprocess
 from pathlib import Path
 
+from mlserve_proc import thread_group
+
 BIN_S = 0.1
 FREQUENCY_HZ = 999
-# Thread names (comm) of the processes a stall run starts, grouped.
-GROUPS = [("mlserve: tokio worker", ("tokio-rt-worker",)),
-          ("mlserve: model instance", ("inst-",)),
-          ("load generator", ("loadgen",)),
-          ("idle", ("swapper",))]
+LOADGEN = "load generator"
+IDLE = "idle"
 OTHER = "other processes"
+# What the plot stacks, bottom up (mlserve's thread groups as mlserve_proc names them).
+STACKED = [f"mlserve: {g}" for g in ("tokio (workers + blocking)", "onnxruntime instance", "batcher")] \
+    + [LOADGEN, OTHER]
 _SAMPLE = re.compile(r"\s*(.+?)\s+\d+\s+([\d.]+):")
 
 
@@ -41,11 +43,13 @@ def available():
 
 
 def group_of(comm):
-    """The group a thread name belongs to."""
-    for name, prefixes in GROUPS:
-        if comm.startswith(prefixes):
-            return name
-    return OTHER
+    """The group a thread name (of any process) belongs to."""
+    if comm.startswith("loadgen"):
+        return LOADGEN
+    if comm.startswith("swapper"):
+        return IDLE
+    group = thread_group(comm)
+    return OTHER if group == "other" else f"mlserve: {group}"
 
 
 class CpuTimeline:
@@ -100,10 +104,11 @@ class CpuTimeline:
             import matplotlib.pyplot as plt
         except ImportError:
             return False
-        names = [g for g, _ in GROUPS if g != "idle"] + [OTHER]
+        names = STACKED
         times = [t - run_start for t, _ in bins]
         fig, ax = plt.subplots(figsize=(11, 4.5))
-        ax.stackplot(times, *[[s.get(n, 0.0) for _, s in bins] for n in names], labels=names, step="post")
+        ax.stackplot(times, *[[s.get(n, 0.0) for _, s in bins] for n in names], labels=names, step="post",
+                     colors=["tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red"])
         ax.set_xlabel("seconds")
         ax.set_ylabel("cores busy (2 = the whole machine)")
         ax.set_ylim(0, 2.05)

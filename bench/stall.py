@@ -88,7 +88,6 @@ def run(args, label, binary, connections, round_no, progress, out):
         bins = timeline.bins()
         worst_s = per_second.index(worst)
         row["other_cores_worst_second"] = CpuTimeline.other_in(bins, run_start + worst_s, run_start + worst_s + 1)
-        row["other_cores_run"] = CpuTimeline.other_in(bins, run_start, run_start + len(per_second))
         name = f"cpu-{label}-{connections}-{round_no}.png"
         CpuTimeline.plot(bins, out / name, per_second, run_start,
                          f"{label}, {connections} connections, round {round_no}: CPU per 100 ms")
