@@ -3,9 +3,10 @@
 open-loop rate: where a request's cost goes between the tokio workers and a
 model's instance thread, and how often each thread sleeps and is woken.
 
-The tabular model at batch 1 over HTTP binary (Poisson arrivals, connections
-opened on demand), --seconds at each --rate, builds alternating round by
-round. For each thread with work: CPU microseconds per answered request
+The tabular model at batch 1 over HTTP binary (Poisson arrivals; a fixed
+pool of --connections, 64 by default as stall.py, or `on-demand`; the
+generator's pacer waking at most every --pace-quantum-us), --seconds at each
+--rate, builds alternating round by round. For each thread with work: CPU microseconds per answered request
 (utime + stime from /proc/<pid>/task/<tid>/stat) and voluntary and
 involuntary context switches per request (/proc/<pid>/task/<tid>/status).
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mlserve_proc import Server, thread_cpu, thread_group  # noqa: E402
 from paper import WORK, Progress, ensure_models, model_repository  # noqa: E402
 from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
+from stall import pool_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOKIO, INSTANCES = thread_group("tokio-rt-worker"), thread_group("inst-")
@@ -53,7 +55,7 @@ def run(args, label, binary, rate, round_no, progress):
             "open", "--target", server.url("http"), "--protocol", "http-binary", "--model", "tabular",
             "--rate", str(rate), "--duration", str(args.seconds), "--seed", str(round_no),
             "--inputs", str(WORK), "--max-in-flight", "4096", "--timeout", "10", "--drain", "10",
-            "--quiet"])
+            "--quiet", "--pace-quantum-us", str(args.pace_quantum_us), *pool_args(args.connections)])
         after = threads(server.pid)
     finally:
         server.stop()
@@ -81,6 +83,8 @@ def main():
     ap.add_argument("--rate", type=float, action="append", help="requests/s (repeatable; default 5000, 10000)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--connections", default="64", help="a fixed pool of N connections, or on-demand")
+    ap.add_argument("--pace-quantum-us", type=int, default=200, help="the generator's pacer quantum")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--loadgen", type=Path, default=REPO / "target" / "release" / "loadgen")
     args = ap.parse_args()
@@ -95,11 +99,12 @@ def main():
     out = args.out or REPO / "bench" / "results" / date / "thread-cost"
     out.mkdir(parents=True, exist_ok=True)
     result = {"date": date, "commit": git_commit(), "cpu": cpu_model(), "seconds": args.seconds,
+              "connections": args.connections, "pace_quantum_us": args.pace_quantum_us,
               "builds": dict(builds), "runs": rows}
     (out / "thread_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Server CPU and context switches per request, by thread (tabular, HTTP binary, batch 1)", "",
              f"{date}, commit {result['commit']}, {result['cpu']}; mlserve with no flags; {args.seconds:g} s "
-             "per run, Poisson arrivals; builds alternate round by round. Per answered request: CPU "
+             f"per run, Poisson arrivals, connections: {args.connections}; builds alternate round by round. Per answered request: CPU "
              "microseconds, voluntary (slept) and involuntary (preempted) context switches.", "",
              "| rate/s | build | round | p99 ms | tokio CPU µs | tokio vol / invol | instance CPU µs "
              "| instance vol / invol | server CPU µs |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
