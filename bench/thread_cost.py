@@ -6,9 +6,10 @@ model's instance thread, and how often each thread sleeps and is woken.
 The tabular model at batch 1 over HTTP binary (Poisson arrivals; a fixed
 pool of --connections, 64 by default as stall.py, or `on-demand`; the
 generator's pacer waking at most every --pace-quantum-us), --seconds at each
---rate, builds alternating round by round. For each thread with work: CPU microseconds per answered request
-(utime + stime from /proc/<pid>/task/<tid>/stat) and voluntary and
-involuntary context switches per request (/proc/<pid>/task/<tid>/status).
+--rate, builds alternating round by round. For each thread with work: CPU
+microseconds per answered request (utime + stime from
+/proc/<pid>/task/<tid>/stat) and voluntary and involuntary context switches
+per request (/proc/<pid>/task/<tid>/status).
 
     .venv/bin/python bench/thread_cost.py --binary before=/tmp/mlserve-old --binary after=target/release/mlserve
 
