@@ -25,9 +25,6 @@ FREQUENCY_HZ = 999
 LOADGEN = "load generator"
 IDLE = "idle"
 OTHER = "other processes"
-# What the plot stacks, bottom up (mlserve's thread groups as mlserve_proc names them).
-STACKED = [f"mlserve: {g}" for g in ("tokio (workers + blocking)", "onnxruntime instance", "batcher")] \
-    + [LOADGEN, OTHER]
 _SAMPLE = re.compile(r"\s*(.+?)\s+\d+\s+([\d.]+):")
 
 
@@ -50,6 +47,11 @@ def group_of(comm):
         return IDLE
     group = thread_group(comm)
     return OTHER if group == "other" else f"mlserve: {group}"
+
+
+# What the plot stacks, bottom up: mlserve's thread groups (tokio, instances,
+# batcher, named by mlserve_proc), the load generator, everything else.
+STACKED = [group_of(comm) for comm in ("tokio-rt-worker", "inst-", "sched-")] + [LOADGEN, OTHER]
 
 
 class CpuTimeline:
@@ -104,10 +106,9 @@ class CpuTimeline:
             import matplotlib.pyplot as plt
         except ImportError:
             return False
-        names = STACKED
         times = [t - run_start for t, _ in bins]
         fig, ax = plt.subplots(figsize=(11, 4.5))
-        ax.stackplot(times, *[[s.get(n, 0.0) for _, s in bins] for n in names], labels=names, step="post",
+        ax.stackplot(times, *[[s.get(n, 0.0) for _, s in bins] for n in STACKED], labels=STACKED, step="post",
                      colors=["tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red"])
         ax.set_xlabel("seconds")
         ax.set_ylabel("cores busy (2 = the whole machine)")
