@@ -1,15 +1,19 @@
-//! A lean HTTP/1.1 client: one kept-alive connection per load task (as
-//! perf_analyzer's concurrency mode), reconnecting after a transport error.
+//! A lean HTTP/1.1 client, as wrk's: one kept-alive connection per load task,
+//! each request encoded once to the bytes it puts on the wire, the answer's
+//! head parsed by `httparse` into a buffer the connection keeps, and no task,
+//! channel or header map per request. It reconnects after a transport error,
+//! and sends once more on a fresh connection when a kept-alive one turns out
+//! to have been closed by the server before answering.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{handshake, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::http_answer::{read_answer, Failure};
 
 /// Where HTTP requests go.
 #[derive(Debug, Clone)]
@@ -41,17 +45,52 @@ impl HttpEndpoint {
     }
 }
 
-/// A prepared request: method, path, headers and a body shared by every send.
+/// A request encoded once: the bytes of its head and body, sent as they are
+/// by every send.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
-    /// Method.
-    pub method: Method,
-    /// Path, prefix included.
-    pub path: String,
-    /// Extra headers (the host header is added on send).
-    pub headers: Vec<(header::HeaderName, HeaderValue)>,
-    /// Body.
-    pub body: Bytes,
+    wire: Bytes,
+}
+
+impl HttpRequest {
+    /// Encodes `method path` to `endpoint` with `headers` (the host header
+    /// and, for a body or a method that carries one, the content length are
+    /// added) and `body`.
+    pub fn new(
+        endpoint: &HttpEndpoint,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> HttpRequest {
+        let mut wire = BytesMut::with_capacity(256 + body.len());
+        wire.extend_from_slice(method.as_str().as_bytes());
+        wire.extend_from_slice(b" ");
+        wire.extend_from_slice(path.as_bytes());
+        wire.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        wire.extend_from_slice(endpoint.host.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        let bodiless = matches!(method, Method::GET | Method::HEAD) && body.is_empty();
+        if !bodiless {
+            wire.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        }
+        for (name, value) in headers {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(body);
+        HttpRequest {
+            wire: wire.freeze(),
+        }
+    }
+
+    /// The bytes it puts on the wire.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
 }
 
 /// Why a request failed before a status came back.
@@ -61,7 +100,8 @@ pub struct TransportError(pub String);
 /// One connection, opened on first use and again after a failure.
 pub struct HttpConnection {
     endpoint: Arc<HttpEndpoint>,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    stream: Option<TcpStream>,
+    buffer: BytesMut,
 }
 
 impl HttpConnection {
@@ -69,13 +109,14 @@ impl HttpConnection {
     pub fn new(endpoint: Arc<HttpEndpoint>) -> HttpConnection {
         HttpConnection {
             endpoint,
-            sender: None,
+            stream: None,
+            buffer: BytesMut::new(),
         }
     }
 
     /// Opens the connection now (it otherwise opens on the first send).
     pub async fn connect(&mut self) -> Result<(), TransportError> {
-        self.ready().await.map(|_| ())
+        self.open().await.map(|_| ())
     }
 
     /// The endpoint this connection goes to.
@@ -83,58 +124,51 @@ impl HttpConnection {
         self.endpoint.clone()
     }
 
-    async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
-        if let Some(sender) = &mut self.sender {
-            if sender.ready().await.is_ok() {
-                return Ok(self.sender.as_mut().expect("checked above"));
-            }
-            self.sender = None;
+    async fn open(&mut self) -> Result<&mut TcpStream, TransportError> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(&self.endpoint.addr)
+                .await
+                .map_err(|e| TransportError(format!("connect {}: {e}", self.endpoint.addr)))?;
+            let _ = stream.set_nodelay(true);
+            self.buffer.clear();
+            self.stream = Some(stream);
         }
-        let stream = TcpStream::connect(&self.endpoint.addr)
-            .await
-            .map_err(|e| TransportError(format!("connect {}: {e}", self.endpoint.addr)))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| TransportError(format!("handshake: {e}")))?;
-        tokio::spawn(connection);
-        Ok(self.sender.insert(sender))
+        Ok(self.stream.as_mut().expect("opened above"))
     }
 
     /// Sends `request`, reading the whole response body.
     pub async fn send(&mut self, request: &HttpRequest) -> Result<Answer, TransportError> {
-        let host = self.endpoint.host.clone();
-        let mut builder = Request::builder()
-            .method(request.method.clone())
-            .uri(request.path.as_str())
-            .header(header::HOST, host);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
+        let reused = self.stream.is_some();
+        match self.exchange(request).await {
+            Ok(answer) => Ok(answer),
+            // The server closed an idle kept-alive connection: nothing of
+            // this request was answered, so it goes again on a new one.
+            Err(Failure::ClosedBeforeAnswer) if reused => {
+                self.stream = None;
+                self.exchange(request).await.map_err(|f| self.fail(f))
+            }
+            Err(failure) => Err(self.fail(failure)),
         }
-        let built = builder
-            .body(Full::new(request.body.clone()))
-            .map_err(|e| TransportError(format!("request: {e}")))?;
-        let sender = self.ready().await?;
-        let outcome = async {
-            let response = sender.send_request(built).await?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>(Answer {
-                status,
-                retry_after,
-                body,
-            })
+    }
+
+    fn fail(&mut self, failure: Failure) -> TransportError {
+        self.stream = None;
+        self.buffer.clear();
+        TransportError(failure.to_string())
+    }
+
+    async fn exchange(&mut self, request: &HttpRequest) -> Result<Answer, Failure> {
+        self.open().await.map_err(|e| Failure::Other(e.0))?;
+        let stream = self.stream.as_mut().expect("opened above");
+        if let Err(err) = stream.write_all(&request.wire).await {
+            return Err(Failure::closed_or(err));
         }
-        .await;
-        outcome.map_err(|e| {
-            self.sender = None;
-            TransportError(e.to_string())
-        })
+        let (answer, keep) = read_answer(stream, &mut self.buffer).await?;
+        if !keep {
+            self.stream = None;
+            self.buffer.clear();
+        }
+        Ok(answer)
     }
 }
 
@@ -150,12 +184,8 @@ pub struct Answer {
 
 /// One GET on a fresh connection, failing unless the status is 200.
 pub async fn get(endpoint: &Arc<HttpEndpoint>, path: &str) -> Result<Bytes> {
-    let request = HttpRequest {
-        method: Method::GET,
-        path: format!("{}{path}", endpoint.prefix),
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
+    let full_path = format!("{}{path}", endpoint.prefix);
+    let request = HttpRequest::new(endpoint, Method::GET, &full_path, &[], &[]);
     let mut connection = HttpConnection::new(endpoint.clone());
     let Answer { status, body, .. } = connection
         .send(&request)
@@ -168,18 +198,5 @@ pub async fn get(endpoint: &Arc<HttpEndpoint>, path: &str) -> Result<Bytes> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_targets() {
-        let e = HttpEndpoint::parse("http://127.0.0.1:8000").unwrap();
-        assert_eq!(e.addr, "127.0.0.1:8000");
-        assert_eq!(e.host, "127.0.0.1:8000");
-        assert_eq!(e.prefix, "");
-        let e = HttpEndpoint::parse("http://localhost/api/").unwrap();
-        assert_eq!(e.addr, "localhost:80");
-        assert_eq!(e.prefix, "/api");
-        assert!(HttpEndpoint::parse("https://x:1").is_err());
-    }
-}
+#[path = "http_tests.rs"]
+mod tests;

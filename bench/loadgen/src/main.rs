@@ -17,6 +17,7 @@ mod calibrate;
 mod closed;
 mod encode;
 mod http;
+mod http_answer;
 mod inputs;
 mod live;
 mod metadata;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use bytes::Bytes;
 use http::Method;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -98,12 +97,7 @@ pub async fn run(
     } else {
         endpoint.prefix.clone()
     };
-    let request = HttpRequest {
-        method: Method::GET,
-        path,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
+    let request = HttpRequest::new(&endpoint, Method::GET, &path, &[], &[]);
     let mut connection = HttpConnection::new(endpoint);
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

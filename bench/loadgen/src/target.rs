@@ -174,14 +174,16 @@ impl Target {
                         None => "application/json",
                     };
                     headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
-                    requests.push(HttpRequest {
-                        method: Method::POST,
-                        path: format!("{}/v2/models/{model}/infer", endpoint.prefix),
-                        headers,
-                        body: encoded.body,
-                    });
+                    let path = format!("{}/v2/models/{model}/infer", endpoint.prefix);
+                    requests.push(HttpRequest::new(
+                        &endpoint,
+                        Method::POST,
+                        &path,
+                        &headers,
+                        &encoded.body,
+                    ));
                     // JSON bodies are large: keep within the byte budget.
-                    let kept: usize = requests.iter().map(|r| r.body.len()).sum();
+                    let kept: usize = requests.iter().map(|r| r.wire().len()).sum();
                     if payload.max_bytes > 0 && kept >= payload.max_bytes {
                         break;
                     }
