@@ -116,7 +116,7 @@ impl HttpConnection {
 
     /// Opens the connection now (it otherwise opens on the first send).
     pub async fn connect(&mut self) -> Result<(), TransportError> {
-        self.open().await.map(|_| ())
+        self.open().await
     }
 
     /// The endpoint this connection goes to.
@@ -124,16 +124,21 @@ impl HttpConnection {
         self.endpoint.clone()
     }
 
-    async fn open(&mut self) -> Result<&mut TcpStream, TransportError> {
+    async fn open(&mut self) -> Result<(), TransportError> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.endpoint.addr)
                 .await
                 .map_err(|e| TransportError(format!("connect {}: {e}", self.endpoint.addr)))?;
             let _ = stream.set_nodelay(true);
-            self.buffer.clear();
             self.stream = Some(stream);
         }
-        Ok(self.stream.as_mut().expect("opened above"))
+        Ok(())
+    }
+
+    /// Drops the connection and whatever was read from it.
+    fn close(&mut self) {
+        self.stream = None;
+        self.buffer.clear();
     }
 
     /// Sends `request`, reading the whole response body.
@@ -144,7 +149,7 @@ impl HttpConnection {
             // The server closed an idle kept-alive connection: nothing of
             // this request was answered, so it goes again on a new one.
             Err(Failure::ClosedBeforeAnswer) if reused => {
-                self.stream = None;
+                self.close();
                 self.exchange(request).await.map_err(|f| self.fail(f))
             }
             Err(failure) => Err(self.fail(failure)),
@@ -152,8 +157,7 @@ impl HttpConnection {
     }
 
     fn fail(&mut self, failure: Failure) -> TransportError {
-        self.stream = None;
-        self.buffer.clear();
+        self.close();
         TransportError(failure.to_string())
     }
 
@@ -165,8 +169,7 @@ impl HttpConnection {
         }
         let (answer, keep) = read_answer(stream, &mut self.buffer).await?;
         if !keep {
-            self.stream = None;
-            self.buffer.clear();
+            self.close();
         }
         Ok(answer)
     }

@@ -25,6 +25,8 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A write or read error: the peer's close (reset, broken pipe, end of
+    /// stream) is [`Failure::ClosedBeforeAnswer`], anything else is kept as text.
     pub fn closed_or(err: std::io::Error) -> Failure {
         use std::io::ErrorKind::*;
         match err.kind() {
