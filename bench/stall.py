@@ -14,21 +14,26 @@ with the server.
     .venv/bin/python bench/stall.py --binary before=/tmp/mlserve-old --binary after=target/release/mlserve
 
 Per run: p99 and p99.9 of the successes, the worst second's p99, errors by
-label, and the kernel's accept-queue overflows during the run
+label, the kernel's accept-queue overflows during the run
 (TcpExtListenOverflows in /proc/net/netstat: connections dropped because the
-listener's queue was full, each one a client waiting out a SYN retransmit).
+listener's queue was full, each one a client waiting out a SYN retransmit),
+and the hypervisor's steal (`host_steal.py`): the vCPU time the host took in
+the worst second and in the run's worst second for steal, so that a stall
+the host caused can be told from one the server caused.
 Writes bench/results/<date>/stall/stall.{md,json}.
 """
 
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_timeline import CpuTimeline, available as timeline_available  # noqa: E402
+from host_steal import StealSampler, plot as plot_steal  # noqa: E402
 from mlserve_proc import Server, cpu_seconds  # noqa: E402
 from paper import MODELS, WORK, Progress, ensure_models, model_repository  # noqa: E402
 from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
@@ -55,6 +60,7 @@ def run(args, label, binary, connections, round_no, progress, out):
                     WORK / "stall" / f"mlserve-{label}-{connections}-{round_no}.log")
     timeline = CpuTimeline(WORK / "stall" / f"perf-{label}-{connections}-{round_no}.data") \
         if args.cpu_timeline else None
+    steal = StealSampler()
     try:
         server.start()
         overflows = tcp_ext("ListenOverflows")
@@ -62,6 +68,7 @@ def run(args, label, binary, connections, round_no, progress, out):
         if timeline:
             timeline.start()
             time.sleep(1.0)
+        steal.start()
         # The loadgen's first arrival is its start plus a 20 ms lead.
         run_start = time.monotonic() + 0.02
         report, loadgen_cpu, _ = run_loadgen(args.loadgen, [
@@ -72,18 +79,24 @@ def run(args, label, binary, connections, round_no, progress, out):
         overflows = tcp_ext("ListenOverflows") - overflows
         server_cpu = cpu_seconds(server.pid) - server_cpu
     finally:
+        steal.stop()
         if timeline:
             timeline.stop()
         server.stop()
     per_second = [s["p99_ms"] or 0.0 for s in report["timeline"]]
     worst = max(per_second, default=0.0)
+    stolen = steal.per_second(run_start, len(per_second))
     row = {"build": label, "connections": connections, "round": round_no, "offered": report["offered"], "ok": report["ok"],
            "p99_ms": report["latency_ms"]["p99"], "p999_ms": report["latency_ms"]["p999"],
            "max_ms": report["latency_ms"]["max"], "worst_second_p99_ms": worst,
            "send_lag_p99_ms": report["send_lag_ms"]["p99"],
            "server_cpu_us": 1e6 * server_cpu / max(report["offered"], 1),
            "loadgen_cpu_us": 1e6 * loadgen_cpu / max(report["offered"], 1),
-           "errors": report["errors"], "listen_overflows": overflows}
+           "errors": report["errors"], "listen_overflows": overflows,
+           "per_second_p99_ms": per_second, "steal_per_second_ms": stolen,
+           "steal_worst_second_ms": stolen[per_second.index(worst)] if stolen else 0.0,
+           "steal_most_in_a_second_ms": max(stolen, default=0.0),
+           "steal_share": sum(stolen) / 1000.0 / max(len(stolen), 1) / (os.cpu_count() or 1)}
     if timeline:
         bins = timeline.bins()
         worst_s = per_second.index(worst)
@@ -97,8 +110,24 @@ def run(args, label, binary, connections, round_no, progress, out):
                  f"loadgen {row['loadgen_cpu_us']:.1f}, "
                  + (f"other processes in the worst second {row['other_cores_worst_second']:.2f} cores, "
                     if timeline else "")
+                 + f"host steal in the worst second {row['steal_worst_second_ms']:.0f} ms "
+                 f"(most in any second {row['steal_most_in_a_second_ms']:.0f} ms), "
                  + f"errors {row['errors']}, accept-queue overflows {overflows}")
     return row
+
+
+def steal_summary(rows, slow_ms=10.0):
+    """One sentence: the host's steal in the seconds whose p99 passed
+    `slow_ms`, against the other seconds, over every run."""
+    slow, fast = [], []
+    for r in rows:
+        for p99, stolen in zip(r["per_second_p99_ms"], r["steal_per_second_ms"]):
+            (slow if p99 > slow_ms else fast).append(stolen)
+    def mean(values):
+        return sum(values) / len(values) if values else 0.0
+    return (f"Host steal per second, over every run: {mean(slow):.0f} ms on average in the "
+            f"{len(slow)} seconds whose p99 passed {slow_ms:g} ms, {mean(fast):.0f} ms in the "
+            f"{len(fast)} others.")
 
 
 def main():
@@ -146,14 +175,21 @@ def main():
              f"from the scheduled time); builds and pools alternate round by round.", "",
              "| build | connections | round | ok / offered | p99 ms | p99.9 ms | max ms | worst second's p99 ms "
              "| client wait p99 ms | CPU µs per request: server, loadgen "
-             "| other processes' most in a 100 ms of the worst second, cores | errors | accept-queue overflows |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| other processes' most in a 100 ms of the worst second, cores "
+             "| host steal, worst second / most in a second, ms | errors | accept-queue overflows |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         other = f"{r['other_cores_worst_second']:.2f}" if "other_cores_worst_second" in r else "—"
         lines.append(f"| {r['build']} | {r['connections']} | {r['round']} | {r['ok']:,} / {r['offered']:,} "
                      f"| {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['max_ms']:.1f} | {r['worst_second_p99_ms']:.1f} "
                      f"| {r['send_lag_p99_ms']:.1f} | {r['server_cpu_us']:.1f}, {r['loadgen_cpu_us']:.1f} | {other} "
+                     f"| {r['steal_worst_second_ms']:.0f} / {r['steal_most_in_a_second_ms']:.0f} "
                      f"| {json.dumps(r['errors']) if r['errors'] else '—'} | {r['listen_overflows']} |")
+    lines += ["", steal_summary(rows)]
+    panels = [(f"{r['build']}, {r['connections']} connections, round {r['round']}: p99.9 {r['p999_ms']:.1f} ms",
+               r["per_second_p99_ms"], r["steal_per_second_ms"]) for r in rows]
+    if plot_steal(panels, out / "stall_steal.png"):
+        lines += ["", "![each second's p99 over the host's steal](stall_steal.png)"]
     (out / "stall.md").write_text("\n".join(lines) + "\n")
     progress.say(f"wrote {out}/stall.{{md,json}}")
 
