@@ -38,8 +38,10 @@ class StealSampler:
         self._thread.start()
 
     def stop(self):
+        """Ends the sampling; a sampler never started stops at once."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def _run(self):
         first = steal_ticks()

@@ -18,8 +18,8 @@ label, the kernel's accept-queue overflows during the run
 (TcpExtListenOverflows in /proc/net/netstat: connections dropped because the
 listener's queue was full, each one a client waiting out a SYN retransmit),
 and the hypervisor's steal (`host_steal.py`): the vCPU time the host took in
-the worst second and in the run's worst second for steal, so that a stall
-the host caused can be told from one the server caused.
+the run's worst second (by p99) and in its second with the most steal, so
+that a stall the host caused can be told from one the server caused.
 Writes bench/results/<date>/stall/stall.{md,json}.
 """
 
