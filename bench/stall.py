@@ -26,7 +26,6 @@ Writes bench/results/<date>/stall/stall.{md,json}.
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +84,7 @@ def run(args, label, binary, connections, round_no, progress, out):
         server.stop()
     per_second = [s["p99_ms"] or 0.0 for s in report["timeline"]]
     worst = max(per_second, default=0.0)
+    worst_s = per_second.index(worst) if per_second else 0
     stolen = steal.per_second(run_start, len(per_second))
     row = {"build": label, "connections": connections, "round": round_no, "offered": report["offered"], "ok": report["ok"],
            "p99_ms": report["latency_ms"]["p99"], "p999_ms": report["latency_ms"]["p999"],
@@ -94,12 +94,10 @@ def run(args, label, binary, connections, round_no, progress, out):
            "loadgen_cpu_us": 1e6 * loadgen_cpu / max(report["offered"], 1),
            "errors": report["errors"], "listen_overflows": overflows,
            "per_second_p99_ms": per_second, "steal_per_second_ms": stolen,
-           "steal_worst_second_ms": stolen[per_second.index(worst)] if stolen else 0.0,
-           "steal_most_in_a_second_ms": max(stolen, default=0.0),
-           "steal_share": sum(stolen) / 1000.0 / max(len(stolen), 1) / (os.cpu_count() or 1)}
+           "steal_worst_second_ms": stolen[worst_s] if stolen else 0.0,
+           "steal_most_in_a_second_ms": max(stolen, default=0.0)}
     if timeline:
         bins = timeline.bins()
-        worst_s = per_second.index(worst)
         row["other_cores_worst_second"] = CpuTimeline.other_in(bins, run_start + worst_s, run_start + worst_s + 1)
         name = f"cpu-{label}-{connections}-{round_no}.png"
         CpuTimeline.plot(bins, out / name, per_second, run_start,
