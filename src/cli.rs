@@ -39,6 +39,9 @@ pub struct Cli {
     /// Tokio worker threads; unset: half the cores when serving models, else all (server.worker_threads).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Threads serving HTTP/1.1 connections, 0 for the tokio workers; unset: half the cores, at least 2, when serving models (server.http_io_threads).
+    #[arg(long)]
+    pub http_io_threads: Option<usize>,
     /// Time to drain in-flight requests after SIGTERM, e.g. 30s (server.shutdown_grace).
     #[arg(long)]
     pub shutdown_grace: Option<String>,
@@ -143,6 +146,7 @@ impl Cli {
         set!("server.grpc_port", self.grpc_port);
         set!("server.metrics_port", self.metrics_port);
         set!("server.worker_threads", self.worker_threads);
+        set!("server.http_io_threads", self.http_io_threads);
         set!("server.shutdown_grace", self.shutdown_grace);
         set!("server.http_max_body_bytes", self.http_max_body_bytes);
         set!("server.data_dir", self.data_dir);

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         &roles,
         config.server.worker_threads,
         config.inference.cpu_threads,
+        config.server.http_io_threads,
     );
     let workers = plan.tokio_workers;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -85,9 +86,13 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
+    let http_io = match serve::HttpIoThreads::start(plan.http_io_threads) {
+        Ok(threads) => threads,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
     let roles_text: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    tracing::info!(roles = %roles_text.join(","), workers, ort_cores = plan.ort_cores, cores, "mlserve starting");
-    match runtime.block_on(serve::run(config, roles, plan.ort_cores)) {
+    tracing::info!(roles = %roles_text.join(","), workers, ort_cores = plan.ort_cores, http_io_threads = plan.http_io_threads, cores, "mlserve starting");
+    match runtime.block_on(serve::run(config, roles, plan.ort_cores, http_io)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&format!("{err:#}")),
     }

@@ -9,6 +9,7 @@ pub mod features;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod grpc_connections;
+mod http_io;
 #[cfg(feature = "inference")]
 mod inference;
 mod listen;
@@ -25,6 +26,7 @@ mod training;
 use anyhow::Result;
 use mlserve_common::{Config, Role};
 
+pub use http_io::HttpIoThreads;
 pub use node::Node;
 
 /// The client of `role`'s service at `endpoint` (its `<role>.endpoint`
@@ -44,10 +46,17 @@ fn remote<C, E: std::fmt::Display>(
     }
 }
 
-/// Runs `roles` until SIGTERM or SIGINT, then drains within the grace period.
-pub async fn run(config: Config, roles: Vec<Role>, ort_cores: usize) -> Result<()> {
+/// Runs `roles` until SIGTERM or SIGINT, then drains within the grace
+/// period; ONNX Runtime gets `ort_cores`, HTTP connections `http_io`.
+pub async fn run(
+    config: Config,
+    roles: Vec<Role>,
+    ort_cores: usize,
+    http_io: HttpIoThreads,
+) -> Result<()> {
     let grace = config.server.shutdown_grace;
     let mut node = Node::new(config, roles.clone());
+    node.http_io = http_io;
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -6,6 +6,10 @@
 //! when models are light. Tokio gets half the cores when the process serves
 //! models (a request-bound model needs them for parsing and writing), and
 //! every core when it does not (a gateway, registry or feature-store pod).
+//! HTTP/1.1 connections get threads of their own in a process that serves
+//! models ([`super::serve`]'s HTTP I/O threads): half the cores, at least
+//! two, so the REST path has more than one core without moving gRPC, whose
+//! one connection per client is fastest on few tokio workers.
 
 use std::num::NonZeroUsize;
 
@@ -18,6 +22,8 @@ pub struct ThreadPlan {
     pub tokio_workers: usize,
     /// ONNX Runtime's global intra-op pool, the calling thread included.
     pub ort_cores: usize,
+    /// Threads serving HTTP/1.1 connections (0: the tokio workers do).
+    pub http_io_threads: usize,
 }
 
 impl ThreadPlan {
@@ -27,6 +33,7 @@ impl ThreadPlan {
         roles: &[Role],
         worker_threads: Option<NonZeroUsize>,
         cpu_threads: Option<NonZeroUsize>,
+        http_io_threads: Option<usize>,
     ) -> ThreadPlan {
         let cores = cores.max(1);
         let serves_models = roles.contains(&Role::Inference);
@@ -35,9 +42,15 @@ impl ThreadPlan {
         } else {
             cores
         };
+        let default_http_io = if serves_models && cores >= 2 {
+            (cores / 2).max(2)
+        } else {
+            0
+        };
         ThreadPlan {
             tokio_workers: worker_threads.map_or(default_workers, NonZeroUsize::get),
             ort_cores: cpu_threads.map_or(cores, NonZeroUsize::get),
+            http_io_threads: http_io_threads.unwrap_or(default_http_io),
         }
     }
 }
@@ -54,36 +67,40 @@ mod tests {
     fn model_serving_processes_give_onnx_runtime_every_core() {
         let all = [Role::Gateway, Role::Inference, Role::Registry];
         assert_eq!(
-            ThreadPlan::new(2, &all, None, None),
+            ThreadPlan::new(2, &all, None, None, None),
             ThreadPlan {
                 tokio_workers: 1,
-                ort_cores: 2
+                ort_cores: 2,
+                http_io_threads: 2
             }
         );
         assert_eq!(
-            ThreadPlan::new(16, &[Role::Inference], None, None),
+            ThreadPlan::new(16, &[Role::Inference], None, None, None),
             ThreadPlan {
                 tokio_workers: 8,
-                ort_cores: 16
+                ort_cores: 16,
+                http_io_threads: 8
             }
         );
-        assert_eq!(ThreadPlan::new(1, &all, None, None).tokio_workers, 1);
+        let one_core = ThreadPlan::new(1, &all, None, None, None);
+        assert_eq!((one_core.tokio_workers, one_core.http_io_threads), (1, 0));
     }
 
     #[test]
     fn processes_without_models_give_tokio_every_core() {
-        let plan = ThreadPlan::new(4, &[Role::Gateway, Role::Features], None, None);
-        assert_eq!(plan.tokio_workers, 4);
+        let plan = ThreadPlan::new(4, &[Role::Gateway, Role::Features], None, None, None);
+        assert_eq!((plan.tokio_workers, plan.http_io_threads), (4, 0));
     }
 
     #[test]
     fn configured_counts_win() {
-        let plan = ThreadPlan::new(8, &[Role::Inference], n(3), n(5));
+        let plan = ThreadPlan::new(8, &[Role::Inference], n(3), n(5), Some(0));
         assert_eq!(
             plan,
             ThreadPlan {
                 tokio_workers: 3,
-                ort_cores: 5
+                ort_cores: 5,
+                http_io_threads: 0
             }
         );
     }

@@ -5,7 +5,8 @@
 //! off), at most `server.http_max_connections` connections at once (one more
 //! is closed as soon as it is accepted), every request's body under the
 //! process's budget and pace ([`mlserve_proto::body_guard`]), Nagle off, the peer's address as
-//! axum's `ConnectInfo`, and a graceful shutdown that stops accepting, lets
+//! axum's `ConnectInfo`, each connection on one of the process's HTTP I/O
+//! threads ([`HttpIoThreads`]), and a graceful shutdown that stops accepting, lets
 //! requests in flight finish and closes idle connections.
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
+use super::http_io::HttpIoThreads;
 use super::listener_metrics::{Refusal, RefusedConnections};
 
 /// Bounds on one HTTP listener's connections.
@@ -40,15 +42,18 @@ pub struct ConnectionLimits {
     pub bodies: BodyGuard,
     /// Where refused connections are counted (the process's metrics).
     pub refused: Arc<RefusedConnections>,
+    /// The threads that serve accepted connections.
+    pub io: HttpIoThreads,
 }
 
 impl ConnectionLimits {
     /// The limits `[server]` configures, with the process's `bodies` guard,
-    /// counting refusals in `refused`.
+    /// counting refusals in `refused`, serving connections on `io`.
     pub fn of(
         server: &ServerConfig,
         bodies: BodyGuard,
         refused: Arc<RefusedConnections>,
+        io: HttpIoThreads,
     ) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: server
@@ -57,6 +62,7 @@ impl ConnectionLimits {
             max_connections: server.http_max_connections.max(1),
             bodies,
             refused,
+            io,
         }
     }
 }
@@ -103,13 +109,12 @@ where
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let connection = builder.serve_connection(
-            TokioIo::new(tcp),
-            hyper_service(&service, &limits.bodies, peer),
-        );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+        let builder = builder.clone();
+        let service = hyper_service(&service, &limits.bodies, peer);
+        let watcher = graceful.watcher();
+        limits.io.spawn(tcp, move |tcp| async move {
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(peer = %peer, error = %err, "connection closed");
             }
             drop(permit);

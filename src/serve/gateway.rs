@@ -44,6 +44,7 @@ pub async fn start(node: &mut Node) -> Result<()> {
         &node.config.server,
         node.bodies.clone(),
         node.refused.clone(),
+        node.http_io.clone(),
     );
     node.servers.spawn(async move {
         connections::serve(http, router, limits, signal)

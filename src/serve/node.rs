@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use super::clients::Clients;
 use super::connections::ConnectionLimits;
 use super::grpc_connections::{grpc_incoming, GrpcLimits};
+use super::http_io::HttpIoThreads;
 use super::listen::{bind, grpc_server, serve_http};
 use super::listener_metrics::{ListenerCollector, RefusedConnections};
 use super::readiness::Readiness;
@@ -78,6 +79,9 @@ pub struct Node {
     pub bodies: BodyGuard,
     /// Connections the process's listeners refused (their metrics).
     pub refused: Arc<RefusedConnections>,
+    /// The threads that serve the process's HTTP/1.1 connections (none
+    /// until [`super::run`] starts those of the thread plan).
+    pub http_io: HttpIoThreads,
 }
 
 impl Node {
@@ -97,6 +101,7 @@ impl Node {
         Node {
             bodies,
             refused,
+            http_io: HttpIoThreads::default(),
             config,
             roles,
             shutdown: Shutdown::new(),
@@ -158,7 +163,12 @@ impl Node {
         let http = bind(node_host, server.http_port, "http").await?;
         let routes = std::mem::take(&mut self.http).merge(self.readiness.routes());
         let router = with_internal_token(with_error_fallbacks(routes), token.clone());
-        let limits = ConnectionLimits::of(&server, self.bodies.clone(), self.refused.clone());
+        let limits = ConnectionLimits::of(
+            &server,
+            self.bodies.clone(),
+            self.refused.clone(),
+            self.http_io.clone(),
+        );
         let grpc_limits = GrpcLimits::of(&server, self.refused.clone());
         self.servers.spawn(serve_http(
             http,

@@ -176,6 +176,10 @@ def test_cpu_requests_match_the_thread_settings(overlay):
         env = {v["name"]: v.get("value") for v in container["env"]}
         threads = int(env["MLSERVE_SERVER__WORKER_THREADS"])
         threads += int(env.get("MLSERVE_INFERENCE__CPU_THREADS") or 0)
+        if "MLSERVE_INFERENCE__CPU_THREADS" in env:
+            # A process serving models starts HTTP I/O threads by the node's
+            # cores unless told how many.
+            threads += int(env["MLSERVE_SERVER__HTTP_IO_THREADS"])
         requested = kube.cpu_cores(container["resources"]["requests"]["cpu"])
         assert threads == requested, f"{overlay}/{deployment['metadata']['name']}: " \
             f"{threads} threads for {requested} requested cores"

@@ -100,6 +100,11 @@ pub struct ServerConfig {
     /// Tokio worker threads; unset means half the cores (at least one) in a
     /// process that serves models, every core in one that does not.
     pub worker_threads: Option<NonZeroUsize>,
+    /// Threads that serve HTTP/1.1 connections, each a single-threaded
+    /// runtime of its own (0: connections run on the tokio workers); unset
+    /// means half the cores, at least two, in a process that serves models
+    /// on two cores or more, and none otherwise.
+    pub http_io_threads: Option<usize>,
     /// Time to finish in-flight requests after SIGTERM before exiting anyway.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -183,6 +188,7 @@ impl Default for ServerConfig {
             grpc_port: 8001,
             metrics_port: 8002,
             worker_threads: None,
+            http_io_threads: None,
             shutdown_grace: Duration::from_secs(30),
             http_max_body_bytes: 64 * 1024 * 1024,
             http_header_read_timeout: Duration::from_secs(30),

@@ -320,6 +320,7 @@ fn unset_is_absent() {
     assert_eq!(config.inference.artifact_cache_dir, None);
     assert_eq!(config.events.consumer, None);
     assert_eq!(config.server.worker_threads, None);
+    assert_eq!(config.server.http_io_threads, None);
 }
 
 fn documented_file() -> String {
