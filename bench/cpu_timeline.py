@@ -49,9 +49,10 @@ def group_of(comm):
     return OTHER if group == "other" else f"mlserve: {group}"
 
 
-# What the plot stacks, bottom up: mlserve's thread groups (tokio, instances,
-# batcher, named by mlserve_proc), the load generator, everything else.
-STACKED = [group_of(comm) for comm in ("tokio-rt-worker", "inst-", "sched-")] + [LOADGEN, OTHER]
+# What the plot stacks, bottom up: mlserve's thread groups (tokio, HTTP I/O
+# threads, instances, batcher, named by mlserve_proc), the load generator,
+# everything else.
+STACKED = [group_of(comm) for comm in ("tokio-rt-worker", "mlserve-http-0", "inst-", "sched-")] + [LOADGEN, OTHER]
 
 
 class CpuTimeline:
@@ -109,7 +110,7 @@ class CpuTimeline:
         times = [t - run_start for t, _ in bins]
         fig, ax = plt.subplots(figsize=(11, 4.5))
         ax.stackplot(times, *[[s.get(n, 0.0) for _, s in bins] for n in STACKED], labels=STACKED, step="post",
-                     colors=["tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red"])
+                     colors=["tab:blue", "tab:cyan", "tab:orange", "tab:purple", "tab:green", "tab:red"])
         ax.set_xlabel("seconds")
         ax.set_ylabel("cores busy (2 = the whole machine)")
         ax.set_ylim(0, 2.05)

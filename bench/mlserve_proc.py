@@ -113,6 +113,8 @@ def thread_group(comm):
         return "batcher"
     if comm.startswith(("tokio-runtime", "tokio-rt")):
         return "tokio (workers + blocking)"
+    if comm.startswith("mlserve-http"):
+        return "HTTP I/O threads"
     return "other"
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Server CPU and context switches per request, thread by thread, at a fixed
-open-loop rate: where a request's cost goes between the tokio workers and a
-model's instance thread, and how often each thread sleeps and is woken.
+open-loop rate: where a request's cost goes between the tokio workers, the
+HTTP I/O threads and a model's instance thread, and how often each thread
+sleeps and is woken.
 
 The tabular model at batch 1 over HTTP binary (Poisson arrivals; a fixed
 pool of --connections, 64 by default as stall.py, or `on-demand`; the
@@ -29,7 +30,7 @@ from saturation import cpu_model, git_commit, run_loadgen  # noqa: E402
 from stall import pool_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TOKIO, INSTANCES = thread_group("tokio-rt-worker"), thread_group("inst-")
+TOKIO, HTTP_IO, INSTANCES = thread_group("tokio-rt-worker"), thread_group("mlserve-http-0"), thread_group("inst-")
 
 
 def threads(pid):
@@ -107,17 +108,18 @@ def main():
              f"{date}, commit {result['commit']}, {result['cpu']}; mlserve with no flags; {args.seconds:g} s "
              f"per run, Poisson arrivals, connections: {args.connections}; builds alternate round by round. Per answered request: CPU "
              "microseconds, voluntary (slept) and involuntary (preempted) context switches.", "",
-             "| rate/s | build | round | p99 ms | tokio CPU µs | tokio vol / invol | instance CPU µs "
-             "| instance vol / invol | server CPU µs |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rate/s | build | round | p99 ms | tokio CPU µs | tokio vol / invol | HTTP I/O CPU µs "
+             "| HTTP I/O vol / invol | instance CPU µs | instance vol / invol | server CPU µs |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        t = r["threads"].get(TOKIO, {})
-        i = r["threads"].get(INSTANCES, {})
+        cells = []
+        for group in (TOKIO, HTTP_IO, INSTANCES):
+            g = r["threads"].get(group, {})
+            cells.append(f"{g.get('cpu_us_per_request', 0):.1f} | {g.get('voluntary_per_request', 0):.2f} / "
+                         f"{g.get('involuntary_per_request', 0):.2f}")
         total = sum(v["cpu_us_per_request"] for v in r["threads"].values())
-        lines.append(
-            f"| {r['rate']:,.0f} | {r['build']} | {r['round']} | {r['p99_ms']:.1f} "
-            f"| {t.get('cpu_us_per_request', 0):.1f} | {t.get('voluntary_per_request', 0):.2f} / "
-            f"{t.get('involuntary_per_request', 0):.2f} | {i.get('cpu_us_per_request', 0):.1f} "
-            f"| {i.get('voluntary_per_request', 0):.2f} / {i.get('involuntary_per_request', 0):.2f} | {total:.1f} |")
+        lines.append(f"| {r['rate']:,.0f} | {r['build']} | {r['round']} | {r['p99_ms']:.1f} | "
+                     + " | ".join(cells) + f" | {total:.1f} |")
     (out / "thread_cost.md").write_text("\n".join(lines) + "\n")
     progress.say(f"wrote {out}/thread_cost.{{md,json}}")
 
