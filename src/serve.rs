@@ -55,8 +55,7 @@ pub async fn run(
     http_io: HttpIoThreads,
 ) -> Result<()> {
     let grace = config.server.shutdown_grace;
-    let mut node = Node::new(config, roles.clone());
-    node.http_io = http_io;
+    let mut node = Node::new(config, roles.clone(), http_io);
     node.events = mlserve_common::events::connect(&node.config.events)
         .await
         .map_err(anyhow::Error::msg)?;

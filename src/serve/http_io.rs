@@ -9,7 +9,9 @@
 //! the gRPC listeners, whose one HTTP/2 connection carries every stream,
 //! keep the runtime's workers to themselves. Without I/O threads (zero
 //! configured) connections are served on the process's runtime, as tasks
-//! of their own.
+//! of their own. Each thread is the home of its requests' answers
+//! (`mlserve_inference::reply_home`): a model instance wakes it once per
+//! batch, not once per answer.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,11 +25,12 @@ use tokio::sync::oneshot;
 /// The process's HTTP I/O threads (cheap to clone; every clone hands
 /// connections to the same threads). The threads end, and their runtimes
 /// with them, when the last clone is dropped.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct HttpIoThreads {
     threads: Option<Arc<Threads>>,
 }
 
+#[derive(Debug)]
 struct Threads {
     runtimes: Vec<Handle>,
     next: AtomicUsize,
@@ -66,12 +69,6 @@ impl HttpIoThreads {
                 _stop: stops,
             })),
         })
-    }
-
-    /// The number of threads (zero: connections stay on the caller's
-    /// runtime).
-    pub fn count(&self) -> usize {
-        self.threads.as_ref().map_or(0, |t| t.runtimes.len())
     }
 
     /// Serves `tcp` with `serve` on the next thread in turn (or as a task of
@@ -128,16 +125,12 @@ fn run_thread(
         return;
     }
     runtime.block_on(async {
+        // The answers to the requests this thread queues come back as one
+        // delivery per batch (`reply_home`), not one wake-up each.
+        #[cfg(feature = "inference")]
+        tokio::spawn(mlserve_inference::reply_home::install_here());
         let _ = stopped.await;
     });
-}
-
-impl std::fmt::Debug for HttpIoThreads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpIoThreads")
-            .field("count", &self.count())
-            .finish()
-    }
 }
 
 #[cfg(test)]
@@ -189,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn without_threads_connections_stay_on_the_runtime() {
         let io = HttpIoThreads::start(0).unwrap();
-        assert_eq!(io.count(), 0);
+        assert!(io.threads.is_none());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -79,14 +79,14 @@ pub struct Node {
     pub bodies: BodyGuard,
     /// Connections the process's listeners refused (their metrics).
     pub refused: Arc<RefusedConnections>,
-    /// The threads that serve the process's HTTP/1.1 connections (none
-    /// until [`super::run`] starts those of the thread plan).
+    /// The threads that serve the process's HTTP/1.1 connections (none:
+    /// connections are tasks on the process's runtime).
     pub http_io: HttpIoThreads,
 }
 
 impl Node {
-    /// An empty node for `config`.
-    pub fn new(config: Config, roles: Vec<Role>) -> Node {
+    /// An empty node for `config`, serving HTTP/1.1 on `http_io`.
+    pub fn new(config: Config, roles: Vec<Role>, http_io: HttpIoThreads) -> Node {
         let events: Arc<dyn EventBus> = Arc::new(MemoryBus::new(&config.events));
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut grpc = tonic::service::RoutesBuilder::default();
@@ -101,7 +101,7 @@ impl Node {
         Node {
             bodies,
             refused,
-            http_io: HttpIoThreads::default(),
+            http_io,
             config,
             roles,
             shutdown: Shutdown::new(),

@@ -21,6 +21,7 @@ pub mod ort_env;
 pub mod ort_runner;
 pub mod overload;
 pub mod pbtxt;
+pub mod reply_home;
 pub mod repository;
 pub mod scheduler;
 pub mod service;

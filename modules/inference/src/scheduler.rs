@@ -9,7 +9,9 @@
 //! a [`BatchTuner`] learns the size with the best throughput from the
 //! batches' service times: batches stop at that size even when more rows
 //! wait, and a waiting batch is ready once it reaches it. A request is
-//! answered by the instance that ran it. A full queue rejects at once. A batch that fails
+//! answered by the instance that ran it (through the caller's thread's
+//! [`reply_home`], when it has one: one wake-up per batch and thread). A
+//! full queue rejects at once. A batch that fails
 //! is run again one request at a time, so a request whose data fails the
 //! model fails alone and never takes the requests batched with it along.
 //!
@@ -37,6 +39,7 @@ use crate::batch_tuner::{BatchTuner, TunerSettings};
 use crate::error::{InferenceError, Result};
 use crate::model_config::BatchingPolicy;
 use crate::overload::Overload;
+use crate::reply_home::{self, Outbox, ReplyHome};
 use crate::stats::{BatchTimings, VersionStats};
 use crate::tensor::{OutputTensor, RequestInputs};
 
@@ -91,6 +94,8 @@ struct Pending {
     predicted: Option<Duration>,
     status: Arc<Status>,
     reply: oneshot::Sender<Reply>,
+    /// Where its answer is delivered, if the caller's thread has a home.
+    home: Option<Arc<ReplyHome>>,
 }
 
 /// A queued request, as its caller holds it. Dropping it before the answer
@@ -322,6 +327,7 @@ impl Scheduler {
             deadline: timeout.map(|t| enqueued + t),
         }
         .until(deadline);
+        let home = reply_home::current();
         let wake = {
             let mut queue = shared.lock();
             if queue.closing {
@@ -337,6 +343,7 @@ impl Scheduler {
                 predicted: raw,
                 status,
                 reply,
+                home,
             });
             // Abandoned requests leave the gauge at once but the queue only
             // when an instance reaches them; keep their number bounded.
@@ -628,8 +635,9 @@ fn run_and_answer(
     match outcome {
         Ok((outputs, timings)) if outputs.len() == batch.len() => {
             stats.record_execution(rows, batch.len(), &timings);
+            let mut outbox = Outbox::default();
             for (pending, outputs) in batch.into_iter().zip(outputs) {
-                let _ = pending.reply.send(Ok(outputs));
+                outbox.answer(pending.home, pending.reply, Ok(outputs));
             }
             Ok((rows, timings))
         }
@@ -642,8 +650,9 @@ fn run_and_answer(
 }
 
 fn answer_all(batch: Vec<Pending>, err: InferenceError) {
+    let mut outbox = Outbox::default();
     for pending in batch {
-        let _ = pending.reply.send(Err(err.clone()));
+        outbox.answer(pending.home, pending.reply, Err(err.clone()));
     }
 }
 
